@@ -1,0 +1,31 @@
+//! The registry: `registry [--port 50000]`.
+
+use clap::Parser;
+use crustyring::{cli, registry};
+
+/// Crusty Ring registry: assigns node IDs (SHA-256 of address and salt) and refers
+/// each joining node to the member with the closest smaller ID.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 50000)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "REGISTRY_HOSTNAME", default_value = "127.0.0.1")]
+    host: String,
+    /// Salt mixed into node IDs.
+    #[arg(long, default_value = registry::DEFAULT_SALT)]
+    salt: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    cli::init_logging();
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
+    let port = listener.local_addr()?.port();
+    println!("registry listening on http://{}:{port}", args.host);
+    registry::serve(listener, &args.salt, cli::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Command-line pieces shared by the binaries: node flags and the shutdown signal.
+
+use crate::node::{JoinSettings, Limits, NodeConfig, PeerTimeouts};
+use std::time::Duration;
+
+/// Flags every DHT node takes (the `dht` binary and the local cluster).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// Longest key accepted, in bytes (REST and gRPC alike).
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_KEY_BYTES)]
+    pub max_key_bytes: usize,
+    /// Largest value accepted, in bytes (REST and gRPC alike).
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    /// How long to wait for a TCP connection to a peer, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub connect_timeout_ms: u64,
+    /// How long to wait for a peer's answer to one forwarded request, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+    /// How many times a query may be forwarded before it fails with UNAVAILABLE.
+    #[arg(long, default_value_t = 128)]
+    pub max_hops: u32,
+    /// How long a node keeps trying to join the ring, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub join_timeout_secs: u64,
+}
+
+impl NodeArgs {
+    /// The node configuration these flags describe.
+    pub fn config(&self) -> NodeConfig {
+        NodeConfig {
+            limits: Limits {
+                max_key_bytes: self.max_key_bytes,
+                max_value_bytes: self.max_value_bytes,
+            },
+            timeouts: PeerTimeouts {
+                connect: Duration::from_millis(self.connect_timeout_ms),
+                request: Duration::from_millis(self.request_timeout_ms),
+            },
+            max_hops: self.max_hops,
+            join: JoinSettings {
+                timeout: Duration::from_secs(self.join_timeout_secs),
+                ..JoinSettings::default()
+            },
+        }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Installs the `tracing` subscriber: `RUST_LOG` filters, `info` by default.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

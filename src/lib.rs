@@ -1,0 +1,30 @@
+//! # Crusty Ring
+//!
+//! A distributed key-value store on a consistent-hashing ring. Keys and nodes sit
+//! at `u64` positions (SHA-256 prefixes); a node owns the arc from its ID up to its
+//! next neighbour's, and any node answers any key by forwarding towards its owner.
+//! A registry assigns IDs and gives joiners a first contact.
+//!
+//! # Layout
+//!
+//! - [`ring`]: pure ring maths: positions, hashing, arcs, `owner()`. No I/O.
+//! - [`store`]: local storage behind the [`store::Store`] trait.
+//! - [`node`]: the DHT node: view, routing, forwarding, joins and hand-off.
+//! - [`registry`]: the registry service: membership and ID assignment.
+//! - [`server`]: serving a router on a listener until shutdown; reflection.
+//! - [`proto`]: generated gRPC code and wire/domain conversions.
+//! - [`cluster`]: a registry and nodes in one process (the default binary, tests).
+//! - [`cli`]: flags shared by the binaries, shutdown signal, logging.
+//! - [`client`]: client calls used by the command line (`put`, `get`, `ring`, ...).
+//! - [`bench`]: the load tool.
+
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod cluster;
+pub mod node;
+pub mod proto;
+pub mod registry;
+pub mod ring;
+pub mod server;
+pub mod store;

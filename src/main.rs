@@ -1,0 +1,242 @@
+//! `crustyring`: a local cluster (the default), client commands and the load tool.
+
+use clap::{Parser, Subcommand};
+use crustyring::bench::{self, BenchPlan};
+use crustyring::cluster::{ClusterOptions, LocalCluster};
+use crustyring::proto::dht::OperationType;
+use crustyring::{cli, client};
+use std::time::Duration;
+
+/// Crusty Ring: a distributed key-value store on a consistent-hashing ring.
+///
+/// With no command, starts a local cluster (a registry and 3 nodes) in this process.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a registry and N nodes in this process (the default command).
+    Cluster(ClusterArgs),
+    /// Write a key.
+    Put {
+        /// The key (UTF-8 text, used as its bytes).
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Read a key.
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show the ring as the nodes see it: each node's ID, neighbours, state and keys.
+    Ring {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Load a node with concurrent QueryDht requests and report ops/s and latency.
+    Bench {
+        #[command(flatten)]
+        target: Target,
+        /// Operation to run.
+        #[arg(long, value_enum, default_value_t = BenchOp::Set)]
+        op: BenchOp,
+        /// Requests in flight at once.
+        #[arg(long, short = 'c', default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds to run.
+        #[arg(long, short = 'd', default_value_t = 10.0)]
+        duration: f64,
+        /// Distinct keys to spread requests over.
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 100)]
+        value_bytes: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BenchOp {
+    Set,
+    Get,
+}
+
+/// Which node a client command talks to.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// Any node of the ring.
+    #[arg(long, short = 'n', default_value = "http://127.0.0.1:50001")]
+    node: String,
+}
+
+#[derive(Debug, Parser)]
+struct ClusterArgs {
+    /// How many nodes to start.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// The registry's port; nodes take the ports after it (0: all ephemeral).
+    #[arg(long, default_value_t = 50000)]
+    port: u16,
+    /// Host to bind and advertise.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[command(flatten)]
+    node: cli::NodeArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    cli::init_logging();
+    let args = Args::parse();
+    let command = args
+        .command
+        .unwrap_or_else(|| Command::Cluster(ClusterArgs::parse_from(["cluster"])));
+    match command {
+        Command::Cluster(c) => run_cluster(c).await,
+        Command::Put { key, value, target } => {
+            let r = query(&target, OperationType::Set, &key, Some(&value)).await?;
+            match r.value {
+                Some(prev) => println!("replaced {key} (was {})", show(&prev)),
+                None => println!("created {key}"),
+            }
+            Ok(())
+        }
+        Command::Get { key, target } => {
+            report(query(&target, OperationType::Get, &key, None).await?)
+        }
+        Command::Delete { key, target } => {
+            report(query(&target, OperationType::Delete, &key, None).await?)
+        }
+        Command::Ring { target } => {
+            let ring = client::ring(&target.node, 4096).await?;
+            println!(
+                "{:<18} {:<26} {:<8} {:>8}  prev -> next",
+                "id", "address", "state", "keys"
+            );
+            for info in ring {
+                let n = info.node.unwrap_or_default();
+                let (p, x) = (info.prev.unwrap_or_default(), info.next.unwrap_or_default());
+                println!(
+                    "{:016x}   {:<26} {:<8} {:>8}  {:016x} -> {:016x}",
+                    n.id, n.addr, info.state, info.keys, p.id, x.id
+                );
+            }
+            Ok(())
+        }
+        Command::Bench {
+            target,
+            op,
+            concurrency,
+            duration,
+            keys,
+            value_bytes,
+        } => {
+            let plan = BenchPlan {
+                node: target.node,
+                op: match op {
+                    BenchOp::Set => OperationType::Set,
+                    BenchOp::Get => OperationType::Get,
+                },
+                concurrency,
+                duration: Duration::from_secs_f64(duration.clamp(0.1, 3600.0)),
+                keys,
+                value_bytes,
+            };
+            println!(
+                "{:?} x {} in flight for {:.1} s against {}",
+                plan.op,
+                plan.concurrency,
+                plan.duration.as_secs_f64(),
+                plan.node
+            );
+            println!("{}", bench::run(&plan).await?);
+            Ok(())
+        }
+    }
+}
+
+async fn query(
+    target: &Target,
+    ty: OperationType,
+    key: &str,
+    value: Option<&str>,
+) -> anyhow::Result<crustyring::proto::dht::QueryResult> {
+    let mut c = client::connect(&target.node).await?;
+    Ok(client::query(&mut c, ty, key.as_bytes(), value.map(str::as_bytes)).await?)
+}
+
+fn report(r: crustyring::proto::dht::QueryResult) -> anyhow::Result<()> {
+    match (r.error, r.value) {
+        (Some(e), _) => anyhow::bail!(e),
+        (None, Some(v)) => println!("{}", show(&v)),
+        (None, None) => println!("(no value)"),
+    }
+    Ok(())
+}
+
+fn show(v: &[u8]) -> String {
+    String::from_utf8(v.to_vec()).unwrap_or_else(|_| {
+        format!(
+            "0x{}",
+            v.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    })
+}
+
+async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {
+    let options = ClusterOptions {
+        host: c.host.clone(),
+        registry_port: c.port,
+        node: c.node.config(),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = LocalCluster::start(options).await?;
+    for i in 1..=c.nodes {
+        // Port 0 asks for ephemeral ports throughout.
+        let port = match c.port {
+            0 => 0,
+            p => p
+                .checked_add(i)
+                .ok_or_else(|| anyhow::anyhow!("node port out of range"))?,
+        };
+        cluster.add_node(port).await?;
+    }
+    println!("Crusty Ring local cluster");
+    println!("  registry  {}", cluster.registry);
+    for node in &cluster.nodes {
+        let me = node.me();
+        println!("  node      {}  id {}", me.addr, me.id);
+    }
+    let first = cluster.addrs().first().cloned().unwrap_or_default();
+    println!();
+    println!("Try:");
+    println!("  cargo run -- put 1 Ru1nnAfPu3Ya4v --node {first}");
+    println!("  cargo run -- get 1 --node {first}");
+    println!("  cargo run -- ring --node {first}");
+    println!(
+        "  grpcurl -plaintext -d '{{\"ty\":\"Get\",\"key\":\"MQ==\"}}' {} dht.DhtNode/QueryDht",
+        first.trim_start_matches("http://")
+    );
+    println!();
+    println!("Ctrl-C stops the cluster.");
+    cli::shutdown_signal().await;
+    println!("stopping...");
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The node layer's one error type, and its single mapping to gRPC `Status`.
+
+use crate::ring::Position;
+use crate::store::StoreError;
+use std::time::Duration;
+use tonic::{Code, Status};
+
+/// Everything that can go wrong while a node serves a request.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The key is empty.
+    #[error("the key is empty; a key must be 1 or more bytes")]
+    EmptyKey,
+    /// The key is over the limit.
+    #[error("the key is {len} bytes long; the limit is {max} bytes (--max-key-bytes)")]
+    KeyTooLong {
+        /// The key's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value is over the limit.
+    #[error("the value is {len} bytes long; the limit is {max} bytes (--max-value-bytes)")]
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A Set came with no value.
+    #[error("a Set query needs a value (field 3, `value`); an empty value is allowed")]
+    MissingValue,
+    /// The operation type is not one the protocol knows.
+    #[error("unknown operation type {0}; expected Get (0), Delete (1) or Set (2)")]
+    UnknownOperation(i32),
+    /// A position-only ForwardQuery tried to write.
+    #[error(
+        "a ForwardQuery Set needs the raw key (field 4, `raw_key`): a position alone cannot keep the key"
+    )]
+    MissingRawKey,
+    /// A ForwardQuery's raw key does not hash to its position.
+    #[error("the raw key does not hash to position {position} (field 2, `key`)")]
+    PositionMismatch {
+        /// The position the request named.
+        position: Position,
+    },
+    /// The query has been forwarded too often: the ring is changing or broken.
+    #[error(
+        "the query was forwarded {hops} times without reaching the owner; the ring may be changing, retry shortly"
+    )]
+    TooManyHops {
+        /// Hops so far.
+        hops: u32,
+    },
+    /// This node is not part of the ring (yet).
+    #[error(
+        "this node is not serving yet (it is joining the ring); retry shortly or ask another node"
+    )]
+    NotServing,
+    /// The next hop could not be reached.
+    #[error("the next node towards the owner ({addr}) is unreachable: {reason}")]
+    Unreachable {
+        /// The peer's address.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The next hop did not answer in time.
+    #[error("the next node towards the owner ({addr}) did not answer within {after:?}")]
+    Timeout {
+        /// The peer's address.
+        addr: String,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// A hand-off of this position's arc did not finish in time.
+    #[error(
+        "the key's arc is being handed to a joining node and the hand-off did not finish within {0:?}; retry"
+    )]
+    HandOffStalled(Duration),
+    /// A peer answered with an error status, passed on as it was.
+    #[error("{0}")]
+    Peer(Status),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Self {
+        let code = match &e {
+            NodeError::EmptyKey
+            | NodeError::KeyTooLong { .. }
+            | NodeError::ValueTooLarge { .. }
+            | NodeError::MissingValue
+            | NodeError::UnknownOperation(_)
+            | NodeError::MissingRawKey
+            | NodeError::PositionMismatch { .. } => Code::InvalidArgument,
+            NodeError::TooManyHops { .. }
+            | NodeError::NotServing
+            | NodeError::Unreachable { .. }
+            | NodeError::HandOffStalled(_) => Code::Unavailable,
+            NodeError::Timeout { .. } => Code::DeadlineExceeded,
+            NodeError::Peer(status) => return status.clone(),
+            NodeError::Store(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// Why a node could not join the ring.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The registry could not be reached or refused the node.
+    #[error("registry at {addr} failed: {reason}")]
+    Registry {
+        /// The registry's address.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Another member already holds this node's ID.
+    #[error("ring ID {id} is already held by {holder}")]
+    IdTaken {
+        /// The ID.
+        id: Position,
+        /// The holder's address.
+        holder: String,
+    },
+    /// No member accepted the node in time.
+    #[error("could not join the ring within {after:?}; last attempt: {last}")]
+    TimedOut {
+        /// How long the node tried.
+        after: Duration,
+        /// What the last attempt said.
+        last: String,
+    },
+    /// The node's listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}

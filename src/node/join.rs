@@ -1,0 +1,490 @@
+//! Joining the ring, from both sides.
+//!
+//! # Protocol
+//!
+//! 1. The joiner `J` registers with the registry, which derives its ID and names
+//!    the registered member with the closest smaller ID as a first contact (none
+//!    for the first member, which then serves the whole ring alone).
+//! 2. `J` starts serving its port (state `joining`: it owns nothing yet) and sends
+//!    `RegisterAsNeighbor{ty: Next, J}` to the contact: "take me as your next".
+//! 3. The contact `P` takes its membership lock (one join into its arc at a time)
+//!    and checks that `J` falls strictly inside its arc `[P, N)`. If not, it refuses
+//!    with `FAILED_PRECONDITION` and names, in the `crustyring-towards` metadata,
+//!    the neighbour closer to `J`'s predecessor; `J` asks that one. A contact that
+//!    is itself still joining answers `UNAVAILABLE`, and `J` retries with backoff,
+//!    falling back to the other registered members.
+//! 4. `P` fences the arc `[J, N)`: local queries into it wait. It snapshots the
+//!    arc's entries and streams them to `J` (`HandOff`), the first message naming
+//!    `J`'s neighbours `{prev: P, next: N}`. `J` stores them, links in and starts
+//!    serving; only then does it acknowledge.
+//! 5. `P` sets `next = J`, lifts the fence (waiting queries now route to `J`),
+//!    drops the arc's entries and tells `N` that its previous neighbour is `J`.
+//!
+//! Every key is therefore stored on exactly one node at every moment a query can
+//! observe it: before step 5 on `P` (the fence stops changes), after it on `J`. If
+//! the hand-off fails, `P` lifts the fence and keeps the arc; `J` tries again.
+//! Joins into different arcs touch different nodes' `next` links and proceed in
+//! parallel; joins into one arc are serialised by its owner.
+
+use super::error::{JoinError, NodeError};
+use super::view::{JoinRefusal, NodeState, View};
+use super::{Node, NodeConfig};
+use crate::proto::dht::{self, NeighborType};
+use crate::proto::registry::{ConnectionAddr, registry_client::RegistryClient};
+use crate::ring::{Member, Position, key_position};
+use crate::store::{Entry, Store};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::Status;
+
+/// The metadata key naming where a refused joiner should ask next.
+pub const TOWARDS_METADATA: &str = "crustyring-towards";
+
+/// How many entries travel in one hand-off message.
+const HANDOFF_BATCH: usize = 256;
+
+/// How joining is paced.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinSettings {
+    /// How long a node keeps trying to join before it gives up.
+    pub timeout: Duration,
+    /// The first retry delay; it doubles up to one second.
+    pub retry_delay: Duration,
+}
+
+impl Default for JoinSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            retry_delay: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A node that has joined the ring and is serving its listener.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The node.
+    pub node: Arc<Node>,
+    /// The server task; it ends when the shutdown future resolves.
+    pub server: JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts a node on `listener`: registers with the registry at `registry`,
+/// advertising `http://{host}:{port}`, serves the listener, and joins the ring.
+/// Returns once the node serves its arc. The server stops when `shutdown` resolves.
+pub async fn start(
+    listener: TcpListener,
+    host: &str,
+    registry: &str,
+    config: NodeConfig,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningNode, JoinError> {
+    let addr = format!("http://{host}:{}", listener.local_addr()?.port());
+    let (me, contact) = register(registry, &addr, &config).await?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_not_serving::<dht::dht_node_server::DhtNodeServer<super::service::DhtService>>()
+        .await;
+    let node = Arc::new(Node::new(me, config, store, health));
+    let router = super::grpc_routes(node.clone(), health_service).into_axum_router();
+    let server = tokio::spawn(crate::server::serve(listener, router, shutdown));
+    match contact {
+        None => node.become_alone().await,
+        Some(contact) => node.join(contact, registry).await?,
+    }
+    Ok(RunningNode { node, server })
+}
+
+/// Registers `addr` with the registry, retrying while it is not up yet. Returns this
+/// node and its first contact.
+async fn register(
+    registry: &str,
+    addr: &str,
+    config: &NodeConfig,
+) -> Result<(Member, Option<Member>), JoinError> {
+    let failed = |reason: String| JoinError::Registry {
+        addr: registry.to_string(),
+        reason,
+    };
+    let endpoint =
+        super::peers::endpoint(registry, config.timeouts).map_err(|e| failed(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + config.join.timeout;
+    let mut delay = config.join.retry_delay;
+    loop {
+        let attempt = async {
+            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+            RegistryClient::new(channel)
+                .register_node(ConnectionAddr {
+                    addr: addr.to_string(),
+                })
+                .await
+                .map_err(|s| s.message().to_string())
+        };
+        match tokio::time::timeout(config.timeouts.request, attempt).await {
+            Ok(Ok(info)) => {
+                let info = info.into_inner();
+                let me = Member::new(Position(info.id), addr);
+                return Ok((me, info.neighbor.map(Member::from)));
+            }
+            Ok(Err(reason)) if tokio::time::Instant::now() >= deadline => {
+                return Err(failed(reason));
+            }
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(failed("no answer in time".into()));
+            }
+            _ => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Starts a ring of one: this node owns every position.
+    async fn become_alone(&self) {
+        let me = self.me();
+        self.update_view(|v| *v = View::alone(me));
+        self.mark_serving().await;
+        tracing::info!(id = %self.me().id, "serving the whole ring alone");
+    }
+
+    async fn mark_serving(&self) {
+        self.health
+            .set_serving::<dht::dht_node_server::DhtNodeServer<super::service::DhtService>>()
+            .await;
+    }
+
+    /// Joins through `contact`, following refusals towards this node's predecessor
+    /// and falling back to the registry's other members while contacts are not ready.
+    async fn join(&self, contact: Member, registry: &str) -> Result<(), JoinError> {
+        let me = self.me();
+        let settings = self.config.join;
+        let deadline = tokio::time::Instant::now() + settings.timeout;
+        let mut target = contact;
+        let mut delay = settings.retry_delay;
+        let mut fallbacks: Vec<Member> = Vec::new();
+        let mut last = String::new();
+        loop {
+            if self.view().state == NodeState::Serving {
+                tracing::info!(id = %me.id, prev = %self.view().prev.addr, next = %self.view().next.addr, "joined the ring");
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(JoinError::TimedOut {
+                    after: settings.timeout,
+                    last,
+                });
+            }
+            let request = dht::NeighborRegisterInfo {
+                ty: NeighborType::Next as i32,
+                id: me.id.0,
+                addr: me.addr.clone(),
+            };
+            let client = self.peers.client(&target.addr);
+            let attempt = async move {
+                client?
+                    .register_as_neighbor(request)
+                    .await
+                    .map_err(NodeError::Peer)
+            };
+            // The contact streams the arc to us within this call: allow it the
+            // hand-off's time on top of one request's.
+            let limit = self.config.timeouts.request * 2;
+            let outcome = tokio::time::timeout(limit, attempt).await;
+            let status = match outcome {
+                Ok(Ok(_)) => continue,
+                Ok(Err(NodeError::Peer(status))) => status,
+                Ok(Err(other)) => Status::unavailable(other.to_string()),
+                Err(_) => Status::deadline_exceeded("no answer in time"),
+            };
+            if self.view().state == NodeState::Serving {
+                continue;
+            }
+            last = format!("{}: {}", target.addr, status.message());
+            match status.code() {
+                tonic::Code::FailedPrecondition => {
+                    if let Some(towards) = towards(&status) {
+                        target = towards;
+                        continue;
+                    }
+                }
+                tonic::Code::AlreadyExists => {
+                    return Err(JoinError::IdTaken {
+                        id: me.id,
+                        holder: status.message().to_string(),
+                    });
+                }
+                _ => {}
+            }
+            tracing::debug!(contact = %target.addr, %last, "join attempt refused; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+            if fallbacks.is_empty() {
+                fallbacks = self.members_by_closeness(registry).await;
+            }
+            if let Some(next) = fallbacks.pop() {
+                target = next;
+            }
+        }
+    }
+
+    /// The registry's members other than this node, the farthest first (so that
+    /// popping yields the closest predecessor first).
+    async fn members_by_closeness(&self, registry: &str) -> Vec<Member> {
+        let me = self.me();
+        let Ok(endpoint) = super::peers::endpoint(registry, self.config.timeouts) else {
+            return Vec::new();
+        };
+        let fetch = async {
+            let channel = endpoint.connect().await.ok()?;
+            let nodes = RegistryClient::new(channel)
+                .get_connected_nodes(())
+                .await
+                .ok()?;
+            Some(nodes.into_inner().nodes)
+        };
+        let nodes = tokio::time::timeout(self.config.timeouts.request, fetch)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut members: Vec<Member> = nodes
+            .into_iter()
+            .map(Member::from)
+            .filter(|m| m.id != me.id)
+            .collect();
+        // Counter-clockwise distance from us: the predecessor is the closest.
+        members.sort_by_key(|m| std::cmp::Reverse(m.id.distance_to(me.id)));
+        members
+    }
+
+    /// The predecessor's side of a join: hands the arc `[joiner, next)` to the
+    /// joiner and links it in. See the module docs for the steps.
+    pub(super) async fn accept_join(
+        &self,
+        joiner: Member,
+    ) -> Result<dht::PreviousNeighbors, Status> {
+        let _membership = self.membership.lock().await;
+        let (arc, me, prev, old_next) = self
+            .update_view(|view| {
+                let arc = view.check_join(joiner.id)?;
+                view.handoff = Some(arc);
+                Ok::<_, JoinRefusal>((arc, view.me.clone(), view.prev.clone(), view.next.clone()))
+            })
+            .map_err(|refusal| refusal_status(refusal, &joiner))?;
+        let handed = match self.store.entries_in(arc) {
+            Ok(entries) => self.hand_off(&joiner, &me, &old_next, entries).await,
+            Err(e) => Err(NodeError::from(e)),
+        };
+        if let Err(e) = handed {
+            self.update_view(|view| view.handoff = None);
+            tracing::warn!(joiner = %joiner.addr, error = %e, "hand-off failed; keeping the arc");
+            return Err(Status::unavailable(format!(
+                "could not hand the arc over to {}: {e}",
+                joiner.addr
+            )));
+        }
+        self.update_view(|view| {
+            if view.prev == view.me {
+                view.prev = joiner.clone();
+            }
+            view.next = joiner.clone();
+            view.handoff = None;
+        });
+        match self.store.remove_in(arc) {
+            Ok(n) => tracing::info!(joiner = %joiner.addr, keys = n, "handed arc to joiner"),
+            Err(e) => tracing::error!(error = %e, "could not drop a handed-off arc"),
+        }
+        if old_next != me {
+            let request = dht::NeighborRegisterInfo {
+                ty: NeighborType::Previous as i32,
+                id: joiner.id.0,
+                addr: joiner.addr.clone(),
+            };
+            if let Err(e) = self
+                .peers
+                .call(&old_next, |mut c| async move {
+                    c.register_as_neighbor(request).await
+                })
+                .await
+            {
+                tracing::warn!(next = %old_next.addr, error = %e, "could not tell the next node about its new previous");
+            }
+        }
+        Ok(dht::PreviousNeighbors {
+            prev: Some((&prev).into()),
+            next: Some((&old_next).into()),
+        })
+    }
+
+    /// Streams `entries` to the joiner, telling it its neighbours first.
+    async fn hand_off(
+        &self,
+        joiner: &Member,
+        me: &Member,
+        next: &Member,
+        entries: Vec<Entry>,
+    ) -> Result<(), NodeError> {
+        let neighbors = dht::PreviousNeighbors {
+            prev: Some(me.into()),
+            next: Some(next.into()),
+        };
+        let mut chunks = vec![dht::HandOffChunk {
+            neighbors: Some(neighbors),
+            entries: Vec::new(),
+        }];
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            chunks.push(dht::HandOffChunk {
+                neighbors: None,
+                entries: entries
+                    .by_ref()
+                    .take(HANDOFF_BATCH)
+                    .map(Into::into)
+                    .collect(),
+            });
+        }
+        self.peers
+            .call(joiner, |mut c| async move {
+                c.hand_off(tokio_stream::iter(chunks)).await
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The joiner's side of a hand-off: stores the arc's entries, links in with the
+    /// neighbours named in the first message and starts serving.
+    pub(super) async fn accept_handoff(
+        &self,
+        mut chunks: tonic::Streaming<dht::HandOffChunk>,
+    ) -> Result<dht::HandOffAck, Status> {
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty hand-off stream"))?;
+        let (prev, next) = match first.neighbors {
+            Some(dht::PreviousNeighbors {
+                prev: Some(prev),
+                next: Some(next),
+            }) => (Member::from(prev), Member::from(next)),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first hand-off message must name both neighbours",
+                ));
+            }
+        };
+        let mut entries = Vec::new();
+        let mut batch = first.entries;
+        loop {
+            for e in batch {
+                entries.push(entry_from_wire(e)?);
+            }
+            match chunks.message().await? {
+                Some(chunk) => batch = chunk.entries,
+                None => break,
+            }
+        }
+        let count = entries.len();
+        self.update_view(|view| {
+            if view.state != NodeState::Joining {
+                return Err(Status::failed_precondition(
+                    "this node is already part of the ring",
+                ));
+            }
+            self.store
+                .insert_all(entries)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            view.prev = prev;
+            view.next = next;
+            view.state = NodeState::Serving;
+            Ok(())
+        })?;
+        self.mark_serving().await;
+        Ok(dht::HandOffAck {
+            entries: count as u64,
+        })
+    }
+
+    /// A node tells this one it is now its previous neighbour. Accepted when it
+    /// lies between the current previous neighbour and this node (a joiner that
+    /// split the previous neighbour's arc), or when this node is alone.
+    pub(super) fn accept_previous(&self, new: Member) -> Result<dht::PreviousNeighbors, Status> {
+        self.update_view(|view| {
+            let between = crate::ring::Arc::new(view.prev.id, view.me.id);
+            let alone = view.prev == view.me;
+            if !alone && (new.id == view.prev.id || !between.contains(new.id)) {
+                return Err(Status::failed_precondition(format!(
+                    "{} ({}) does not lie between my previous neighbour {} and me",
+                    new.addr, new.id, view.prev.addr
+                )));
+            }
+            let old = dht::PreviousNeighbors {
+                prev: Some((&view.prev).into()),
+                next: Some((&view.next).into()),
+            };
+            view.prev = new;
+            Ok(old)
+        })
+    }
+}
+
+fn entry_from_wire(e: dht::KeyValueEntry) -> Result<Entry, Status> {
+    let key = e
+        .raw_key
+        .ok_or_else(|| Status::invalid_argument("a hand-off entry has no raw key"))?;
+    if key_position(&key) != Position(e.key) {
+        return Err(Status::invalid_argument(
+            "a hand-off entry's raw key does not hash to its position",
+        ));
+    }
+    Ok(Entry {
+        position: Position(e.key),
+        key,
+        value: e.value,
+    })
+}
+
+impl From<Entry> for dht::KeyValueEntry {
+    fn from(e: Entry) -> Self {
+        Self {
+            key: e.position.0,
+            value: e.value,
+            raw_key: Some(e.key),
+        }
+    }
+}
+
+fn refusal_status(refusal: JoinRefusal, joiner: &Member) -> Status {
+    match refusal {
+        JoinRefusal::NotServing => {
+            Status::unavailable("this node is not serving yet; retry shortly")
+        }
+        JoinRefusal::Taken { holder } => Status::already_exists(format!(
+            "ring ID {} is already held by {}",
+            joiner.id, holder.addr
+        )),
+        JoinRefusal::NotMyArc { towards } => {
+            let mut status = Status::failed_precondition(format!(
+                "ID {} is not in my arc; ask {}",
+                joiner.id, towards.addr
+            ));
+            let value = format!("{}@{}", towards.id.0, towards.addr);
+            if let Ok(v) = value.parse() {
+                status.metadata_mut().insert(TOWARDS_METADATA, v);
+            }
+            status
+        }
+    }
+}
+
+fn towards(status: &Status) -> Option<Member> {
+    let value = status.metadata().get(TOWARDS_METADATA)?.to_str().ok()?;
+    let (id, addr) = value.split_once('@')?;
+    Some(Member::new(Position(id.parse().ok()?), addr))
+}

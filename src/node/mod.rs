@@ -1,0 +1,206 @@
+//! The DHT node: its view of the ring, routing and forwarding, joins and key
+//! hand-off. Decisions live in [`view`] as pure functions; this module applies them
+//! to the store and the network.
+//!
+//! # Concurrency
+//!
+//! The view sits behind a `std` read-write lock that is never held across an
+//! `.await`. A local query routes *and* applies under one read guard, so a view
+//! change (which takes the write guard) never interleaves with a half-done query:
+//! when a node sets a hand-off fence on an arc, every query already applied to that
+//! arc has finished, and every later one waits for the hand-off to end.
+//! Membership changes of a node (accepting a joiner) are serialised by an async
+//! mutex, so two joiners into one arc are handled one after the other.
+
+mod error;
+mod join;
+mod peers;
+mod query;
+mod service;
+mod view;
+
+pub use error::{JoinError, NodeError};
+pub use join::{JoinSettings, RunningNode, start};
+pub use peers::{PeerTimeouts, Peers};
+pub use query::{KEY_NOT_PRESENT, Limits, Operation, Outcome, Query};
+pub use service::grpc_routes;
+pub use view::{JoinRefusal, NodeState, Route, View};
+
+use crate::ring::Member;
+use crate::store::Store;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How a node behaves: limits, timeouts and joining.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Size limits for keys and values.
+    pub limits: Limits,
+    /// Timeouts for talking to peers.
+    pub timeouts: PeerTimeouts,
+    /// How many times a query may be forwarded before it is given up on.
+    pub max_hops: u32,
+    /// How joining is paced.
+    pub join: JoinSettings,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            timeouts: PeerTimeouts {
+                connect: Duration::from_secs(1),
+                request: Duration::from_secs(5),
+            },
+            max_hops: 128,
+            join: JoinSettings::default(),
+        }
+    }
+}
+
+/// A DHT node: its view, its store, and its connections to peers.
+pub struct Node {
+    config: NodeConfig,
+    view: RwLock<View>,
+    /// Bumped on every view change, so queries waiting on a hand-off wake up.
+    changes: watch::Sender<u64>,
+    /// Serialises this node's membership changes (accepting a joiner).
+    membership: tokio::sync::Mutex<()>,
+    store: Arc<dyn Store>,
+    peers: Peers,
+    health: tonic_health::server::HealthReporter,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("view", &*self.view())
+            .field("keys", &self.store.len())
+            .finish()
+    }
+}
+
+impl Node {
+    /// A node that has not joined yet, with its health service reporter.
+    pub fn new(
+        me: Member,
+        config: NodeConfig,
+        store: Arc<dyn Store>,
+        health: tonic_health::server::HealthReporter,
+    ) -> Self {
+        Self {
+            peers: Peers::new(config.timeouts, config.limits.max_message_bytes()),
+            config,
+            view: RwLock::new(View::joining(me)),
+            changes: watch::channel(0).0,
+            membership: tokio::sync::Mutex::new(()),
+            store,
+            health,
+        }
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// This node.
+    pub fn me(&self) -> Member {
+        self.view().me.clone()
+    }
+
+    /// A snapshot of the node's view.
+    pub fn view_snapshot(&self) -> View {
+        self.view().clone()
+    }
+
+    /// How many entries the local store holds.
+    pub fn key_count(&self) -> usize {
+        self.store.len()
+    }
+
+    /// A copy of every entry in the local store, in ring order.
+    pub fn local_entries(&self) -> Result<Vec<crate::store::Entry>, NodeError> {
+        Ok(self
+            .store
+            .entries_in(crate::ring::Arc::whole(crate::ring::Position(0)))?)
+    }
+
+    fn view(&self) -> RwLockReadGuard<'_, View> {
+        // Every view update is a plain assignment, so a poisoned lock still holds a
+        // consistent view.
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the view under the write lock and wakes queries waiting on it.
+    fn update_view<T>(&self, change: impl FnOnce(&mut View) -> T) -> T {
+        let result = {
+            let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+            change(&mut view)
+        };
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        result
+    }
+
+    /// Answers a query: locally if this node owns the key, else by forwarding it
+    /// towards the owner.
+    pub async fn execute(&self, query: Query) -> Result<Outcome, NodeError> {
+        let stall = self.config.timeouts.request;
+        loop {
+            let mut changes = self.changes.subscribe();
+            let route = {
+                let view = self.view();
+                match view.route(query.position) {
+                    Route::Local => return self.apply_local(&query),
+                    other => other,
+                }
+            };
+            match route {
+                Route::Local => unreachable!("answered above"),
+                Route::NotServing => return Err(NodeError::NotServing),
+                Route::Wait => {
+                    if tokio::time::timeout(stall, changes.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(NodeError::HandOffStalled(stall));
+                    }
+                }
+                Route::Forward(to) => {
+                    if query.hops >= self.config.max_hops {
+                        return Err(NodeError::TooManyHops { hops: query.hops });
+                    }
+                    let result = self.peers.forward(&to, query.to_forward()).await?;
+                    return Ok(Outcome::from_result(result, &query.op));
+                }
+            }
+        }
+    }
+
+    /// Applies a query this node owns to the local store. Called with the view read
+    /// guard held, so no hand-off can start half-way through.
+    fn apply_local(&self, query: &Query) -> Result<Outcome, NodeError> {
+        let position = query.position;
+        let key = match &query.key {
+            Some(key) => key.clone(),
+            // A position-only query (original ForwardQuery clients): it names
+            // whichever entry sits at that position.
+            None => match self.store.at_position(position)?.into_iter().next() {
+                Some(entry) => entry.key,
+                None => return Ok(Outcome::Absent),
+            },
+        };
+        let found = match &query.op {
+            Operation::Get => self.store.get(position, &key)?,
+            Operation::Delete => self.store.delete(position, &key)?,
+            Operation::Set(value) => {
+                return Ok(self
+                    .store
+                    .set(position, key, value.clone())?
+                    .map_or(Outcome::Created, Outcome::Value));
+            }
+        };
+        Ok(found.map_or(Outcome::Absent, Outcome::Value))
+    }
+}

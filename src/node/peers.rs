@@ -1,0 +1,119 @@
+//! Connections to other nodes: one lazily connected gRPC channel per address, with
+//! bounded connect and request times so that a dead peer costs a bounded wait.
+
+use super::error::NodeError;
+use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
+use crate::ring::Member;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Timeouts for talking to peers.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerTimeouts {
+    /// How long to wait for a TCP connection to a peer.
+    pub connect: Duration,
+    /// How long to wait for a peer's answer to one request.
+    pub request: Duration,
+}
+
+/// A pool of channels to peers, keyed by address.
+#[derive(Debug)]
+pub struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+    timeouts: PeerTimeouts,
+    max_message_bytes: usize,
+}
+
+impl Peers {
+    /// An empty pool.
+    pub fn new(timeouts: PeerTimeouts, max_message_bytes: usize) -> Self {
+        Self {
+            channels: Mutex::new(HashMap::new()),
+            timeouts,
+            max_message_bytes,
+        }
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> PeerTimeouts {
+        self.timeouts
+    }
+
+    /// A client for the node at `addr`, reusing its channel.
+    pub fn client(&self, addr: &str) -> Result<DhtNodeClient<Channel>, NodeError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = endpoint(addr, self.timeouts)?.connect_lazy();
+                channels.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(DhtNodeClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
+    }
+
+    /// Runs `call` against the node `to`, within the request timeout, and turns
+    /// transport failures into [`NodeError::Unreachable`] / [`NodeError::Timeout`].
+    pub async fn call<T, F, Fut>(&self, to: &Member, call: F) -> Result<T, NodeError>
+    where
+        F: FnOnce(DhtNodeClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.client(&to.addr)?;
+        let after = self.timeouts.request;
+        match tokio::time::timeout(after, call(client)).await {
+            Err(_) => Err(NodeError::Timeout {
+                addr: to.addr.clone(),
+                after,
+            }),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(peer_error(&to.addr, status)),
+        }
+    }
+
+    /// Forwards a query one hop, to `to`.
+    pub async fn forward(
+        &self,
+        to: &Member,
+        query: dht::EncodedQuery,
+    ) -> Result<dht::QueryResult, NodeError> {
+        self.call(to, |mut c| async move { c.forward_query(query).await })
+            .await
+    }
+}
+
+/// An endpoint for `addr` with our timeouts.
+pub fn endpoint(addr: &str, timeouts: PeerTimeouts) -> Result<Endpoint, NodeError> {
+    Ok(Endpoint::from_shared(addr.to_string())
+        .map_err(|e| NodeError::Unreachable {
+            addr: addr.to_string(),
+            reason: format!("not a valid address: {e}"),
+        })?
+        .connect_timeout(timeouts.connect)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+/// A peer's error status as a node error: a failure to reach the peer at all is
+/// `Unreachable`; anything the peer itself answered is passed on as it was.
+fn peer_error(addr: &str, status: tonic::Status) -> NodeError {
+    let transport = std::error::Error::source(&status)
+        .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
+    if transport
+        || (status.code() == tonic::Code::Unknown && status.message().contains("transport"))
+    {
+        NodeError::Unreachable {
+            addr: addr.to_string(),
+            reason: status.message().to_string(),
+        }
+    } else {
+        NodeError::Peer(status)
+    }
+}

@@ -1,0 +1,307 @@
+//! Queries as the node understands them, whichever door they came in by (gRPC
+//! `QueryDht`, `ForwardQuery`, or the HTTP gateway), and their validation against the
+//! node's limits.
+
+use super::error::NodeError;
+use crate::proto::dht;
+use crate::ring::{Position, key_position};
+
+/// Size limits, the same through every API.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest key accepted, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Limits {
+    /// Default longest key: 4 KiB.
+    pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
+    /// Default largest value: 1 MiB.
+    pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+    /// The largest protobuf message a node must accept under these limits.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_key_bytes + self.max_value_bytes + 1024
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: Self::DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: Self::DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+/// What to do with a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Read the value.
+    Get,
+    /// Write the value; answers the previous one.
+    Set(Vec<u8>),
+    /// Remove the key; answers the removed value.
+    Delete,
+}
+
+/// A validated query, routed by `position`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// The operation.
+    pub op: Operation,
+    /// The key's ring position.
+    pub position: Position,
+    /// The key as the user wrote it; `None` only for position-only `ForwardQuery`
+    /// calls from clients of the original protocol.
+    pub key: Option<Vec<u8>>,
+    /// How many nodes have forwarded this query already.
+    pub hops: u32,
+}
+
+/// The answer to a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Get: the value; Delete: the removed value; Set: the replaced value.
+    Value(Vec<u8>),
+    /// Set of a new key: there was no previous value.
+    Created,
+    /// Get or Delete of a key that is not there.
+    Absent,
+}
+
+/// The message of a missing key, as the original protocol words it.
+pub const KEY_NOT_PRESENT: &str = "Key not present in database.";
+
+fn operation(ty: i32, value: Option<Vec<u8>>) -> Result<Operation, NodeError> {
+    match dht::OperationType::try_from(ty) {
+        Ok(dht::OperationType::Get) => Ok(Operation::Get),
+        Ok(dht::OperationType::Delete) => Ok(Operation::Delete),
+        Ok(dht::OperationType::Set) => value.map(Operation::Set).ok_or(NodeError::MissingValue),
+        Err(_) => Err(NodeError::UnknownOperation(ty)),
+    }
+}
+
+impl Query {
+    /// A query for the raw `key`, validated against `limits`.
+    pub fn new(op: Operation, key: Vec<u8>, limits: &Limits) -> Result<Self, NodeError> {
+        check_key(&key, limits)?;
+        check_op(&op, limits)?;
+        Ok(Self {
+            op,
+            position: key_position(&key),
+            key: Some(key),
+            hops: 0,
+        })
+    }
+
+    /// A client's `QueryDht` request.
+    pub fn from_client(q: dht::Query, limits: &Limits) -> Result<Self, NodeError> {
+        Self::new(operation(q.ty, q.value)?, q.key, limits)
+    }
+
+    /// A peer's (or an original client's) `ForwardQuery` request.
+    pub fn from_forward(q: dht::EncodedQuery, limits: &Limits) -> Result<Self, NodeError> {
+        let op = operation(q.ty, q.value)?;
+        check_op(&op, limits)?;
+        let position = Position(q.key);
+        match q.raw_key {
+            Some(key) => {
+                check_key(&key, limits)?;
+                if key_position(&key) != position {
+                    return Err(NodeError::PositionMismatch { position });
+                }
+                Ok(Self {
+                    op,
+                    position,
+                    key: Some(key),
+                    hops: q.hops,
+                })
+            }
+            None if matches!(op, Operation::Set(_)) => Err(NodeError::MissingRawKey),
+            None => Ok(Self {
+                op,
+                position,
+                key: None,
+                hops: q.hops,
+            }),
+        }
+    }
+
+    /// The message that forwards this query one hop further.
+    pub fn to_forward(&self) -> dht::EncodedQuery {
+        let (ty, value) = match &self.op {
+            Operation::Get => (dht::OperationType::Get, None),
+            Operation::Delete => (dht::OperationType::Delete, None),
+            Operation::Set(v) => (dht::OperationType::Set, Some(v.clone())),
+        };
+        dht::EncodedQuery {
+            ty: ty as i32,
+            key: self.position.0,
+            value,
+            raw_key: self.key.clone(),
+            hops: self.hops + 1,
+        }
+    }
+}
+
+fn check_key(key: &[u8], limits: &Limits) -> Result<(), NodeError> {
+    if key.is_empty() {
+        return Err(NodeError::EmptyKey);
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(NodeError::KeyTooLong {
+            len: key.len(),
+            max: limits.max_key_bytes,
+        });
+    }
+    Ok(())
+}
+
+fn check_op(op: &Operation, limits: &Limits) -> Result<(), NodeError> {
+    match op {
+        Operation::Set(v) if v.len() > limits.max_value_bytes => Err(NodeError::ValueTooLarge {
+            len: v.len(),
+            max: limits.max_value_bytes,
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl From<Outcome> for dht::QueryResult {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Value(v) => Self {
+                error: None,
+                value: Some(v),
+            },
+            Outcome::Created => Self {
+                error: None,
+                value: None,
+            },
+            Outcome::Absent => Self {
+                error: Some(KEY_NOT_PRESENT.to_string()),
+                value: None,
+            },
+        }
+    }
+}
+
+impl Outcome {
+    /// The outcome a peer's `QueryResult` describes, for the query it answered.
+    pub fn from_result(r: dht::QueryResult, op: &Operation) -> Self {
+        match (r.error, r.value, op) {
+            (Some(_), _, _) => Outcome::Absent,
+            (None, Some(v), _) => Outcome::Value(v),
+            (None, None, Operation::Set(_)) => Outcome::Created,
+            // A Get or Delete answered with neither a value nor an error cannot come
+            // from a node of ours; read it as "absent" rather than invent a value.
+            (None, None, _) => Outcome::Absent,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_key_bytes: 8,
+            max_value_bytes: 4,
+        }
+    }
+
+    fn client(ty: i32, key: &[u8], value: Option<&[u8]>) -> Result<Query, NodeError> {
+        Query::from_client(
+            dht::Query {
+                ty,
+                key: key.to_vec(),
+                value: value.map(<[u8]>::to_vec),
+            },
+            &limits(),
+        )
+    }
+
+    #[test]
+    fn a_valid_set_is_placed_by_its_key_hash() {
+        let q = client(2, b"1", Some(b"v")).unwrap();
+        assert_eq!(q.position, key_position(b"1"));
+        assert_eq!(q.op, Operation::Set(b"v".to_vec()));
+    }
+
+    #[test]
+    fn an_empty_value_is_a_value() {
+        assert!(client(2, b"1", Some(b"")).is_ok());
+    }
+
+    #[test]
+    fn malformed_queries_say_what_is_wrong() {
+        assert!(matches!(
+            client(2, b"1", None),
+            Err(NodeError::MissingValue)
+        ));
+        assert!(matches!(
+            client(7, b"1", None),
+            Err(NodeError::UnknownOperation(7))
+        ));
+        assert!(matches!(client(0, b"", None), Err(NodeError::EmptyKey)));
+        assert!(matches!(
+            client(0, b"123456789", None),
+            Err(NodeError::KeyTooLong { len: 9, max: 8 })
+        ));
+        assert!(matches!(
+            client(2, b"k", Some(b"12345")),
+            Err(NodeError::ValueTooLarge { len: 5, max: 4 })
+        ));
+    }
+
+    #[test]
+    fn forwards_round_trip_and_count_hops() {
+        let q = client(2, b"k", Some(b"v")).unwrap();
+        let back = Query::from_forward(q.to_forward(), &limits()).unwrap();
+        assert_eq!(back.op, q.op);
+        assert_eq!(back.key, q.key);
+        assert_eq!(back.hops, 1);
+    }
+
+    #[test]
+    fn a_forward_whose_key_does_not_hash_to_its_position_is_refused() {
+        let mut f = client(0, b"k", None).unwrap().to_forward();
+        f.key ^= 1;
+        assert!(matches!(
+            Query::from_forward(f, &limits()),
+            Err(NodeError::PositionMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_position_only_forward_may_read_but_not_write() {
+        let get = dht::EncodedQuery {
+            ty: 0,
+            key: 5,
+            ..Default::default()
+        };
+        assert_eq!(Query::from_forward(get, &limits()).unwrap().key, None);
+        let set = dht::EncodedQuery {
+            ty: 2,
+            key: 5,
+            value: Some(vec![1]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Query::from_forward(set, &limits()),
+            Err(NodeError::MissingRawKey)
+        ));
+    }
+
+    #[test]
+    fn outcomes_map_to_the_original_results() {
+        let absent: dht::QueryResult = Outcome::Absent.into();
+        assert_eq!(absent.error.as_deref(), Some(KEY_NOT_PRESENT));
+        let created: dht::QueryResult = Outcome::Created.into();
+        assert_eq!((created.error, created.value), (None, None));
+    }
+}

@@ -1,0 +1,117 @@
+//! The `dht.DhtNode` gRPC service: a thin shell that converts messages and calls
+//! the node.
+
+use super::Node;
+use super::query::Query;
+use crate::proto::dht::{self, NeighborType, dht_node_server::DhtNode};
+use crate::ring::{Arc as RingArc, Member, Position};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The gRPC face of a [`Node`].
+#[derive(Debug, Clone)]
+pub struct DhtService {
+    node: Arc<Node>,
+}
+
+/// The node's gRPC routes: `dht.DhtNode`, health, and reflection (v1 and v1alpha).
+pub fn grpc_routes(
+    node: Arc<Node>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> tonic::service::Routes {
+    let max = node.config().limits.max_message_bytes();
+    let dht = dht::dht_node_server::DhtNodeServer::new(DhtService { node })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    crate::server::with_reflection(tonic::service::Routes::new(dht).add_service(health))
+}
+
+type EntryStream = Pin<Box<dyn Stream<Item = Result<dht::KeyValueEntry, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DhtNode for DhtService {
+    async fn query_dht(
+        &self,
+        request: Request<dht::Query>,
+    ) -> Result<Response<dht::QueryResult>, Status> {
+        let query = Query::from_client(request.into_inner(), &self.node.config().limits)?;
+        Ok(Response::new(self.node.execute(query).await?.into()))
+    }
+
+    async fn forward_query(
+        &self,
+        request: Request<dht::EncodedQuery>,
+    ) -> Result<Response<dht::QueryResult>, Status> {
+        let query = Query::from_forward(request.into_inner(), &self.node.config().limits)?;
+        Ok(Response::new(self.node.execute(query).await?.into()))
+    }
+
+    async fn register_as_neighbor(
+        &self,
+        request: Request<dht::NeighborRegisterInfo>,
+    ) -> Result<Response<dht::PreviousNeighbors>, Status> {
+        let info = request.into_inner();
+        let ty = NeighborType::try_from(info.ty).map_err(|_| {
+            Status::invalid_argument(format!(
+                "unknown neighbour type {}; expected Previous (0) or Next (1)",
+                info.ty
+            ))
+        })?;
+        if info.addr.is_empty() {
+            return Err(Status::invalid_argument("the neighbour's address is empty"));
+        }
+        let member = Member::new(Position(info.id), info.addr);
+        let neighbors = match ty {
+            NeighborType::Next => self.node.accept_join(member).await?,
+            NeighborType::Previous => self.node.accept_previous(member)?,
+        };
+        Ok(Response::new(neighbors))
+    }
+
+    type TransferKeysStream = EntryStream;
+
+    async fn transfer_keys(
+        &self,
+        request: Request<dht::NodeId>,
+    ) -> Result<Response<Self::TransferKeysStream>, Status> {
+        let from = Position(request.into_inner().id);
+        let view = self.node.view_snapshot();
+        if !view.arc().contains(from) {
+            return Err(Status::failed_precondition(format!(
+                "position {from} is not in my arc [{}, {})",
+                view.me.id, view.next.id
+            )));
+        }
+        let entries = self
+            .node
+            .store
+            .entries_in(RingArc::new(from, view.next.id))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let stream = tokio_stream::iter(entries.into_iter().map(|e| Ok(e.into())));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn hand_off(
+        &self,
+        request: Request<Streaming<dht::HandOffChunk>>,
+    ) -> Result<Response<dht::HandOffAck>, Status> {
+        Ok(Response::new(
+            self.node.accept_handoff(request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_node_info(&self, _: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
+        let view = self.node.view_snapshot();
+        Ok(Response::new(dht::NodeInfo {
+            node: Some((&view.me).into()),
+            prev: Some((&view.prev).into()),
+            next: Some((&view.next).into()),
+            state: view.state.as_str().to_string(),
+            keys: self.node.key_count() as u64,
+        }))
+    }
+}

@@ -1,0 +1,34 @@
+//! Generated protobuf and gRPC code, fenced into one module, plus the conversions
+//! between wire messages and domain types (so handlers never build messages by hand).
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+/// `registry.proto`: the registry service and the shared `Node` message.
+pub mod registry {
+    tonic::include_proto!("registry");
+}
+
+/// `dht.proto`: the DHT node service.
+pub mod dht {
+    tonic::include_proto!("dht");
+}
+
+/// The encoded descriptor set of every proto (with its imports), for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/crustyring_descriptor.bin"));
+
+use crate::ring::{Member, Position};
+
+impl From<&Member> for registry::Node {
+    fn from(m: &Member) -> Self {
+        Self {
+            id: m.id.0,
+            addr: m.addr.clone(),
+        }
+    }
+}
+
+impl From<registry::Node> for Member {
+    fn from(n: registry::Node) -> Self {
+        Member::new(Position(n.id), n.addr)
+    }
+}

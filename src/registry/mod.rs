@@ -1,0 +1,86 @@
+//! The registry: assigns node IDs and refers joiners to a first contact.
+//!
+//! It is consulted only when a node joins (and by clients that list members); the
+//! ring serves queries without it.
+
+mod membership;
+
+pub use membership::{Membership, Registration};
+
+use crate::proto::registry::{self as pb, registry_server::Registry};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+/// The default salt mixed into node IDs.
+pub const DEFAULT_SALT: &str = "crustyring";
+
+/// The `registry.Registry` gRPC service.
+#[derive(Debug, Clone)]
+pub struct RegistryService {
+    membership: Arc<Mutex<Membership>>,
+}
+
+impl RegistryService {
+    /// A registry with no members, deriving IDs with `salt`.
+    pub fn new(salt: &str) -> Self {
+        Self {
+            membership: Arc::new(Mutex::new(Membership::new(salt))),
+        }
+    }
+
+    fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
+        self.membership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[tonic::async_trait]
+impl Registry for RegistryService {
+    async fn register_node(
+        &self,
+        request: Request<pb::ConnectionAddr>,
+    ) -> Result<Response<pb::RegisterInfo>, Status> {
+        let addr = request.into_inner().addr;
+        if let Err(e) = addr.parse::<tonic::transport::Uri>() {
+            return Err(Status::invalid_argument(format!(
+                "`addr` must be a URL such as http://127.0.0.1:50001: {e}"
+            )));
+        }
+        if !addr.starts_with("http://") && !addr.starts_with("https://") {
+            return Err(Status::invalid_argument(
+                "`addr` must start with http:// or https://, e.g. http://127.0.0.1:50001",
+            ));
+        }
+        let registration = self.membership().register(&addr);
+        tracing::info!(%addr, id = %registration.id, "registered node");
+        Ok(Response::new(pb::RegisterInfo {
+            id: registration.id.0,
+            neighbor: registration.contact.as_ref().map(Into::into),
+        }))
+    }
+
+    async fn get_connected_nodes(&self, _: Request<()>) -> Result<Response<pb::Nodes>, Status> {
+        let nodes = self.membership().members().iter().map(Into::into).collect();
+        Ok(Response::new(pb::Nodes { nodes }))
+    }
+}
+
+/// Serves a registry deriving IDs with `salt` on `listener` (with health and
+/// reflection) until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    salt: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
+        .await;
+    let routes = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(
+        RegistryService::new(salt),
+    ))
+    .add_service(health_service);
+    let router = crate::server::with_reflection(routes).into_axum_router();
+    crate::server::serve(listener, router, shutdown).await
+}

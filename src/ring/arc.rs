@@ -1,0 +1,104 @@
+//! Half-open arcs of the ring, which may wrap past `u64::MAX`.
+
+use super::Position;
+
+/// The half-open arc `[start, end)` walked clockwise. `start == end` means the whole
+/// ring (a node alone owns everything), never the empty arc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arc {
+    /// First position in the arc.
+    pub start: Position,
+    /// First position after the arc.
+    pub end: Position,
+}
+
+impl Arc {
+    /// The arc `[start, end)`; the whole ring when `start == end`.
+    pub fn new(start: Position, end: Position) -> Self {
+        Self { start, end }
+    }
+
+    /// The whole ring, starting (and ending) at `start`.
+    pub fn whole(start: Position) -> Self {
+        Self { start, end: start }
+    }
+
+    /// Whether `p` lies in the arc.
+    pub fn contains(&self, p: Position) -> bool {
+        self.start == self.end || self.start.distance_to(p) < self.start.distance_to(self.end)
+    }
+
+    /// How many positions the arc spans, as a share of the ring in `[0, 1]`.
+    pub fn share(&self) -> f64 {
+        if self.start == self.end {
+            1.0
+        } else {
+            self.start.distance_to(self.end) as f64 / 2f64.powi(64)
+        }
+    }
+
+    /// The arc as at most two non-wrapping inclusive ranges of `u64`, for range scans
+    /// over stores ordered by position.
+    pub fn ranges(&self) -> Vec<std::ops::RangeInclusive<u64>> {
+        let (s, e) = (self.start.0, self.end.0);
+        if s == e {
+            vec![0..=u64::MAX]
+        } else if s < e {
+            vec![s..=e - 1]
+        } else if e == 0 {
+            vec![s..=u64::MAX]
+        } else {
+            vec![s..=u64::MAX, 0..=e - 1]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_plain_arc_is_half_open() {
+        let a = Arc::new(Position(10), Position(20));
+        assert!(a.contains(Position(10)));
+        assert!(a.contains(Position(19)));
+        assert!(!a.contains(Position(20)));
+        assert!(!a.contains(Position(9)));
+    }
+
+    #[test]
+    fn a_wrapping_arc_covers_both_ends_of_the_space() {
+        let a = Arc::new(Position(u64::MAX - 1), Position(2));
+        assert!(a.contains(Position(u64::MAX)));
+        assert!(a.contains(Position(0)));
+        assert!(a.contains(Position(1)));
+        assert!(!a.contains(Position(2)));
+        assert!(!a.contains(Position(u64::MAX - 2)));
+    }
+
+    #[test]
+    fn equal_ends_mean_the_whole_ring() {
+        let a = Arc::whole(Position(42));
+        assert!(a.contains(Position(0)) && a.contains(Position(u64::MAX)));
+        assert_eq!(a.share(), 1.0);
+    }
+
+    proptest! {
+        #[test]
+        fn ranges_agree_with_contains(s in any::<u64>(), e in any::<u64>(), p in any::<u64>()) {
+            let arc = Arc::new(Position(s), Position(e));
+            let in_ranges = arc.ranges().iter().any(|r| r.contains(&p));
+            prop_assert_eq!(in_ranges, arc.contains(Position(p)));
+        }
+
+        #[test]
+        fn ranges_agree_at_the_edges(s in any::<u64>(), e in any::<u64>()) {
+            let arc = Arc::new(Position(s), Position(e));
+            for p in [0, u64::MAX, s, e, s.wrapping_sub(1), e.wrapping_sub(1)] {
+                let in_ranges = arc.ranges().iter().any(|r| r.contains(&p));
+                prop_assert_eq!(in_ranges, arc.contains(Position(p)));
+            }
+        }
+    }
+}
