@@ -15,7 +15,8 @@
 //!    falling back to the other registered members.
 //! 4. `P` fences the arc `[J, N)`: local queries into it wait. It snapshots the
 //!    arc's entries and streams them to `J` (`HandOff`), the first message naming
-//!    `J`'s neighbours `{prev: P, next: N}`. `J` stores them, links in and starts
+//!    `J`'s neighbours `{prev: P, next: N}`, then batches of entries bounded in
+//!    bytes. `J` stores them, links in and starts
 //!    serving; only then does it acknowledge.
 //! 5. `P` sets `next = J`, lifts the fence (waiting queries now route to `J`),
 //!    drops the arc's entries and tells `N` that its previous neighbour is `J`.
@@ -42,9 +43,6 @@ use tonic::Status;
 
 /// The metadata key naming where a refused joiner should ask next.
 pub const TOWARDS_METADATA: &str = "crustyring-towards";
-
-/// How many entries travel in one hand-off message.
-const HANDOFF_BATCH: usize = 256;
 
 /// How joining is paced.
 #[derive(Debug, Clone, Copy)]
@@ -339,16 +337,26 @@ impl Node {
             neighbors: Some(neighbors),
             entries: Vec::new(),
         }];
-        let mut entries = entries.into_iter().peekable();
-        while entries.peek().is_some() {
-            chunks.push(dht::HandOffChunk {
-                neighbors: None,
-                entries: entries
-                    .by_ref()
-                    .take(HANDOFF_BATCH)
-                    .map(Into::into)
-                    .collect(),
-            });
+        // Batches stay under one largest valid entry in size (at least one entry
+        // each), so every message fits the receiver's decoding limit.
+        let budget = self.config.limits.max_entry_bytes();
+        let mut size = 0;
+        for entry in entries {
+            let entry_size = entry.key.len() + entry.value.len() + 32;
+            let last = chunks
+                .last_mut()
+                .filter(|c| c.entries.is_empty() || size + entry_size <= budget);
+            match last {
+                Some(chunk) => chunk.entries.push(entry.into()),
+                None => {
+                    size = 0;
+                    chunks.push(dht::HandOffChunk {
+                        neighbors: None,
+                        entries: vec![entry.into()],
+                    });
+                }
+            }
+            size += entry_size;
         }
         self.peers
             .call(joiner, |mut c| async move {

@@ -21,9 +21,22 @@ impl Limits {
     /// Default largest value: 1 MiB.
     pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 
-    /// The largest protobuf message a node must accept under these limits.
+    /// The largest protobuf message a node decodes. Twice the largest valid query
+    /// (plus room for framing), so that a query somewhat over a limit still reaches
+    /// the validation that names the limit (`INVALID_ARGUMENT`); a grossly oversized
+    /// message is refused by the transport unread (`OUT_OF_RANGE`, naming the byte
+    /// limit) instead of being buffered.
     pub fn max_message_bytes(&self) -> usize {
-        self.max_key_bytes + self.max_value_bytes + 1024
+        self.max_entry_bytes()
+            .saturating_mul(2)
+            .saturating_add(64 * 1024)
+    }
+
+    /// The largest valid entry: a key and a value at their limits, plus field tags.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.max_key_bytes
+            .saturating_add(self.max_value_bytes)
+            .saturating_add(64)
     }
 }
 

@@ -52,7 +52,7 @@ pub async fn get(c: &mut DhtNodeClient<Channel>, key: &[u8]) -> dht::QueryResult
 /// A process of one of the project's binaries; killed (by its PID) when dropped.
 pub struct Proc {
     pub child: Child,
-    /// The address it printed.
+    /// The first address on its ready line (empty if none).
     pub addr: String,
     /// Every line it printed before the address line.
     pub lines: Vec<String>,
@@ -94,7 +94,7 @@ impl Proc {
         proc.addr = ready_line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
-            .expect("address on the ready line")
+            .unwrap_or_default()
             .to_string();
         proc
     }

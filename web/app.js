@@ -1,0 +1,309 @@
+'use strict';
+// Crusty Ring web page: key form, result panel and a live picture of the ring.
+(function () {
+  const $ = (sel) => document.querySelector(sel);
+  const SVGNS = 'http://www.w3.org/2000/svg';
+  const TWO64 = 1n << 64n;
+  const G = { cx: 280, cy: 230, r: 150 };
+  const PALETTE = ['#5b4cdb', '#0ea5e9', '#10b981', '#f59e0b', '#ef4444', '#a855f7',
+    '#14b8a6', '#ec4899', '#84cc16', '#f97316', '#3b82f6', '#64748b'];
+  const REASONS = { 200: 'OK', 201: 'Created', 204: 'No Content', 400: 'Bad Request',
+    404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large',
+    422: 'Unprocessable Entity', 500: 'Internal Server Error', 502: 'Bad Gateway',
+    503: 'Service Unavailable', 504: 'Gateway Timeout' };
+
+  let nodes = [];          // last GET /ring answer, sorted by id
+  let located = null;      // { key, position, ownerId, ownerAddr }
+  let drawnState = '';     // what the SVG currently shows, to skip needless redraws
+  let ringInFlight = false;
+  let queue = Promise.resolve(); // key operations run one after another, in click order
+
+  // ---------- helpers ----------
+  function el(tag, attrs, ...kids) {
+    const svg = ['svg', 'g', 'circle', 'path', 'line', 'text', 'tspan', 'title', 'polygon'].includes(tag);
+    const e = svg ? document.createElementNS(SVGNS, tag) : document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) if (v !== undefined && v !== null) e.setAttribute(k, v);
+    for (const kid of kids.flat()) if (kid !== null && kid !== undefined) e.append(kid);
+    return e;
+  }
+  const big = (hex) => BigInt('0x' + hex);
+  // position on the ring in [0, 1), exact to double precision
+  const frac = (v) => Number(v >> 11n) / 2 ** 53;
+  function point(f, r) {
+    const a = f * 2 * Math.PI;
+    return [G.cx + r * Math.sin(a), G.cy - r * Math.cos(a)];
+  }
+  // clockwise distance start -> end; equal ends mean the whole ring
+  function span(start, end) {
+    const d = ((end - start) % TWO64 + TWO64) % TWO64;
+    return d === 0n ? TWO64 : d;
+  }
+  function port(addr) {
+    try { return new URL(addr).port || addr; } catch (_) { return (String(addr).match(/:(\d+)\/?$/) || [])[1] || addr; }
+  }
+  const short = (hex) => String(hex).slice(0, 6);
+  const fmt = (n) => n.toFixed(2);
+
+  // ---------- HTTP ----------
+  async function api(method, path, body) {
+    const opts = { method, headers: { Accept: 'application/json, application/problem+json' } };
+    if (body !== undefined) {
+      opts.body = body;
+      opts.headers['Content-Type'] = 'text/plain; charset=utf-8';
+    }
+    const res = await fetch(path, opts);
+    const text = await res.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
+    return { status: res.status, ok: res.ok, reason: res.statusText || REASONS[res.status] || '', data };
+  }
+
+  // ---------- result panel ----------
+  const result = $('#result');
+  function startRequest() {
+    result.removeAttribute('data-status');
+    result.classList.add('busy');
+  }
+  function showResult(method, path, res, extra) {
+    const d = res.data;
+    const isObj = d && typeof d === 'object';
+    result.className = 'result ' + (res.ok ? 'ok' : 'err');
+    const reason = (!res.ok && isObj && d.title) || res.reason;
+    const parts = [el('div', { class: 'res-head' },
+      el('span', { class: 'badge' }, `${res.status} ${reason}`.trim()),
+      el('span', { class: 'req' }, `${method} ${path}`))];
+    if (!res.ok) {
+      parts.push(el('p', { class: 'res-summary' }, (isObj && d.title) || 'Request failed'));
+      const detail = isObj ? d.detail : d;
+      if (detail) parts.push(el('p', { class: 'detail' }, String(detail)));
+    } else if (extra) {
+      parts.push(...extra(d));
+    }
+    if (d !== null && d !== '') {
+      const raw = typeof d === 'string' ? d : JSON.stringify(d, null, 2);
+      parts.push(el('details', res.ok ? {} : { open: '' }, el('summary', {}, 'Response body'), el('pre', {}, raw)));
+    }
+    result.replaceChildren(...parts);
+    result.dataset.status = String(res.status);
+  }
+  function showFailure(method, path, err) {
+    result.className = 'result err';
+    result.replaceChildren(
+      el('div', { class: 'res-head' }, el('span', { class: 'badge' }, 'network error'),
+        el('span', { class: 'req' }, `${method} ${path}`)),
+      el('p', { class: 'detail' }, String(err && err.message || err)));
+    result.dataset.status = '0';
+  }
+  function valueBlock(d) {
+    if (!d || d.value === undefined) return [];
+    const enc = d.encoding || 'utf8';
+    const out = [el('div', { class: 'field' }, enc === 'base64' ? 'Value (base64: not valid UTF-8)' : 'Value'),
+      el('pre', { class: 'value' }, String(d.value))];
+    if (d.position) out.push(el('div', { class: 'field' }, `Position ${d.position}`));
+    return out;
+  }
+  const summaries = {
+    GET: (d) => [el('p', { class: 'res-summary' }, `Found key “${d.key}”`), ...valueBlock(d)],
+    DELETE: (d) => [el('p', { class: 'res-summary' }, `Deleted key “${d.key}”`), ...valueBlock(d)],
+    PUT: (d) => {
+      const out = [el('p', { class: 'res-summary' }, d.created ? `Created key “${d.key}”` : `Replaced key “${d.key}”`)];
+      if (d.previous) out.push(...valueBlock({ value: d.previous.value, encoding: d.previous.encoding })
+        .map((x, i) => (i === 0 ? el('div', { class: 'field' }, 'Previous value' + (d.previous.encoding === 'base64' ? ' (base64)' : '')) : x)));
+      if (d.position) out.push(el('div', { class: 'field' }, `Position ${d.position}`));
+      return out;
+    },
+  };
+
+  // ---------- key operations ----------
+  function keyOrComplain() {
+    const key = $('#key').value;
+    if (key) return key;
+    result.className = 'result err';
+    result.replaceChildren(el('p', { class: 'detail' }, 'Enter a key first.'));
+    $('#key').focus();
+    return null;
+  }
+  function enqueue(job) { queue = queue.then(job, job); return queue; }
+
+  function keyOp(method) {
+    const key = keyOrComplain();
+    if (key === null) return;
+    const body = method === 'PUT' ? $('#value').value : undefined;
+    enqueue(async () => {
+      const path = '/keys/' + encodeURIComponent(key);
+      startRequest();
+      try {
+        showResult(method, path, await api(method, path, body), summaries[method]);
+      } catch (err) {
+        showFailure(method, path, err);
+      }
+      if (method !== 'GET') refreshRing();
+      await locate(key, false);
+    });
+  }
+
+  function locateOnly() {
+    const key = keyOrComplain();
+    if (key === null) return;
+    enqueue(() => locate(key, true));
+  }
+
+  // GET /ring/owner/{key}; marks the key on the ring. `show` also writes the answer to #result.
+  async function locate(key, show) {
+    const path = '/ring/owner/' + encodeURIComponent(key);
+    const info = $('#locate-info');
+    if (show) startRequest();
+    let res;
+    try {
+      res = await api('GET', path);
+    } catch (err) {
+      if (show) showFailure('GET', path, err);
+      return;
+    }
+    if (show) {
+      showResult('GET', path, res, (d) => [
+        el('p', { class: 'res-summary' }, `Key “${d.key}” belongs to node ${short(d.owner.id)}`),
+        el('div', { class: 'field' }, `Position ${d.position} → owner ${d.owner.id} (${d.owner.addr})`)]);
+    }
+    info.hidden = false;
+    if (!res.ok || !res.data || !res.data.owner) {
+      info.className = 'locate-info err';
+      info.textContent = `Could not locate “${key}”: ` + ((res.data && res.data.detail) || `HTTP ${res.status}`);
+      return;
+    }
+    const d = res.data;
+    located = { key: d.key, position: d.position, ownerId: d.owner.id, ownerAddr: d.owner.addr };
+    info.className = 'locate-info';
+    info.replaceChildren('Key ', el('code', {}, `“${d.key}”`), ' at position ', el('code', {}, d.position),
+      ' → owner ', el('code', {}, short(d.owner.id)), ` (${d.owner.addr})`);
+    if (!nodes.some((n) => n.id === d.owner.id)) refreshRing();
+    render();
+  }
+
+  // ---------- ring ----------
+  async function refreshRing() {
+    if (ringInFlight) return;
+    ringInFlight = true;
+    const status = $('#ring-status');
+    try {
+      const res = await api('GET', '/ring');
+      if (!res.ok || !res.data || !Array.isArray(res.data.nodes)) throw new Error(`HTTP ${res.status}`);
+      nodes = res.data.nodes.slice().sort((a, b) => (big(a.id) < big(b.id) ? -1 : 1));
+      status.className = 'ring-status live';
+      status.textContent = `live · ${new Date().toLocaleTimeString()}`;
+      render();
+    } catch (err) {
+      status.className = 'ring-status down';
+      status.textContent = `ring unavailable (${err.message})`;
+    } finally {
+      ringInFlight = false;
+    }
+  }
+
+  function arcPath(startF, spanF, r) {
+    if (spanF >= 0.99999) { // whole ring: two half circles
+      const [x0, y0] = point(startF, r), [x1, y1] = point(startF + 0.5, r);
+      return `M${x0} ${y0}A${r} ${r} 0 1 1 ${x1} ${y1}A${r} ${r} 0 1 1 ${x0} ${y0}`;
+    }
+    const [x0, y0] = point(startF, r), [x1, y1] = point(startF + spanF, r);
+    return `M${x0} ${y0}A${r} ${r} 0 ${spanF > 0.5 ? 1 : 0} 1 ${x1} ${y1}`;
+  }
+
+  function nodeShare(n, i) {
+    if (typeof n.share === 'number') return n.share;
+    const next = n.arc ? n.arc.end : nodes[(i + 1) % nodes.length].id;
+    return frac(span(big(n.arc ? n.arc.start : n.id), big(next)) - 1n) + 2 ** -64;
+  }
+
+  function render() {
+    const state = JSON.stringify([nodes, located]);
+    if (state === drawnState) return;
+    drawnState = state;
+    const svg = $('#ring');
+    const { cx, cy, r } = G;
+    const layers = { arcs: el('g'), ticks: el('g'), key: el('g'), dots: el('g'), labels: el('g') };
+    // quarter ticks
+    ['0', '4', '8', 'c'].forEach((h, q) => {
+      const [x0, y0] = point(q / 4, r - 14), [x1, y1] = point(q / 4, r - 22), [tx, ty] = point(q / 4, r - 34);
+      layers.ticks.append(el('line', { class: 'tick', x1: x0, y1: y0, x2: x1, y2: y1 }),
+        el('text', { class: 'ticklbl', x: tx, y: ty + 3, 'text-anchor': 'middle' }, `0x${h}…`));
+    });
+    const ownerId = located && located.ownerId;
+    let lastLabelF = -1, bump = false;
+    nodes.forEach((n, i) => {
+      const color = PALETTE[i % PALETTE.length];
+      const id = big(n.id);
+      const f = frac(id);
+      const end = n.arc ? big(n.arc.end) : big(nodes[(i + 1) % nodes.length].id);
+      const start = n.arc ? big(n.arc.start) : id;
+      const isOwner = n.id === ownerId;
+      const share = nodeShare(n, i);
+      const tip = `${n.id}\n${n.addr}\n${n.state} · ${n.keys} keys · ${fmt(share * 100)}% of the ring`;
+      layers.arcs.append(el('path', { class: 'arc' + (isOwner ? ' owner' : ''), stroke: color,
+        d: arcPath(frac(start), nodes.length === 1 ? 1 : frac(span(start, end)), r) }, el('title', {}, tip)));
+      const [x, y] = point(f, r);
+      if (isOwner) layers.dots.append(el('circle', { class: 'halo', cx: x, cy: y, r: 16, stroke: color }));
+      layers.dots.append(el('circle', { class: 'node' + (isOwner ? ' owner' : ''), 'data-id': n.id,
+        'data-addr': n.addr, cx: x, cy: y, r: isOwner ? 10 : 8, fill: color }, el('title', {}, tip)));
+      // labels outside the circle; crowded neighbours alternate between two radii
+      bump = f - lastLabelF < 0.045 ? !bump : false;
+      lastLabelF = f;
+      const [lx, ly] = point(f, r + (bump ? 46 : 24));
+      const sx = Math.sin(f * 2 * Math.PI);
+      const anchor = Math.abs(sx) < 0.25 ? 'middle' : sx > 0 ? 'start' : 'end';
+      const dy = Math.cos(f * 2 * Math.PI) < -0.5 ? 12 : Math.cos(f * 2 * Math.PI) > 0.5 ? 0 : 5;
+      layers.labels.append(el('text', { class: 'lbl' + (isOwner ? ' owner' : ''), x: lx, y: ly + dy, 'text-anchor': anchor },
+        el('tspan', { class: 'id' }, short(n.id)), el('tspan', { class: 'port', dx: 5 }, ':' + port(n.addr))));
+    });
+    if (located) {
+      const f = frac(big(located.position));
+      const [mx, my] = point(f, r);
+      const [ix, iy] = point(f, r - 46);
+      const [lx, ly] = point(f, r - 60);
+      // triangle whose tip touches the ring at the key's position, pointing outwards
+      const tri = [point(f, r + 4), point(f - 0.012, r - 14), point(f + 0.012, r - 14)]
+        .map(([px, py]) => `${px},${py}`).join(' ');
+      const keyText = located.key.length > 18 ? located.key.slice(0, 17) + '…' : located.key;
+      layers.key.append(
+        el('line', { class: 'keyline', x1: mx, y1: my, x2: ix, y2: iy }),
+        el('polygon', { class: 'keymark', points: tri }, el('title', {}, `key ${located.key} @ ${located.position}`)),
+        el('text', { class: 'keylbl', x: lx, y: ly + 4, 'text-anchor': 'middle' }, `🔑 ${keyText}`),
+        el('text', { class: 'keypos', x: lx, y: ly + 18, 'text-anchor': 'middle' }, located.position.slice(0, 8) + '…'));
+    }
+    const center = nodes.length
+      ? [el('text', { class: 'center-big', x: cx, y: cy + 4, 'text-anchor': 'middle' }, String(nodes.length)),
+        el('text', { class: 'center-small', x: cx, y: cy + 24, 'text-anchor': 'middle' }, nodes.length === 1 ? 'node' : 'nodes')]
+      : [el('text', { class: 'empty', x: cx, y: cy, 'text-anchor': 'middle' }, 'no nodes')];
+    svg.replaceChildren(el('circle', { class: 'track', cx, cy, r }), layers.ticks, ...center,
+      layers.arcs, layers.key, layers.dots, layers.labels);
+    renderLegend(ownerId);
+  }
+
+  function renderLegend(ownerId) {
+    const rows = nodes.map((n, i) => {
+      const isOwner = n.id === ownerId;
+      return el('tr', { 'data-id': n.id, class: isOwner ? 'owner' : null },
+        el('td', {},
+          el('span', { class: 'nid' }, el('span', { class: 'swatch', style: `background:${PALETTE[i % PALETTE.length]}` }),
+            el('span', { class: 'hex' }, n.id), isOwner ? el('span', { class: 'owner-tag' }, 'owner') : null),
+          el('span', { class: 'addr' }, n.addr)),
+        el('td', {}, el('span', { class: 'pill ' + String(n.state).toLowerCase() }, String(n.state))),
+        el('td', { class: 'num' }, String(n.keys ?? '–')),
+        el('td', { class: 'num' }, fmt(nodeShare(n, i) * 100) + '%'));
+    });
+    $('#nodes tbody').replaceChildren(...rows);
+  }
+
+  // ---------- wiring ----------
+  $('#put').addEventListener('click', () => keyOp('PUT'));
+  $('#get').addEventListener('click', () => keyOp('GET'));
+  $('#delete').addEventListener('click', () => keyOp('DELETE'));
+  $('#locate').addEventListener('click', locateOnly);
+  $('#kv-form').addEventListener('submit', (e) => e.preventDefault());
+  $('#key').addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); keyOp('GET'); } });
+  $('#value').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); keyOp('PUT'); }
+  });
+  refreshRing();
+  setInterval(refreshRing, 2000);
+})();
