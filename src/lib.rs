@@ -10,6 +10,7 @@
 //! - [`ring`]: pure ring maths: positions, hashing, arcs, `owner()`. No I/O.
 //! - [`store`]: local storage behind the [`store::Store`] trait.
 //! - [`node`]: the DHT node: view, routing, forwarding, joins and hand-off.
+//! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI, page.
 //! - [`registry`]: the registry service: membership and ID assignment.
 //! - [`server`]: serving a router on a listener until shutdown; reflection.
 //! - [`proto`]: generated gRPC code and wire/domain conversions.
@@ -22,6 +23,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod gateway;
 pub mod node;
 pub mod proto;
 pub mod registry;

@@ -49,6 +49,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Print the HTTP gateway's OpenAPI document (the one checked in at
+    /// openapi/openapi.json).
+    Openapi,
     /// Load a node with concurrent QueryDht requests and report ops/s and latency.
     Bench {
         #[command(flatten)]
@@ -109,6 +112,10 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| Command::Cluster(ClusterArgs::parse_from(["cluster"])));
     match command {
         Command::Cluster(c) => run_cluster(c).await,
+        Command::Openapi => {
+            print!("{}", crustyring::gateway::page::openapi_json());
+            Ok(())
+        }
         Command::Put { key, value, target } => {
             let r = query(&target, OperationType::Set, &key, Some(&value)).await?;
             match r.value {
@@ -225,10 +232,17 @@ async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {
     }
     let first = cluster.addrs().first().cloned().unwrap_or_default();
     println!();
+    println!("In a browser: {first}/  (the ring and a key form)");
+    println!("API docs:     {first}/swagger-ui/  (OpenAPI at {first}/openapi.json)");
+    println!();
     println!("Try:");
-    println!("  cargo run -- put 1 Ru1nnAfPu3Ya4v --node {first}");
-    println!("  cargo run -- get 1 --node {first}");
-    println!("  cargo run -- ring --node {first}");
+    println!("  curl -X PUT {first}/keys/1 -d Ru1nnAfPu3Ya4v");
+    println!("  curl {first}/keys/1");
+    println!("  curl -X DELETE {first}/keys/1");
+    println!("  curl {first}/ring");
+    println!("  cargo run --release -- put 1 Ru1nnAfPu3Ya4v --node {first}");
+    println!("  cargo run --release -- get 1 --node {first}");
+    println!("  cargo run --release -- ring --node {first}");
     println!(
         "  grpcurl -plaintext -d '{{\"ty\":\"Get\",\"key\":\"MQ==\"}}' {} dht.DhtNode/QueryDht",
         first.trim_start_matches("http://")

@@ -16,6 +16,7 @@ pub mod dht {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/crustyring_descriptor.bin"));
 
+use crate::node::NodeSummary;
 use crate::ring::{Member, Position};
 
 impl From<&Member> for registry::Node {
@@ -30,5 +31,35 @@ impl From<&Member> for registry::Node {
 impl From<registry::Node> for Member {
     fn from(n: registry::Node) -> Self {
         Member::new(Position(n.id), n.addr)
+    }
+}
+
+impl From<&NodeSummary> for dht::NodeInfo {
+    fn from(s: &NodeSummary) -> Self {
+        Self {
+            node: Some((&s.me).into()),
+            prev: Some((&s.prev).into()),
+            next: Some((&s.next).into()),
+            state: s.state.clone(),
+            keys: s.keys,
+        }
+    }
+}
+
+impl TryFrom<dht::NodeInfo> for NodeSummary {
+    type Error = String;
+
+    fn try_from(info: dht::NodeInfo) -> Result<Self, String> {
+        let member = |n: Option<registry::Node>, what: &str| {
+            n.map(Member::from)
+                .ok_or_else(|| format!("a node's info lacks its {what}"))
+        };
+        Ok(Self {
+            me: member(info.node, "own address")?,
+            prev: member(info.prev, "previous neighbour")?,
+            next: member(info.next, "next neighbour")?,
+            state: info.state,
+            keys: info.keys,
+        })
     }
 }

@@ -3,15 +3,12 @@
 
 mod common;
 
-use crustyring::node::{Limits, NodeConfig, PeerTimeouts};
-use crustyring::proto::dht::{
-    self, NeighborType, OperationType,
-    dht_node_server::{DhtNode, DhtNodeServer},
-};
-use crustyring::ring::{Arc, Position, key_position};
+use crustyring::node::{Limits, NodeConfig};
+use crustyring::proto::dht::{self, OperationType};
+use crustyring::ring::{Position, key_position};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Code, Status};
 
 fn small_limits() -> NodeConfig {
     NodeConfig {
@@ -214,92 +211,15 @@ async fn garbage_on_the_port_is_dropped_and_the_node_keeps_serving() {
     cluster.shutdown().await;
 }
 
-/// A peer that takes a hand-off and then never answers a query.
-#[derive(Clone)]
-struct SilentPeer;
-
-#[tonic::async_trait]
-impl DhtNode for SilentPeer {
-    async fn query_dht(
-        &self,
-        _: Request<dht::Query>,
-    ) -> Result<Response<dht::QueryResult>, Status> {
-        std::future::pending().await
-    }
-    async fn forward_query(
-        &self,
-        _: Request<dht::EncodedQuery>,
-    ) -> Result<Response<dht::QueryResult>, Status> {
-        std::future::pending().await
-    }
-    async fn register_as_neighbor(
-        &self,
-        _: Request<dht::NeighborRegisterInfo>,
-    ) -> Result<Response<dht::PreviousNeighbors>, Status> {
-        Err(Status::unimplemented("silent"))
-    }
-    type TransferKeysStream = tokio_stream::Empty<Result<dht::KeyValueEntry, Status>>;
-    async fn transfer_keys(
-        &self,
-        _: Request<dht::NodeId>,
-    ) -> Result<Response<Self::TransferKeysStream>, Status> {
-        Err(Status::unimplemented("silent"))
-    }
-    async fn hand_off(
-        &self,
-        r: Request<Streaming<dht::HandOffChunk>>,
-    ) -> Result<Response<dht::HandOffAck>, Status> {
-        let mut s = r.into_inner();
-        while s.message().await?.is_some() {}
-        Ok(Response::new(dht::HandOffAck { entries: 0 }))
-    }
-    async fn get_node_info(&self, _: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
-        Err(Status::unimplemented("silent"))
-    }
-}
-
 #[tokio::test]
 async fn a_silent_next_hop_times_out_and_a_dead_one_is_unavailable() {
-    let config = NodeConfig {
-        timeouts: PeerTimeouts {
-            connect: Duration::from_millis(500),
-            request: Duration::from_millis(500),
-        },
-        ..NodeConfig::default()
-    };
-    let cluster = common::cluster_with(1, config).await;
-    let node = cluster.nodes[0].me();
-
-    // Link a silent peer in as the node's next, owning the half of the ring
-    // opposite the node.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(DhtNodeServer::new(SilentPeer))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            ),
-    );
-    let silent_id = node.id.0.wrapping_add(1 << 63);
+    let common::SilentOwner {
+        cluster,
+        node,
+        key,
+        server,
+    } = common::silent_owner().await;
     let mut c = common::connect(&node.addr).await;
-    c.register_as_neighbor(dht::NeighborRegisterInfo {
-        ty: NeighborType::Next as i32,
-        id: silent_id,
-        addr: silent_addr,
-    })
-    .await
-    .unwrap();
-    // A key the silent peer owns: the first 1000 keys surely include one.
-    let key = (0..1000)
-        .map(|i| format!("k{i}"))
-        .find(|k| Arc::new(Position(silent_id), node.id).contains(key_position(k.as_bytes())))
-        .unwrap();
-
     let started = Instant::now();
     let s = c
         .query_dht(dht::Query {
@@ -312,9 +232,7 @@ async fn a_silent_next_hop_times_out_and_a_dead_one_is_unavailable() {
     assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    stop.send(()).unwrap();
-    server.abort();
-    let _ = server.await;
+    server.stop().await;
     let started = Instant::now();
     let s = c
         .query_dht(dht::Query {

@@ -4,7 +4,7 @@
   const $ = (sel) => document.querySelector(sel);
   const SVGNS = 'http://www.w3.org/2000/svg';
   const TWO64 = 1n << 64n;
-  const G = { cx: 280, cy: 230, r: 150 };
+  const G = { cx: 260, cy: 235, r: 168 };
   const PALETTE = ['#5b4cdb', '#0ea5e9', '#10b981', '#f59e0b', '#ef4444', '#a855f7',
     '#14b8a6', '#ec4899', '#84cc16', '#f97316', '#3b82f6', '#64748b'];
   const REASONS = { 200: 'OK', 201: 'Created', 204: 'No Content', 400: 'Bad Request',
@@ -99,7 +99,7 @@
     const enc = d.encoding || 'utf8';
     const out = [el('div', { class: 'field' }, enc === 'base64' ? 'Value (base64: not valid UTF-8)' : 'Value'),
       el('pre', { class: 'value' }, String(d.value))];
-    if (d.position) out.push(el('div', { class: 'field' }, `Position ${d.position}`));
+    if (d.position) out.push(el('div', { class: 'pos' }, `position ${d.position}`));
     return out;
   }
   const summaries = {
@@ -107,9 +107,12 @@
     DELETE: (d) => [el('p', { class: 'res-summary' }, `Deleted key “${d.key}”`), ...valueBlock(d)],
     PUT: (d) => {
       const out = [el('p', { class: 'res-summary' }, d.created ? `Created key “${d.key}”` : `Replaced key “${d.key}”`)];
-      if (d.previous) out.push(...valueBlock({ value: d.previous.value, encoding: d.previous.encoding })
-        .map((x, i) => (i === 0 ? el('div', { class: 'field' }, 'Previous value' + (d.previous.encoding === 'base64' ? ' (base64)' : '')) : x)));
-      if (d.position) out.push(el('div', { class: 'field' }, `Position ${d.position}`));
+      if (d.previous) {
+        const b64 = d.previous.encoding === 'base64';
+        out.push(el('div', { class: 'field' }, b64 ? 'Previous value (base64)' : 'Previous value'),
+          el('pre', { class: 'value' }, String(d.previous.value)));
+      }
+      if (d.position) out.push(el('div', { class: 'pos' }, `position ${d.position}`));
       return out;
     },
   };
@@ -163,7 +166,7 @@
     if (show) {
       showResult('GET', path, res, (d) => [
         el('p', { class: 'res-summary' }, `Key “${d.key}” belongs to node ${short(d.owner.id)}`),
-        el('div', { class: 'field' }, `Position ${d.position} → owner ${d.owner.id} (${d.owner.addr})`)]);
+        el('div', { class: 'pos' }, `position ${d.position} → owner ${d.owner.id} (${d.owner.addr})`)]);
     }
     info.hidden = false;
     if (!res.ok || !res.data || !res.data.owner) {
@@ -223,10 +226,12 @@
     const { cx, cy, r } = G;
     const layers = { arcs: el('g'), ticks: el('g'), key: el('g'), dots: el('g'), labels: el('g') };
     // quarter ticks
+    const keyF = located ? frac(big(located.position)) : -1;
     ['0', '4', '8', 'c'].forEach((h, q) => {
-      const [x0, y0] = point(q / 4, r - 14), [x1, y1] = point(q / 4, r - 22), [tx, ty] = point(q / 4, r - 34);
-      layers.ticks.append(el('line', { class: 'tick', x1: x0, y1: y0, x2: x1, y2: y1 }),
-        el('text', { class: 'ticklbl', x: tx, y: ty + 3, 'text-anchor': 'middle' }, `0x${h}…`));
+      const near = Math.abs(keyF - q / 4) < 0.06 || (q === 0 && keyF > 0.94);
+      const [x0, y0] = point(q / 4, r - 14), [x1, y1] = point(q / 4, r - 22), [tx, ty] = point(q / 4, r - (q % 2 ? 28 : 36));
+      layers.ticks.append(el('line', { class: 'tick', x1: x0, y1: y0, x2: x1, y2: y1 }), near ? null :
+        el('text', { class: 'ticklbl', x: tx, y: ty + 4, 'text-anchor': ['middle', 'end', 'middle', 'start'][q] }, `0x${h}0…`));
     });
     const ownerId = located && located.ownerId;
     let lastLabelF = -1, bump = false;
@@ -246,20 +251,23 @@
       layers.dots.append(el('circle', { class: 'node' + (isOwner ? ' owner' : ''), 'data-id': n.id,
         'data-addr': n.addr, cx: x, cy: y, r: isOwner ? 10 : 8, fill: color }, el('title', {}, tip)));
       // labels outside the circle; crowded neighbours alternate between two radii
-      bump = f - lastLabelF < 0.045 ? !bump : false;
+      bump = f - lastLabelF < 0.05 ? !bump : false;
       lastLabelF = f;
-      const [lx, ly] = point(f, r + (bump ? 46 : 24));
-      const sx = Math.sin(f * 2 * Math.PI);
-      const anchor = Math.abs(sx) < 0.25 ? 'middle' : sx > 0 ? 'start' : 'end';
-      const dy = Math.cos(f * 2 * Math.PI) < -0.5 ? 12 : Math.cos(f * 2 * Math.PI) > 0.5 ? 0 : 5;
-      layers.labels.append(el('text', { class: 'lbl' + (isOwner ? ' owner' : ''), x: lx, y: ly + dy, 'text-anchor': anchor },
-        el('tspan', { class: 'id' }, short(n.id)), el('tspan', { class: 'port', dx: 5 }, ':' + port(n.addr))));
+      const [lx, ly] = point(f, r + (bump ? 58 : 22));
+      const sx = Math.sin(f * 2 * Math.PI), cy2 = Math.cos(f * 2 * Math.PI);
+      const anchor = Math.abs(sx) < 0.3 ? 'middle' : sx > 0 ? 'start' : 'end';
+      const y0 = ly + (cy2 > 0.5 ? -16 : cy2 < -0.5 ? 12 : -2);
+      layers.labels.append(el('text', { class: 'lbl' + (isOwner ? ' owner' : ''), x: lx, y: y0, 'text-anchor': anchor },
+        el('tspan', { class: 'id' }, short(n.id)), el('tspan', { class: 'port', x: lx, dy: 15 }, ':' + port(n.addr))));
     });
     if (located) {
       const f = frac(big(located.position));
       const [mx, my] = point(f, r);
-      const [ix, iy] = point(f, r - 46);
-      const [lx, ly] = point(f, r - 60);
+      const [ix, iy] = point(f, r - 36);
+      const [lx, ly] = point(f, r - 46);
+      const sx = Math.sin(f * 2 * Math.PI), cf = Math.cos(f * 2 * Math.PI);
+      const anchor = Math.abs(sx) < 0.35 ? 'middle' : sx > 0 ? 'end' : 'start';
+      const ty = ly + (cf > 0.6 ? 12 : cf < -0.6 ? -14 : 0);
       // triangle whose tip touches the ring at the key's position, pointing outwards
       const tri = [point(f, r + 4), point(f - 0.012, r - 14), point(f + 0.012, r - 14)]
         .map(([px, py]) => `${px},${py}`).join(' ');
@@ -267,8 +275,8 @@
       layers.key.append(
         el('line', { class: 'keyline', x1: mx, y1: my, x2: ix, y2: iy }),
         el('polygon', { class: 'keymark', points: tri }, el('title', {}, `key ${located.key} @ ${located.position}`)),
-        el('text', { class: 'keylbl', x: lx, y: ly + 4, 'text-anchor': 'middle' }, `🔑 ${keyText}`),
-        el('text', { class: 'keypos', x: lx, y: ly + 18, 'text-anchor': 'middle' }, located.position.slice(0, 8) + '…'));
+        el('text', { class: 'keylbl', x: lx, y: ty + 4, 'text-anchor': anchor }, keyText),
+        el('text', { class: 'keypos', x: lx, y: ty + 18, 'text-anchor': anchor }, located.position.slice(0, 10) + '…'));
     }
     const center = nodes.length
       ? [el('text', { class: 'center-big', x: cx, y: cy + 4, 'text-anchor': 'middle' }, String(nodes.length)),
@@ -286,7 +294,7 @@
         el('td', {},
           el('span', { class: 'nid' }, el('span', { class: 'swatch', style: `background:${PALETTE[i % PALETTE.length]}` }),
             el('span', { class: 'hex' }, n.id), isOwner ? el('span', { class: 'owner-tag' }, 'owner') : null),
-          el('span', { class: 'addr' }, n.addr)),
+          el('span', { class: 'addr' }, String(n.addr).replace(/^https?:\/\//, ''))),
         el('td', {}, el('span', { class: 'pill ' + String(n.state).toLowerCase() }, String(n.state))),
         el('td', { class: 'num' }, String(n.keys ?? '–')),
         el('td', { class: 'num' }, fmt(nodeShare(n, i) * 100) + '%'));

@@ -78,6 +78,9 @@ pub enum NodeError {
         "the key's arc is being handed to a joining node and the hand-off did not finish within {0:?}; retry"
     )]
     HandOffStalled(Duration),
+    /// Walking the ring failed (a broken link or a malformed answer).
+    #[error("could not walk the ring: {0}")]
+    RingWalk(String),
     /// A peer answered with an error status, passed on as it was.
     #[error("{0}")]
     Peer(Status),
@@ -99,7 +102,8 @@ impl From<NodeError> for Status {
             NodeError::TooManyHops { .. }
             | NodeError::NotServing
             | NodeError::Unreachable { .. }
-            | NodeError::HandOffStalled(_) => Code::Unavailable,
+            | NodeError::HandOffStalled(_)
+            | NodeError::RingWalk(_) => Code::Unavailable,
             NodeError::Timeout { .. } => Code::DeadlineExceeded,
             NodeError::Peer(status) => return status.clone(),
             NodeError::Store(_) => Code::Internal,

@@ -89,7 +89,8 @@ pub async fn start(
         .set_not_serving::<dht::dht_node_server::DhtNodeServer<super::service::DhtService>>()
         .await;
     let node = Arc::new(Node::new(me, config, store, health));
-    let router = super::grpc_routes(node.clone(), health_service).into_axum_router();
+    let grpc = super::grpc_routes(node.clone(), health_service).into_axum_router();
+    let router = crate::gateway::app(grpc, node.clone());
     let server = tokio::spawn(crate::server::serve(listener, router, shutdown));
     match contact {
         None => node.become_alone().await,

@@ -59,6 +59,21 @@ impl Default for NodeConfig {
     }
 }
 
+/// A node's own account of itself, as `GetNodeInfo` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSummary {
+    /// The node.
+    pub me: Member,
+    /// Its previous neighbour.
+    pub prev: Member,
+    /// Its next neighbour.
+    pub next: Member,
+    /// Its state: "joining" or "serving".
+    pub state: String,
+    /// How many entries it stores.
+    pub keys: u64,
+}
+
 /// A DHT node: its view, its store, and its connections to peers.
 pub struct Node {
     config: NodeConfig,
@@ -118,6 +133,43 @@ impl Node {
     /// How many entries the local store holds.
     pub fn key_count(&self) -> usize {
         self.store.len()
+    }
+
+    /// This node's account of itself.
+    pub fn summary(&self) -> NodeSummary {
+        let view = self.view_snapshot();
+        NodeSummary {
+            me: view.me,
+            prev: view.prev,
+            next: view.next,
+            state: view.state.as_str().to_string(),
+            keys: self.key_count() as u64,
+        }
+    }
+
+    /// The ring as its nodes see it: this node's summary, then each next
+    /// neighbour's own, until the walk comes back here (at most `limit` nodes).
+    pub async fn walk_ring(&self, limit: usize) -> Result<Vec<NodeSummary>, NodeError> {
+        let mine = self.summary();
+        let start = mine.me.id;
+        let mut at = mine.next.clone();
+        let mut ring = vec![mine];
+        while at.id != start {
+            if ring.len() >= limit {
+                return Err(NodeError::RingWalk(format!(
+                    "the ring did not close after {limit} nodes"
+                )));
+            }
+            let info = self
+                .peers
+                .call(&at, |mut c| async move { c.get_node_info(()).await })
+                .await?;
+            let summary = NodeSummary::try_from(info).map_err(NodeError::RingWalk)?;
+            at = summary.next.clone();
+            ring.push(summary);
+        }
+        ring.sort_by_key(|s| s.me.id);
+        Ok(ring)
     }
 
     /// A copy of every entry in the local store, in ring order.

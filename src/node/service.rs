@@ -105,13 +105,6 @@ impl DhtNode for DhtService {
     }
 
     async fn get_node_info(&self, _: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
-        let view = self.node.view_snapshot();
-        Ok(Response::new(dht::NodeInfo {
-            node: Some((&view.me).into()),
-            prev: Some((&view.prev).into()),
-            next: Some((&view.next).into()),
-            state: view.state.as_str().to_string(),
-            keys: self.node.key_count() as u64,
-        }))
+        Ok(Response::new((&self.node.summary()).into()))
     }
 }

@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
 
 /// A registry and `n` nodes started one after the other.
 pub async fn cluster(n: usize) -> LocalCluster {
@@ -168,4 +169,191 @@ pub fn dht_process(registry: &str, extra: &[&str]) -> Proc {
     let mut args = vec!["0", "--registry", registry];
     args.extend_from_slice(extra);
     Proc::start(env!("CARGO_BIN_EXE_dht"), &args, "listening on")
+}
+
+/// An HTTP/1.1 answer: status, headers and body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+/// Sends one HTTP/1.1 request to `url` (bounded to 10 s).
+pub async fn http(method: &str, url: &str, body: &[u8]) -> HttpAnswer {
+    http_with(method, url, body, &[]).await
+}
+
+/// Sends one HTTP/1.1 request with extra headers.
+pub async fn http_with(
+    method: &str,
+    url: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> HttpAnswer {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<hyper::body::Bytes>>();
+    let mut request = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request
+        .body(Full::new(hyper::body::Bytes::copy_from_slice(body)))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("answer within 10 s")
+        .expect("request succeeds");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A peer that takes a hand-off and then never answers a query.
+#[derive(Clone)]
+pub struct SilentPeer;
+
+#[tonic::async_trait]
+impl dht::dht_node_server::DhtNode for SilentPeer {
+    async fn query_dht(
+        &self,
+        _: Request<dht::Query>,
+    ) -> Result<Response<dht::QueryResult>, Status> {
+        std::future::pending().await
+    }
+    async fn forward_query(
+        &self,
+        _: Request<dht::EncodedQuery>,
+    ) -> Result<Response<dht::QueryResult>, Status> {
+        std::future::pending().await
+    }
+    async fn register_as_neighbor(
+        &self,
+        _: Request<dht::NeighborRegisterInfo>,
+    ) -> Result<Response<dht::PreviousNeighbors>, Status> {
+        Err(Status::unimplemented("silent"))
+    }
+    type TransferKeysStream = tokio_stream::Empty<Result<dht::KeyValueEntry, Status>>;
+    async fn transfer_keys(
+        &self,
+        _: Request<dht::NodeId>,
+    ) -> Result<Response<Self::TransferKeysStream>, Status> {
+        Err(Status::unimplemented("silent"))
+    }
+    async fn hand_off(
+        &self,
+        r: Request<Streaming<dht::HandOffChunk>>,
+    ) -> Result<Response<dht::HandOffAck>, Status> {
+        let mut s = r.into_inner();
+        while s.message().await?.is_some() {}
+        Ok(Response::new(dht::HandOffAck { entries: 0 }))
+    }
+    async fn get_node_info(&self, _: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
+        Err(Status::unimplemented("silent"))
+    }
+}
+
+/// A running [`SilentPeer`]; `stop` takes it down (its port then refuses).
+pub struct SilentServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl SilentServer {
+    /// Stops the server and waits until its port is closed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts a [`SilentPeer`] and has `node` (alone in its ring) take it as its next
+/// neighbour at the position opposite it. Returns the peer's ID and its server.
+pub async fn link_silent_peer(node: &crustyring::ring::Member) -> (u64, SilentServer) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(dht::dht_node_server::DhtNodeServer::new(SilentPeer))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let silent_id = node.id.0.wrapping_add(1 << 63);
+    connect(&node.addr)
+        .await
+        .register_as_neighbor(dht::NeighborRegisterInfo {
+            ty: dht::NeighborType::Next as i32,
+            id: silent_id,
+            addr: silent_addr,
+        })
+        .await
+        .unwrap();
+    (silent_id, SilentServer { stop, task })
+}
+
+/// A node alone with a [`SilentPeer`] as its next neighbour, short peer timeouts,
+/// and a key the silent peer owns.
+pub struct SilentOwner {
+    pub cluster: LocalCluster,
+    pub node: crustyring::ring::Member,
+    pub key: String,
+    pub server: SilentServer,
+}
+
+/// Starts a [`SilentOwner`] fixture (connect and request timeouts of 500 ms).
+pub async fn silent_owner() -> SilentOwner {
+    use crustyring::ring::{Arc, Position, key_position};
+    let config = NodeConfig {
+        timeouts: crustyring::node::PeerTimeouts {
+            connect: Duration::from_millis(500),
+            request: Duration::from_millis(500),
+        },
+        ..NodeConfig::default()
+    };
+    let cluster = cluster_with(1, config).await;
+    let node = cluster.nodes[0].me();
+    let (silent_id, server) = link_silent_peer(&node).await;
+    // The silent peer owns half the ring: among 1000 keys one surely falls there.
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| Arc::new(Position(silent_id), node.id).contains(key_position(k.as_bytes())))
+        .expect("a key owned by the silent peer");
+    SilentOwner {
+        cluster,
+        node,
+        key,
+        server,
+    }
 }

@@ -1,0 +1,310 @@
+//! `PUT`, `GET` (and `HEAD`) and `DELETE /keys/{key}`: the same query path as gRPC
+//! `QueryDht`, through [`Node::execute`].
+
+use super::problem::{ApiError, Problem};
+use crate::node::{Node, NodeError, Operation, Outcome, Query};
+use crate::ring::Position;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query as UrlQuery, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode, percent_encode};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+
+/// How a byte string is written in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The bytes are valid UTF-8 and written as they are.
+    Utf8,
+    /// The bytes are not UTF-8 and written in standard base64.
+    Base64,
+}
+
+/// `bytes` as JSON text, and how it is encoded.
+pub fn encode(bytes: &[u8]) -> (String, Encoding) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), Encoding::Utf8),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            Encoding::Base64,
+        ),
+    }
+}
+
+/// A key and its value.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "key": "1", "key_encoding": "utf8",
+    "value": "Ru1nnAfPu3Ya4v", "encoding": "utf8",
+    "position": "6b86b273ff34fce1"
+}))]
+pub struct KeyValue {
+    /// The key.
+    pub key: String,
+    /// How `key` is encoded.
+    pub key_encoding: Encoding,
+    /// The value.
+    pub value: String,
+    /// How `value` is encoded.
+    pub encoding: Encoding,
+    /// The key's ring position, 16 hex digits.
+    pub position: String,
+}
+
+/// A value and how it is encoded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EncodedValue {
+    /// The value.
+    pub value: String,
+    /// How `value` is encoded.
+    pub encoding: Encoding,
+}
+
+/// What a `PUT` did.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "key": "1", "key_encoding": "utf8", "created": true,
+    "position": "6b86b273ff34fce1", "previous": null
+}))]
+pub struct PutResult {
+    /// The key.
+    pub key: String,
+    /// How `key` is encoded.
+    pub key_encoding: Encoding,
+    /// Whether the key is new (201) rather than replaced (200).
+    pub created: bool,
+    /// The key's ring position, 16 hex digits.
+    pub position: String,
+    /// The value that was replaced, if any.
+    pub previous: Option<EncodedValue>,
+}
+
+/// The key in a path: `/keys/{key}`, `/ring/owner/{key}`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct KeyParam {
+    /// The key, percent-encoded (`a%2Fb` is the key `a/b`; a raw `/keys/a/b` too).
+    #[param(example = "1")]
+    pub key: String,
+}
+
+/// Options of `GET /keys/{key}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetOptions {
+    /// `true`: answer the value's bytes alone (`application/octet-stream`).
+    #[param(example = false)]
+    pub raw: Option<bool>,
+}
+
+/// The key bytes named by the path after `prefix`, percent-decoded.
+pub fn key_from_path(uri: &Uri, prefix: &str) -> Result<Vec<u8>, ApiError> {
+    let segment = uri
+        .path()
+        .strip_prefix(prefix)
+        .unwrap_or_default()
+        .as_bytes();
+    let mut i = 0;
+    while i < segment.len() {
+        if segment[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return Err(ApiError::BadPercentEncoding { at: i });
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(percent_decode(segment).collect())
+}
+
+fn query(op: Operation, key: Vec<u8>, node: &Node) -> Result<Query, ApiError> {
+    Ok(Query::new(op, key, &node.config().limits)?)
+}
+
+fn shown(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).into_owned()
+}
+
+fn key_value(key: &[u8], position: Position, value: &[u8]) -> KeyValue {
+    let (key, key_encoding) = encode(key);
+    let (value, encoding) = encode(value);
+    KeyValue {
+        key,
+        key_encoding,
+        value,
+        encoding,
+        position: position.to_hex(),
+    }
+}
+
+/// Reads a key.
+#[utoipa::path(
+    get,
+    path = "/keys/{key}",
+    tag = "keys",
+    params(KeyParam, GetOptions),
+    responses(
+        (status = 200, description = "The value (JSON; or its bytes alone with `?raw=true`).", body = KeyValue,
+            content((KeyValue = "application/json"), (Vec<u8> = "application/octet-stream"))),
+        (status = 400, description = "Bad key or query string.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The key is not present.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The key's owner is unreachable.", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The key's owner did not answer in time.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_key(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    options: Result<UrlQuery<GetOptions>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let UrlQuery(options) = options.map_err(|e| ApiError::BadQuery(e.body_text()))?;
+    let key = key_from_path(&uri, "/keys/")?;
+    let q = query(Operation::Get, key.clone(), &node)?;
+    match node.execute(q.clone()).await? {
+        Outcome::Value(value) if options.raw == Some(true) => {
+            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response())
+        }
+        Outcome::Value(value) => {
+            Ok(axum::Json(key_value(&key, q.position, &value)).into_response())
+        }
+        Outcome::Absent | Outcome::Created => Err(ApiError::KeyNotFound(shown(&key))),
+    }
+}
+
+/// Writes a key: the body is the value, as raw bytes.
+#[utoipa::path(
+    put,
+    path = "/keys/{key}",
+    tag = "keys",
+    params(KeyParam),
+    request_body(content = String, content_type = "text/plain", description = "The value, as raw bytes (any content type).", example = "Ru1nnAfPu3Ya4v"),
+    responses(
+        (status = 201, description = "The key was created.", body = PutResult,
+            headers(("location" = String, description = "The key's URL."))),
+        (status = 200, description = "The key's value was replaced; `previous` holds the old one.", body = PutResult,
+            example = json!({"key": "1", "key_encoding": "utf8", "created": false, "position": "6b86b273ff34fce1",
+                             "previous": {"value": "Ru1nnAfPu3Ya4v", "encoding": "utf8"}})),
+        (status = 400, description = "Bad key.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The value is over the limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The key's owner is unreachable.", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The key's owner did not answer in time.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn put_key(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(&uri, "/keys/")?;
+    let value = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge {
+            max: node.config().limits.max_value_bytes,
+        },
+        _ => ApiError::BadBody(e.body_text()),
+    })?;
+    let q = query(Operation::Set(value.to_vec()), key.clone(), &node)?;
+    let outcome = node.execute(q.clone()).await?;
+    let (k, key_encoding) = encode(&key);
+    let mut result = PutResult {
+        key: k,
+        key_encoding,
+        created: true,
+        position: q.position.to_hex(),
+        previous: None,
+    };
+    if let Outcome::Value(previous) = outcome {
+        let (value, encoding) = encode(&previous);
+        result.created = false;
+        result.previous = Some(EncodedValue { value, encoding });
+        return Ok(axum::Json(result).into_response());
+    }
+    let mut response = (StatusCode::CREATED, axum::Json(result)).into_response();
+    let location = format!("/keys/{}", percent_encode(&key, NON_ALPHANUMERIC));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// Deletes a key; answers what was deleted.
+#[utoipa::path(
+    delete,
+    path = "/keys/{key}",
+    tag = "keys",
+    params(KeyParam),
+    responses(
+        (status = 200, description = "The key was deleted; this was its value.", body = KeyValue),
+        (status = 400, description = "Bad key.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The key is not present.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The key's owner is unreachable.", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The key's owner did not answer in time.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_key(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response, ApiError> {
+    let key = key_from_path(&uri, "/keys/")?;
+    let q = query(Operation::Delete, key.clone(), &node)?;
+    match node.execute(q.clone()).await? {
+        Outcome::Value(value) => {
+            Ok(axum::Json(key_value(&key, q.position, &value)).into_response())
+        }
+        Outcome::Absent | Outcome::Created => Err(ApiError::KeyNotFound(shown(&key))),
+    }
+}
+
+/// `/keys/` with no key.
+pub async fn empty_key() -> ApiError {
+    ApiError::Node(NodeError::EmptyKey)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(path: &str) -> Result<Vec<u8>, ApiError> {
+        key_from_path(&path.parse().unwrap(), "/keys/")
+    }
+
+    #[test]
+    fn percent_encoded_keys_decode_to_the_bytes_meant() {
+        assert_eq!(decode("/keys/a%2Fb").unwrap(), b"a/b");
+        assert_eq!(decode("/keys/a/b").unwrap(), b"a/b");
+        assert_eq!(
+            decode("/keys/hello%20w%C3%B6rld").unwrap(),
+            "hello wörld".as_bytes()
+        );
+        assert_eq!(decode("/keys/%FF%00").unwrap(), vec![0xff, 0]);
+        assert_eq!(decode("/keys/a+b").unwrap(), b"a+b");
+    }
+
+    #[test]
+    fn bad_percent_encoding_is_refused_with_its_offset() {
+        assert!(matches!(
+            decode("/keys/a%G1"),
+            Err(ApiError::BadPercentEncoding { at: 1 })
+        ));
+        assert!(matches!(
+            decode("/keys/ab%4"),
+            Err(ApiError::BadPercentEncoding { at: 2 })
+        ));
+        assert!(matches!(
+            decode("/keys/%"),
+            Err(ApiError::BadPercentEncoding { at: 0 })
+        ));
+    }
+
+    #[test]
+    fn values_are_utf8_when_they_can_be_and_base64_otherwise() {
+        assert_eq!(encode(b"abc"), ("abc".to_string(), Encoding::Utf8));
+        assert_eq!(
+            encode(&[0xff, 0x00]),
+            ("/wA=".to_string(), Encoding::Base64)
+        );
+    }
+}

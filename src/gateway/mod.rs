@@ -1,0 +1,115 @@
+//! The HTTP/JSON gateway every node serves beside gRPC, on the same port: the keys
+//! API, the ring, the OpenAPI document, Swagger UI and the web page.
+//!
+//! Handlers are thin: keys go through [`crate::node::Node::execute`], the same path
+//! as gRPC `QueryDht`; errors become problem+json in one place ([`problem`]).
+
+pub mod keys;
+pub mod page;
+pub mod problem;
+pub mod ring;
+
+use crate::node::Node;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use std::sync::Arc;
+use tower_http::cors::{Any, CorsLayer};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+/// The OpenAPI description of the gateway.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Crusty Ring",
+        description = "A distributed key-value store on a consistent-hashing ring. Every node answers every key, forwarding to its owner. Keys are path segments, percent-encoded; values are raw bytes.",
+        license(name = "MIT", identifier = "MIT")
+    ),
+    paths(keys::get_key, keys::put_key, keys::delete_key, ring::get_ring, ring::get_owner),
+    tags(
+        (name = "keys", description = "Read, write and delete keys."),
+        (name = "ring", description = "The ring's nodes and key ownership.")
+    )
+)]
+pub struct ApiDoc;
+
+/// The node's whole HTTP surface on one port: `grpc` (the gRPC routes), the
+/// gateway's routes, and the fallback, with bare 405s turned into problems.
+pub fn app(grpc: Router, node: Arc<Node>) -> Router {
+    grpc.merge(router(node)).fallback(fallback)
+}
+
+/// The gateway's routes for `node`.
+pub fn router(node: Arc<Node>) -> Router {
+    let body_limit = node.config().limits.max_value_bytes;
+    let api = Router::new()
+        .route("/keys/", any(keys::empty_key))
+        .route(
+            "/keys/{*key}",
+            get(keys::get_key)
+                .put(keys::put_key)
+                .delete(keys::delete_key)
+                .fallback(|| async { method_not_allowed("GET,HEAD,PUT,DELETE") }),
+        )
+        .route(
+            "/ring",
+            get(ring::get_ring).fallback(|| async { method_not_allowed("GET,HEAD") }),
+        )
+        .route(
+            "/ring/owner/{*key}",
+            get(ring::get_owner).fallback(|| async { method_not_allowed("GET,HEAD") }),
+        )
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(node)
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::HEAD, Method::PUT, Method::DELETE])
+                .allow_headers(Any)
+                .expose_headers([header::LOCATION]),
+        );
+    Router::new()
+        .route("/", get(page::index))
+        .route("/style.css", get(page::style))
+        .route("/app.js", get(page::script))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/openapi.json", get(page::openapi))
+        .merge(SwaggerUi::new("/swagger-ui").config(Config::from("/openapi.json")))
+        .merge(api)
+}
+
+/// A 405 answer for a route that allows `allowed` (comma-separated methods).
+fn method_not_allowed(allowed: &'static str) -> Response {
+    let mut answer = problem::problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("this method is not allowed here; allowed: {allowed}"),
+    );
+    answer
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    answer
+}
+
+/// What answers a request no route matched: gRPC `UNIMPLEMENTED` for gRPC
+/// requests, a problem+json 404 for everything else.
+pub async fn fallback(request: Request<axum::body::Body>) -> Response {
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let mut response =
+            tonic::Status::unimplemented(format!("no such gRPC method: {}", request.uri().path()))
+                .into_http::<axum::body::Body>();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        return response.into_response();
+    }
+    problem::ApiError::NoRoute(request.uri().path().to_string()).into_response()
+}

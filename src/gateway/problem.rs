@@ -1,0 +1,127 @@
+//! The gateway's one error type and its single mapping to RFC 9457
+//! `application/problem+json` responses.
+
+use crate::node::NodeError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tonic::Code;
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank",
+    "title": "Not Found",
+    "status": 404,
+    "detail": "key \"1\" is not present"
+}))]
+pub struct Problem {
+    /// Always `about:blank`: the status code says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status code's reason phrase.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong, in words a person can act on.
+    pub detail: String,
+}
+
+/// Everything the HTTP gateway can answer with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The node failed to answer the query.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The key in the path is not valid percent-encoding.
+    #[error(
+        "the key is not valid percent-encoding at byte {at}: `%` must be followed by two hex digits (write a literal % as %25)"
+    )]
+    BadPercentEncoding {
+        /// Byte offset of the bad `%` in the key segment.
+        at: usize,
+    },
+    /// The request body is over the value limit.
+    #[error("the value is larger than the limit of {max} bytes (--max-value-bytes)")]
+    BodyTooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The request body could not be read.
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
+    /// The query string is malformed.
+    #[error("bad query string: {0}")]
+    BadQuery(String),
+    /// The key is not present.
+    #[error("key {0:?} is not present")]
+    KeyNotFound(String),
+    /// No such route.
+    #[error("no such resource: {0}; see /openapi.json or /swagger-ui/ for the API")]
+    NoRoute(String),
+}
+
+impl ApiError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Node(e) => node_status(e),
+            ApiError::BadPercentEncoding { .. } | ApiError::BadBody(_) | ApiError::BadQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::KeyNotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+        }
+    }
+}
+
+fn node_status(e: &NodeError) -> StatusCode {
+    match e {
+        NodeError::EmptyKey
+        | NodeError::KeyTooLong { .. }
+        | NodeError::MissingValue
+        | NodeError::UnknownOperation(_)
+        | NodeError::MissingRawKey
+        | NodeError::PositionMismatch { .. } => StatusCode::BAD_REQUEST,
+        NodeError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        NodeError::TooManyHops { .. }
+        | NodeError::NotServing
+        | NodeError::Unreachable { .. }
+        | NodeError::HandOffStalled(_)
+        | NodeError::RingWalk(_) => StatusCode::SERVICE_UNAVAILABLE,
+        NodeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        NodeError::Peer(status) => match status.code() {
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                StatusCode::BAD_REQUEST
+            }
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            _ => StatusCode::BAD_GATEWAY,
+        },
+        NodeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        problem(self.status(), self.to_string())
+    }
+}
+
+/// A problem+json response with `status` and `detail`.
+pub fn problem(status: StatusCode, detail: String) -> Response {
+    let body = Problem {
+        kind: "about:blank".into(),
+        title: status.canonical_reason().unwrap_or("Error").into(),
+        status: status.as_u16(),
+        detail,
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}

@@ -1,0 +1,184 @@
+//! `GET /ring` and `GET /ring/owner/{key}`: the ring as its nodes see it.
+
+use super::keys::{Encoding, KeyParam, encode, key_from_path};
+use super::problem::{ApiError, Problem};
+use crate::node::{Node, NodeSummary};
+use crate::ring::{self, Arc as RingArc, Member, Position, key_position};
+use axum::Json;
+use axum::extract::State;
+use axum::http::Uri;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// How many nodes a ring walk visits at most.
+const WALK_LIMIT: usize = 4096;
+
+/// An arc of the ring, `[start, end)`, in hex.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArcView {
+    /// First position of the arc.
+    pub start: String,
+    /// First position after the arc (equal to `start`: the whole ring).
+    pub end: String,
+}
+
+/// One node as it sees itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RingNode {
+    /// The node's ID, 16 hex digits.
+    pub id: String,
+    /// The node's ID in decimal (a string: JSON numbers lose precision past 2^53).
+    pub id_decimal: String,
+    /// The node's address.
+    pub addr: String,
+    /// `joining` or `serving`.
+    pub state: String,
+    /// Keys stored on the node.
+    pub keys: u64,
+    /// The previous neighbour's ID.
+    pub prev: String,
+    /// The next neighbour's ID.
+    pub next: String,
+    /// The arc the node owns.
+    pub arc: ArcView,
+    /// The arc's share of the ring, 0 to 1.
+    pub share: f64,
+}
+
+/// The ring, walked from the answering node along `next` links.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "answered_by": "http://127.0.0.1:50001",
+    "nodes": [{
+        "id": "2bb361ae3351c380", "id_decimal": "3149437593233933184",
+        "addr": "http://127.0.0.1:50001", "state": "serving", "keys": 1,
+        "prev": "7cbc7de0523bf372", "next": "353e13987644074c",
+        "arc": {"start": "2bb361ae3351c380", "end": "353e13987644074c"},
+        "share": 0.0366
+    }]
+}))]
+pub struct RingView {
+    /// The node that walked the ring.
+    pub answered_by: String,
+    /// Every node, in ID order.
+    pub nodes: Vec<RingNode>,
+}
+
+/// A node, briefly.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeRef {
+    /// Its ID, 16 hex digits.
+    pub id: String,
+    /// Its ID in decimal.
+    pub id_decimal: String,
+    /// Its address.
+    pub addr: String,
+}
+
+/// Where a key lives.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "key": "1", "key_encoding": "utf8",
+    "position": "6b86b273ff34fce1", "position_decimal": "7771807327155798241",
+    "owner": {"id": "353e13987644074c", "id_decimal": "3836917226563856204", "addr": "http://127.0.0.1:50002"}
+}))]
+pub struct OwnerView {
+    /// The key.
+    pub key: String,
+    /// How `key` is encoded.
+    pub key_encoding: Encoding,
+    /// The key's position, 16 hex digits.
+    pub position: String,
+    /// The key's position in decimal.
+    pub position_decimal: String,
+    /// The node that owns the position.
+    pub owner: NodeRef,
+}
+
+fn node_view(s: &NodeSummary) -> RingNode {
+    let arc = RingArc::new(s.me.id, s.next.id);
+    RingNode {
+        id: s.me.id.to_hex(),
+        id_decimal: s.me.id.0.to_string(),
+        addr: s.me.addr.clone(),
+        state: s.state.clone(),
+        keys: s.keys,
+        prev: s.prev.id.to_hex(),
+        next: s.next.id.to_hex(),
+        arc: ArcView {
+            start: arc.start.to_hex(),
+            end: arc.end.to_hex(),
+        },
+        share: arc.share(),
+    }
+}
+
+fn node_ref(m: &Member) -> NodeRef {
+    NodeRef {
+        id: m.id.to_hex(),
+        id_decimal: m.id.0.to_string(),
+        addr: m.addr.clone(),
+    }
+}
+
+/// The ring: every node with its ID, address, arc and share.
+#[utoipa::path(
+    get,
+    path = "/ring",
+    tag = "ring",
+    responses(
+        (status = 200, description = "Every node, in ID order, as each sees itself.", body = RingView),
+        (status = 503, description = "A node on the walk is unreachable.", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "A node on the walk did not answer in time.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_ring(State(node): State<Arc<Node>>) -> Result<Json<RingView>, ApiError> {
+    let walk = node.walk_ring(WALK_LIMIT).await?;
+    Ok(Json(RingView {
+        answered_by: node.me().addr,
+        nodes: walk.iter().map(node_view).collect(),
+    }))
+}
+
+/// Which node owns a key, and the key's position.
+#[utoipa::path(
+    get,
+    path = "/ring/owner/{key}",
+    tag = "ring",
+    params(KeyParam),
+    responses(
+        (status = 200, description = "The key's position and owner.", body = OwnerView),
+        (status = 400, description = "Bad key.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A node on the walk is unreachable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_owner(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+) -> Result<Json<OwnerView>, ApiError> {
+    let key = key_from_path(&uri, "/ring/owner/")?;
+    // Validate as a query would, so that the answer is about a key one can write.
+    crate::node::Query::new(
+        crate::node::Operation::Get,
+        key.clone(),
+        &node.config().limits,
+    )?;
+    let walk = node.walk_ring(WALK_LIMIT).await?;
+    let members: BTreeMap<Position, Member> = walk
+        .iter()
+        .filter(|s| s.state == "serving")
+        .map(|s| (s.me.id, s.me.clone()))
+        .collect();
+    let position = key_position(&key);
+    let (_, owner) = ring::owner(&members, position).ok_or(crate::node::NodeError::NotServing)?;
+    let (k, key_encoding) = encode(&key);
+    Ok(Json(OwnerView {
+        key: k,
+        key_encoding,
+        position: position.to_hex(),
+        position_decimal: position.0.to_string(),
+        owner: node_ref(owner),
+    }))
+}

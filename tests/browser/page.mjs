@@ -1,0 +1,45 @@
+// The web page: the ring picture shows every node; a key put through the form
+// reads back; looking it up marks its owner. Usage: node page.mjs <base-url> <ids>
+// where <ids> is a comma-separated list of the ring's node IDs (hex).
+import { open, check } from './browser.mjs';
+
+const [base, idList] = process.argv.slice(2);
+const expected = idList.split(',').sort();
+const { browser, page, errors } = await open(`${base}/`);
+try {
+  await page.waitForFunction((n) => document.querySelectorAll('#ring .node').length === n, expected.length);
+  const shown = (await page.$$eval('#ring .node', (els) => els.map((e) => e.dataset.id))).sort();
+  check(JSON.stringify(shown) === JSON.stringify(expected), `ring shows every node (${shown.length})`);
+
+  await page.fill('#key', 'browser key/ü');
+  await page.fill('#value', 'hello from chromium');
+  await page.click('#put');
+  await page.waitForSelector('#result[data-status="201"]');
+  check(true, 'put through the form answered 201');
+
+  await page.fill('#value', '');
+  await page.click('#get');
+  await page.waitForSelector('#result[data-status="200"]');
+  const text = await page.textContent('#result');
+  check(text.includes('hello from chromium'), 'get through the form shows the value');
+
+  const owner = await page.evaluate(async () => {
+    const r = await fetch('/ring/owner/' + encodeURIComponent('browser key/ü'));
+    return (await r.json()).owner.id;
+  });
+  await page.waitForSelector(`#ring .node.owner[data-id="${owner}"]`);
+  check(await page.$('#ring .keymark') !== null, 'the key is marked on the ring at its owner');
+
+  if (process.env.SCREENSHOT) {
+    await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
+  }
+
+  await page.click('#delete');
+  await page.waitForSelector('#result[data-status="200"]');
+  await page.click('#get');
+  await page.waitForSelector('#result[data-status="404"]');
+  check(true, 'after delete, get answers 404');
+  check(errors.length === 0, `no page errors (${errors.join('; ')})`);
+} finally {
+  await browser.close();
+}
