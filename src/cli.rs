@@ -1,6 +1,6 @@
 //! Command-line pieces shared by the binaries: node flags and the shutdown signal.
 
-use crate::node::{JoinSettings, Limits, NodeConfig, PeerTimeouts};
+use crate::node::{JoinSettings, Limits, MaintenanceSettings, NodeConfig, PeerTimeouts};
 use std::time::Duration;
 
 /// Flags every DHT node takes (the `dht` binary and the local cluster).
@@ -21,9 +21,22 @@ pub struct NodeArgs {
     /// How many times a query may be forwarded before it fails with UNAVAILABLE.
     #[arg(long, default_value_t = 128)]
     pub max_hops: u32,
-    /// How long a node keeps trying to join the ring, in seconds.
+    /// How long a node keeps trying to join (or leave) the ring, in seconds.
     #[arg(long, default_value_t = 30)]
     pub join_timeout_secs: u64,
+    /// How often to probe the next and previous neighbours, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub probe_interval_ms: u64,
+    /// Failed probes in a row after which a neighbour is declared dead.
+    #[arg(long, default_value_t = 3)]
+    pub probe_misses: u32,
+    /// Length of the successor list (how many consecutive failures the ring
+    /// survives without help from the registry).
+    #[arg(long, default_value_t = 3)]
+    pub successors: usize,
+    /// How often to send the registry a heartbeat, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_interval_ms: u64,
 }
 
 impl NodeArgs {
@@ -42,6 +55,12 @@ impl NodeArgs {
             join: JoinSettings {
                 timeout: Duration::from_secs(self.join_timeout_secs),
                 ..JoinSettings::default()
+            },
+            maintenance: MaintenanceSettings {
+                probe_interval: Duration::from_millis(self.probe_interval_ms.max(10)),
+                misses: self.probe_misses.max(1),
+                successors: self.successors.max(1),
+                heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
             },
         }
     }

@@ -51,9 +51,9 @@ impl LocalCluster {
         let listener = TcpListener::bind((options.host.as_str(), options.registry_port)).await?;
         let registry = format!("http://{}:{}", options.host, listener.local_addr()?.port());
         let (stop, _) = watch::channel(false);
-        let salt = options.salt.clone();
+        let config = registry::RegistryConfig::fresh(&options.salt);
         let shutdown = stopped(stop.subscribe());
-        let task = tokio::spawn(async move { registry::serve(listener, &salt, shutdown).await });
+        let task = tokio::spawn(registry::serve(listener, config, shutdown));
         Ok(Self {
             options,
             registry,
@@ -98,14 +98,14 @@ impl LocalCluster {
         listener: TcpListener,
     ) -> impl std::future::Future<Output = Result<node::RunningNode, JoinError>> + use<> {
         let host = self.options.host.clone();
-        let registry = self.registry.clone();
+        let discovery = node::Discovery::Registry(self.registry.clone());
         let config = self.options.node.clone();
         let shutdown = stopped(self.stop.subscribe());
         async move {
             node::start(
                 listener,
                 &host,
-                &registry,
+                discovery,
                 config,
                 Arc::new(MemoryStore::new()),
                 shutdown,

@@ -133,15 +133,25 @@ async fn main() -> anyhow::Result<()> {
         Command::Ring { target } => {
             let ring = client::ring(&target.node, 4096).await?;
             println!(
-                "{:<18} {:<26} {:<8} {:>8}  prev -> next",
-                "id", "address", "state", "keys"
+                "{:<16}  {:<24} {:<8} {:>7}  {:<16}  successors (next first)",
+                "id", "address", "state", "keys", "prev"
             );
             for info in ring {
                 let n = info.node.unwrap_or_default();
-                let (p, x) = (info.prev.unwrap_or_default(), info.next.unwrap_or_default());
+                let prev = info.prev.unwrap_or_default();
+                let successors: Vec<String> = info
+                    .successors
+                    .iter()
+                    .map(|s| format!("{:016x}", s.id))
+                    .collect();
                 println!(
-                    "{:016x}   {:<26} {:<8} {:>8}  {:016x} -> {:016x}",
-                    n.id, n.addr, info.state, info.keys, p.id, x.id
+                    "{:016x}  {:<24} {:<8} {:>7}  {:016x}  {}",
+                    n.id,
+                    n.addr,
+                    info.state,
+                    info.keys,
+                    prev.id,
+                    successors.join(" ")
                 );
             }
             Ok(())

@@ -42,6 +42,7 @@ impl From<&NodeSummary> for dht::NodeInfo {
             next: Some((&s.next).into()),
             state: s.state.clone(),
             keys: s.keys,
+            successors: s.successors.iter().map(Into::into).collect(),
         }
     }
 }
@@ -58,6 +59,7 @@ impl TryFrom<dht::NodeInfo> for NodeSummary {
             me: member(info.node, "own address")?,
             prev: member(info.prev, "previous neighbour")?,
             next: member(info.next, "next neighbour")?,
+            successors: info.successors.into_iter().map(Member::from).collect(),
             state: info.state,
             keys: info.keys,
         })

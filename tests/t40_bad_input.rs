@@ -133,9 +133,33 @@ async fn malformed_peer_messages_are_refused() {
     assert_eq!(s.code(), Code::InvalidArgument);
     assert!(s.message().contains("raw_key"), "{s:?}");
 
-    // A hand-off to a node that already serves is refused and changes nothing.
+    // A join hand-off to a node that already serves is refused, and so is a leave
+    // hand-off from a node that is not its next; neither changes anything.
     common::set(&mut c, b"keep", b"me").await;
+    let stranger = crustyring::proto::registry::Node {
+        id: 3,
+        addr: "http://127.0.0.1:3".into(),
+    };
+    let leave = dht::HandOffChunk {
+        from: Some(stranger.clone()),
+        neighbors: Some(dht::PreviousNeighbors {
+            prev: None,
+            next: Some(stranger),
+        }),
+        entries: vec![dht::KeyValueEntry {
+            key: key_position(b"planted").0,
+            value: b"x".to_vec(),
+            raw_key: Some(b"planted".to_vec()),
+        }],
+    };
+    let s = c
+        .hand_off(tokio_stream::iter(vec![leave]))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    assert_eq!(common::get(&mut c, b"planted").await.value, None);
     let chunk = dht::HandOffChunk {
+        from: None,
         neighbors: Some(dht::PreviousNeighbors {
             prev: Some(crustyring::proto::registry::Node {
                 id: 1,

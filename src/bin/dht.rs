@@ -1,11 +1,14 @@
 //! A DHT node: `dht <port>`.
 
 use clap::Parser;
-use crustyring::{cli, node, store::MemoryStore};
+use crustyring::node::{self, Discovery};
+use crustyring::{cli, registry, store::MemoryStore};
 use std::sync::Arc;
+use tokio::sync::watch;
 
-/// Crusty Ring DHT node: registers with the registry, joins the ring, and serves
-/// gRPC on its port.
+/// Crusty Ring DHT node: joins the ring (through the registry, or through any
+/// member with --join), serves gRPC and HTTP on its port, and on SIGTERM or
+/// Ctrl-C hands its keys to its predecessor before it exits.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -19,11 +22,22 @@ struct Args {
     #[arg(long)]
     bind: Option<String>,
     /// The registry's address; defaults to http://$REGISTRY_HOSTNAME:50000.
+    /// With --join or --new-ring, the registry is used only if given here.
     #[arg(long)]
     registry: Option<String>,
     /// Host of the registry, used when --registry is not given.
     #[arg(long, env = "REGISTRY_HOSTNAME", default_value = "127.0.0.1")]
     registry_host: String,
+    /// Join through this member of the ring instead of the registry.
+    #[arg(long, conflicts_with = "new_ring")]
+    join: Option<String>,
+    /// Start a new ring alone, without the registry.
+    #[arg(long)]
+    new_ring: bool,
+    /// Salt for deriving this node's ID locally (with --join or --new-ring); must
+    /// match the registry's.
+    #[arg(long, default_value = registry::DEFAULT_SALT)]
+    salt: String,
     #[command(flatten)]
     node: cli::NodeArgs,
 }
@@ -34,21 +48,45 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bind = args.bind.as_deref().unwrap_or(&args.host);
     let listener = tokio::net::TcpListener::bind((bind, args.port)).await?;
-    let registry = args
-        .registry
-        .clone()
-        .unwrap_or_else(|| format!("http://{}:50000", args.registry_host));
+    let discovery = match (&args.join, args.new_ring) {
+        (Some(contact), _) => Discovery::Join {
+            contact: crustyring::client::normalise(contact),
+            salt: args.salt.clone(),
+            registry: args.registry.clone(),
+        },
+        (None, true) => Discovery::NewRing {
+            salt: args.salt.clone(),
+            registry: args.registry.clone(),
+        },
+        (None, false) => Discovery::Registry(
+            args.registry
+                .clone()
+                .unwrap_or_else(|| format!("http://{}:50000", args.registry_host)),
+        ),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let shutdown = async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     let running = node::start(
         listener,
         &args.host,
-        &registry,
+        discovery,
         args.node.config(),
         Arc::new(MemoryStore::new()),
-        cli::shutdown_signal(),
+        shutdown,
     )
     .await?;
     let me = running.node.me();
     println!("node {} listening on {} (id {})", me.id, me.addr, me.id.0);
+    cli::shutdown_signal().await;
+    println!("leaving the ring...");
+    if let Err(e) = running.node.leave().await {
+        eprintln!("could not leave gracefully: {e}");
+    }
+    let _ = stop.send(true);
     running.server.await??;
+    println!("left");
     Ok(())
 }

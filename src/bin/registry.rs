@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use crustyring::{cli, registry};
+use std::time::Duration;
 
 /// Crusty Ring registry: assigns node IDs (SHA-256 of address and salt) and refers
 /// each joining node to the member with the closest smaller ID.
@@ -17,6 +18,14 @@ struct Args {
     /// Salt mixed into node IDs.
     #[arg(long, default_value = registry::DEFAULT_SALT)]
     salt: String,
+    /// A member not heard from (heartbeat) for this long is dropped, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    ttl_ms: u64,
+    /// After a (re)start, how long to relearn live members from their heartbeats
+    /// before telling a registering node it is the first member, in milliseconds.
+    /// 0 for a registry known to start a new ring.
+    #[arg(long, default_value_t = 2000)]
+    relearn_ms: u64,
 }
 
 #[tokio::main]
@@ -26,6 +35,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let port = listener.local_addr()?.port();
     println!("registry listening on http://{}:{port}", args.host);
-    registry::serve(listener, &args.salt, cli::shutdown_signal()).await?;
+    let config = registry::RegistryConfig {
+        salt: args.salt,
+        liveness: registry::Liveness {
+            ttl: Duration::from_millis(args.ttl_ms),
+            relearn: Duration::from_millis(args.relearn_ms),
+        },
+    };
+    registry::serve(listener, config, cli::shutdown_signal()).await?;
     Ok(())
 }

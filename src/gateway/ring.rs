@@ -33,7 +33,7 @@ pub struct RingNode {
     pub id_decimal: String,
     /// The node's address.
     pub addr: String,
-    /// `joining` or `serving`.
+    /// `joining`, `serving`, `leaving` or `left`.
     pub state: String,
     /// Keys stored on the node.
     pub keys: u64,
@@ -41,6 +41,8 @@ pub struct RingNode {
     pub prev: String,
     /// The next neighbour's ID.
     pub next: String,
+    /// The successor list: `next`, then the backups that take over if it fails.
+    pub successors: Vec<String>,
     /// The arc the node owns.
     pub arc: ArcView,
     /// The arc's share of the ring, 0 to 1.
@@ -55,6 +57,7 @@ pub struct RingNode {
         "id": "2bb361ae3351c380", "id_decimal": "3149437593233933184",
         "addr": "http://127.0.0.1:50001", "state": "serving", "keys": 1,
         "prev": "7cbc7de0523bf372", "next": "353e13987644074c",
+        "successors": ["353e13987644074c", "7cbc7de0523bf372"],
         "arc": {"start": "2bb361ae3351c380", "end": "353e13987644074c"},
         "share": 0.0366
     }]
@@ -107,6 +110,7 @@ fn node_view(s: &NodeSummary) -> RingNode {
         keys: s.keys,
         prev: s.prev.id.to_hex(),
         next: s.next.id.to_hex(),
+        successors: s.successors.iter().map(|m| m.id.to_hex()).collect(),
         arc: ArcView {
             start: arc.start.to_hex(),
             end: arc.end.to_hex(),

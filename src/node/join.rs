@@ -28,16 +28,18 @@
 //! parallel; joins into one arc are serialised by its owner.
 
 use super::error::{JoinError, NodeError};
+use super::handoff::HandOffHeader;
 use super::view::{JoinRefusal, NodeState, View};
 use super::{Node, NodeConfig};
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{ConnectionAddr, registry_client::RegistryClient};
-use crate::ring::{Member, Position, key_position};
-use crate::store::{Entry, Store};
+use crate::ring::{Member, Position, node_position};
+use crate::store::Store;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::Status;
 
@@ -62,6 +64,43 @@ impl Default for JoinSettings {
     }
 }
 
+/// How a node finds the ring.
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    /// Register with the registry at this address: it assigns the ID and names a
+    /// first contact. The node heartbeats to it while serving.
+    Registry(String),
+    /// Join through the node at `contact` (any member), deriving the ID locally
+    /// with `salt`; heartbeat to `registry` if one is given.
+    Join {
+        /// Any member of the ring.
+        contact: String,
+        /// The salt for the ID (the registry's default unless set otherwise).
+        salt: String,
+        /// A registry to heartbeat to, if any.
+        registry: Option<String>,
+    },
+    /// Start a new ring alone, deriving the ID locally with `salt`; heartbeat to
+    /// `registry` if one is given.
+    NewRing {
+        /// The salt for the ID.
+        salt: String,
+        /// A registry to heartbeat to, if any.
+        registry: Option<String>,
+    },
+}
+
+impl Discovery {
+    fn registry(&self) -> Option<&str> {
+        match self {
+            Discovery::Registry(r) => Some(r),
+            Discovery::Join { registry, .. } | Discovery::NewRing { registry, .. } => {
+                registry.as_deref()
+            }
+        }
+    }
+}
+
 /// A node that has joined the ring and is serving its listener.
 #[derive(Debug)]
 pub struct RunningNode {
@@ -71,32 +110,61 @@ pub struct RunningNode {
     pub server: JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts a node on `listener`: registers with the registry at `registry`,
-/// advertising `http://{host}:{port}`, serves the listener, and joins the ring.
-/// Returns once the node serves its arc. The server stops when `shutdown` resolves.
+/// Starts a node on `listener`, advertising `http://{host}:{port}`: finds the
+/// ring as `discovery` says, serves the listener, joins, and starts ring
+/// maintenance. Returns once the node serves its arc. The server and maintenance
+/// stop when `shutdown` resolves (call [`Node::leave`] first for a graceful leave).
 pub async fn start(
     listener: TcpListener,
     host: &str,
-    registry: &str,
+    discovery: Discovery,
     config: NodeConfig,
     store: Arc<dyn Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningNode, JoinError> {
     let addr = format!("http://{host}:{}", listener.local_addr()?.port());
-    let (me, contact) = register(registry, &addr, &config).await?;
+    let (me, contact) = match &discovery {
+        Discovery::Registry(registry) => register(registry, &addr, &config).await?,
+        Discovery::Join { contact, salt, .. } => {
+            let id = node_position(&addr, salt, 0);
+            // The contact's ID is not known yet; only its address is used.
+            (
+                Member::new(id, &addr),
+                Some(Member::new(id, contact.as_str())),
+            )
+        }
+        Discovery::NewRing { salt, .. } => {
+            (Member::new(node_position(&addr, salt, 0), &addr), None)
+        }
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_not_serving::<dht::dht_node_server::DhtNodeServer<super::service::DhtService>>()
         .await;
-    let node = Arc::new(Node::new(me, config, store, health));
+    let registry = discovery.registry().map(str::to_string);
+    let node = Arc::new(Node::new(me, config, store, health, registry));
     let grpc = super::grpc_routes(node.clone(), health_service).into_axum_router();
     let router = crate::gateway::app(grpc, node.clone());
-    let server = tokio::spawn(crate::server::serve(listener, router, shutdown));
+    let (stop, stopped) = watch::channel(false);
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        router,
+        wait_for(stopped.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
     match contact {
         None => node.become_alone().await,
-        Some(contact) => node.join(contact, registry).await?,
+        Some(contact) => node.join(contact).await?,
     }
+    tokio::spawn(node.clone().maintain(stopped));
     Ok(RunningNode { node, server })
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Registers `addr` with the registry, retrying while it is not up yet. Returns this
@@ -148,12 +216,12 @@ impl Node {
     /// Starts a ring of one: this node owns every position.
     async fn become_alone(&self) {
         let me = self.me();
-        self.update_view(|v| *v = View::alone(me));
+        self.update_view(|v| *v = View::first(me));
         self.mark_serving().await;
         tracing::info!(id = %self.me().id, "serving the whole ring alone");
     }
 
-    async fn mark_serving(&self) {
+    pub(super) async fn mark_serving(&self) {
         self.health
             .set_serving::<dht::dht_node_server::DhtNodeServer<super::service::DhtService>>()
             .await;
@@ -161,7 +229,7 @@ impl Node {
 
     /// Joins through `contact`, following refusals towards this node's predecessor
     /// and falling back to the registry's other members while contacts are not ready.
-    async fn join(&self, contact: Member, registry: &str) -> Result<(), JoinError> {
+    async fn join(&self, contact: Member) -> Result<(), JoinError> {
         let me = self.me();
         let settings = self.config.join;
         let deadline = tokio::time::Instant::now() + settings.timeout;
@@ -225,7 +293,7 @@ impl Node {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(1));
             if fallbacks.is_empty() {
-                fallbacks = self.members_by_closeness(registry).await;
+                fallbacks = self.members_by_closeness().await;
             }
             if let Some(next) = fallbacks.pop() {
                 target = next;
@@ -235,27 +303,12 @@ impl Node {
 
     /// The registry's members other than this node, the farthest first (so that
     /// popping yields the closest predecessor first).
-    async fn members_by_closeness(&self, registry: &str) -> Vec<Member> {
+    async fn members_by_closeness(&self) -> Vec<Member> {
         let me = self.me();
-        let Ok(endpoint) = super::peers::endpoint(registry, self.config.timeouts) else {
-            return Vec::new();
-        };
-        let fetch = async {
-            let channel = endpoint.connect().await.ok()?;
-            let nodes = RegistryClient::new(channel)
-                .get_connected_nodes(())
-                .await
-                .ok()?;
-            Some(nodes.into_inner().nodes)
-        };
-        let nodes = tokio::time::timeout(self.config.timeouts.request, fetch)
+        let mut members: Vec<Member> = self
+            .registry_members()
             .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let mut members: Vec<Member> = nodes
             .into_iter()
-            .map(Member::from)
             .filter(|m| m.id != me.id)
             .collect();
         // Counter-clockwise distance from us: the predecessor is the closest.
@@ -277,8 +330,13 @@ impl Node {
                 Ok::<_, JoinRefusal>((arc, view.me.clone(), view.prev.clone(), view.next.clone()))
             })
             .map_err(|refusal| refusal_status(refusal, &joiner))?;
+        let header = HandOffHeader {
+            from: me.clone(),
+            prev: Some(me.clone()),
+            next: old_next.clone(),
+        };
         let handed = match self.store.entries_in(arc) {
-            Ok(entries) => self.hand_off(&joiner, &me, &old_next, entries).await,
+            Ok(entries) => self.hand_off(&joiner, header, entries).await,
             Err(e) => Err(NodeError::from(e)),
         };
         if let Err(e) = handed {
@@ -289,11 +347,14 @@ impl Node {
                 joiner.addr
             )));
         }
+        let length = self.config.maintenance.successors;
         self.update_view(|view| {
-            if view.prev == view.me {
+            if view.alone() {
                 view.prev = joiner.clone();
             }
+            let after = view.successors();
             view.next = joiner.clone();
+            view.adopt_successors(&after, length);
             view.handoff = None;
         });
         match self.store.remove_in(arc) {
@@ -301,171 +362,12 @@ impl Node {
             Err(e) => tracing::error!(error = %e, "could not drop a handed-off arc"),
         }
         if old_next != me {
-            let request = dht::NeighborRegisterInfo {
-                ty: NeighborType::Previous as i32,
-                id: joiner.id.0,
-                addr: joiner.addr.clone(),
-            };
-            if let Err(e) = self
-                .peers
-                .call(&old_next, |mut c| async move {
-                    c.register_as_neighbor(request).await
-                })
-                .await
-            {
-                tracing::warn!(next = %old_next.addr, error = %e, "could not tell the next node about its new previous");
-            }
+            self.introduce(&joiner, &old_next).await;
         }
         Ok(dht::PreviousNeighbors {
             prev: Some((&prev).into()),
             next: Some((&old_next).into()),
         })
-    }
-
-    /// Streams `entries` to the joiner, telling it its neighbours first.
-    async fn hand_off(
-        &self,
-        joiner: &Member,
-        me: &Member,
-        next: &Member,
-        entries: Vec<Entry>,
-    ) -> Result<(), NodeError> {
-        let neighbors = dht::PreviousNeighbors {
-            prev: Some(me.into()),
-            next: Some(next.into()),
-        };
-        let mut chunks = vec![dht::HandOffChunk {
-            neighbors: Some(neighbors),
-            entries: Vec::new(),
-        }];
-        // Batches stay under one largest valid entry in size (at least one entry
-        // each), so every message fits the receiver's decoding limit.
-        let budget = self.config.limits.max_entry_bytes();
-        let mut size = 0;
-        for entry in entries {
-            let entry_size = entry.key.len() + entry.value.len() + 32;
-            let last = chunks
-                .last_mut()
-                .filter(|c| c.entries.is_empty() || size + entry_size <= budget);
-            match last {
-                Some(chunk) => chunk.entries.push(entry.into()),
-                None => {
-                    size = 0;
-                    chunks.push(dht::HandOffChunk {
-                        neighbors: None,
-                        entries: vec![entry.into()],
-                    });
-                }
-            }
-            size += entry_size;
-        }
-        self.peers
-            .call(joiner, |mut c| async move {
-                c.hand_off(tokio_stream::iter(chunks)).await
-            })
-            .await
-            .map(|_| ())
-    }
-
-    /// The joiner's side of a hand-off: stores the arc's entries, links in with the
-    /// neighbours named in the first message and starts serving.
-    pub(super) async fn accept_handoff(
-        &self,
-        mut chunks: tonic::Streaming<dht::HandOffChunk>,
-    ) -> Result<dht::HandOffAck, Status> {
-        let first = chunks
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty hand-off stream"))?;
-        let (prev, next) = match first.neighbors {
-            Some(dht::PreviousNeighbors {
-                prev: Some(prev),
-                next: Some(next),
-            }) => (Member::from(prev), Member::from(next)),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first hand-off message must name both neighbours",
-                ));
-            }
-        };
-        let mut entries = Vec::new();
-        let mut batch = first.entries;
-        loop {
-            for e in batch {
-                entries.push(entry_from_wire(e)?);
-            }
-            match chunks.message().await? {
-                Some(chunk) => batch = chunk.entries,
-                None => break,
-            }
-        }
-        let count = entries.len();
-        self.update_view(|view| {
-            if view.state != NodeState::Joining {
-                return Err(Status::failed_precondition(
-                    "this node is already part of the ring",
-                ));
-            }
-            self.store
-                .insert_all(entries)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            view.prev = prev;
-            view.next = next;
-            view.state = NodeState::Serving;
-            Ok(())
-        })?;
-        self.mark_serving().await;
-        Ok(dht::HandOffAck {
-            entries: count as u64,
-        })
-    }
-
-    /// A node tells this one it is now its previous neighbour. Accepted when it
-    /// lies between the current previous neighbour and this node (a joiner that
-    /// split the previous neighbour's arc), or when this node is alone.
-    pub(super) fn accept_previous(&self, new: Member) -> Result<dht::PreviousNeighbors, Status> {
-        self.update_view(|view| {
-            let between = crate::ring::Arc::new(view.prev.id, view.me.id);
-            let alone = view.prev == view.me;
-            if !alone && (new.id == view.prev.id || !between.contains(new.id)) {
-                return Err(Status::failed_precondition(format!(
-                    "{} ({}) does not lie between my previous neighbour {} and me",
-                    new.addr, new.id, view.prev.addr
-                )));
-            }
-            let old = dht::PreviousNeighbors {
-                prev: Some((&view.prev).into()),
-                next: Some((&view.next).into()),
-            };
-            view.prev = new;
-            Ok(old)
-        })
-    }
-}
-
-fn entry_from_wire(e: dht::KeyValueEntry) -> Result<Entry, Status> {
-    let key = e
-        .raw_key
-        .ok_or_else(|| Status::invalid_argument("a hand-off entry has no raw key"))?;
-    if key_position(&key) != Position(e.key) {
-        return Err(Status::invalid_argument(
-            "a hand-off entry's raw key does not hash to its position",
-        ));
-    }
-    Ok(Entry {
-        position: Position(e.key),
-        key,
-        value: e.value,
-    })
-}
-
-impl From<Entry> for dht::KeyValueEntry {
-    fn from(e: Entry) -> Self {
-        Self {
-            key: e.position.0,
-            value: e.value,
-            raw_key: Some(e.key),
-        }
     }
 }
 

@@ -13,14 +13,18 @@
 //! mutex, so two joiners into one arc are handled one after the other.
 
 mod error;
+mod handoff;
 mod join;
+mod leave;
+mod maintain;
 mod peers;
 mod query;
 mod service;
 mod view;
 
 pub use error::{JoinError, NodeError};
-pub use join::{JoinSettings, RunningNode, start};
+pub use join::{Discovery, JoinSettings, RunningNode, start};
+pub use maintain::MaintenanceSettings;
 pub use peers::{PeerTimeouts, Peers};
 pub use query::{KEY_NOT_PRESENT, Limits, Operation, Outcome, Query};
 pub use service::grpc_routes;
@@ -41,8 +45,10 @@ pub struct NodeConfig {
     pub timeouts: PeerTimeouts,
     /// How many times a query may be forwarded before it is given up on.
     pub max_hops: u32,
-    /// How joining is paced.
+    /// How joining (and leaving) is paced.
     pub join: JoinSettings,
+    /// How the node watches its neighbours and repairs the ring.
+    pub maintenance: MaintenanceSettings,
 }
 
 impl Default for NodeConfig {
@@ -55,6 +61,7 @@ impl Default for NodeConfig {
             },
             max_hops: 128,
             join: JoinSettings::default(),
+            maintenance: MaintenanceSettings::default(),
         }
     }
 }
@@ -68,6 +75,8 @@ pub struct NodeSummary {
     pub prev: Member,
     /// Its next neighbour.
     pub next: Member,
+    /// Its successor list: `next` and the backups after it.
+    pub successors: Vec<Member>,
     /// Its state: "joining" or "serving".
     pub state: String,
     /// How many entries it stores.
@@ -85,6 +94,8 @@ pub struct Node {
     store: Arc<dyn Store>,
     peers: Peers,
     health: tonic_health::server::HealthReporter,
+    /// The registry's address, if the node uses one (for heartbeats).
+    registry: Option<String>,
 }
 
 impl std::fmt::Debug for Node {
@@ -97,12 +108,14 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// A node that has not joined yet, with its health service reporter.
+    /// A node that has not joined yet, with its health service reporter and the
+    /// registry it heartbeats to (if any).
     pub fn new(
         me: Member,
         config: NodeConfig,
         store: Arc<dyn Store>,
         health: tonic_health::server::HealthReporter,
+        registry: Option<String>,
     ) -> Self {
         Self {
             peers: Peers::new(config.timeouts, config.limits.max_message_bytes()),
@@ -112,6 +125,7 @@ impl Node {
             membership: tokio::sync::Mutex::new(()),
             store,
             health,
+            registry,
         }
     }
 
@@ -139,6 +153,7 @@ impl Node {
     pub fn summary(&self) -> NodeSummary {
         let view = self.view_snapshot();
         NodeSummary {
+            successors: view.successors(),
             me: view.me,
             prev: view.prev,
             next: view.next,
@@ -196,14 +211,23 @@ impl Node {
     }
 
     /// Answers a query: locally if this node owns the key, else by forwarding it
-    /// towards the owner.
+    /// towards the owner. A next hop that cannot be reached (the request was not
+    /// delivered) is retried along the repaired route, with backoff, for as long
+    /// as failure detection takes (at most the request timeout); a hop that timed
+    /// out is not retried (the request may have been applied).
     pub async fn execute(&self, query: Query) -> Result<Outcome, NodeError> {
         let stall = self.config.timeouts.request;
+        let maintenance = self.config.maintenance;
+        let retry_budget = (maintenance.probe_interval * (maintenance.misses + 3))
+            .min(self.config.timeouts.request);
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(50);
+        let mut clockwise_only = false;
         loop {
             let mut changes = self.changes.subscribe();
             let route = {
                 let view = self.view();
-                match view.route(query.position) {
+                match view.route(query.position, clockwise_only) {
                     Route::Local => return self.apply_local(&query),
                     other => other,
                 }
@@ -223,8 +247,19 @@ impl Node {
                     if query.hops >= self.config.max_hops {
                         return Err(NodeError::TooManyHops { hops: query.hops });
                     }
-                    let result = self.peers.forward(&to, query.to_forward()).await?;
-                    return Ok(Outcome::from_result(result, &query.op));
+                    match self.peers.forward(&to, query.to_forward()).await {
+                        Ok(result) => return Ok(Outcome::from_result(result, &query.op)),
+                        Err(NodeError::Unreachable { .. })
+                            if started.elapsed() + delay < retry_budget =>
+                        {
+                            // Counter-clockwise through a dead `prev` never
+                            // repairs itself: go clockwise from now on.
+                            clockwise_only |= to == self.view().prev;
+                            let _ = tokio::time::timeout(delay, changes.changed()).await;
+                            delay = (delay * 2).min(maintenance.probe_interval);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }

@@ -65,8 +65,21 @@ impl Peers {
         F: FnOnce(DhtNodeClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.call_within(to, self.timeouts.request, call).await
+    }
+
+    /// [`Peers::call`] with its own time limit.
+    pub async fn call_within<T, F, Fut>(
+        &self,
+        to: &Member,
+        after: Duration,
+        call: F,
+    ) -> Result<T, NodeError>
+    where
+        F: FnOnce(DhtNodeClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let client = self.client(&to.addr)?;
-        let after = self.timeouts.request;
         match tokio::time::timeout(after, call(client)).await {
             Err(_) => Err(NodeError::Timeout {
                 addr: to.addr.clone(),

@@ -67,7 +67,7 @@ impl DhtNode for DhtService {
         let member = Member::new(Position(info.id), info.addr);
         let neighbors = match ty {
             NeighborType::Next => self.node.accept_join(member).await?,
-            NeighborType::Previous => self.node.accept_previous(member)?,
+            NeighborType::Previous => self.node.accept_previous(member).await?,
         };
         Ok(Response::new(neighbors))
     }

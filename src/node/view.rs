@@ -11,6 +11,11 @@ pub enum NodeState {
     Joining,
     /// Part of the ring: owns its arc and serves queries.
     Serving,
+    /// Handing its whole arc to its predecessor before it goes.
+    Leaving,
+    /// Gone from the ring: owns nothing, forwards everything to its former
+    /// predecessor until the process exits.
+    Left,
 }
 
 impl NodeState {
@@ -19,6 +24,8 @@ impl NodeState {
         match self {
             NodeState::Joining => "joining",
             NodeState::Serving => "serving",
+            NodeState::Leaving => "leaving",
+            NodeState::Left => "left",
         }
     }
 }
@@ -28,10 +35,14 @@ impl NodeState {
 pub struct View {
     /// This node.
     pub me: Member,
-    /// The previous member (closest smaller ID, wrapping); `me` when alone.
+    /// The previous member (closest smaller ID, wrapping); `me` when alone or
+    /// when the previous member failed and no new one has introduced itself yet.
     pub prev: Member,
     /// The next member (closest greater ID, wrapping); `me` when alone.
     pub next: Member,
+    /// The members after `next`, in ring order: with `next`, the successor list.
+    /// When `next` fails, the first live one of these takes its place.
+    pub backups: Vec<Member>,
     /// Where this node is in its life.
     pub state: NodeState,
     /// An arc being handed to a joiner: queries into it wait until the hand-off ends.
@@ -74,6 +85,7 @@ impl View {
         Self {
             prev: me.clone(),
             next: me.clone(),
+            backups: Vec::new(),
             me,
             state: NodeState::Joining,
             handoff: None,
@@ -81,7 +93,7 @@ impl View {
     }
 
     /// The view of the first node of a ring: alone, owning everything.
-    pub fn alone(me: Member) -> Self {
+    pub fn first(me: Member) -> Self {
         Self {
             state: NodeState::Serving,
             ..Self::joining(me)
@@ -98,9 +110,15 @@ impl View {
     /// when the position lies behind this node and is closer that way. Either walk
     /// ends at the owner, and the choice is monotone: each hop on the
     /// counter-clockwise walk still finds the position behind it.
-    pub fn route(&self, position: Position) -> Route {
-        if self.state != NodeState::Serving {
-            return Route::NotServing;
+    ///
+    /// With `clockwise_only`, never forwards to `prev` (used after `prev` proved
+    /// unreachable: the clockwise walk always works).
+    pub fn route(&self, position: Position, clockwise_only: bool) -> Route {
+        match self.state {
+            NodeState::Joining => return Route::NotServing,
+            NodeState::Left if self.prev == self.me => return Route::NotServing,
+            NodeState::Left => return Route::Forward(self.prev.clone()),
+            NodeState::Serving | NodeState::Leaving => {}
         }
         if self.arc().contains(position) {
             return match self.handoff {
@@ -110,7 +128,7 @@ impl View {
         }
         let clockwise = self.me.id.distance_to(position);
         let counter_clockwise = position.distance_to(self.me.id);
-        if counter_clockwise < clockwise && self.prev.id != self.me.id {
+        if counter_clockwise < clockwise && self.prev.id != self.me.id && !clockwise_only {
             Route::Forward(self.prev.clone())
         } else {
             Route::Forward(self.next.clone())
@@ -129,7 +147,7 @@ impl View {
             });
         }
         if !self.arc().contains(id) {
-            return match self.route(id) {
+            return match self.route(id, false) {
                 Route::Forward(towards) => Err(JoinRefusal::NotMyArc { towards }),
                 // Unreachable in practice: a position outside the arc always routes
                 // away. Refuse as "try later" rather than guess.
@@ -137,6 +155,66 @@ impl View {
             };
         }
         Ok(Arc::new(id, self.next.id))
+    }
+}
+
+impl View {
+    /// The successor list: `next`, then the backups.
+    pub fn successors(&self) -> Vec<Member> {
+        std::iter::once(self.next.clone())
+            .chain(self.backups.iter().cloned())
+            .collect()
+    }
+
+    /// Whether this node is alone in its ring.
+    pub fn alone(&self) -> bool {
+        self.next == self.me
+    }
+
+    /// Takes the successor list `from_next` reported by `next` (its own next and
+    /// onwards) as this node's backups: at most `length - 1` of them, stopping
+    /// where the list comes round to this node.
+    pub fn adopt_successors(&mut self, from_next: &[Member], length: usize) {
+        self.backups = from_next
+            .iter()
+            .take_while(|m| m.id != self.me.id)
+            .filter(|m| m.id != self.next.id)
+            .take(length.saturating_sub(1))
+            .cloned()
+            .collect();
+    }
+
+    /// `next` failed: the first backup becomes `next` and the arc grows over the
+    /// failed node's. Returns the failed node. With no backups left, the node is
+    /// alone (the caller may first offer other candidates as backups).
+    pub fn next_failed(&mut self) -> Member {
+        let failed = self.next.clone();
+        if self.backups.is_empty() {
+            self.next = self.me.clone();
+            self.prev = self.me.clone();
+        } else {
+            self.next = self.backups.remove(0);
+        }
+        if self.prev == failed {
+            self.prev = self.me.clone();
+        }
+        failed
+    }
+
+    /// `prev` failed: forget it until a live predecessor introduces itself.
+    pub fn prev_failed(&mut self) {
+        self.prev = self.me.clone();
+    }
+
+    /// Whether `new` may become this node's previous neighbour without asking
+    /// anyone: `prev` is unknown, or `new` lies strictly between `prev` and this
+    /// node (it joined in between, or it is `prev` already).
+    pub fn may_take_previous(&self, new: &Member) -> bool {
+        self.prev == self.me
+            || self.prev == *new
+            || (new.id != self.prev.id
+                && new.id != self.me.id
+                && Arc::new(self.prev.id, self.me.id).contains(new.id))
     }
 }
 
@@ -152,22 +230,80 @@ mod tests {
         View {
             prev: member(prev),
             next: member(next),
-            ..View::alone(member(me))
+            ..View::first(member(me))
         }
     }
 
     #[test]
+    fn a_failed_next_is_replaced_by_the_first_backup_and_the_arc_grows() {
+        let mut v = view(10, 100, 200);
+        v.adopt_successors(
+            &[
+                member(300),
+                member(400),
+                member(10),
+                member(100),
+                member(200),
+            ],
+            3,
+        );
+        assert_eq!(v.successors(), vec![member(200), member(300), member(400)]);
+        assert_eq!(v.next_failed(), member(200));
+        assert_eq!(v.next, member(300));
+        assert!(v.arc().contains(Position(250)));
+        assert_eq!(v.next_failed(), member(300));
+        assert_eq!(v.next, member(400));
+    }
+
+    #[test]
+    fn successor_lists_stop_where_they_come_round() {
+        let mut v = view(200, 100, 200);
+        v.adopt_successors(&[member(100), member(200)], 3);
+        assert!(v.backups.is_empty());
+        // The last member standing ends alone.
+        v.next_failed();
+        assert!(v.alone());
+        assert_eq!(v.prev, v.me);
+        assert_eq!(v.route(Position(5), false), Route::Local);
+    }
+
+    #[test]
+    fn a_new_previous_is_taken_when_it_is_closer_or_the_old_one_is_unknown() {
+        let mut v = view(10, 100, 200);
+        assert!(v.may_take_previous(&member(50)));
+        assert!(v.may_take_previous(&member(10)));
+        assert!(!v.may_take_previous(&member(5)));
+        assert!(!v.may_take_previous(&member(150)));
+        v.prev_failed();
+        assert!(v.may_take_previous(&member(5)));
+    }
+
+    #[test]
+    fn a_node_that_left_forwards_to_its_former_predecessor() {
+        let mut v = view(10, 100, 200);
+        v.state = NodeState::Left;
+        assert_eq!(v.route(Position(150), false), Route::Forward(member(10)));
+        assert_eq!(v.check_join(Position(150)), Err(JoinRefusal::NotServing));
+    }
+
+    #[test]
+    fn clockwise_only_routing_avoids_prev() {
+        let v = view(10, 100, 200);
+        assert_eq!(v.route(Position(50), true), Route::Forward(member(200)));
+    }
+
+    #[test]
     fn a_node_alone_owns_every_position() {
-        let v = View::alone(member(100));
+        let v = View::first(member(100));
         for p in [0, 99, 100, u64::MAX] {
-            assert_eq!(v.route(Position(p)), Route::Local);
+            assert_eq!(v.route(Position(p), false), Route::Local);
         }
     }
 
     #[test]
     fn a_joining_node_serves_nothing() {
         assert_eq!(
-            View::joining(member(1)).route(Position(1)),
+            View::joining(member(1)).route(Position(1), false),
             Route::NotServing
         );
     }
@@ -175,17 +311,17 @@ mod tests {
     #[test]
     fn positions_in_the_arc_are_local_and_others_go_the_short_way() {
         let v = view(10, 100, 200);
-        assert_eq!(v.route(Position(150)), Route::Local);
-        assert_eq!(v.route(Position(250)), Route::Forward(member(200)));
-        assert_eq!(v.route(Position(50)), Route::Forward(member(10)));
+        assert_eq!(v.route(Position(150), false), Route::Local);
+        assert_eq!(v.route(Position(250), false), Route::Forward(member(200)));
+        assert_eq!(v.route(Position(50), false), Route::Forward(member(10)));
     }
 
     #[test]
     fn positions_in_a_handoff_wait() {
         let mut v = view(10, 100, 200);
         v.handoff = Some(Arc::new(Position(150), Position(200)));
-        assert_eq!(v.route(Position(160)), Route::Wait);
-        assert_eq!(v.route(Position(120)), Route::Local);
+        assert_eq!(v.route(Position(160), false), Route::Wait);
+        assert_eq!(v.route(Position(120), false), Route::Local);
     }
 
     #[test]

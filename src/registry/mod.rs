@@ -5,11 +5,13 @@
 
 mod membership;
 
-pub use membership::{Membership, Registration};
+pub use membership::{Liveness, Membership, Registration, Relearning};
 
 use crate::proto::registry::{self as pb, registry_server::Registry};
+use crate::ring::{Member, Position};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -24,9 +26,9 @@ pub struct RegistryService {
 
 impl RegistryService {
     /// A registry with no members, deriving IDs with `salt`.
-    pub fn new(salt: &str) -> Self {
+    pub fn new(salt: &str, liveness: Liveness) -> Self {
         Self {
-            membership: Arc::new(Mutex::new(Membership::new(salt))),
+            membership: Arc::new(Mutex::new(Membership::new(salt, liveness, Instant::now()))),
         }
     }
 
@@ -52,7 +54,10 @@ impl Registry for RegistryService {
                 "`addr` must start with http:// or https://, e.g. http://127.0.0.1:50001",
             ));
         }
-        let registration = self.membership().register(&addr);
+        let registration = self
+            .membership()
+            .register(&addr, Instant::now())
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(%addr, id = %registration.id, "registered node");
         Ok(Response::new(pb::RegisterInfo {
             id: registration.id.0,
@@ -61,16 +66,64 @@ impl Registry for RegistryService {
     }
 
     async fn get_connected_nodes(&self, _: Request<()>) -> Result<Response<pb::Nodes>, Status> {
-        let nodes = self.membership().members().iter().map(Into::into).collect();
+        let nodes = self
+            .membership()
+            .members(Instant::now())
+            .iter()
+            .map(Into::into)
+            .collect();
         Ok(Response::new(pb::Nodes { nodes }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::Node>) -> Result<Response<()>, Status> {
+        let node = request.into_inner();
+        if node.addr.is_empty() {
+            return Err(Status::invalid_argument("the heartbeat names no address"));
+        }
+        self.membership()
+            .heartbeat(&Member::new(Position(node.id), node.addr), Instant::now());
+        Ok(Response::new(()))
+    }
+
+    async fn deregister(&self, request: Request<pb::Node>) -> Result<Response<()>, Status> {
+        let node = request.into_inner();
+        tracing::info!(addr = %node.addr, id = %Position(node.id), "node left");
+        self.membership()
+            .deregister(&Member::new(Position(node.id), node.addr));
+        Ok(Response::new(()))
     }
 }
 
-/// Serves a registry deriving IDs with `salt` on `listener` (with health and
-/// reflection) until `shutdown` resolves.
+/// How a registry runs.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Salt mixed into node IDs.
+    pub salt: String,
+    /// Liveness judgement.
+    pub liveness: Liveness,
+}
+
+impl RegistryConfig {
+    /// Default time-to-live of a member without heartbeats.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
+
+    /// A registry that knows it starts a new ring: no relearning window.
+    pub fn fresh(salt: &str) -> Self {
+        Self {
+            salt: salt.to_string(),
+            liveness: Liveness {
+                ttl: Self::DEFAULT_TTL,
+                relearn: Duration::ZERO,
+            },
+        }
+    }
+}
+
+/// Serves a registry on `listener` (with health and reflection) until `shutdown`
+/// resolves.
 pub async fn serve(
     listener: TcpListener,
-    salt: &str,
+    config: RegistryConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -78,7 +131,7 @@ pub async fn serve(
         .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
         .await;
     let routes = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(
-        RegistryService::new(salt),
+        RegistryService::new(&config.salt, config.liveness),
     ))
     .add_service(health_service);
     let router = crate::server::with_reflection(routes).into_axum_router();

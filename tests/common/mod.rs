@@ -332,13 +332,18 @@ pub struct SilentOwner {
     pub server: SilentServer,
 }
 
-/// Starts a [`SilentOwner`] fixture (connect and request timeouts of 500 ms).
+/// Starts a [`SilentOwner`] fixture: connect and request timeouts of 500 ms, and
+/// failure detection slowed to a minute, so the silent peer stays linked in.
 pub async fn silent_owner() -> SilentOwner {
     use crustyring::ring::{Arc, Position, key_position};
     let config = NodeConfig {
         timeouts: crustyring::node::PeerTimeouts {
             connect: Duration::from_millis(500),
             request: Duration::from_millis(500),
+        },
+        maintenance: crustyring::node::MaintenanceSettings {
+            probe_interval: Duration::from_secs(60),
+            ..Default::default()
         },
         ..NodeConfig::default()
     };
@@ -356,4 +361,74 @@ pub async fn silent_owner() -> SilentOwner {
         key,
         server,
     }
+}
+
+/// Checks the ring the live nodes at `addrs` form: every node is serving, its
+/// `next` is the next live node by ID and its `prev` the previous one. `Err` says
+/// what does not hold yet (for polling).
+pub async fn ring_converged(addrs: &[String]) -> Result<(), String> {
+    let mut views = Vec::new();
+    for addr in addrs {
+        let mut c = client::connect(addr).await.map_err(|e| e.to_string())?;
+        let info = c
+            .get_node_info(())
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?
+            .into_inner();
+        views.push(info);
+    }
+    views.sort_by_key(|i| i.node.as_ref().map(|n| n.id));
+    let n = views.len();
+    for (i, v) in views.iter().enumerate() {
+        let me = v.node.as_ref().map(|n| n.addr.clone()).unwrap_or_default();
+        let id = |m: &Option<crustyring::proto::registry::Node>| m.as_ref().map(|n| n.id);
+        if v.state != "serving" {
+            return Err(format!("{me} is {}", v.state));
+        }
+        if id(&v.next) != id(&views[(i + 1) % n].node) {
+            return Err(format!("{me}: next is {:?}", v.next));
+        }
+        if id(&v.prev) != id(&views[(i + n - 1) % n].node) {
+            return Err(format!("{me}: prev is {:?}", v.prev));
+        }
+    }
+    Ok(())
+}
+
+/// Polls `check` every 50 ms until it holds; panics with its last complaint after
+/// `limit`. Returns how long it took.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(()) => return started.elapsed(),
+            Err(e) if started.elapsed() > limit => {
+                panic!("{what} did not hold within {limit:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The registry's live members' addresses, sorted.
+pub async fn registry_members(registry: &str) -> Vec<String> {
+    use crustyring::proto::registry::registry_client::RegistryClient;
+    let mut c = RegistryClient::connect(registry.to_string())
+        .await
+        .expect("registry up");
+    let mut addrs: Vec<String> = c
+        .get_connected_nodes(())
+        .await
+        .expect("members")
+        .into_inner()
+        .nodes
+        .into_iter()
+        .map(|n| n.addr)
+        .collect();
+    addrs.sort();
+    addrs
 }

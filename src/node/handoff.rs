@@ -1,0 +1,207 @@
+//! Moving an arc's entries between nodes with `HandOff`, in both directions:
+//! a predecessor hands part of its arc to a joiner, and a leaving node hands its
+//! whole arc to its predecessor. The receiver acknowledges only once the entries
+//! are stored and its view changed, so the sender knows when it may drop them.
+
+use super::Node;
+use super::error::NodeError;
+use super::view::NodeState;
+use crate::proto::dht;
+use crate::ring::{Member, Position, key_position};
+use crate::store::Entry;
+use tonic::Status;
+
+/// What the first message of a hand-off says.
+#[derive(Debug, Clone)]
+pub(super) struct HandOffHeader {
+    /// The sender.
+    pub from: Member,
+    /// The receiver's new previous neighbour (joins only).
+    pub prev: Option<Member>,
+    /// The receiver's new next neighbour.
+    pub next: Member,
+}
+
+impl Node {
+    /// Streams `entries` to `to` after a header naming the sender and `to`'s new
+    /// neighbours. Messages stay under one largest valid entry in size (at least
+    /// one entry each), so every message fits the receiver's decoding limit.
+    pub(super) async fn hand_off(
+        &self,
+        to: &Member,
+        header: HandOffHeader,
+        entries: Vec<Entry>,
+    ) -> Result<u64, NodeError> {
+        let mut chunks = vec![dht::HandOffChunk {
+            from: Some((&header.from).into()),
+            neighbors: Some(dht::PreviousNeighbors {
+                prev: header.prev.as_ref().map(Into::into),
+                next: Some((&header.next).into()),
+            }),
+            entries: Vec::new(),
+        }];
+        let budget = self.config.limits.max_entry_bytes();
+        let mut size = 0;
+        for entry in entries {
+            let entry_size = entry.key.len() + entry.value.len() + 32;
+            let fits = chunks
+                .last()
+                .is_some_and(|c| c.entries.is_empty() || size + entry_size <= budget);
+            if !fits {
+                size = 0;
+                chunks.push(dht::HandOffChunk::default());
+            }
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.entries.push(entry.into());
+            }
+            size += entry_size;
+        }
+        let ack = self
+            .peers
+            .call(to, |mut c| async move {
+                c.hand_off(tokio_stream::iter(chunks)).await
+            })
+            .await?;
+        Ok(ack.entries)
+    }
+
+    /// The receiving side of a hand-off. A joining node takes the arc its
+    /// predecessor offers; a serving node takes the whole arc of its next
+    /// neighbour, which is leaving.
+    pub(super) async fn accept_handoff(
+        &self,
+        mut chunks: tonic::Streaming<dht::HandOffChunk>,
+    ) -> Result<dht::HandOffAck, Status> {
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty hand-off stream"))?;
+        let header = header(&first)?;
+        let mut entries = Vec::new();
+        let mut batch = first.entries;
+        loop {
+            for e in batch {
+                entries.push(entry_from_wire(e)?);
+            }
+            match chunks.message().await? {
+                Some(chunk) => batch = chunk.entries,
+                None => break,
+            }
+        }
+        let count = entries.len() as u64;
+        match header.prev {
+            Some(prev) => self.take_joined_arc(prev, header.next, entries).await?,
+            None => {
+                self.take_leaving_arc(header.from, header.next, entries)
+                    .await?
+            }
+        }
+        Ok(dht::HandOffAck { entries: count })
+    }
+
+    /// A joiner stores its new arc, links in and starts serving.
+    async fn take_joined_arc(
+        &self,
+        prev: Member,
+        next: Member,
+        entries: Vec<Entry>,
+    ) -> Result<(), Status> {
+        self.update_view(|view| {
+            if view.state != NodeState::Joining {
+                return Err(Status::failed_precondition(
+                    "this node is already part of the ring",
+                ));
+            }
+            self.store
+                .insert_all(entries)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            view.prev = prev;
+            view.next = next;
+            view.state = NodeState::Serving;
+            Ok(())
+        })?;
+        self.mark_serving().await;
+        Ok(())
+    }
+
+    /// A predecessor takes the arc of its leaving next neighbour: the arc is now
+    /// its own, up to the leaver's next.
+    async fn take_leaving_arc(
+        &self,
+        leaver: Member,
+        next: Member,
+        entries: Vec<Entry>,
+    ) -> Result<(), Status> {
+        let _membership = self.membership.lock().await;
+        self.update_view(|view| {
+            if view.state != NodeState::Serving || view.next.id != leaver.id {
+                return Err(Status::failed_precondition(format!(
+                    "{} is not my next neighbour (mine is {}); hand your arc to your current previous neighbour",
+                    leaver.addr, view.next.addr
+                )));
+            }
+            self.store
+                .insert_all(entries)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            view.backups.retain(|m| m.id != leaver.id && m.id != next.id);
+            view.next = if next.id == view.me.id {
+                view.me.clone()
+            } else {
+                next
+            };
+            if view.alone() {
+                view.prev = view.me.clone();
+                view.backups.clear();
+            }
+            Ok(())
+        })?;
+        tracing::info!(leaver = %leaver.addr, "took over the arc of a leaving node");
+        Ok(())
+    }
+}
+
+fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
+    let neighbors = first.neighbors.as_ref().ok_or_else(|| {
+        Status::invalid_argument("the first hand-off message names no neighbours")
+    })?;
+    let next = neighbors.next.clone().map(Member::from).ok_or_else(|| {
+        Status::invalid_argument("the first hand-off message names no next neighbour")
+    })?;
+    let from = first
+        .from
+        .clone()
+        .map(Member::from)
+        .or_else(|| neighbors.prev.clone().map(Member::from))
+        .ok_or_else(|| Status::invalid_argument("the first hand-off message names no sender"))?;
+    Ok(HandOffHeader {
+        from,
+        prev: neighbors.prev.clone().map(Member::from),
+        next,
+    })
+}
+
+fn entry_from_wire(e: dht::KeyValueEntry) -> Result<Entry, Status> {
+    let key = e
+        .raw_key
+        .ok_or_else(|| Status::invalid_argument("a hand-off entry has no raw key"))?;
+    if key_position(&key) != Position(e.key) {
+        return Err(Status::invalid_argument(
+            "a hand-off entry's raw key does not hash to its position",
+        ));
+    }
+    Ok(Entry {
+        position: Position(e.key),
+        key,
+        value: e.value,
+    })
+}
+
+impl From<Entry> for dht::KeyValueEntry {
+    fn from(e: Entry) -> Self {
+        Self {
+            key: e.position.0,
+            value: e.value,
+            raw_key: Some(e.key),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Graceful leave: a node hands its whole arc to its predecessor and unlinks
+//! itself before it exits, so no key is lost.
+//!
+//! 1. The leaver `L` takes its membership lock, fences its whole arc (queries into
+//!    it wait) and enters state `leaving`; joins into its arc are refused.
+//! 2. It streams the arc's entries to its predecessor `P` with `HandOff` (header:
+//!    `from: L`, `next: N`, no `prev`). `P` accepts only if `L` is still its next;
+//!    it stores the entries and sets `next = N` before acknowledging.
+//! 3. `L` enters state `left` (it forwards everything to `P` from now on), drops
+//!    its entries, introduces `P` to `N` as `N`'s previous neighbour (`N` accepts,
+//!    since its old previous neighbour answers that it has left), and deregisters
+//!    from the registry.
+//!
+//! If `P` refuses (a joiner got between them, so `L`'s previous neighbour
+//! changed) or cannot be reached, `L` lifts the fence, waits for its view to
+//! settle and tries again, within the join timeout.
+
+use super::Node;
+use super::error::NodeError;
+use super::handoff::HandOffHeader;
+use super::view::NodeState;
+use crate::ring::Member;
+use std::time::Duration;
+
+impl Node {
+    /// Leaves the ring gracefully: see the module docs. Returns once the arc is
+    /// with the predecessor (or the node was alone).
+    pub async fn leave(&self) -> Result<(), NodeError> {
+        let _membership = self.membership.lock().await;
+        let deadline = tokio::time::Instant::now() + self.config.join.timeout;
+        let mut delay = self.config.join.retry_delay;
+        loop {
+            let view = self.view_snapshot();
+            if view.state == NodeState::Left || view.state == NodeState::Joining {
+                return Ok(());
+            }
+            if view.alone() {
+                self.update_view(|v| v.state = NodeState::Left);
+                self.deregister().await;
+                tracing::info!("left; the ring is now empty");
+                return Ok(());
+            }
+            let attempt = self.try_leave(view.prev.clone(), view.next.clone()).await;
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    self.update_view(|v| {
+                        v.state = NodeState::Serving;
+                        v.handoff = None;
+                    });
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "leave attempt failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    async fn try_leave(&self, prev: Member, next: Member) -> Result<(), NodeError> {
+        let arc = self.update_view(|v| {
+            v.state = NodeState::Leaving;
+            let arc = v.arc();
+            v.handoff = Some(arc);
+            arc
+        });
+        let result = async {
+            if prev == self.me() {
+                return Err(NodeError::NotServing);
+            }
+            let entries = self.store.entries_in(arc)?;
+            let header = HandOffHeader {
+                from: self.me(),
+                prev: None,
+                next: next.clone(),
+            };
+            self.hand_off(&prev, header, entries).await
+        }
+        .await;
+        let handed = match result {
+            Ok(n) => n,
+            Err(e) => {
+                self.update_view(|v| {
+                    v.state = NodeState::Serving;
+                    v.handoff = None;
+                });
+                return Err(e);
+            }
+        };
+        self.update_view(|v| {
+            v.state = NodeState::Left;
+            v.handoff = None;
+        });
+        if let Err(e) = self.store.remove_in(arc) {
+            tracing::error!(error = %e, "could not drop the handed-off arc");
+        }
+        if next != prev {
+            self.introduce(&prev, &next).await;
+        }
+        self.deregister().await;
+        tracing::info!(keys = handed, to = %prev.addr, "left the ring");
+        Ok(())
+    }
+}

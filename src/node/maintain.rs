@@ -1,0 +1,317 @@
+//! Ring maintenance: failure detection, successor lists, repair and heartbeats.
+//!
+//! Every serving node runs one loop, each `probe_interval`:
+//!
+//! 1. Probe `next` (`GetNodeInfo`). On an answer, adopt its successor list as this
+//!    node's backups, and if `next` does not name this node as its previous
+//!    neighbour, introduce itself ("rectify", `RegisterAsNeighbor{Previous}`).
+//!    After `misses` failed probes in a row, `next` is dead: the first backup
+//!    becomes `next`, and this node's arc grows over the dead node's arc (owner =
+//!    greatest live ID <= position). It then introduces itself to its new next.
+//! 2. Probe `prev` the same way; a dead `prev` is forgotten until a live
+//!    predecessor introduces itself.
+//! 3. Every `heartbeat_interval`, tell the registry (if any) that it is alive.
+//!
+//! A node accepts a new previous neighbour when it lies between the current one
+//! and itself, or when the current one is unknown, dead (a probe fails) or gone
+//! (it answers that it has left). Pure decisions live in [`super::view`].
+
+use super::Node;
+use super::view::NodeState;
+use crate::proto::dht::{self, NeighborType};
+use crate::proto::registry::{self as pb, registry_client::RegistryClient};
+use crate::ring::Member;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tonic::Status;
+
+/// How a node watches its neighbours.
+#[derive(Debug, Clone, Copy)]
+pub struct MaintenanceSettings {
+    /// How often to probe `next` and `prev`.
+    pub probe_interval: Duration,
+    /// Failed probes in a row after which a neighbour is dead.
+    pub misses: u32,
+    /// Length of the successor list (next and backups).
+    pub successors: usize,
+    /// How often to send the registry a heartbeat.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for MaintenanceSettings {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_millis(500),
+            misses: 3,
+            successors: 3,
+            heartbeat_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Failed-probe counters, local to the maintenance loop.
+#[derive(Debug, Default)]
+struct Misses {
+    next: u32,
+    prev: u32,
+}
+
+impl Node {
+    /// Runs the maintenance loop until `stop` turns true.
+    pub(super) async fn maintain(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let settings = self.config.maintenance;
+        let mut tick = tokio::time::interval(settings.probe_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut misses = Misses::default();
+        let mut last_heartbeat: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if self.view().state != NodeState::Serving {
+                continue;
+            }
+            self.check_next(&mut misses).await;
+            self.check_prev(&mut misses).await;
+            if last_heartbeat.is_none_or(|t| t.elapsed() >= settings.heartbeat_interval) {
+                last_heartbeat = Some(Instant::now());
+                self.heartbeat().await;
+            }
+        }
+    }
+
+    /// How long one probe may take.
+    fn probe_timeout(&self) -> Duration {
+        self.config
+            .maintenance
+            .probe_interval
+            .max(Duration::from_millis(200))
+    }
+
+    /// Asks `peer` for its view; `None` if it is dead or has left the ring.
+    async fn probe(&self, peer: &Member) -> Option<dht::NodeInfo> {
+        let info = self
+            .peers
+            .call_within(peer, self.probe_timeout(), |mut c| async move {
+                c.get_node_info(()).await
+            })
+            .await
+            .ok()?;
+        let same = info.node.as_ref().is_some_and(|n| n.id == peer.id.0);
+        let gone = info.state == NodeState::Left.as_str();
+        (same && !gone).then_some(info)
+    }
+
+    async fn check_next(&self, misses: &mut Misses) {
+        let view = self.view_snapshot();
+        if view.alone() {
+            misses.next = 0;
+            return;
+        }
+        match self.probe(&view.next).await {
+            Some(info) => {
+                misses.next = 0;
+                let length = self.config.maintenance.successors;
+                let reported: Vec<Member> = info.successors.into_iter().map(Member::from).collect();
+                self.update_view(|v| {
+                    if v.next == view.next {
+                        v.adopt_successors(&reported, length);
+                    }
+                });
+                let knows_me = info.prev.is_some_and(|p| p.id == view.me.id.0);
+                if !knows_me {
+                    self.introduce_to(&view.next).await;
+                }
+            }
+            None => {
+                misses.next += 1;
+                if misses.next >= self.config.maintenance.misses {
+                    misses.next = 0;
+                    self.replace_dead_next(&view.next).await;
+                }
+            }
+        }
+    }
+
+    /// `dead` (this node's next) failed: promote the first backup (asking the
+    /// registry for candidates if there is none) and introduce this node to it.
+    /// A promoted backup that fails `misses` quick probes in a row (as a killed
+    /// neighbour's neighbour does, when two fail at once) is passed over at once
+    /// rather than a probe interval later: the criterion is the detector's, only
+    /// without the wait between probes.
+    async fn replace_dead_next(&self, dead: &Member) {
+        let mut dead = dead.clone();
+        let settings = self.config.maintenance;
+        for _ in 0..=settings.successors {
+            if self.view().backups.is_empty() {
+                let candidates = self.registry_successors(&dead).await;
+                self.update_view(|v| {
+                    if v.next == dead && v.backups.is_empty() {
+                        v.backups = candidates.into_iter().take(settings.successors).collect();
+                    }
+                });
+            }
+            if self
+                .update_view(|v| (v.next == dead).then(|| v.next_failed()))
+                .is_none()
+            {
+                return;
+            }
+            let view = self.view_snapshot();
+            tracing::warn!(dead = %dead.addr, next = %view.next.addr, "next neighbour failed; arc extended over it");
+            if view.alone() {
+                return;
+            }
+            let mut alive = false;
+            for _ in 0..settings.misses {
+                if self.probe(&view.next).await.is_some() {
+                    alive = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if alive {
+                self.introduce_to(&view.next).await;
+                return;
+            }
+            dead = view.next;
+        }
+    }
+
+    /// The registry's live members after this node in ring order, without `dead`.
+    async fn registry_successors(&self, dead: &Member) -> Vec<Member> {
+        let me = self.me();
+        let mut members: Vec<Member> = self
+            .registry_members()
+            .await
+            .into_iter()
+            .filter(|m| m.id != me.id && m.id != dead.id)
+            .collect();
+        members.sort_by_key(|m| me.id.distance_to(m.id));
+        members
+    }
+
+    async fn check_prev(&self, misses: &mut Misses) {
+        let view = self.view_snapshot();
+        if view.prev == view.me {
+            misses.prev = 0;
+            return;
+        }
+        if self.probe(&view.prev).await.is_some() {
+            misses.prev = 0;
+            return;
+        }
+        misses.prev += 1;
+        if misses.prev >= self.config.maintenance.misses {
+            misses.prev = 0;
+            self.update_view(|v| {
+                if v.prev == view.prev {
+                    v.prev_failed();
+                }
+            });
+            tracing::warn!(dead = %view.prev.addr, "previous neighbour failed");
+        }
+    }
+
+    /// Tells `next` that this node is its previous neighbour.
+    async fn introduce_to(&self, next: &Member) {
+        self.introduce(&self.me(), next).await;
+    }
+
+    /// Tells `to` that `prev` is its previous neighbour
+    /// (`RegisterAsNeighbor{Previous}`). A refusal or failure is logged: the
+    /// maintenance loop of `prev` introduces itself again until it holds.
+    pub(super) async fn introduce(&self, prev: &Member, to: &Member) {
+        let request = dht::NeighborRegisterInfo {
+            ty: NeighborType::Previous as i32,
+            id: prev.id.0,
+            addr: prev.addr.clone(),
+        };
+        if let Err(e) = self
+            .peers
+            .call(
+                to,
+                |mut c| async move { c.register_as_neighbor(request).await },
+            )
+            .await
+        {
+            tracing::debug!(prev = %prev.addr, to = %to.addr, error = %e, "introduction refused");
+        }
+    }
+
+    /// A node says it is this node's previous neighbour ("rectify"). Accepted when
+    /// it lies between the current previous neighbour and this node, or when the
+    /// current one is unknown, dead or gone.
+    pub(super) async fn accept_previous(
+        &self,
+        new: Member,
+    ) -> Result<dht::PreviousNeighbors, Status> {
+        let view = self.view_snapshot();
+        let replaceable = view.may_take_previous(&new) || self.probe(&view.prev).await.is_none();
+        if !replaceable {
+            return Err(Status::failed_precondition(format!(
+                "{} ({}) does not lie between my live previous neighbour {} and me",
+                new.addr, new.id, view.prev.addr
+            )));
+        }
+        Ok(self.update_view(|v| {
+            let old = dht::PreviousNeighbors {
+                prev: Some((&v.prev).into()),
+                next: Some((&v.next).into()),
+            };
+            v.prev = new;
+            old
+        }))
+    }
+
+    fn registry_client(&self) -> Option<RegistryClient<tonic::transport::Channel>> {
+        let addr = self.registry.as_ref()?;
+        let endpoint = super::peers::endpoint(addr, self.config.timeouts).ok()?;
+        Some(RegistryClient::new(endpoint.connect_lazy()))
+    }
+
+    /// Tells the registry (if any) that this node is alive.
+    async fn heartbeat(&self) {
+        let Some(mut registry) = self.registry_client() else {
+            return;
+        };
+        let me: pb::Node = (&self.me()).into();
+        let call = registry.heartbeat(me);
+        if let Ok(Err(e)) = tokio::time::timeout(self.config.timeouts.request, call).await {
+            tracing::debug!(error = %e, "registry heartbeat failed");
+        }
+    }
+
+    /// Tells the registry (if any) that this node left.
+    pub(super) async fn deregister(&self) {
+        let Some(mut registry) = self.registry_client() else {
+            return;
+        };
+        let me: pb::Node = (&self.me()).into();
+        let _ = tokio::time::timeout(self.config.timeouts.request, registry.deregister(me)).await;
+    }
+
+    /// The registry's live members (empty without a registry or an answer).
+    pub(super) async fn registry_members(&self) -> Vec<Member> {
+        let Some(mut registry) = self.registry_client() else {
+            return Vec::new();
+        };
+        match tokio::time::timeout(
+            self.config.timeouts.request,
+            registry.get_connected_nodes(()),
+        )
+        .await
+        {
+            Ok(Ok(nodes)) => nodes
+                .into_inner()
+                .nodes
+                .into_iter()
+                .map(Member::from)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
