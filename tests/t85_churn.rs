@@ -1,0 +1,160 @@
+//! Concurrent churn converges: rounds of simultaneous joins, graceful leaves and
+//! SIGKILLs against a ring of real processes; after each round, once the changes
+//! stop, a checker over every node's view asserts a correct ring and every key
+//! that no killed node owned is readable through every live node, stored once.
+
+mod common;
+
+use common::Proc;
+use crustyring::proto::dht::OperationType;
+use crustyring::ring::{Position, key_position};
+use futures_util::{StreamExt, stream};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// A small deterministic generator (xorshift64*): a failing seed reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n.max(1)
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("churn-{i}").into_bytes()
+}
+
+/// The owner (address) of every key in `keys`, by the ring the live nodes form.
+async fn owners(addr: &str, keys: &BTreeSet<usize>) -> BTreeMap<usize, String> {
+    let ring = crustyring::client::ring(addr, 100).await.unwrap();
+    let members: BTreeMap<Position, String> = ring
+        .into_iter()
+        .map(|i| i.node.unwrap())
+        .map(|n| (Position(n.id), n.addr))
+        .collect();
+    keys.iter()
+        .map(|i| {
+            let owner = crustyring::ring::owner(&members, key_position(&key(*i))).unwrap();
+            (*i, owner.1.clone())
+        })
+        .collect()
+}
+
+async fn check_keys(live: &[String], keys: &BTreeSet<usize>) {
+    for addr in live {
+        let client = common::connect(addr).await;
+        stream::iter(keys.iter().copied())
+            .for_each_concurrent(16, |i| {
+                let mut c = client.clone();
+                async move {
+                    let r = crustyring::client::query(&mut c, OperationType::Get, &key(i), None)
+                        .await
+                        .unwrap_or_else(|e| panic!("key {i} via {addr}: {e}"));
+                    assert_eq!(r.value, Some(key(i)), "key {i} via {addr}");
+                }
+            })
+            .await;
+    }
+    let ring = crustyring::client::ring(&live[0], 100).await.unwrap();
+    let stored: u64 = ring.iter().map(|i| i.keys).sum();
+    assert_eq!(
+        stored,
+        keys.len() as u64,
+        "every surviving key stored exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_of_simultaneous_joins_leaves_and_kills_converge() {
+    let seed: u64 = std::env::var("CHURN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_c0ff_ee12_3457);
+    println!("CHURN_SEED={seed}");
+    let mut rng = Rng(seed);
+    let registry = common::registry_process();
+    let mut nodes: Vec<Proc> = (0..7)
+        .map(|_| common::dht_process(&registry.addr, &[]))
+        .collect();
+
+    let mut keys: BTreeSet<usize> = BTreeSet::new();
+    let mut next_key = 0;
+    for round in 0..4 {
+        // Write a fresh batch of keys.
+        let mut c = common::connect(&nodes[0].addr).await;
+        for _ in 0..150 {
+            common::set(&mut c, &key(next_key), &key(next_key)).await;
+            keys.insert(next_key);
+            next_key += 1;
+        }
+        let owner = owners(&nodes[0].addr, &keys).await;
+        let ring = crustyring::client::ring(&nodes[0].addr, 100).await.unwrap();
+        let order: Vec<String> = ring.iter().map(|i| i.node.clone().unwrap().addr).collect();
+
+        // Choose this round's events: up to three leaves or kills among nodes
+        // that are not neighbours of each other (a kill right next to a leaver
+        // could take the leaver's keys with it, legitimately), and one or two
+        // joins; keep at least three nodes.
+        let mut leaving: Vec<String> = Vec::new();
+        let mut killed: Vec<String> = Vec::new();
+        let mut taken: BTreeSet<usize> = BTreeSet::new();
+        let n = order.len();
+        let budget = n.saturating_sub(3).min(3);
+        for slot in 0..budget {
+            let pick = rng.below(n);
+            if [pick, (pick + 1) % n, (pick + n - 1) % n]
+                .iter()
+                .any(|p| taken.contains(p))
+            {
+                continue;
+            }
+            taken.extend([pick, (pick + 1) % n, (pick + n - 1) % n]);
+            if slot < 2 && rng.below(2) == 0 {
+                killed.push(order[pick].clone());
+            } else {
+                leaving.push(order[pick].clone());
+            }
+        }
+        let joins = 1 + rng.below(2);
+        println!("round {round}: {n} nodes, kill {killed:?}, leave {leaving:?}, join {joins}");
+
+        // Fire everything at once.
+        for node in nodes.iter().filter(|p| killed.contains(&p.addr)) {
+            node.signal("KILL");
+        }
+        for node in nodes.iter().filter(|p| leaving.contains(&p.addr)) {
+            node.signal("TERM");
+        }
+        let registry_addr = registry.addr.clone();
+        let joiners = tokio::task::spawn_blocking(move || {
+            (0..joins)
+                .map(|_| common::dht_process(&registry_addr, &[]))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        for node in nodes
+            .iter_mut()
+            .filter(|p| killed.contains(&p.addr) || leaving.contains(&p.addr))
+        {
+            node.wait_exit(Duration::from_secs(20));
+        }
+        nodes.retain(|p| !killed.contains(&p.addr) && !leaving.contains(&p.addr));
+        nodes.extend(joiners);
+
+        // Once the changes stop: a correct ring, within a bound.
+        let live: Vec<String> = nodes.iter().map(|p| p.addr.clone()).collect();
+        let took = common::eventually(Duration::from_secs(10), "convergence", || {
+            let live = live.clone();
+            async move { common::ring_converged(&live).await }
+        })
+        .await;
+        println!("round {round}: converged in {took:?}");
+        keys.retain(|i| !killed.contains(&owner[i]));
+        check_keys(&live, &keys).await;
+    }
+}
