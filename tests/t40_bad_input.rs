@@ -151,6 +151,7 @@ async fn malformed_peer_messages_are_refused() {
             value: b"x".to_vec(),
             raw_key: Some(b"planted".to_vec()),
         }],
+        merge: false,
     };
     let s = c
         .hand_off(tokio_stream::iter(vec![leave]))
@@ -171,6 +172,7 @@ async fn malformed_peer_messages_are_refused() {
             }),
         }),
         entries: Vec::new(),
+        merge: false,
     };
     let s = c
         .hand_off(tokio_stream::iter(vec![chunk]))

@@ -20,6 +20,8 @@ pub(super) struct HandOffHeader {
     pub prev: Option<Member>,
     /// The receiver's new next neighbour.
     pub next: Member,
+    /// A repair merge: the receiver keeps its entries and takes the missing ones.
+    pub merge: bool,
 }
 
 impl Node {
@@ -39,6 +41,7 @@ impl Node {
                 next: Some((&header.next).into()),
             }),
             entries: Vec::new(),
+            merge: header.merge,
         }];
         let budget = self.config.limits.max_entry_bytes();
         let mut size = 0;
@@ -90,6 +93,7 @@ impl Node {
         }
         let count = entries.len() as u64;
         match header.prev {
+            _ if header.merge => self.take_merged_entries(&header.from, entries)?,
             Some(prev) => self.take_joined_arc(prev, header.next, entries).await?,
             None => {
                 self.take_leaving_arc(header.from, header.next, entries)
@@ -160,6 +164,36 @@ impl Node {
     }
 }
 
+impl Node {
+    /// A repair merge: entries of this node's own arc that `from` held because it
+    /// had taken the arc over without knowing this node was there. Keys this node
+    /// has are kept; missing ones are taken.
+    fn take_merged_entries(&self, from: &Member, entries: Vec<Entry>) -> Result<(), Status> {
+        let taken = self.update_view(|view| {
+            if view.state != NodeState::Serving {
+                return Err(Status::failed_precondition("this node is not serving"));
+            }
+            let arc = view.arc();
+            let mut taken = 0;
+            for e in entries.into_iter().filter(|e| arc.contains(e.position)) {
+                let present = self
+                    .store
+                    .get(e.position, &e.key)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                if present.is_none() {
+                    self.store
+                        .set(e.position, e.key, e.value)
+                        .map_err(|e| Status::internal(e.to_string()))?;
+                    taken += 1;
+                }
+            }
+            Ok(taken)
+        })?;
+        tracing::warn!(from = %from.addr, taken, "merged entries from a node that had taken over this node's arc");
+        Ok(())
+    }
+}
+
 fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
     let neighbors = first.neighbors.as_ref().ok_or_else(|| {
         Status::invalid_argument("the first hand-off message names no neighbours")
@@ -177,6 +211,7 @@ fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
         from,
         prev: neighbors.prev.clone().map(Member::from),
         next,
+        merge: first.merge,
     })
 }
 

@@ -75,10 +75,25 @@ impl Node {
                 from: self.me(),
                 prev: None,
                 next: next.clone(),
+                merge: false,
             };
             self.hand_off(&prev, header, entries).await
         }
         .await;
+        // A hand-off that timed out may still have been applied: if `prev` now
+        // links past this node, it took the arc.
+        let result = match result {
+            Err(e @ NodeError::Timeout { .. }) => match self.probe(&prev).await {
+                Some(info)
+                    if info.state == "serving"
+                        && info.next.as_ref().is_some_and(|n| n.id != self.me().id.0) =>
+                {
+                    Ok(0)
+                }
+                _ => Err(e),
+            },
+            other => other,
+        };
         let handed = match result {
             Ok(n) => n,
             Err(e) => {

@@ -17,11 +17,11 @@
 //! (it answers that it has left). Pure decisions live in [`super::view`].
 
 use super::Node;
+use super::handoff::HandOffHeader;
 use super::view::NodeState;
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
-use crate::ring::Member;
-use std::sync::Arc;
+use crate::ring::{Arc, Member};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -60,7 +60,7 @@ struct Misses {
 
 impl Node {
     /// Runs the maintenance loop until `stop` turns true.
-    pub(super) async fn maintain(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub(super) async fn maintain(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
         let settings = self.config.maintenance;
         let mut tick = tokio::time::interval(settings.probe_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -92,7 +92,7 @@ impl Node {
     }
 
     /// Asks `peer` for its view; `None` if it is dead or has left the ring.
-    async fn probe(&self, peer: &Member) -> Option<dht::NodeInfo> {
+    pub(super) async fn probe(&self, peer: &Member) -> Option<dht::NodeInfo> {
         let info = self
             .peers
             .call_within(peer, self.probe_timeout(), |mut c| async move {
@@ -121,9 +121,19 @@ impl Node {
                         v.adopt_successors(&reported, length);
                     }
                 });
-                let knows_me = info.prev.is_some_and(|p| p.id == view.me.id.0);
-                if !knows_me {
-                    self.introduce_to(&view.next).await;
+                let their_prev = info.prev.map(Member::from);
+                match their_prev {
+                    Some(p) if p.id == view.me.id => {}
+                    // A live node between this one and `next` that this node does
+                    // not know (it joined through a predecessor that died before
+                    // linking it in): it is the rightful next (Chord's stabilize).
+                    Some(p)
+                        if Arc::new(view.me.id, view.next.id).contains(p.id)
+                            && p.id != view.me.id =>
+                    {
+                        self.adopt_closer_next(p, view.next.clone()).await;
+                    }
+                    _ => self.introduce_to(&view.next).await,
                 }
             }
             None => {
@@ -133,6 +143,53 @@ impl Node {
                     self.replace_dead_next(&view.next).await;
                 }
             }
+        }
+    }
+
+    /// `closer` lies between this node and `next` and is alive: it becomes `next`.
+    /// The entries this node holds in `closer`'s arc (written while it did not
+    /// know `closer`) are merged into `closer` first.
+    async fn adopt_closer_next(&self, closer: Member, next: Member) {
+        let _membership = self.membership.lock().await;
+        if self.view().next != next {
+            return;
+        }
+        if self
+            .probe(&closer)
+            .await
+            .is_none_or(|i| i.state != NodeState::Serving.as_str())
+        {
+            return;
+        }
+        let arc = Arc::new(closer.id, next.id);
+        self.update_view(|v| v.handoff = Some(arc));
+        let header = HandOffHeader {
+            from: self.me(),
+            prev: None,
+            next: next.clone(),
+            merge: true,
+        };
+        let merged = match self.store.entries_in(arc) {
+            Ok(entries) => self.hand_off(&closer, header, entries).await,
+            Err(e) => Err(e.into()),
+        };
+        let length = self.config.maintenance.successors;
+        let adopted = self.update_view(|v| {
+            v.handoff = None;
+            if merged.is_err() || v.next != next {
+                return false;
+            }
+            let after = v.successors();
+            v.next = closer.clone();
+            v.adopt_successors(&after, length);
+            true
+        });
+        if adopted {
+            if let Err(e) = self.store.remove_in(arc) {
+                tracing::error!(error = %e, "could not drop merged entries");
+            }
+            tracing::warn!(next = %closer.addr, "found a closer next neighbour; adopted it");
+            self.introduce_to(&closer).await;
         }
     }
 
