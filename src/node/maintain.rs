@@ -301,11 +301,24 @@ impl Node {
 
     /// A node says it is this node's previous neighbour ("rectify"). Accepted when
     /// it lies between the current previous neighbour and this node, or when the
-    /// current one is unknown, dead or gone.
+    /// current one is unknown, dead or gone, and only if it is serving (a probe
+    /// says so). A node alone also takes it as next.
     pub(super) async fn accept_previous(
         &self,
         new: Member,
     ) -> Result<dht::PreviousNeighbors, Status> {
+        // The introduction may be stale (delayed, or sent on behalf of a node that
+        // has since left or died): the new predecessor must be serving now.
+        let serving = self
+            .probe(&new)
+            .await
+            .is_some_and(|i| i.state == NodeState::Serving.as_str());
+        if !serving {
+            return Err(Status::failed_precondition(format!(
+                "{} is not serving; it cannot be my previous neighbour",
+                new.addr
+            )));
+        }
         let view = self.view_snapshot();
         let replaceable = view.may_take_previous(&new) || self.probe(&view.prev).await.is_none();
         if !replaceable {
@@ -320,6 +333,13 @@ impl Node {
                 next: Some((&v.next).into()),
             };
             v.prev = new;
+            // A node alone that is told it has a predecessor is not alone: it
+            // was cut off (its probes of a live next failed, or it started a ring
+            // beside this one). Linking to it rejoins the rings; stabilization
+            // then finds the true next and merges what this node holds.
+            if v.alone() && v.state == NodeState::Serving {
+                v.next = v.prev.clone();
+            }
             old
         }))
     }
