@@ -1,6 +1,7 @@
 //! Command-line pieces shared by the binaries: node flags and the shutdown signal.
 
 use crate::node::{JoinSettings, Limits, MaintenanceSettings, NodeConfig, PeerTimeouts};
+use crate::store::{DiskStore, MemoryStore, Store, StoreError, SyncMode};
 use std::time::Duration;
 
 /// Flags every DHT node takes (the `dht` binary and the local cluster).
@@ -63,6 +64,58 @@ impl NodeArgs {
                 heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
             },
         }
+    }
+}
+
+/// Where a node keeps its data.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Keep data and the node's ID in this directory (redb); a node restarted with
+    /// the same directory comes back at its old position with its keys.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Keep data in memory only (tests and demos): nothing survives a restart.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub memory: bool,
+    /// When a write is durable: `always` acknowledges only after fsync
+    /// (group-committed), `batched` acknowledges at once and fsyncs every
+    /// --sync-interval-ms.
+    #[arg(long, value_enum, default_value_t = Sync::Always)]
+    pub sync: Sync,
+    /// The fsync interval of --sync batched, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub sync_interval_ms: u64,
+}
+
+/// Durability mode of the on-disk store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sync {
+    /// fsync before acknowledging.
+    Always,
+    /// fsync every interval.
+    Batched,
+}
+
+impl StorageArgs {
+    /// Opens the store these flags describe: in memory with --memory, else on
+    /// disk in --data-dir (or `default_dir`, if given).
+    pub fn open(
+        &self,
+        default_dir: Option<std::path::PathBuf>,
+    ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+        let dir = if self.memory {
+            None
+        } else {
+            self.data_dir.clone().or(default_dir)
+        };
+        let Some(dir) = dir else {
+            return Ok(std::sync::Arc::new(MemoryStore::new()));
+        };
+        let mode = match self.sync {
+            Sync::Always => SyncMode::Always,
+            Sync::Batched => SyncMode::Batched(Duration::from_millis(self.sync_interval_ms.max(1))),
+        };
+        Ok(std::sync::Arc::new(DiskStore::open(&dir, mode)?))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::node::{self, JoinError, Node, NodeConfig};
 use crate::registry;
-use crate::store::MemoryStore;
+use crate::store::{DiskStore, MemoryStore, Store, StoreError, SyncMode};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,6 +20,10 @@ pub struct ClusterOptions {
     pub node: NodeConfig,
     /// Salt for node IDs.
     pub salt: String,
+    /// Where nodes keep their data (a subdirectory per node); in memory if `None`.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Durability of the on-disk stores.
+    pub sync: SyncMode,
 }
 
 impl Default for ClusterOptions {
@@ -29,6 +33,8 @@ impl Default for ClusterOptions {
             registry_port: 0,
             node: NodeConfig::default(),
             salt: registry::DEFAULT_SALT.into(),
+            data_dir: None,
+            sync: SyncMode::Always,
         }
     }
 }
@@ -99,19 +105,15 @@ impl LocalCluster {
     ) -> impl std::future::Future<Output = Result<node::RunningNode, JoinError>> + use<> {
         let host = self.options.host.clone();
         let discovery = node::Discovery::Registry(self.registry.clone());
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let store: Result<Arc<dyn Store>, StoreError> = match &self.options.data_dir {
+            Some(dir) => DiskStore::open(&dir.join(format!("node-{port}")), self.options.sync)
+                .map(|s| Arc::new(s) as Arc<dyn Store>),
+            None => Ok(Arc::new(MemoryStore::new())),
+        };
         let config = self.options.node.clone();
         let shutdown = stopped(self.stop.subscribe());
-        async move {
-            node::start(
-                listener,
-                &host,
-                discovery,
-                config,
-                Arc::new(MemoryStore::new()),
-                shutdown,
-            )
-            .await
-        }
+        async move { node::start(listener, &host, discovery, config, store?, shutdown).await }
     }
 
     /// Every node's address.

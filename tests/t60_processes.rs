@@ -41,14 +41,16 @@ async fn separate_processes_form_a_ring_and_a_killed_owner_answers_unavailable_i
         Position(b_info.node.as_ref().unwrap().id),
         Position(b_info.next.as_ref().unwrap().id),
     );
-    let owned_by_b = (0..50)
-        .map(|i| format!("k{i}"))
+    // Any keys will do, whatever share of the ring each node has.
+    let owned_by_b = (0..100_000)
+        .map(|i| format!("b{i}"))
         .find(|k| b_arc.contains(key_position(k.as_bytes())))
-        .expect("b owns some of 50 keys");
-    let owned_by_a = (0..50)
-        .map(|i| format!("k{i}"))
+        .expect("b owns some keys");
+    let owned_by_a = (0..100_000)
+        .map(|i| format!("a{i}"))
         .find(|k| !b_arc.contains(key_position(k.as_bytes())))
-        .expect("a owns some of 50 keys");
+        .expect("a owns some keys");
+    common::set(&mut ca, owned_by_a.as_bytes(), b"v").await;
     b.signal("KILL");
     b.wait_exit(Duration::from_secs(10));
 

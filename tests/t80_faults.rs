@@ -182,7 +182,7 @@ async fn a_ring_built_with_join_alone_serves_every_request() {
     let _serial = SERIAL.lock().await;
     let first = Proc::start(
         env!("CARGO_BIN_EXE_dht"),
-        &["0", "--new-ring"],
+        &["0", "--new-ring", "--memory"],
         "listening on",
     );
     let mut nodes = vec![first];
@@ -191,7 +191,7 @@ async fn a_ring_built_with_join_alone_serves_every_request() {
         let contact = nodes[i / 2].addr.clone();
         nodes.push(Proc::start(
             env!("CARGO_BIN_EXE_dht"),
-            &["0", "--join", &contact],
+            &["0", "--join", &contact, "--memory"],
             "listening on",
         ));
     }

@@ -2,13 +2,13 @@
 
 use clap::Parser;
 use crustyring::node::{self, Discovery};
-use crustyring::{cli, registry, store::MemoryStore};
-use std::sync::Arc;
+use crustyring::{cli, registry};
 use tokio::sync::watch;
 
 /// Crusty Ring DHT node: joins the ring (through the registry, or through any
-/// member with --join), serves gRPC and HTTP on its port, and on SIGTERM or
-/// Ctrl-C hands its keys to its predecessor before it exits.
+/// member with --join), serves gRPC and HTTP on its port, keeps its data in
+/// --data-dir (default crustyring-data/node-<port>; --memory for none), and on
+/// SIGTERM or Ctrl-C hands its keys to its predecessor before it exits.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -40,6 +40,8 @@ struct Args {
     salt: String,
     #[command(flatten)]
     node: cli::NodeArgs,
+    #[command(flatten)]
+    storage: cli::StorageArgs,
 }
 
 #[tokio::main]
@@ -48,6 +50,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bind = args.bind.as_deref().unwrap_or(&args.host);
     let listener = tokio::net::TcpListener::bind((bind, args.port)).await?;
+    let port = listener.local_addr()?.port();
+    let store = args
+        .storage
+        .open(Some(format!("crustyring-data/node-{port}").into()))?;
     let discovery = match (&args.join, args.new_ring) {
         (Some(contact), _) => Discovery::Join {
             contact: crustyring::client::normalise(contact),
@@ -74,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         &args.host,
         discovery,
         args.node.config(),
-        Arc::new(MemoryStore::new()),
+        store,
         shutdown,
     )
     .await?;

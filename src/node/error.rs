@@ -142,4 +142,7 @@ pub enum JoinError {
     /// The node's listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The node's store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
 }

@@ -100,6 +100,12 @@ impl Node {
                     .await?
             }
         }
+        // The sender drops the entries on our acknowledgement: make them durable
+        // first.
+        self.store
+            .sync_point()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(dht::HandOffAck { entries: count })
     }
 

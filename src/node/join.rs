@@ -137,6 +137,14 @@ pub async fn start(
             (Member::new(node_position(&addr, salt, 0), &addr), None)
         }
     };
+    // A node restarted from its data comes back at its old position.
+    let me = match store.identity() {
+        Some(saved) if saved.id != me.id => {
+            tracing::info!(id = %saved.id, "resuming the saved ring position");
+            Member::new(saved.id, me.addr)
+        }
+        _ => me,
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_not_serving::<dht::dht_node_server::DhtNodeServer<super::service::DhtService>>()
@@ -159,6 +167,8 @@ pub async fn start(
         None => node.become_alone().await,
         Some(contact) => node.join(contact).await?,
     }
+    node.store.save_identity(&node.me())?;
+    node.store.sync_point().await?;
     tokio::spawn(node.clone().maintain(stopped));
     Ok(RunningNode { node, server })
 }
@@ -294,11 +304,42 @@ impl Node {
             delay = (delay * 2).min(Duration::from_secs(1));
             if fallbacks.is_empty() {
                 fallbacks = self.members_by_closeness().await;
+                // The contact is gone and no other member is alive (a whole ring
+                // restarting): if the registry now names no contact, this node
+                // starts the ring again.
+                if fallbacks.is_empty() && self.registry_names_no_contact().await {
+                    self.become_alone().await;
+                    continue;
+                }
             }
             if let Some(next) = fallbacks.pop() {
                 target = next;
             }
         }
+    }
+
+    /// Whether the registry, asked again, says this node is the first member.
+    async fn registry_names_no_contact(&self) -> bool {
+        let Some(addr) = self.registry.as_ref() else {
+            return false;
+        };
+        let Ok(endpoint) = super::peers::endpoint(addr, self.config.timeouts) else {
+            return false;
+        };
+        let me = self.me();
+        let ask = async {
+            let channel = endpoint.connect().await.ok()?;
+            let info = RegistryClient::new(channel)
+                .register_node(ConnectionAddr { addr: me.addr })
+                .await
+                .ok()?;
+            Some(info.into_inner().neighbor.is_none())
+        };
+        tokio::time::timeout(self.config.timeouts.request, ask)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
     }
 
     /// The registry's members other than this node, the farthest first (so that

@@ -228,9 +228,19 @@ impl Node {
             let route = {
                 let view = self.view();
                 match view.route(query.position, clockwise_only) {
-                    Route::Local => return self.apply_local(&query),
-                    other => other,
+                    Route::Local => Ok(self.apply_local(&query)?),
+                    other => Err(other),
                 }
+            };
+            let route = match route {
+                // Applied under the view lock; acknowledged once durable.
+                Ok(outcome) => {
+                    if !matches!(query.op, Operation::Get) {
+                        self.store.sync_point().await?;
+                    }
+                    return Ok(outcome);
+                }
+                Err(route) => route,
             };
             match route {
                 Route::Local => unreachable!("answered above"),

@@ -5,11 +5,18 @@
 //! ring (so an arc is a range scan), and the raw key keeps two keys apart even if
 //! their positions ever collide, and lets keys be listed.
 
+mod disk;
 mod memory;
 
+pub use disk::{DiskStore, SyncMode};
 pub use memory::MemoryStore;
 
-use crate::ring::{Arc, Position};
+use crate::ring::{Arc, Member, Position};
+use std::future::Future;
+use std::pin::Pin;
+
+/// Resolves once the mutations made before it was asked for are durable.
+pub type SyncFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
 /// One stored key and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +64,19 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store holds no entries.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Resolves once every mutation made so far is as durable as the store
+    /// promises (at once for stores that promise nothing more).
+    fn sync_point(&self) -> SyncFuture {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    /// The node identity saved with the data, if any.
+    fn identity(&self) -> Option<Member> {
+        None
+    }
+    /// Saves the node's identity with the data (durable at the next sync point).
+    fn save_identity(&self, _me: &Member) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

@@ -164,10 +164,14 @@ pub fn registry_process() -> Proc {
     )
 }
 
-/// A DHT node process on an ephemeral port, joined through `registry`.
+/// A DHT node process on an ephemeral port, joined through `registry`; in memory
+/// unless `extra` names a `--data-dir`.
 pub fn dht_process(registry: &str, extra: &[&str]) -> Proc {
     let mut args = vec!["0", "--registry", registry];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--data-dir") {
+        args.push("--memory");
+    }
     Proc::start(env!("CARGO_BIN_EXE_dht"), &args, "listening on")
 }
 

@@ -1,0 +1,139 @@
+//! Persistence with real processes: nodes keep their data and ID in --data-dir; a
+//! node killed with SIGKILL comes back at its old position with its keys, and so
+//! does a whole ring killed at once.
+
+mod common;
+
+use common::Proc;
+use crustyring::proto::dht::OperationType;
+use futures_util::{StreamExt, stream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A fresh directory under the system's temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("crustyring-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn node(&self, i: usize) -> String {
+        self.0.join(format!("node-{i}")).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("durable-{i}").into_bytes()
+}
+
+fn node_on_disk(registry: &str, dir: &str) -> Proc {
+    common::dht_process(registry, &["--data-dir", dir])
+}
+
+async fn write(addr: &str, range: std::ops::Range<usize>) {
+    let client = common::connect(addr).await;
+    stream::iter(range)
+        .for_each_concurrent(16, |i| {
+            let mut c = client.clone();
+            async move {
+                assert_eq!(common::set(&mut c, &key(i), &key(i)).await.error, None);
+            }
+        })
+        .await;
+}
+
+async fn assert_all_readable(addr: &str, range: std::ops::Range<usize>) {
+    let client = common::connect(addr).await;
+    stream::iter(range)
+        .for_each_concurrent(16, |i| {
+            let mut c = client.clone();
+            async move {
+                let r = crustyring::client::query(&mut c, OperationType::Get, &key(i), None)
+                    .await
+                    .unwrap();
+                assert_eq!(r.value, Some(key(i)), "key {i} via {addr}");
+            }
+        })
+        .await;
+}
+
+async fn id_of(addr: &str) -> u64 {
+    let mut c = common::connect(addr).await;
+    c.get_node_info(())
+        .await
+        .unwrap()
+        .into_inner()
+        .node
+        .unwrap()
+        .id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_restarted_from_its_data_dir_returns_at_its_position_with_its_keys() {
+    let dirs = TempDir::new("restart-one");
+    let registry = common::registry_process();
+    let mut nodes: Vec<Proc> = (0..3)
+        .map(|i| node_on_disk(&registry.addr, &dirs.node(i)))
+        .collect();
+    write(&nodes[0].addr, 0..400).await;
+    let id = id_of(&nodes[1].addr).await;
+
+    nodes[1].signal("KILL");
+    nodes[1].wait_exit(Duration::from_secs(5));
+    let live = vec![nodes[0].addr.clone(), nodes[2].addr.clone()];
+    common::eventually(Duration::from_secs(5), "repair", || {
+        let live = live.clone();
+        async move { common::ring_converged(&live).await }
+    })
+    .await;
+    // While it is down, writes go on (into its arc too, now its predecessor's).
+    write(&nodes[0].addr, 400..500).await;
+
+    // Restarted on another port, from the same directory.
+    nodes[1] = node_on_disk(&registry.addr, &dirs.node(1));
+    assert_eq!(id_of(&nodes[1].addr).await, id, "back at its old position");
+    let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    common::ring_converged(&all).await.unwrap();
+    for addr in &all {
+        assert_all_readable(addr, 0..500).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_ring_killed_at_once_comes_back_from_its_data_dirs() {
+    let dirs = TempDir::new("restart-all");
+    let registry = common::registry_process();
+    let mut nodes: Vec<Proc> = (0..3)
+        .map(|i| node_on_disk(&registry.addr, &dirs.node(i)))
+        .collect();
+    write(&nodes[1].addr, 0..600).await;
+    for n in &nodes {
+        n.signal("KILL");
+    }
+    for n in &mut nodes {
+        n.wait_exit(Duration::from_secs(5));
+    }
+    // The registry forgets them (TTL), then they come back one by one.
+    let nodes: Vec<Proc> = (0..3)
+        .map(|i| node_on_disk(&registry.addr, &dirs.node(i)))
+        .collect();
+    let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    common::eventually(Duration::from_secs(10), "ring formed", || {
+        let all = all.clone();
+        async move { common::ring_converged(&all).await }
+    })
+    .await;
+    for addr in &all {
+        assert_all_readable(addr, 0..600).await;
+    }
+}
