@@ -17,7 +17,7 @@
 //! - [`cluster`]: a registry and nodes in one process (the default binary, tests).
 //! - [`cli`]: flags shared by the binaries, shutdown signal, logging.
 //! - [`client`]: client calls used by the command line (`put`, `get`, `ring`, ...).
-//! - [`bench`]: the load tool.
+//! - [`bench`](mod@bench): the load tool.
 
 pub mod bench;
 pub mod cli;

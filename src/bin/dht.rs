@@ -7,7 +7,7 @@ use tokio::sync::watch;
 
 /// Crusty Ring DHT node: joins the ring (through the registry, or through any
 /// member with --join), serves gRPC and HTTP on its port, keeps its data in
-/// --data-dir (default crustyring-data/node-<port>; --memory for none), and on
+/// --data-dir (default crustyring-data/node-PORT; --memory for none), and on
 /// SIGTERM or Ctrl-C hands its keys to its predecessor before it exits.
 #[derive(Debug, Parser)]
 #[command(version)]

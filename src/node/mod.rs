@@ -1,5 +1,5 @@
 //! The DHT node: its view of the ring, routing and forwarding, joins and key
-//! hand-off. Decisions live in [`view`] as pure functions; this module applies them
+//! hand-off. Decisions live in `view` ([`View`]) as pure functions; this module applies them
 //! to the store and the network.
 //!
 //! # Concurrency
