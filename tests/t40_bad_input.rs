@@ -152,6 +152,7 @@ async fn malformed_peer_messages_are_refused() {
             raw_key: Some(b"planted".to_vec()),
         }],
         merge: false,
+        backups: Vec::new(),
     };
     let s = c
         .hand_off(tokio_stream::iter(vec![leave]))
@@ -173,6 +174,7 @@ async fn malformed_peer_messages_are_refused() {
         }),
         entries: Vec::new(),
         merge: false,
+        backups: Vec::new(),
     };
     let s = c
         .hand_off(tokio_stream::iter(vec![chunk]))

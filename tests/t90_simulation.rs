@@ -751,11 +751,13 @@ impl Sim {
                 );
             }
             Pending::LeaveConfirm { prev, next, arc } => {
-                let ok = info.is_some_and(|i| i.state == NodeState::Serving && i.next != me);
+                let ok = info.is_some_and(|i| i.state == NodeState::Serving && i.next == next);
                 self.hand_off_done(at, Pending::LeaveConfirm { prev, next, arc }, ok);
             }
             Pending::ProbeNext(next) => {
-                let info = info.filter(|i| i.id == next.id && i.state != NodeState::Left);
+                let info = info.filter(|i| {
+                    i.id == next.id && !matches!(i.state, NodeState::Left | NodeState::Joining)
+                });
                 match info {
                     Some(info) => {
                         let node = self.node(at);
@@ -815,7 +817,9 @@ impl Sim {
             }
             Pending::ProbePrev(prev) => {
                 let node = self.node(at);
-                if info.is_some_and(|i| i.id == prev.id && i.state != NodeState::Left) {
+                if info.is_some_and(|i| {
+                    i.id == prev.id && !matches!(i.state, NodeState::Left | NodeState::Joining)
+                }) {
                     node.misses_prev = 0;
                     return;
                 }

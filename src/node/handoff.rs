@@ -9,6 +9,7 @@ use super::view::NodeState;
 use crate::proto::dht;
 use crate::ring::{Member, Position, key_position};
 use crate::store::Entry;
+use std::time::Duration;
 use tonic::Status;
 
 /// What the first message of a hand-off says.
@@ -22,6 +23,8 @@ pub(super) struct HandOffHeader {
     pub next: Member,
     /// A repair merge: the receiver keeps its entries and takes the missing ones.
     pub merge: bool,
+    /// The nodes after `next`: the receiver's backups (joins).
+    pub backups: Vec<Member>,
 }
 
 impl Node {
@@ -42,6 +45,7 @@ impl Node {
             }),
             entries: Vec::new(),
             merge: header.merge,
+            backups: header.backups.iter().map(Into::into).collect(),
         }];
         let budget = self.config.limits.max_entry_bytes();
         let mut size = 0;
@@ -59,9 +63,16 @@ impl Node {
             }
             size += entry_size;
         }
+        // Big arcs take longer: allow the request timeout plus 8 MB/s.
+        let bytes: usize = chunks
+            .iter()
+            .flat_map(|c| &c.entries)
+            .map(|e| e.value.len() + e.raw_key.as_ref().map_or(0, Vec::len))
+            .sum();
+        let limit = self.config.timeouts.request + Duration::from_secs_f64(bytes as f64 / 8e6);
         let ack = self
             .peers
-            .call(to, |mut c| async move {
+            .call_within(to, limit, |mut c| async move {
                 c.hand_off(tokio_stream::iter(chunks)).await
             })
             .await?;
@@ -94,7 +105,10 @@ impl Node {
         let count = entries.len() as u64;
         match header.prev {
             _ if header.merge => self.take_merged_entries(&header.from, entries)?,
-            Some(prev) => self.take_joined_arc(prev, header.next, entries).await?,
+            Some(prev) => {
+                self.take_joined_arc(prev, header.next, header.backups, entries)
+                    .await?
+            }
             None => {
                 self.take_leaving_arc(header.from, header.next, entries)
                     .await?
@@ -103,7 +117,7 @@ impl Node {
         // The sender drops the entries on our acknowledgement: make them durable
         // first.
         self.store
-            .sync_point()
+            .durable_point()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(dht::HandOffAck { entries: count })
@@ -114,8 +128,10 @@ impl Node {
         &self,
         prev: Member,
         next: Member,
+        backups: Vec<Member>,
         entries: Vec<Entry>,
     ) -> Result<(), Status> {
+        let length = self.config.maintenance.successors;
         self.update_view(|view| {
             if view.state != NodeState::Joining {
                 return Err(Status::failed_precondition(
@@ -127,6 +143,7 @@ impl Node {
                 .map_err(|e| Status::internal(e.to_string()))?;
             view.prev = prev;
             view.next = next;
+            view.adopt_successors(&backups, length);
             view.state = NodeState::Serving;
             Ok(())
         })?;
@@ -180,8 +197,10 @@ impl Node {
                 return Err(Status::failed_precondition("this node is not serving"));
             }
             let arc = view.arc();
+            let fenced = view.handoff;
             let mut taken = 0;
-            for e in entries.into_iter().filter(|e| arc.contains(e.position)) {
+            let mine = |p| arc.contains(p) && !fenced.is_some_and(|f| f.contains(p));
+            for e in entries.into_iter().filter(|e| mine(e.position)) {
                 let present = self
                     .store
                     .get(e.position, &e.key)
@@ -218,6 +237,7 @@ fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
         prev: neighbors.prev.clone().map(Member::from),
         next,
         merge: first.merge,
+        backups: first.backups.iter().cloned().map(Member::from).collect(),
     })
 }
 

@@ -249,7 +249,8 @@ impl Node {
         let mut last = String::new();
         loop {
             if self.view().state == NodeState::Serving {
-                tracing::info!(id = %me.id, prev = %self.view().prev.addr, next = %self.view().next.addr, "joined the ring");
+                let view = self.view_snapshot();
+                tracing::info!(id = %me.id, prev = %view.prev.addr, next = %view.next.addr, "joined the ring");
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -376,6 +377,7 @@ impl Node {
             prev: Some(me.clone()),
             next: old_next.clone(),
             merge: false,
+            backups: self.view().backups.clone(),
         };
         let handed = match self.store.entries_in(arc) {
             Ok(entries) => self.hand_off(&joiner, header, entries).await,

@@ -26,7 +26,6 @@ impl Node {
     /// Leaves the ring gracefully: see the module docs. Returns once the arc is
     /// with the predecessor (or the node was alone).
     pub async fn leave(&self) -> Result<(), NodeError> {
-        let _membership = self.membership.lock().await;
         let deadline = tokio::time::Instant::now() + self.config.join.timeout;
         let mut delay = self.config.join.retry_delay;
         loop {
@@ -35,12 +34,18 @@ impl Node {
                 return Ok(());
             }
             if view.alone() {
+                let _membership = self.membership.lock().await;
                 self.update_view(|v| v.state = NodeState::Left);
                 self.deregister().await;
                 tracing::info!("left; the ring is now empty");
                 return Ok(());
             }
-            let attempt = self.try_leave(view.prev.clone(), view.next.clone()).await;
+            // The membership lock is held per attempt, not across the waits.
+            let attempt = {
+                let _membership = self.membership.lock().await;
+                let view = self.view_snapshot();
+                self.try_leave(view.prev.clone(), view.next.clone()).await
+            };
             match attempt {
                 Ok(()) => return Ok(()),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
@@ -76,17 +81,18 @@ impl Node {
                 prev: None,
                 next: next.clone(),
                 merge: false,
+                backups: Vec::new(),
             };
             self.hand_off(&prev, header, entries).await
         }
         .await;
         // A hand-off that timed out may still have been applied: if `prev` now
-        // links past this node, it took the arc.
+        // links to this node's next, it took the arc.
         let result = match result {
             Err(e @ NodeError::Timeout { .. }) => match self.probe(&prev).await {
                 Some(info)
                     if info.state == "serving"
-                        && info.next.as_ref().is_some_and(|n| n.id != self.me().id.0) =>
+                        && info.next.as_ref().is_some_and(|n| n.id == next.id.0) =>
                 {
                     Ok(0)
                 }

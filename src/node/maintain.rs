@@ -91,7 +91,8 @@ impl Node {
             .max(Duration::from_millis(200))
     }
 
-    /// Asks `peer` for its view; `None` if it is dead or has left the ring.
+    /// Asks `peer` for its view; `None` if it is dead, has left the ring, or is
+    /// joining it (again).
     pub(super) async fn probe(&self, peer: &Member) -> Option<dht::NodeInfo> {
         let info = self
             .peers
@@ -101,7 +102,10 @@ impl Node {
             .await
             .ok()?;
         let same = info.node.as_ref().is_some_and(|n| n.id == peer.id.0);
-        let gone = info.state == NodeState::Left.as_str();
+        // A node that left, or that restarted and is joining again, is not the
+        // neighbour it was.
+        let gone =
+            info.state == NodeState::Left.as_str() || info.state == NodeState::Joining.as_str();
         (same && !gone).then_some(info)
     }
 
@@ -154,20 +158,27 @@ impl Node {
         if self.view().next != next {
             return;
         }
-        if self
+        let Some(info) = self
             .probe(&closer)
             .await
-            .is_none_or(|i| i.state != NodeState::Serving.as_str())
-        {
+            .filter(|i| i.state == NodeState::Serving.as_str())
+        else {
             return;
-        }
-        let arc = Arc::new(closer.id, next.id);
+        };
+        // `closer` keeps only its own arc: hand over (and later drop) just that.
+        let closer_next = info.next.map(|n| crate::ring::Position(n.id));
+        let end = match closer_next {
+            Some(end) if end != closer.id && Arc::new(closer.id, next.id).contains(end) => end,
+            _ => next.id,
+        };
+        let arc = Arc::new(closer.id, end);
         self.update_view(|v| v.handoff = Some(arc));
         let header = HandOffHeader {
             from: self.me(),
             prev: None,
             next: next.clone(),
             merge: true,
+            backups: Vec::new(),
         };
         let merged = match self.store.entries_in(arc) {
             Ok(entries) => self.hand_off(&closer, header, entries).await,
@@ -200,6 +211,8 @@ impl Node {
     /// rather than a probe interval later: the criterion is the detector's, only
     /// without the wait between probes.
     async fn replace_dead_next(&self, dead: &Member) {
+        // Not while a join into this node's arc is linking the joiner in.
+        let _membership = self.membership.lock().await;
         let mut dead = dead.clone();
         let settings = self.config.maintenance;
         for _ in 0..=settings.successors {

@@ -246,7 +246,8 @@ impl Node {
                 Route::Local => unreachable!("answered above"),
                 Route::NotServing => return Err(NodeError::NotServing),
                 Route::Wait => {
-                    if tokio::time::timeout(stall, changes.changed())
+                    // One deadline for all waits: views change all the time.
+                    if tokio::time::timeout_at(started + stall, changes.changed())
                         .await
                         .is_err()
                     {

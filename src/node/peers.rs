@@ -10,6 +10,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// How many peer channels are cached before the cache starts afresh.
+const MAX_CHANNELS: usize = 4096;
+
 /// Timeouts for talking to peers.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerTimeouts {
@@ -48,6 +51,10 @@ impl Peers {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
+                // Addresses come from peers: keep the cache bounded.
+                if channels.len() >= MAX_CHANNELS {
+                    channels.clear();
+                }
                 let c = endpoint(addr, self.timeouts)?.connect_lazy();
                 channels.insert(addr.to_string(), c.clone());
                 c

@@ -66,7 +66,14 @@ impl DhtNode for DhtService {
         }
         let member = Member::new(Position(info.id), info.addr);
         let neighbors = match ty {
-            NeighborType::Next => self.node.accept_join(member).await?,
+            // Run to completion even if the caller goes away: a join dropped
+            // half-way would leave the arc fenced.
+            NeighborType::Next => {
+                let node = self.node.clone();
+                tokio::spawn(async move { node.accept_join(member).await })
+                    .await
+                    .map_err(|e| Status::internal(format!("join handler failed: {e}")))??
+            }
             NeighborType::Previous => self.node.accept_previous(member).await?,
         };
         Ok(Response::new(neighbors))
@@ -99,9 +106,14 @@ impl DhtNode for DhtService {
         &self,
         request: Request<Streaming<dht::HandOffChunk>>,
     ) -> Result<Response<dht::HandOffAck>, Status> {
-        Ok(Response::new(
-            self.node.accept_handoff(request.into_inner()).await?,
-        ))
+        Ok(Response::new({
+            // Run to completion even if the sender goes away (see above).
+            let node = self.node.clone();
+            let chunks = request.into_inner();
+            tokio::spawn(async move { node.accept_handoff(chunks).await })
+                .await
+                .map_err(|e| Status::internal(format!("hand-off handler failed: {e}")))??
+        }))
     }
 
     async fn get_node_info(&self, _: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {

@@ -271,6 +271,10 @@ impl Store for DiskStore {
         if matches!(self.mode, SyncMode::Batched(_)) {
             return Box::pin(std::future::ready(Ok(())));
         }
+        self.durable_point()
+    }
+
+    fn durable_point(&self) -> SyncFuture {
         let target = self.queued.load(Ordering::SeqCst);
         let mut committed = self.committed.clone();
         let failure = self.failure.clone();

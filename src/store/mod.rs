@@ -70,6 +70,11 @@ pub trait Store: Send + Sync + 'static {
     fn sync_point(&self) -> SyncFuture {
         Box::pin(std::future::ready(Ok(())))
     }
+    /// Resolves once every mutation made so far is on disk, whatever the sync
+    /// mode (hand-offs wait for this: the sender drops its copy on our word).
+    fn durable_point(&self) -> SyncFuture {
+        self.sync_point()
+    }
     /// The node identity saved with the data, if any.
     fn identity(&self) -> Option<Member> {
         None
