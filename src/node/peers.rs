@@ -121,18 +121,38 @@ pub fn endpoint(addr: &str, timeouts: PeerTimeouts) -> Result<Endpoint, NodeErro
         .keep_alive_timeout(Duration::from_secs(5)))
 }
 
-/// A peer's error status as a node error: a failure to reach the peer at all is
-/// `Unreachable`; anything the peer itself answered is passed on as it was.
+/// A peer's error status as a node error. A request that never reached the peer
+/// (the connection could not be made) is `Unreachable`, which callers may retry
+/// safely; a transport failure after the connection was made may have been
+/// applied, so it is passed on as `UNAVAILABLE` and not retried; anything the
+/// peer itself answered is passed on as it was.
 fn peer_error(addr: &str, status: tonic::Status) -> NodeError {
-    let transport = std::error::Error::source(&status)
-        .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
-    if transport
-        || (status.code() == tonic::Code::Unknown && status.message().contains("transport"))
-    {
+    let mut source = std::error::Error::source(&status);
+    let transport = source.is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
+    let mut not_connected = false;
+    while let Some(e) = source {
+        let text = e.to_string();
+        not_connected |= text.contains("tcp connect error")
+            || text.contains("Connection refused")
+            || text.contains("dns error")
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
+                )
+            });
+        source = e.source();
+    }
+    if transport && not_connected {
         NodeError::Unreachable {
             addr: addr.to_string(),
             reason: status.message().to_string(),
         }
+    } else if transport {
+        NodeError::Peer(tonic::Status::unavailable(format!(
+            "the connection to {addr} failed during the request (it may have been applied): {}",
+            status.message()
+        )))
     } else {
         NodeError::Peer(status)
     }
