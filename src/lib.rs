@@ -3,15 +3,18 @@
 //! A distributed key-value store on a consistent-hashing ring. Keys and nodes sit
 //! at `u64` positions (SHA-256 prefixes); a node owns the arc from its ID up to its
 //! next neighbour's, and any node answers any key by forwarding towards its owner.
-//! A registry assigns IDs and gives joiners a first contact.
+//! A registry assigns IDs and gives joiners a first contact. `docs/protocol.md`
+//! describes the protocol: states, messages, invariants and failure cases.
 //!
 //! # Layout
 //!
 //! - [`ring`]: pure ring maths: positions, hashing, arcs, `owner()`. No I/O.
-//! - [`store`]: local storage behind the [`store::Store`] trait.
-//! - [`node`]: the DHT node: view, routing, forwarding, joins and hand-off.
+//! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
+//!   disk (redb, group commit).
+//! - [`node`]: the DHT node: view, routing, forwarding, joins, hand-off, leave,
+//!   failure detection and repair.
 //! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI, page.
-//! - [`registry`]: the registry service: membership and ID assignment.
+//! - [`registry`]: the registry service: membership, ID assignment, liveness.
 //! - [`server`]: serving a router on a listener until shutdown; reflection.
 //! - [`proto`]: generated gRPC code and wire/domain conversions.
 //! - [`cluster`]: a registry and nodes in one process (the default binary, tests).
