@@ -170,6 +170,12 @@ impl Node {
         let mut at = mine.next.clone();
         let mut ring = vec![mine];
         while at.id != start {
+            if ring.iter().any(|s| s.me.id == at.id) {
+                return Err(NodeError::RingWalk(format!(
+                    "the walk came back to {} without passing this node: the ring is being repaired, retry shortly",
+                    at.addr
+                )));
+            }
             if ring.len() >= limit {
                 return Err(NodeError::RingWalk(format!(
                     "the ring did not close after {limit} nodes"
