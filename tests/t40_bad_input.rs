@@ -150,6 +150,7 @@ async fn malformed_peer_messages_are_refused() {
             key: key_position(b"planted").0,
             value: b"x".to_vec(),
             raw_key: Some(b"planted".to_vec()),
+            ..Default::default()
         }],
         merge: false,
         backups: Vec::new(),

@@ -137,3 +137,42 @@ async fn a_whole_ring_killed_at_once_comes_back_from_its_data_dirs() {
         assert_all_readable(addr, 0..600).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_made_while_the_owner_was_down_stays_deleted_when_it_returns() {
+    let dirs = TempDir::new("restart-delete");
+    let registry = common::registry_process();
+    let mut nodes: Vec<Proc> = (0..3)
+        .map(|i| node_on_disk(&registry.addr, &dirs.node(i)))
+        .collect();
+    write(&nodes[0].addr, 0..300).await;
+    nodes[1].signal("KILL");
+    nodes[1].wait_exit(Duration::from_secs(5));
+    let live = vec![nodes[0].addr.clone(), nodes[2].addr.clone()];
+    common::eventually(Duration::from_secs(5), "repair", || {
+        let live = live.clone();
+        async move { common::ring_converged(&live).await }
+    })
+    .await;
+    // Delete every even key while the node is down: the ones it owned are absent
+    // right now, and the deletes leave tombstones.
+    let mut c = common::connect(&nodes[0].addr).await;
+    for i in (0..300).step_by(2) {
+        crustyring::client::query(&mut c, OperationType::Delete, &key(i), None)
+            .await
+            .unwrap();
+    }
+    nodes[1] = node_on_disk(&registry.addr, &dirs.node(1));
+    let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    common::ring_converged(&all).await.unwrap();
+    for addr in &all {
+        let mut c = common::connect(addr).await;
+        for i in 0..300 {
+            let r = crustyring::client::query(&mut c, OperationType::Get, &key(i), None)
+                .await
+                .unwrap();
+            let expected = (i % 2 == 1).then(|| key(i));
+            assert_eq!(r.value, expected, "key {i} via {addr}");
+        }
+    }
+}

@@ -8,7 +8,7 @@ use super::error::NodeError;
 use super::view::NodeState;
 use crate::proto::dht;
 use crate::ring::{Member, Position, key_position};
-use crate::store::Entry;
+use crate::store::{Entry, Version};
 use std::time::Duration;
 use tonic::Status;
 
@@ -50,7 +50,7 @@ impl Node {
         let budget = self.config.limits.max_entry_bytes();
         let mut size = 0;
         for entry in entries {
-            let entry_size = entry.key.len() + entry.value.len() + 32;
+            let entry_size = entry.key.len() + entry.value.as_ref().map_or(0, Vec::len) + 48;
             let fits = chunks
                 .last()
                 .is_some_and(|c| c.entries.is_empty() || size + entry_size <= budget);
@@ -189,8 +189,8 @@ impl Node {
 
 impl Node {
     /// A repair merge: entries of this node's own arc that `from` held because it
-    /// had taken the arc over without knowing this node was there. Keys this node
-    /// has are kept; missing ones are taken.
+    /// had taken the arc over without knowing this node was there. Merged by
+    /// version: the newer copy of each key wins.
     fn take_merged_entries(&self, from: &Member, entries: Vec<Entry>) -> Result<(), Status> {
         let taken = self.update_view(|view| {
             if view.state != NodeState::Serving {
@@ -198,20 +198,12 @@ impl Node {
             }
             let arc = view.arc();
             let fenced = view.handoff;
-            let mut taken = 0;
             let mine = |p| arc.contains(p) && !fenced.is_some_and(|f| f.contains(p));
-            for e in entries.into_iter().filter(|e| mine(e.position)) {
-                let present = self
-                    .store
-                    .get(e.position, &e.key)
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                if present.is_none() {
-                    self.store
-                        .set(e.position, e.key, e.value)
-                        .map_err(|e| Status::internal(e.to_string()))?;
-                    taken += 1;
-                }
-            }
+            let ours: Vec<Entry> = entries.into_iter().filter(|e| mine(e.position)).collect();
+            let taken = ours.len();
+            self.store
+                .insert_all(ours)
+                .map_err(|e| Status::internal(e.to_string()))?;
             Ok(taken)
         })?;
         tracing::warn!(from = %from.addr, taken, "merged entries from a node that had taken over this node's arc");
@@ -253,7 +245,11 @@ fn entry_from_wire(e: dht::KeyValueEntry) -> Result<Entry, Status> {
     Ok(Entry {
         position: Position(e.key),
         key,
-        value: e.value,
+        value: (!e.tombstone).then_some(e.value),
+        version: Version {
+            micros: e.version_micros,
+            node: e.version_node,
+        },
     })
 }
 
@@ -261,8 +257,11 @@ impl From<Entry> for dht::KeyValueEntry {
     fn from(e: Entry) -> Self {
         Self {
             key: e.position.0,
-            value: e.value,
+            tombstone: e.value.is_none(),
+            value: e.value.unwrap_or_default(),
             raw_key: Some(e.key),
+            version_micros: e.version.micros,
+            version_node: e.version.node,
         }
     }
 }

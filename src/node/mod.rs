@@ -234,7 +234,7 @@ impl Node {
             let route = {
                 let view = self.view();
                 match view.route(query.position, clockwise_only) {
-                    Route::Local => Ok(self.apply_local(&query)?),
+                    Route::Local => Ok(self.apply_local(&query, view.me.id.0)?),
                     other => Err(other),
                 }
             };
@@ -284,7 +284,8 @@ impl Node {
 
     /// Applies a query this node owns to the local store. Called with the view read
     /// guard held, so no hand-off can start half-way through.
-    fn apply_local(&self, query: &Query) -> Result<Outcome, NodeError> {
+    /// `me` is this node's ID, the writer of the versions.
+    fn apply_local(&self, query: &Query, me: u64) -> Result<Outcome, NodeError> {
         let position = query.position;
         let key = match &query.key {
             Some(key) => key.clone(),
@@ -297,11 +298,11 @@ impl Node {
         };
         let found = match &query.op {
             Operation::Get => self.store.get(position, &key)?,
-            Operation::Delete => self.store.delete(position, &key)?,
+            Operation::Delete => self.store.delete(position, &key, me)?,
             Operation::Set(value) => {
                 return Ok(self
                     .store
-                    .set(position, key, value.clone())?
+                    .set(position, key, value.clone(), me)?
                     .map_or(Outcome::Created, Outcome::Value));
             }
         };

@@ -98,7 +98,9 @@ impl DhtNode for DhtService {
             .store
             .entries_in(RingArc::new(from, view.next.id))
             .map_err(|e| Status::internal(e.to_string()))?;
-        let stream = tokio_stream::iter(entries.into_iter().map(|e| Ok(e.into())));
+        // The original protocol knows no tombstones: stream live keys only.
+        let live = entries.into_iter().filter(|e| e.value.is_some());
+        let stream = tokio_stream::iter(live.map(|e| Ok(e.into())));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -13,7 +13,7 @@
 //! resolves once every mutation queued so far is on disk, or at once in
 //! [`SyncMode::Batched`], where the committer commits every interval instead.
 
-use super::{Entry, MemoryStore, Store, StoreError, SyncFuture};
+use super::{Entry, MemoryStore, Store, StoreError, SyncFuture, Version};
 use crate::ring::{Arc, Member, Position};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -23,7 +23,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
-const ENTRIES: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("entries");
+/// Entries by (position, raw key); the value is [`encode`]d with its version.
+const ENTRIES: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("entries_v2");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// When a write counts as durable.
@@ -37,9 +38,46 @@ pub enum SyncMode {
 }
 
 enum Mutation {
-    Put(u64, Vec<u8>, Vec<u8>),
-    Delete(u64, Vec<u8>),
+    /// Store this entry (a value or a tombstone) as it is.
+    Put(Entry),
+    /// Forget the key altogether (its arc moved elsewhere).
+    Remove(u64, Vec<u8>),
     Identity(Member),
+}
+
+/// A stored value: a tag (1: value, 0: tombstone), the version's microseconds
+/// and node (big-endian), then the value's bytes.
+fn encode(e: &Entry) -> Vec<u8> {
+    let value = e.value.as_deref().unwrap_or_default();
+    let mut out = Vec::with_capacity(17 + value.len());
+    out.push(u8::from(e.value.is_some()));
+    out.extend_from_slice(&e.version.micros.to_be_bytes());
+    out.extend_from_slice(&e.version.node.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode(position: u64, key: &[u8], stored: &[u8]) -> Result<Entry, StoreError> {
+    if stored.len() < 17 || stored[0] > 1 {
+        return Err(engine(format!(
+            "corrupt entry at position {position:016x}: {} bytes",
+            stored.len()
+        )));
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&stored[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    Ok(Entry {
+        position: Position(position),
+        key: key.to_vec(),
+        value: (stored[0] == 1).then(|| stored[17..].to_vec()),
+        version: Version {
+            micros: word(1),
+            node: word(9),
+        },
+    })
 }
 
 /// Entries in redb, served from memory. See the module docs.
@@ -92,11 +130,7 @@ impl DiskStore {
         {
             let (k, v) = row.map_err(engine)?;
             let (position, key) = k.value();
-            loaded.push(Entry {
-                position: Position(position),
-                key: key.to_vec(),
-                value: v.value().to_vec(),
-            });
+            loaded.push(decode(position, key, v.value())?);
         }
         memory.insert_all(loaded)?;
         let meta = read.open_table(META).map_err(engine)?;
@@ -175,12 +209,12 @@ fn commit_loop(
                 let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
                 for (_, m) in &batch {
                     match m {
-                        Mutation::Put(p, k, v) => {
+                        Mutation::Put(e) => {
                             entries
-                                .insert((*p, k.as_slice()), v.as_slice())
+                                .insert((e.position.0, e.key.as_slice()), encode(e).as_slice())
                                 .map_err(|e| e.to_string())?;
                         }
-                        Mutation::Delete(p, k) => {
+                        Mutation::Remove(p, k) => {
                             entries
                                 .remove((*p, k.as_slice()))
                                 .map_err(|e| e.to_string())?;
@@ -219,19 +253,23 @@ impl Store for DiskStore {
         position: Position,
         key: Vec<u8>,
         value: Vec<u8>,
+        writer: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let log = self.order();
-        let previous = self.memory.set(position, key.clone(), value.clone())?;
-        self.queue(&log, Mutation::Put(position.0, key, value))?;
+        let (previous, entry) = self.memory.write_next(position, key, Some(value), writer);
+        self.queue(&log, Mutation::Put(entry))?;
         Ok(previous)
     }
 
-    fn delete(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn delete(
+        &self,
+        position: Position,
+        key: &[u8],
+        writer: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let log = self.order();
-        let removed = self.memory.delete(position, key)?;
-        if removed.is_some() {
-            self.queue(&log, Mutation::Delete(position.0, key.to_vec()))?;
-        }
+        let (removed, tombstone) = self.memory.write_next(position, key.to_vec(), None, writer);
+        self.queue(&log, Mutation::Put(tombstone))?;
         Ok(removed)
     }
 
@@ -245,20 +283,25 @@ impl Store for DiskStore {
 
     fn insert_all(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
         let log = self.order();
-        for e in &entries {
-            self.queue(
-                &log,
-                Mutation::Put(e.position.0, e.key.clone(), e.value.clone()),
-            )?;
+        // Persist what won the merge, as the index holds it.
+        let ids: Vec<(Position, Vec<u8>)> = entries
+            .iter()
+            .map(|e| (e.position, e.key.clone()))
+            .collect();
+        self.memory.insert_all(entries)?;
+        for (position, key) in ids {
+            if let Some(current) = self.memory.entry(position, &key) {
+                self.queue(&log, Mutation::Put(current))?;
+            }
         }
-        self.memory.insert_all(entries)
+        Ok(())
     }
 
     fn remove_in(&self, arc: Arc) -> Result<usize, StoreError> {
         let log = self.order();
         let doomed = self.memory.entries_in(arc)?;
         for e in &doomed {
-            self.queue(&log, Mutation::Delete(e.position.0, e.key.clone()))?;
+            self.queue(&log, Mutation::Remove(e.position.0, e.key.clone()))?;
         }
         self.memory.remove_in(arc)
     }
@@ -331,12 +374,12 @@ mod tests {
         {
             let store = DiskStore::open(&dir, SyncMode::Always).unwrap();
             store
-                .set(Position(5), b"a".to_vec(), b"1".to_vec())
+                .set(Position(5), b"a".to_vec(), b"1".to_vec(), 1)
                 .unwrap();
             store
-                .set(Position(9), b"b".to_vec(), b"2".to_vec())
+                .set(Position(9), b"b".to_vec(), b"2".to_vec(), 1)
                 .unwrap();
-            store.delete(Position(9), b"b").unwrap();
+            store.delete(Position(9), b"b", 1).unwrap();
             store
                 .save_identity(&Member::new(Position(42), "http://x:1"))
                 .unwrap();
@@ -351,6 +394,14 @@ mod tests {
         };
         assert_eq!(store.get(Position(5), b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(store.get(Position(9), b"b").unwrap(), None);
+        // The delete's tombstone survived the reopen too.
+        let tombstones: Vec<Entry> = store
+            .entries_in(Arc::whole(Position(0)))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.value.is_none())
+            .collect();
+        assert_eq!(tombstones.len(), 1);
         assert_eq!(
             store.identity(),
             Some(Member::new(Position(42), "http://x:1"))

@@ -1,19 +1,52 @@
 //! The in-memory store: an ordered map behind a read-write lock.
 
-use super::{Entry, Store, StoreError};
+use super::{Entry, Store, StoreError, Version};
 use crate::ring::{Arc, Position};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Entries by (position, raw key).
-type Map = BTreeMap<(u64, Vec<u8>), Vec<u8>>;
+/// Entries by (position, raw key): the value (`None`: a tombstone) and its version.
+type Map = BTreeMap<(u64, Vec<u8>), (Option<Vec<u8>>, Version)>;
+
+/// The map and how many of its entries are live (not tombstones).
+#[derive(Debug, Default)]
+struct Table {
+    map: Map,
+    live: usize,
+}
+
+impl Table {
+    /// Puts `value` at `version` if it is newer than what is there; returns the
+    /// live value it replaced, if it replaced one.
+    fn put(
+        &mut self,
+        id: (u64, Vec<u8>),
+        value: Option<Vec<u8>>,
+        version: Version,
+    ) -> Option<Vec<u8>> {
+        let adds = usize::from(value.is_some());
+        match self.map.get_mut(&id) {
+            Some((_, v)) if *v >= version => None,
+            Some(slot) => {
+                let (old, _) = std::mem::replace(slot, (value, version));
+                self.live = self.live + adds - usize::from(old.is_some());
+                old
+            }
+            None => {
+                self.map.insert(id, (value, version));
+                self.live += adds;
+                None
+            }
+        }
+    }
+}
 
 /// Ordered in-memory storage. A `std` lock, not a Tokio one: every operation is
 /// short and never held across an `.await`.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    entries: RwLock<Map>,
+    table: RwLock<Table>,
 }
 
 impl MemoryStore {
@@ -22,14 +55,50 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Map> {
-        // A panic while holding the lock cannot leave the map half-updated (every
-        // mutation is a single map call), so a poisoned lock is still consistent.
-        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        // A panic while holding the lock cannot leave the table half-updated
+        // (mutations are single map calls and a counter), so a poisoned lock is
+        // still consistent.
+        self.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Map> {
-        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stored entry (value or tombstone) of `key`, if any.
+    pub(super) fn entry(&self, position: Position, key: &[u8]) -> Option<Entry> {
+        self.read()
+            .map
+            .get(&(position.0, key.to_vec()))
+            .map(|(value, version)| Entry {
+                position,
+                key: key.to_vec(),
+                value: value.clone(),
+                version: *version,
+            })
+    }
+
+    /// Writes `value` (`None`: delete) by `writer` with the next version for the
+    /// key; returns the previous live value and the entry as written.
+    pub(super) fn write_next(
+        &self,
+        position: Position,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        writer: u64,
+    ) -> (Option<Vec<u8>>, Entry) {
+        let mut table = self.write();
+        let id = (position.0, key);
+        let previous = table.map.get(&id).map(|(_, v)| *v);
+        let version = Version::next(previous, writer);
+        let entry = Entry {
+            position,
+            key: id.1.clone(),
+            value: value.clone(),
+            version,
+        };
+        (table.put(id, value, version), entry)
     }
 }
 
@@ -47,7 +116,11 @@ fn bounds(range: &std::ops::RangeInclusive<u64>) -> MapBounds {
 
 impl Store for MemoryStore {
     fn get(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.read().get(&(position.0, key.to_vec())).cloned())
+        Ok(self
+            .read()
+            .map
+            .get(&(position.0, key.to_vec()))
+            .and_then(|(v, _)| v.clone()))
     }
 
     fn set(
@@ -55,55 +128,71 @@ impl Store for MemoryStore {
         position: Position,
         key: Vec<u8>,
         value: Vec<u8>,
+        writer: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.write().insert((position.0, key), value))
+        Ok(self.write_next(position, key, Some(value), writer).0)
     }
 
-    fn delete(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.write().remove(&(position.0, key.to_vec())))
+    fn delete(
+        &self,
+        position: Position,
+        key: &[u8],
+        writer: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.write_next(position, key.to_vec(), None, writer).0)
     }
 
     fn at_position(&self, position: Position) -> Result<Vec<Entry>, StoreError> {
-        self.entries_in(Arc::new(position, Position(position.0.wrapping_add(1))))
+        let mut entries =
+            self.entries_in(Arc::new(position, Position(position.0.wrapping_add(1))))?;
+        entries.retain(|e| e.value.is_some());
+        Ok(entries)
     }
 
     fn entries_in(&self, arc: Arc) -> Result<Vec<Entry>, StoreError> {
-        let map = self.read();
+        let table = self.read();
         Ok(arc
             .ranges()
             .iter()
-            .flat_map(|r| map.range(bounds(r)))
-            .map(|((p, k), v)| Entry {
+            .flat_map(|r| table.map.range(bounds(r)))
+            .map(|((p, k), (v, version))| Entry {
                 position: Position(*p),
                 key: k.clone(),
                 value: v.clone(),
+                version: *version,
             })
             .collect())
     }
 
     fn insert_all(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
-        let mut map = self.write();
+        let mut table = self.write();
         for e in entries {
-            map.insert((e.position.0, e.key), e.value);
+            table.put((e.position.0, e.key), e.value, e.version);
         }
         Ok(())
     }
 
     fn remove_in(&self, arc: Arc) -> Result<usize, StoreError> {
-        let mut map = self.write();
+        let mut table = self.write();
         let mut removed = 0;
         for r in arc.ranges() {
-            let doomed: Vec<_> = map.range(bounds(&r)).map(|(k, _)| k.clone()).collect();
+            let doomed: Vec<_> = table
+                .map
+                .range(bounds(&r))
+                .map(|(k, _)| k.clone())
+                .collect();
             removed += doomed.len();
             for k in doomed {
-                map.remove(&k);
+                if let Some((Some(_), _)) = table.map.remove(&k) {
+                    table.live -= 1;
+                }
             }
         }
         Ok(removed)
     }
 
     fn len(&self) -> usize {
-        self.read().len()
+        self.read().live
     }
 }
 

@@ -18,15 +18,45 @@ use std::pin::Pin;
 /// Resolves once the mutations made before it was asked for are durable.
 pub type SyncFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
-/// One stored key and its value.
+/// The version of a write: microseconds since the Unix epoch, then the writing
+/// node's ID to break ties. Copies of a key converge on the greatest version
+/// (last writer wins), whatever order they arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Version {
+    /// Microseconds since the Unix epoch (at least one more than the version it
+    /// replaced, so a node's writes to a key always move forward).
+    pub micros: u64,
+    /// The writing node's ID.
+    pub node: u64,
+}
+
+impl Version {
+    /// The version for a write by `node` now that replaces `previous`: the clock,
+    /// or one past `previous` if the clock is behind it.
+    pub fn next(previous: Option<Version>, node: u64) -> Version {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let floor = previous.map_or(0, |p| p.micros.saturating_add(1));
+        Version {
+            micros: now.max(floor),
+            node,
+        }
+    }
+}
+
+/// One stored key: its value, or a tombstone if it was deleted, and the version
+/// of the write that put it there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The key's ring position (SHA-256 prefix of `key`).
     pub position: Position,
     /// The key as the user wrote it.
     pub key: Vec<u8>,
-    /// The value.
-    pub value: Vec<u8>,
+    /// The value; `None` is a tombstone (the key was deleted at `version`).
+    pub value: Option<Vec<u8>>,
+    /// The version of the write.
+    pub version: Version,
 }
 
 /// Errors a store reports.
@@ -38,30 +68,43 @@ pub enum StoreError {
 }
 
 /// A node's local key-value storage. Every method is synchronous and short, so the
-/// node may call it while holding its view lock.
+/// node may call it while holding its view lock. Deletes leave tombstones, so
+/// that a delete wins over an older copy of the value arriving later.
 pub trait Store: Send + Sync + 'static {
-    /// The value of `key` at `position`, if present.
+    /// The value of `key` at `position`, if present (not deleted).
     fn get(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Stores `value` under `key`; returns the previous value, if any.
+    /// Stores `value` under `key`, written by node `writer` (versioned with
+    /// [`Version::next`]); returns the previous value, if any.
     fn set(
         &self,
         position: Position,
         key: Vec<u8>,
         value: Vec<u8>,
+        writer: u64,
     ) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Removes `key`; returns the removed value, if any.
-    fn delete(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// The entries at `position` whatever their raw key (for position-only lookups).
+    /// Deletes `key` (leaving a tombstone), by node `writer`; returns the removed
+    /// value, if any.
+    fn delete(
+        &self,
+        position: Position,
+        key: &[u8],
+        writer: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The live entries at `position` whatever their raw key (for position-only
+    /// lookups).
     fn at_position(&self, position: Position) -> Result<Vec<Entry>, StoreError>;
-    /// A copy of every entry whose position lies in `arc`, in ring order from its start.
+    /// A copy of every entry (tombstones too) whose position lies in `arc`, in ring
+    /// order from its start.
     fn entries_in(&self, arc: Arc) -> Result<Vec<Entry>, StoreError>;
-    /// Stores every entry of `entries`, replacing what is there.
+    /// Merges `entries`: each one replaces the stored copy of its key only if its
+    /// version is greater (last writer wins).
     fn insert_all(&self, entries: Vec<Entry>) -> Result<(), StoreError>;
-    /// Removes every entry whose position lies in `arc`; returns how many.
+    /// Removes every entry (tombstones too) whose position lies in `arc`; returns
+    /// how many.
     fn remove_in(&self, arc: Arc) -> Result<usize, StoreError>;
-    /// How many entries the store holds.
+    /// How many live (not deleted) keys the store holds.
     fn len(&self) -> usize;
-    /// Whether the store holds no entries.
+    /// Whether the store holds no live keys.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -93,8 +136,17 @@ pub(crate) mod conformance {
 
     fn put(store: &dyn Store, key: &str, value: &str) -> Option<Vec<u8>> {
         store
-            .set(key_position(key.as_bytes()), key.into(), value.into())
+            .set(key_position(key.as_bytes()), key.into(), value.into(), 1)
             .unwrap()
+    }
+
+    fn entry(position: u64, key: &str, value: Option<&str>, micros: u64) -> Entry {
+        Entry {
+            position: Position(position),
+            key: key.into(),
+            value: value.map(Into::into),
+            version: Version { micros, node: 9 },
+        }
     }
 
     /// Runs every check against stores made by `make`.
@@ -103,6 +155,7 @@ pub(crate) mod conformance {
         delete_returns_the_removed_value(&*make());
         colliding_positions_keep_distinct_keys(&*make());
         arcs_scan_and_remove_exactly_their_positions(&*make());
+        merges_keep_the_newest_version(&*make());
     }
 
     fn set_returns_the_previous_value(store: &dyn Store) {
@@ -118,18 +171,25 @@ pub(crate) mod conformance {
     fn delete_returns_the_removed_value(store: &dyn Store) {
         put(store, "a", "1");
         assert_eq!(
-            store.delete(key_position(b"a"), b"a").unwrap(),
+            store.delete(key_position(b"a"), b"a", 1).unwrap(),
             Some(b"1".to_vec())
         );
-        assert_eq!(store.delete(key_position(b"a"), b"a").unwrap(), None);
+        assert_eq!(store.delete(key_position(b"a"), b"a", 1).unwrap(), None);
         assert_eq!(store.get(key_position(b"a"), b"a").unwrap(), None);
         assert!(store.is_empty());
+        // The tombstone stays, to win over older copies.
+        let kept = store.entries_in(Arc::whole(Position(0))).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].value, None);
+        // A set after the delete brings the key back.
+        assert_eq!(put(store, "a", "2"), None);
+        assert_eq!(store.len(), 1);
     }
 
     fn colliding_positions_keep_distinct_keys(store: &dyn Store) {
         let p = Position(7);
-        store.set(p, b"x".to_vec(), b"1".to_vec()).unwrap();
-        store.set(p, b"y".to_vec(), b"2".to_vec()).unwrap();
+        store.set(p, b"x".to_vec(), b"1".to_vec(), 1).unwrap();
+        store.set(p, b"y".to_vec(), b"2".to_vec(), 1).unwrap();
         assert_eq!(store.get(p, b"x").unwrap(), Some(b"1".to_vec()));
         assert_eq!(store.get(p, b"y").unwrap(), Some(b"2".to_vec()));
         assert_eq!(store.at_position(p).unwrap().len(), 2);
@@ -138,7 +198,7 @@ pub(crate) mod conformance {
     fn arcs_scan_and_remove_exactly_their_positions(store: &dyn Store) {
         for p in [0u64, 5, 10, 15, u64::MAX] {
             store
-                .set(Position(p), p.to_string().into_bytes(), vec![1])
+                .set(Position(p), p.to_string().into_bytes(), vec![1], 1)
                 .unwrap();
         }
         let wrapping = Arc::new(Position(15), Position(5));
@@ -152,5 +212,36 @@ pub(crate) mod conformance {
         assert_eq!(store.remove_in(wrapping).unwrap(), 3);
         assert_eq!(store.len(), 2);
         assert_eq!(store.entries_in(Arc::whole(Position(0))).unwrap().len(), 2);
+    }
+
+    fn merges_keep_the_newest_version(store: &dyn Store) {
+        store
+            .insert_all(vec![
+                entry(1, "k", Some("new"), 200),
+                entry(2, "d", None, 200),
+            ])
+            .unwrap();
+        // Older copies lose, in whatever order they arrive.
+        store
+            .insert_all(vec![
+                entry(1, "k", Some("old"), 100),
+                entry(2, "d", Some("stale"), 100),
+            ])
+            .unwrap();
+        assert_eq!(store.get(Position(1), b"k").unwrap(), Some(b"new".to_vec()));
+        assert_eq!(store.get(Position(2), b"d").unwrap(), None);
+        assert_eq!(store.len(), 1);
+        // A newer tombstone wins over a value.
+        store.insert_all(vec![entry(1, "k", None, 300)]).unwrap();
+        assert_eq!(store.get(Position(1), b"k").unwrap(), None);
+        assert!(store.is_empty());
+        // A local write after a merged future-dated version still moves forward.
+        store
+            .insert_all(vec![entry(3, "f", Some("future"), u64::MAX / 2)])
+            .unwrap();
+        store
+            .set(Position(3), b"f".to_vec(), b"now".to_vec(), 1)
+            .unwrap();
+        assert_eq!(store.get(Position(3), b"f").unwrap(), Some(b"now".to_vec()));
     }
 }
