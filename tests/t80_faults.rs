@@ -34,18 +34,7 @@ async fn write(addr: &str, n: usize) {
 
 /// Reads keys `which` through `addr`: each must hold its value.
 async fn assert_readable(addr: &str, which: &[usize]) {
-    let client = common::connect(addr).await;
-    stream::iter(which.iter().copied())
-        .for_each_concurrent(16, |i| {
-            let mut c = client.clone();
-            async move {
-                let r = crustyring::client::query(&mut c, OperationType::Get, &key(i), None)
-                    .await
-                    .unwrap_or_else(|e| panic!("key {i} via {addr}: {e}"));
-                assert_eq!(r.value, Some(key(i)), "key {i} via {addr}");
-            }
-        })
-        .await;
+    common::assert_values(addr, which.iter().copied(), key).await;
 }
 
 /// Which node (by address) owns each of `n` keys, from the ring as `addr` sees it.
@@ -292,11 +281,7 @@ async fn requests_in_flight_during_a_leave_and_a_kill_end_right_or_unavailable()
         nodes[1].addr.clone(),
         nodes[3].addr.clone(),
     ];
-    common::eventually(Duration::from_secs(5), "repair", || {
-        let live = live.clone();
-        async move { common::ring_converged(&live).await }
-    })
-    .await;
+    common::await_ring(&live, Duration::from_secs(5)).await;
     println!(
         "{} acknowledged, {refused} refused with UNAVAILABLE/DEADLINE_EXCEEDED",
         acked.len()

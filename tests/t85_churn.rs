@@ -6,9 +6,7 @@
 mod common;
 
 use common::Proc;
-use crustyring::proto::dht::OperationType;
 use crustyring::ring::{Position, key_position};
-use futures_util::{StreamExt, stream};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -46,18 +44,7 @@ async fn owners(addr: &str, keys: &BTreeSet<usize>) -> BTreeMap<usize, String> {
 
 async fn check_keys(live: &[String], keys: &BTreeSet<usize>) {
     for addr in live {
-        let client = common::connect(addr).await;
-        stream::iter(keys.iter().copied())
-            .for_each_concurrent(16, |i| {
-                let mut c = client.clone();
-                async move {
-                    let r = crustyring::client::query(&mut c, OperationType::Get, &key(i), None)
-                        .await
-                        .unwrap_or_else(|e| panic!("key {i} via {addr}: {e}"));
-                    assert_eq!(r.value, Some(key(i)), "key {i} via {addr}");
-                }
-            })
-            .await;
+        common::assert_values(addr, keys.iter().copied(), key).await;
     }
     let ring = crustyring::client::ring(&live[0], 100).await.unwrap();
     let stored: u64 = ring.iter().map(|i| i.keys).sum();
@@ -148,11 +135,7 @@ async fn rounds_of_simultaneous_joins_leaves_and_kills_converge() {
 
         // Once the changes stop: a correct ring, within a bound.
         let live: Vec<String> = nodes.iter().map(|p| p.addr.clone()).collect();
-        let took = common::eventually(Duration::from_secs(10), "convergence", || {
-            let live = live.clone();
-            async move { common::ring_converged(&live).await }
-        })
-        .await;
+        let took = common::await_ring(&live, Duration::from_secs(10)).await;
         println!("round {round}: converged in {took:?}");
         keys.retain(|i| !killed.contains(&owner[i]));
         check_keys(&live, &keys).await;

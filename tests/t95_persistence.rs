@@ -53,18 +53,23 @@ async fn write(addr: &str, range: std::ops::Range<usize>) {
 }
 
 async fn assert_all_readable(addr: &str, range: std::ops::Range<usize>) {
-    let client = common::connect(addr).await;
-    stream::iter(range)
-        .for_each_concurrent(16, |i| {
-            let mut c = client.clone();
-            async move {
-                let r = crustyring::client::query(&mut c, OperationType::Get, &key(i), None)
-                    .await
-                    .unwrap();
-                assert_eq!(r.value, Some(key(i)), "key {i} via {addr}");
-            }
-        })
-        .await;
+    common::assert_values(addr, range, key).await;
+}
+
+/// A registry and three nodes on disk holding keys `0..keys`, the second of which
+/// has been killed and routed around; and that node's ID.
+async fn ring_with_one_node_down(dirs: &TempDir, keys: usize) -> (Proc, Vec<Proc>, u64) {
+    let registry = common::registry_process();
+    let mut nodes: Vec<Proc> = (0..3)
+        .map(|i| node_on_disk(&registry.addr, &dirs.node(i)))
+        .collect();
+    write(&nodes[0].addr, 0..keys).await;
+    let id = id_of(&nodes[1].addr).await;
+    nodes[1].signal("KILL");
+    nodes[1].wait_exit(Duration::from_secs(5));
+    let live = vec![nodes[0].addr.clone(), nodes[2].addr.clone()];
+    common::await_ring(&live, Duration::from_secs(5)).await;
+    (registry, nodes, id)
 }
 
 async fn id_of(addr: &str) -> u64 {
@@ -81,21 +86,7 @@ async fn id_of(addr: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_restarted_from_its_data_dir_returns_at_its_position_with_its_keys() {
     let dirs = TempDir::new("restart-one");
-    let registry = common::registry_process();
-    let mut nodes: Vec<Proc> = (0..3)
-        .map(|i| node_on_disk(&registry.addr, &dirs.node(i)))
-        .collect();
-    write(&nodes[0].addr, 0..400).await;
-    let id = id_of(&nodes[1].addr).await;
-
-    nodes[1].signal("KILL");
-    nodes[1].wait_exit(Duration::from_secs(5));
-    let live = vec![nodes[0].addr.clone(), nodes[2].addr.clone()];
-    common::eventually(Duration::from_secs(5), "repair", || {
-        let live = live.clone();
-        async move { common::ring_converged(&live).await }
-    })
-    .await;
+    let (registry, mut nodes, id) = ring_with_one_node_down(&dirs, 400).await;
     // While it is down, writes go on (into its arc too, now its predecessor's).
     write(&nodes[0].addr, 400..500).await;
 
@@ -128,11 +119,7 @@ async fn a_whole_ring_killed_at_once_comes_back_from_its_data_dirs() {
         .map(|i| node_on_disk(&registry.addr, &dirs.node(i)))
         .collect();
     let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    common::eventually(Duration::from_secs(10), "ring formed", || {
-        let all = all.clone();
-        async move { common::ring_converged(&all).await }
-    })
-    .await;
+    common::await_ring(&all, Duration::from_secs(10)).await;
     for addr in &all {
         assert_all_readable(addr, 0..600).await;
     }
@@ -141,19 +128,7 @@ async fn a_whole_ring_killed_at_once_comes_back_from_its_data_dirs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_made_while_the_owner_was_down_stays_deleted_when_it_returns() {
     let dirs = TempDir::new("restart-delete");
-    let registry = common::registry_process();
-    let mut nodes: Vec<Proc> = (0..3)
-        .map(|i| node_on_disk(&registry.addr, &dirs.node(i)))
-        .collect();
-    write(&nodes[0].addr, 0..300).await;
-    nodes[1].signal("KILL");
-    nodes[1].wait_exit(Duration::from_secs(5));
-    let live = vec![nodes[0].addr.clone(), nodes[2].addr.clone()];
-    common::eventually(Duration::from_secs(5), "repair", || {
-        let live = live.clone();
-        async move { common::ring_converged(&live).await }
-    })
-    .await;
+    let (registry, mut nodes, _) = ring_with_one_node_down(&dirs, 300).await;
     // Delete every even key while the node is down: the ones it owned are absent
     // right now, and the deletes leave tombstones.
     let mut c = common::connect(&nodes[0].addr).await;

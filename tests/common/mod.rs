@@ -436,3 +436,34 @@ pub async fn registry_members(registry: &str) -> Vec<String> {
     addrs.sort();
     addrs
 }
+
+/// Reads each of `which` through `addr`: key `key(i)` must hold the value `key(i)`.
+pub async fn assert_values(
+    addr: &str,
+    which: impl IntoIterator<Item = usize>,
+    key: fn(usize) -> Vec<u8>,
+) {
+    use futures_util::{StreamExt, stream};
+    let client = connect(addr).await;
+    stream::iter(which)
+        .for_each_concurrent(16, |i| {
+            let mut c = client.clone();
+            async move {
+                let r = client::query(&mut c, OperationType::Get, &key(i), None)
+                    .await
+                    .unwrap_or_else(|e| panic!("key {i} via {addr}: {e}"));
+                assert_eq!(r.value, Some(key(i)), "key {i} via {addr}");
+            }
+        })
+        .await;
+}
+
+/// Waits (at most `limit`) until the nodes at `live` form a correct ring; how long
+/// it took.
+pub async fn await_ring(live: &[String], limit: Duration) -> Duration {
+    eventually(limit, "ring convergence", || {
+        let live = live.to_vec();
+        async move { ring_converged(&live).await }
+    })
+    .await
+}
