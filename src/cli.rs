@@ -38,6 +38,10 @@ pub struct NodeArgs {
     /// How often to send the registry a heartbeat, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_interval_ms: u64,
+    /// How long a delete's tombstone is kept before it is purged, in seconds. A
+    /// node down for longer may bring back keys deleted meanwhile.
+    #[arg(long, default_value_t = 86400)]
+    pub tombstone_grace_secs: u64,
 }
 
 impl NodeArgs {
@@ -62,6 +66,7 @@ impl NodeArgs {
                 misses: self.probe_misses.max(1),
                 successors: self.successors.max(1),
                 heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
+                tombstone_grace: Duration::from_secs(self.tombstone_grace_secs),
             },
         }
     }

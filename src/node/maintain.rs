@@ -11,6 +11,7 @@
 //! 2. Probe `prev` the same way; a dead `prev` is forgotten until a live
 //!    predecessor introduces itself.
 //! 3. Every `heartbeat_interval`, tell the registry (if any) that it is alive.
+//! 4. Every minute, purge tombstones older than `tombstone_grace`.
 //!
 //! A node accepts a new previous neighbour when it lies between the current one
 //! and itself, or when the current one is unknown, dead (a probe fails) or gone
@@ -38,6 +39,9 @@ pub struct MaintenanceSettings {
     pub successors: usize,
     /// How often to send the registry a heartbeat.
     pub heartbeat_interval: Duration,
+    /// How long a delete's tombstone is kept (so that it beats older copies, such
+    /// as those of a node that was down) before it is purged.
+    pub tombstone_grace: Duration,
 }
 
 impl Default for MaintenanceSettings {
@@ -47,9 +51,13 @@ impl Default for MaintenanceSettings {
             misses: 3,
             successors: 3,
             heartbeat_interval: Duration::from_secs(1),
+            tombstone_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
+
+/// How often the maintenance loop purges expired tombstones.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Failed-probe counters, local to the maintenance loop.
 #[derive(Debug, Default)]
@@ -66,6 +74,7 @@ impl Node {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut misses = Misses::default();
         let mut last_heartbeat: Option<Instant> = None;
+        let mut last_purge = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -80,6 +89,23 @@ impl Node {
                 last_heartbeat = Some(Instant::now());
                 self.heartbeat().await;
             }
+            if last_purge.elapsed() >= PURGE_EVERY {
+                last_purge = Instant::now();
+                self.purge_tombstones();
+            }
+        }
+    }
+
+    /// Drops tombstones older than the grace period.
+    fn purge_tombstones(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let grace = self.config.maintenance.tombstone_grace.as_micros() as u64;
+        match self.store.purge_tombstones(now.saturating_sub(grace)) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(tombstones = n, "purged expired tombstones"),
+            Err(e) => tracing::warn!(error = %e, "could not purge tombstones"),
         }
     }
 

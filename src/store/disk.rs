@@ -310,6 +310,20 @@ impl Store for DiskStore {
         self.memory.len()
     }
 
+    fn purge_tombstones(&self, before_micros: u64) -> Result<usize, StoreError> {
+        let log = self.order();
+        let doomed: Vec<Entry> = self
+            .memory
+            .entries_in(Arc::whole(Position(0)))?
+            .into_iter()
+            .filter(|e| e.value.is_none() && e.version.micros < before_micros)
+            .collect();
+        for e in &doomed {
+            self.queue(&log, Mutation::Remove(e.position.0, e.key.clone()))?;
+        }
+        self.memory.purge_tombstones(before_micros)
+    }
+
     fn sync_point(&self) -> SyncFuture {
         if matches!(self.mode, SyncMode::Batched(_)) {
             return Box::pin(std::future::ready(Ok(())));

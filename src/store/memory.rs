@@ -194,6 +194,15 @@ impl Store for MemoryStore {
     fn len(&self) -> usize {
         self.read().live
     }
+
+    fn purge_tombstones(&self, before_micros: u64) -> Result<usize, StoreError> {
+        let mut table = self.write();
+        let before = table.map.len();
+        table
+            .map
+            .retain(|_, (value, version)| value.is_some() || version.micros >= before_micros);
+        Ok(before - table.map.len())
+    }
 }
 
 #[cfg(test)]

@@ -104,6 +104,9 @@ pub trait Store: Send + Sync + 'static {
     fn remove_in(&self, arc: Arc) -> Result<usize, StoreError>;
     /// How many live (not deleted) keys the store holds.
     fn len(&self) -> usize;
+    /// Drops the tombstones of deletes older than `before_micros` (their grace
+    /// period is over: no older copy is expected any more); returns how many.
+    fn purge_tombstones(&self, before_micros: u64) -> Result<usize, StoreError>;
     /// Whether the store holds no live keys.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -156,6 +159,26 @@ pub(crate) mod conformance {
         colliding_positions_keep_distinct_keys(&*make());
         arcs_scan_and_remove_exactly_their_positions(&*make());
         merges_keep_the_newest_version(&*make());
+        only_old_tombstones_are_purged(&*make());
+    }
+
+    fn only_old_tombstones_are_purged(store: &dyn Store) {
+        store
+            .insert_all(vec![
+                entry(1, "old", None, 100),
+                entry(2, "young", None, 300),
+                entry(3, "value", Some("v"), 100),
+            ])
+            .unwrap();
+        assert_eq!(store.purge_tombstones(200).unwrap(), 1);
+        let left: Vec<Vec<u8>> = store
+            .entries_in(Arc::whole(Position(0)))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(left, vec![b"young".to_vec(), b"value".to_vec()]);
+        assert_eq!(store.len(), 1);
     }
 
     fn set_returns_the_previous_value(store: &dyn Store) {
