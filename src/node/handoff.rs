@@ -79,6 +79,24 @@ impl Node {
         Ok(ack.entries)
     }
 
+    /// A hand-off that timed out may still have been applied (only its
+    /// acknowledgement was lost). `took` tells, from a probe of the receiver `to`
+    /// (which must be serving), whether it was; then the hand-off counts as done.
+    pub(super) async fn settle_timeout(
+        &self,
+        result: Result<u64, NodeError>,
+        to: &Member,
+        took: impl FnOnce(&dht::NodeInfo) -> bool,
+    ) -> Result<u64, NodeError> {
+        match result {
+            Err(e @ NodeError::Timeout { .. }) => match self.probe(to).await {
+                Some(info) if info.state == NodeState::Serving.as_str() && took(&info) => Ok(0),
+                _ => Err(e),
+            },
+            other => other,
+        }
+    }
+
     /// The receiving side of a hand-off. A joining node takes the arc its
     /// predecessor offers; a serving node takes the whole arc of its next
     /// neighbour, which is leaving.

@@ -383,21 +383,13 @@ impl Node {
             Ok(entries) => self.hand_off(&joiner, header, entries).await,
             Err(e) => Err(NodeError::from(e)),
         };
-        // A hand-off that timed out may still have been applied (only its
-        // acknowledgement was lost): ask the joiner before taking the arc back,
-        // or both would own it.
-        let handed = match handed {
-            Err(e @ NodeError::Timeout { .. }) => match self.probe(&joiner).await {
-                Some(info)
-                    if info.state == "serving"
-                        && info.prev.as_ref().is_some_and(|p| p.id == me.id.0) =>
-                {
-                    Ok(0)
-                }
-                _ => Err(e),
-            },
-            other => other,
-        };
+        // Before taking the arc back after a timeout, ask the joiner: or both
+        // would own it.
+        let handed = self
+            .settle_timeout(handed, &joiner, |info| {
+                info.prev.as_ref().is_some_and(|p| p.id == me.id.0)
+            })
+            .await;
         if let Err(e) = handed {
             self.update_view(|view| view.handoff = None);
             tracing::warn!(joiner = %joiner.addr, error = %e, "hand-off failed; keeping the arc");

@@ -86,20 +86,12 @@ impl Node {
             self.hand_off(&prev, header, entries).await
         }
         .await;
-        // A hand-off that timed out may still have been applied: if `prev` now
-        // links to this node's next, it took the arc.
-        let result = match result {
-            Err(e @ NodeError::Timeout { .. }) => match self.probe(&prev).await {
-                Some(info)
-                    if info.state == "serving"
-                        && info.next.as_ref().is_some_and(|n| n.id == next.id.0) =>
-                {
-                    Ok(0)
-                }
-                _ => Err(e),
-            },
-            other => other,
-        };
+        // After a timeout: if `prev` now links to this node's next, it took the arc.
+        let result = self
+            .settle_timeout(result, &prev, |info| {
+                info.next.as_ref().is_some_and(|n| n.id == next.id.0)
+            })
+            .await;
         let handed = match result {
             Ok(n) => n,
             Err(e) => {
