@@ -76,31 +76,22 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of a node error, from its gRPC code (one classification, in
+/// `NodeError::code`). A value over the limit is 413 rather than 400; a peer's
+/// failure that is no client error or unavailability is a bad gateway.
 fn node_status(e: &NodeError) -> StatusCode {
-    match e {
-        NodeError::EmptyKey
-        | NodeError::KeyTooLong { .. }
-        | NodeError::MissingValue
-        | NodeError::UnknownOperation(_)
-        | NodeError::MissingRawKey
-        | NodeError::PositionMismatch { .. } => StatusCode::BAD_REQUEST,
-        NodeError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        NodeError::TooManyHops { .. }
-        | NodeError::NotServing
-        | NodeError::Unreachable { .. }
-        | NodeError::HandOffStalled(_)
-        | NodeError::RingWalk(_) => StatusCode::SERVICE_UNAVAILABLE,
-        NodeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        NodeError::Peer(status) => match status.code() {
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-                StatusCode::BAD_REQUEST
-            }
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            _ => StatusCode::BAD_GATEWAY,
-        },
-        NodeError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    if matches!(e, NodeError::ValueTooLarge { .. }) {
+        return StatusCode::PAYLOAD_TOO_LARGE;
+    }
+    match e.code() {
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        _ if matches!(e, NodeError::Peer(_)) => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -89,9 +89,11 @@ pub enum NodeError {
     Store(#[from] StoreError),
 }
 
-impl From<NodeError> for Status {
-    fn from(e: NodeError) -> Self {
-        let code = match &e {
+impl NodeError {
+    /// The gRPC code this error answers with (a peer's status keeps its own).
+    /// The one classification of node errors: HTTP statuses derive from it too.
+    pub fn code(&self) -> Code {
+        match self {
             NodeError::EmptyKey
             | NodeError::KeyTooLong { .. }
             | NodeError::ValueTooLarge { .. }
@@ -105,10 +107,18 @@ impl From<NodeError> for Status {
             | NodeError::HandOffStalled(_)
             | NodeError::RingWalk(_) => Code::Unavailable,
             NodeError::Timeout { .. } => Code::DeadlineExceeded,
-            NodeError::Peer(status) => return status.clone(),
+            NodeError::Peer(status) => status.code(),
             NodeError::Store(_) => Code::Internal,
-        };
-        Status::new(code, e.to_string())
+        }
+    }
+}
+
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Peer(status) => status,
+            e => Status::new(e.code(), e.to_string()),
+        }
     }
 }
 
