@@ -82,6 +82,14 @@ pub struct StorageArgs {
     /// Keep data in memory only (tests and demos): nothing survives a restart.
     #[arg(long, conflicts_with = "data_dir")]
     pub memory: bool,
+    /// When writes count as durable.
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// When a write to the on-disk store counts as durable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SyncArgs {
     /// When a write is durable: `always` acknowledges only after fsync
     /// (group-committed), `batched` acknowledges at once and fsyncs every
     /// --sync-interval-ms.
@@ -90,6 +98,16 @@ pub struct StorageArgs {
     /// The fsync interval of --sync batched, in milliseconds.
     #[arg(long, default_value_t = 50)]
     pub sync_interval_ms: u64,
+}
+
+impl SyncArgs {
+    /// The store's sync mode these flags describe.
+    pub fn mode(&self) -> SyncMode {
+        match self.sync {
+            Sync::Always => SyncMode::Always,
+            Sync::Batched => SyncMode::Batched(Duration::from_millis(self.sync_interval_ms.max(1))),
+        }
+    }
 }
 
 /// Durability mode of the on-disk store.
@@ -116,11 +134,10 @@ impl StorageArgs {
         let Some(dir) = dir else {
             return Ok(std::sync::Arc::new(MemoryStore::new()));
         };
-        let mode = match self.sync {
-            Sync::Always => SyncMode::Always,
-            Sync::Batched => SyncMode::Batched(Duration::from_millis(self.sync_interval_ms.max(1))),
-        };
-        Ok(std::sync::Arc::new(DiskStore::open(&dir, mode)?))
+        Ok(std::sync::Arc::new(DiskStore::open(
+            &dir,
+            self.sync.mode(),
+        )?))
     }
 }
 

@@ -4,7 +4,6 @@ use clap::{Parser, Subcommand};
 use crustyring::bench::{self, BenchPlan};
 use crustyring::cluster::{ClusterOptions, LocalCluster};
 use crustyring::proto::dht::OperationType;
-use crustyring::store::SyncMode;
 use crustyring::{cli, client};
 use std::time::Duration;
 
@@ -105,13 +104,8 @@ struct ClusterArgs {
     /// Keep each node's data on disk under this directory (default: in memory).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
-    /// With --data-dir: `always` fsyncs before acknowledging (group commit),
-    /// `batched` every --sync-interval-ms.
-    #[arg(long, value_enum, default_value_t = cli::Sync::Always)]
-    sync: cli::Sync,
-    /// The fsync interval of --sync batched, in milliseconds.
-    #[arg(long, default_value_t = 50)]
-    sync_interval_ms: u64,
+    #[command(flatten)]
+    sync: cli::SyncArgs,
 }
 
 #[tokio::main]
@@ -233,12 +227,7 @@ async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {
         registry_port: c.port,
         node: c.node.config(),
         data_dir: c.data_dir.clone(),
-        sync: match c.sync {
-            cli::Sync::Always => SyncMode::Always,
-            cli::Sync::Batched => {
-                SyncMode::Batched(Duration::from_millis(c.sync_interval_ms.max(1)))
-            }
-        },
+        sync: c.sync.mode(),
         ..ClusterOptions::default()
     };
     let mut cluster = LocalCluster::start(options).await?;
