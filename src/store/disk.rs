@@ -312,16 +312,11 @@ impl Store for DiskStore {
 
     fn purge_tombstones(&self, before_micros: u64) -> Result<usize, StoreError> {
         let log = self.order();
-        let doomed: Vec<Entry> = self
-            .memory
-            .entries_in(Arc::whole(Position(0)))?
-            .into_iter()
-            .filter(|e| e.value.is_none() && e.version.micros < before_micros)
-            .collect();
-        for e in &doomed {
-            self.queue(&log, Mutation::Remove(e.position.0, e.key.clone()))?;
+        let expired = self.memory.purge_expired(before_micros);
+        for (position, key) in &expired {
+            self.queue(&log, Mutation::Remove(*position, key.clone()))?;
         }
-        self.memory.purge_tombstones(before_micros)
+        Ok(expired.len())
     }
 
     fn sync_point(&self) -> SyncFuture {

@@ -66,6 +66,21 @@ impl MemoryStore {
         self.table.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Drops tombstones older than `before_micros`; returns their (position, key).
+    pub(super) fn purge_expired(&self, before_micros: u64) -> Vec<(u64, Vec<u8>)> {
+        let mut table = self.write();
+        let expired: Vec<(u64, Vec<u8>)> = table
+            .map
+            .iter()
+            .filter(|(_, (value, version))| value.is_none() && version.micros < before_micros)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            table.map.remove(id);
+        }
+        expired
+    }
+
     /// The stored entry (value or tombstone) of `key`, if any.
     pub(super) fn entry(&self, position: Position, key: &[u8]) -> Option<Entry> {
         self.read()
@@ -196,12 +211,7 @@ impl Store for MemoryStore {
     }
 
     fn purge_tombstones(&self, before_micros: u64) -> Result<usize, StoreError> {
-        let mut table = self.write();
-        let before = table.map.len();
-        table
-            .map
-            .retain(|_, (value, version)| value.is_some() || version.micros >= before_micros);
-        Ok(before - table.map.len())
+        Ok(self.purge_expired(before_micros).len())
     }
 }
 
