@@ -321,26 +321,16 @@ impl Node {
 
     /// Whether the registry, asked again, says this node is the first member.
     async fn registry_names_no_contact(&self) -> bool {
-        let Some(addr) = self.registry.as_ref() else {
+        let Some(mut registry) = self.registry_client() else {
             return false;
         };
-        let Ok(endpoint) = super::peers::endpoint(addr, self.config.timeouts) else {
-            return false;
-        };
-        let me = self.me();
-        let ask = async {
-            let channel = endpoint.connect().await.ok()?;
-            let info = RegistryClient::new(channel)
-                .register_node(ConnectionAddr { addr: me.addr })
-                .await
-                .ok()?;
-            Some(info.into_inner().neighbor.is_none())
-        };
-        tokio::time::timeout(self.config.timeouts.request, ask)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+        let ask = registry.register_node(ConnectionAddr {
+            addr: self.me().addr,
+        });
+        match tokio::time::timeout(self.config.timeouts.request, ask).await {
+            Ok(Ok(info)) => info.into_inner().neighbor.is_none(),
+            _ => false,
+        }
     }
 
     /// The registry's members other than this node, the farthest first (so that

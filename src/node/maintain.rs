@@ -383,7 +383,8 @@ impl Node {
         }))
     }
 
-    fn registry_client(&self) -> Option<RegistryClient<tonic::transport::Channel>> {
+    /// A client of the registry, if this node uses one.
+    pub(super) fn registry_client(&self) -> Option<RegistryClient<tonic::transport::Channel>> {
         let addr = self.registry.as_ref()?;
         let endpoint = super::peers::endpoint(addr, self.config.timeouts).ok()?;
         Some(RegistryClient::new(endpoint.connect_lazy()))
