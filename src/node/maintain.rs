@@ -385,9 +385,7 @@ impl Node {
 
     /// A client of the registry, if this node uses one.
     pub(super) fn registry_client(&self) -> Option<RegistryClient<tonic::transport::Channel>> {
-        let addr = self.registry.as_ref()?;
-        let endpoint = super::peers::endpoint(addr, self.config.timeouts).ok()?;
-        Some(RegistryClient::new(endpoint.connect_lazy()))
+        self.registry.clone().map(RegistryClient::new)
     }
 
     /// Tells the registry (if any) that this node is alive.

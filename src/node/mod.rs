@@ -94,8 +94,9 @@ pub struct Node {
     store: Arc<dyn Store>,
     peers: Peers,
     health: tonic_health::server::HealthReporter,
-    /// The registry's address, if the node uses one (for heartbeats).
-    registry: Option<String>,
+    /// A channel to the registry, if the node uses one (heartbeats, members):
+    /// made once, reconnecting by itself, rather than a connection per call.
+    registry: Option<tonic::transport::Channel>,
 }
 
 impl std::fmt::Debug for Node {
@@ -117,6 +118,7 @@ impl Node {
         health: tonic_health::server::HealthReporter,
         registry: Option<String>,
     ) -> Self {
+        let timeouts = config.timeouts;
         Self {
             peers: Peers::new(config.timeouts, config.limits.max_message_bytes()),
             config,
@@ -125,7 +127,10 @@ impl Node {
             membership: tokio::sync::Mutex::new(()),
             store,
             health,
-            registry,
+            registry: registry.and_then(|addr| {
+                let endpoint = peers::endpoint(&addr, timeouts);
+                endpoint.ok().map(|e| e.connect_lazy())
+            }),
         }
     }
 
