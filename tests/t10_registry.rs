@@ -56,6 +56,17 @@ async fn registry_refuses_an_address_that_is_not_a_url() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        // A heartbeat cannot slip such an address into the membership either.
+        let err = registry
+            .heartbeat(crustyring::proto::registry::Node {
+                id: 7,
+                addr: bad.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
     }
+    let members = registry.get_connected_nodes(()).await.unwrap().into_inner();
+    assert!(members.nodes.is_empty());
     cluster.shutdown().await;
 }

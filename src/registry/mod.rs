@@ -37,6 +37,22 @@ impl RegistryService {
     }
 }
 
+/// A member's address must be an `http://` or `https://` URL: it is handed to
+/// joiners as their contact.
+fn check_addr(addr: &str) -> Result<(), Status> {
+    if let Err(e) = addr.parse::<tonic::transport::Uri>() {
+        return Err(Status::invalid_argument(format!(
+            "`addr` must be a URL such as http://127.0.0.1:50001: {e}"
+        )));
+    }
+    if !addr.starts_with("http://") && !addr.starts_with("https://") {
+        return Err(Status::invalid_argument(
+            "`addr` must start with http:// or https://, e.g. http://127.0.0.1:50001",
+        ));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Registry for RegistryService {
     async fn register_node(
@@ -44,16 +60,7 @@ impl Registry for RegistryService {
         request: Request<pb::ConnectionAddr>,
     ) -> Result<Response<pb::RegisterInfo>, Status> {
         let addr = request.into_inner().addr;
-        if let Err(e) = addr.parse::<tonic::transport::Uri>() {
-            return Err(Status::invalid_argument(format!(
-                "`addr` must be a URL such as http://127.0.0.1:50001: {e}"
-            )));
-        }
-        if !addr.starts_with("http://") && !addr.starts_with("https://") {
-            return Err(Status::invalid_argument(
-                "`addr` must start with http:// or https://, e.g. http://127.0.0.1:50001",
-            ));
-        }
+        check_addr(&addr)?;
         let registration = self
             .membership()
             .register(&addr, Instant::now())
@@ -77,9 +84,7 @@ impl Registry for RegistryService {
 
     async fn heartbeat(&self, request: Request<pb::Node>) -> Result<Response<()>, Status> {
         let node = request.into_inner();
-        if node.addr.is_empty() {
-            return Err(Status::invalid_argument("the heartbeat names no address"));
-        }
+        check_addr(&node.addr)?;
         self.membership()
             .heartbeat(&Member::new(Position(node.id), node.addr), Instant::now());
         Ok(Response::new(()))
