@@ -40,11 +40,6 @@ impl Peers {
         }
     }
 
-    /// The timeouts in force.
-    pub fn timeouts(&self) -> PeerTimeouts {
-        self.timeouts
-    }
-
     /// A client for the node at `addr`, reusing its channel.
     pub fn client(&self, addr: &str) -> Result<DhtNodeClient<Channel>, NodeError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
