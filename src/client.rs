@@ -28,7 +28,7 @@ pub enum ClientError {
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
     /// Walking the ring did not come back to its start.
-    #[error("the ring walk did not close after {0} nodes")]
+    #[error("the ring walk did not come back to its start after {0} nodes; the ring may be repairing, retry shortly")]
     RingNotClosed(usize),
 }
 
@@ -93,6 +93,10 @@ pub async fn ring(addr: &str, limit: usize) -> Result<Vec<dht::NodeInfo>, Client
         if Some(next.id) == first {
             infos.sort_by_key(|i| id(&i.node));
             return Ok(infos);
+        }
+        // A loop that does not come back to the start: the ring is mid-repair.
+        if infos.iter().any(|i| id(&i.node) == Some(next.id)) {
+            return Err(ClientError::RingNotClosed(infos.len()));
         }
         at = next.addr;
     }
