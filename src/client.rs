@@ -28,7 +28,9 @@ pub enum ClientError {
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
     /// Walking the ring did not come back to its start.
-    #[error("the ring walk did not come back to its start after {0} nodes; the ring may be repairing, retry shortly")]
+    #[error(
+        "the ring walk did not come back to its start after {0} nodes; the ring may be repairing, retry shortly"
+    )]
     RingNotClosed(usize),
 }
 

@@ -299,11 +299,11 @@ impl Store for DiskStore {
 
     fn remove_in(&self, arc: Arc) -> Result<usize, StoreError> {
         let log = self.order();
-        let doomed = self.memory.entries_in(arc)?;
-        for e in &doomed {
-            self.queue(&log, Mutation::Remove(e.position.0, e.key.clone()))?;
+        let removed = self.memory.remove_arc(arc);
+        for (position, key) in &removed {
+            self.queue(&log, Mutation::Remove(*position, key.clone()))?;
         }
-        self.memory.remove_in(arc)
+        Ok(removed.len())
     }
 
     fn len(&self) -> usize {

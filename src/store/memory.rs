@@ -66,6 +66,26 @@ impl MemoryStore {
         self.table.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Removes every entry in `arc`; returns their (position, key).
+    pub(super) fn remove_arc(&self, arc: Arc) -> Vec<(u64, Vec<u8>)> {
+        let mut table = self.write();
+        let mut removed = Vec::new();
+        for r in arc.ranges() {
+            let doomed: Vec<_> = table
+                .map
+                .range(bounds(&r))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in doomed {
+                if let Some((Some(_), _)) = table.map.remove(&k) {
+                    table.live -= 1;
+                }
+                removed.push(k);
+            }
+        }
+        removed
+    }
+
     /// Drops tombstones older than `before_micros`; returns their (position, key).
     pub(super) fn purge_expired(&self, before_micros: u64) -> Vec<(u64, Vec<u8>)> {
         let mut table = self.write();
@@ -188,22 +208,7 @@ impl Store for MemoryStore {
     }
 
     fn remove_in(&self, arc: Arc) -> Result<usize, StoreError> {
-        let mut table = self.write();
-        let mut removed = 0;
-        for r in arc.ranges() {
-            let doomed: Vec<_> = table
-                .map
-                .range(bounds(&r))
-                .map(|(k, _)| k.clone())
-                .collect();
-            removed += doomed.len();
-            for k in doomed {
-                if let Some((Some(_), _)) = table.map.remove(&k) {
-                    table.live -= 1;
-                }
-            }
-        }
-        Ok(removed)
+        Ok(self.remove_arc(arc).len())
     }
 
     fn len(&self) -> usize {
