@@ -1,6 +1,8 @@
 //! Command-line pieces shared by the binaries: node flags and the shutdown signal.
 
-use crate::node::{JoinSettings, Limits, MaintenanceSettings, NodeConfig, PeerTimeouts};
+use crate::node::{
+    JoinSettings, Limits, MaintenanceSettings, NodeConfig, PeerTimeouts, ReplicationSettings,
+};
 use crate::store::{DiskStore, MemoryStore, Store, StoreError, SyncMode};
 use std::time::Duration;
 
@@ -42,6 +44,24 @@ pub struct NodeArgs {
     /// node down for longer may bring back keys deleted meanwhile.
     #[arg(long, default_value_t = 86400)]
     pub tombstone_grace_secs: u64,
+    /// Copies of each key: its owner and this many minus one of the owner's
+    /// predecessors (fewer while the ring has fewer nodes). Every node of a ring
+    /// should use the same factor.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub replication_factor: u32,
+    /// Copies that must be durable before a write is acknowledged, the owner's
+    /// included. Default: every copy (the replication factor, or every node of a
+    /// smaller ring).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub write_quorum: Option<u32>,
+    /// How often each node compares its replicas with their owners, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub anti_entropy_interval_ms: u64,
+    /// At most this many entries a second are moved by anti-entropy (re-replication
+    /// after joins, leaves and failures), so foreground requests keep flowing.
+    #[arg(long, default_value_t = 20_000)]
+    pub repair_rate: u32,
 }
 
 impl NodeArgs {
@@ -64,9 +84,17 @@ impl NodeArgs {
             maintenance: MaintenanceSettings {
                 probe_interval: Duration::from_millis(self.probe_interval_ms.max(10)),
                 misses: self.probe_misses.max(1),
-                successors: self.successors.max(1),
+                // Replicas are found through the successor list: it must reach
+                // as far as the replicated arcs do.
+                successors: self.successors.max(self.replication_factor as usize).max(1),
                 heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
                 tombstone_grace: Duration::from_secs(self.tombstone_grace_secs),
+            },
+            replication: ReplicationSettings {
+                factor: self.replication_factor as usize,
+                write_quorum: self.write_quorum.map(|q| q as usize),
+                anti_entropy_interval: Duration::from_millis(self.anti_entropy_interval_ms.max(10)),
+                repair_rate: self.repair_rate.max(1),
             },
         }
     }

@@ -44,7 +44,8 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Show the ring as the nodes see it: each node's ID, neighbours, state and keys.
+    /// Show the ring as the nodes see it: each node's ID, neighbours, state, the
+    /// keys it owns and the replica keys it holds.
     Ring {
         #[command(flatten)]
         target: Target,
@@ -138,8 +139,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Ring { target } => {
             let ring = client::ring(&target.node, 4096).await?;
             println!(
-                "{:<16}  {:<24} {:<8} {:>7}  {:<16}  successors (next first)",
-                "id", "address", "state", "keys", "prev"
+                "{:<16}  {:<24} {:<8} {:>7} {:>7}  {:<16}  successors (next first)",
+                "id", "address", "state", "owned", "replica", "prev"
             );
             for info in ring {
                 let n = info.node.unwrap_or_default();
@@ -150,11 +151,12 @@ async fn main() -> anyhow::Result<()> {
                     .map(|s| format!("{:016x}", s.id))
                     .collect();
                 println!(
-                    "{:016x}  {:<24} {:<8} {:>7}  {:016x}  {}",
+                    "{:016x}  {:<24} {:<8} {:>7} {:>7}  {:016x}  {}",
                     n.id,
                     n.addr,
                     info.state,
-                    info.keys,
+                    info.owned_keys,
+                    info.replica_keys,
                     prev.id,
                     successors.join(" ")
                 );

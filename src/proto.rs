@@ -43,6 +43,10 @@ impl From<&NodeSummary> for dht::NodeInfo {
             state: s.state.clone(),
             keys: s.keys,
             successors: s.successors.iter().map(Into::into).collect(),
+            predecessors: s.predecessors.iter().map(Into::into).collect(),
+            owned_keys: s.owned_keys,
+            replica_keys: s.replica_keys,
+            replication_factor: s.replication_factor,
         }
     }
 }
@@ -60,8 +64,12 @@ impl TryFrom<dht::NodeInfo> for NodeSummary {
             prev: member(info.prev, "previous neighbour")?,
             next: member(info.next, "next neighbour")?,
             successors: info.successors.into_iter().map(Member::from).collect(),
+            predecessors: info.predecessors.into_iter().map(Member::from).collect(),
             state: info.state,
             keys: info.keys,
+            owned_keys: info.owned_keys,
+            replica_keys: info.replica_keys,
+            replication_factor: info.replication_factor,
         })
     }
 }

@@ -1,14 +1,30 @@
 //! Joins move data correctly: after every join each key is readable through every
-//! node and stored on exactly one node, its owner; concurrent joins end in a
-//! correct ring.
+//! node; with one copy per key it is stored on exactly one node, its owner, and
+//! with three it is stored on its owner and the owner's two predecessors once
+//! anti-entropy has run. Concurrent joins end in a correct ring.
 
 mod common;
 
 use crustyring::cluster::LocalCluster;
+use crustyring::node::{NodeConfig, ReplicationSettings};
 use crustyring::proto::dht::OperationType;
 use crustyring::ring::key_position;
 use futures_util::{StreamExt, stream};
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A cluster of `n` nodes keeping `factor` copies of each key.
+async fn cluster(n: usize, factor: usize) -> LocalCluster {
+    let config = NodeConfig {
+        replication: ReplicationSettings {
+            factor,
+            anti_entropy_interval: Duration::from_millis(200),
+            ..ReplicationSettings::default()
+        },
+        ..NodeConfig::default()
+    };
+    common::cluster_with(n, config).await
+}
 
 const KEYS: usize = 2000;
 
@@ -33,9 +49,8 @@ async fn write_keys(addr: &str) {
         .await;
 }
 
-/// Every node's next is the next node by ID, every prev the previous one, and each
-/// node's entries lie in its own arc; all keys are stored once.
-fn assert_ring_and_placement(cluster: &LocalCluster) {
+/// Every node's next is the next node by ID, every prev the previous one.
+fn assert_ring(cluster: &LocalCluster) {
     let views: BTreeMap<_, _> = cluster
         .nodes
         .iter()
@@ -51,6 +66,12 @@ fn assert_ring_and_placement(cluster: &LocalCluster) {
             "prev of {id}"
         );
     }
+}
+
+/// The ring is correct, each node's entries lie in its own arc, and all keys
+/// are stored once (one copy per key).
+fn assert_ring_and_placement(cluster: &LocalCluster) {
+    assert_ring(cluster);
     let mut stored = 0;
     for node in &cluster.nodes {
         let arc = node.view_snapshot().arc();
@@ -87,7 +108,7 @@ async fn assert_readable_everywhere(cluster: &LocalCluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_follow_their_owner_as_nodes_join_one_by_one() {
-    let mut cluster = common::cluster(1).await;
+    let mut cluster = cluster(1, 1).await;
     write_keys(&cluster.addrs()[0]).await;
     assert_ring_and_placement(&cluster);
     for _ in 2..=6 {
@@ -100,7 +121,7 @@ async fn keys_follow_their_owner_as_nodes_join_one_by_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_nodes_joining_at_the_same_instant_end_in_a_correct_ring() {
-    let mut cluster = common::cluster(1).await;
+    let mut cluster = cluster(1, 1).await;
     write_keys(&cluster.addrs()[0]).await;
     cluster.add_nodes_at_once(&[0; 6]).await.unwrap();
     assert_eq!(cluster.nodes.len(), 7);
@@ -111,12 +132,61 @@ async fn six_nodes_joining_at_the_same_instant_end_in_a_correct_ring() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_during_joins_are_never_lost() {
-    let mut cluster = common::cluster(1).await;
+    let mut cluster = cluster(1, 1).await;
     let entry = cluster.addrs()[0].clone();
     let writer = tokio::spawn(async move { write_keys(&entry).await });
     cluster.add_nodes_at_once(&[0; 3]).await.unwrap();
     writer.await.unwrap();
     assert_ring_and_placement(&cluster);
+    assert_readable_everywhere(&cluster).await;
+    cluster.shutdown().await;
+}
+
+/// Whether every key is held, live, by its owner and the owner's `factor - 1`
+/// predecessors (by ID order).
+fn replicated(cluster: &LocalCluster, factor: usize) -> Result<(), String> {
+    let mut ids: Vec<_> = cluster.nodes.iter().map(|n| n.me().id).collect();
+    ids.sort();
+    let holders: BTreeMap<_, Vec<Vec<u8>>> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let live = n.local_entries().unwrap().into_iter();
+            let keys = live.filter(|e| e.value.is_some()).map(|e| e.key).collect();
+            (n.me().id, keys)
+        })
+        .collect();
+    for i in 0..KEYS {
+        let k = key(i);
+        let p = key_position(&k);
+        let owner = ids.iter().rposition(|id| *id <= p).unwrap_or(ids.len() - 1);
+        for back in 0..factor.min(ids.len()) {
+            let holder = ids[(owner + ids.len() - back) % ids.len()];
+            if !holders[&holder].contains(&k) {
+                return Err(format!(
+                    "key {i} is missing from {holder} ({back} before its owner)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_three_copies_every_key_reaches_its_owner_and_two_predecessors() {
+    let mut cluster = cluster(1, 3).await;
+    write_keys(&cluster.addrs()[0]).await;
+    for _ in 0..2 {
+        cluster.add_node(0).await.unwrap();
+    }
+    cluster.add_nodes_at_once(&[0; 3]).await.unwrap();
+    assert_ring(&cluster);
+    let took = common::eventually(Duration::from_secs(30), "three copies of every key", || {
+        let result = replicated(&cluster, 3);
+        async move { result }
+    })
+    .await;
+    println!("every key had three copies {took:?} after the last join");
     assert_readable_everywhere(&cluster).await;
     cluster.shutdown().await;
 }

@@ -153,7 +153,7 @@ async fn malformed_peer_messages_are_refused() {
             ..Default::default()
         }],
         merge: false,
-        backups: Vec::new(),
+        ..Default::default()
     };
     let s = c
         .hand_off(tokio_stream::iter(vec![leave]))
@@ -175,7 +175,7 @@ async fn malformed_peer_messages_are_refused() {
         }),
         entries: Vec::new(),
         merge: false,
-        backups: Vec::new(),
+        ..Default::default()
     };
     let s = c
         .hand_off(tokio_stream::iter(vec![chunk]))
@@ -188,6 +188,78 @@ async fn malformed_peer_messages_are_refused() {
     );
     let view = cluster.nodes[0].view_snapshot();
     assert_ne!(view.prev.id, Position(1));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_replication_messages_are_refused_and_store_nothing() {
+    let cluster = common::cluster(1).await;
+    let addr = cluster.addrs()[0].clone();
+    let mut c = common::connect(&addr).await;
+    let entry = |key: &[u8], position: u64, value: Vec<u8>| dht::KeyValueEntry {
+        key: position,
+        value,
+        raw_key: Some(key.to_vec()),
+        version_micros: 1,
+        ..Default::default()
+    };
+    let cases = [
+        (
+            "a key that does not hash to its position",
+            entry(b"k", 5, b"v".to_vec()),
+        ),
+        (
+            "an empty key",
+            entry(b"", key_position(b"").0, b"v".to_vec()),
+        ),
+        (
+            "a value over the limit",
+            entry(
+                b"big",
+                key_position(b"big").0,
+                vec![0; Limits::DEFAULT_MAX_VALUE_BYTES + 1],
+            ),
+        ),
+        (
+            "no raw key",
+            dht::KeyValueEntry {
+                key: 5,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (what, bad) in cases {
+        // One good entry rides along: the whole message is refused.
+        let good = entry(b"good", key_position(b"good").0, b"v".to_vec());
+        let request = dht::ReplicateRequest {
+            entries: vec![good, bad],
+        };
+        let s = c.replicate(request).await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{what}: {s:?}");
+    }
+    assert_eq!(cluster.nodes[0].key_count(), 0);
+
+    for (start, end, buckets) in [(0, 0, 0), (0, 0, 5000), (10, 12, 3)] {
+        let s = c
+            .digest_range(dht::DigestRequest {
+                start,
+                end,
+                buckets,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{buckets} buckets: {s:?}");
+    }
+    let ok = c
+        .digest_range(dht::DigestRequest {
+            start: 10,
+            end: 12,
+            buckets: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.buckets.len(), 2);
     cluster.shutdown().await;
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use crustyring::node::{Limits, NodeConfig};
 use crustyring::ring::key_position;
+use std::time::Duration;
 
 #[tokio::test]
 async fn keys_are_created_replaced_read_and_deleted_with_the_right_codes() {
@@ -163,18 +164,39 @@ async fn the_ring_lists_every_node_and_names_each_keys_owner() {
             .await
             .json();
         assert_eq!(owner["position"], key_position(key.as_bytes()).to_hex());
-        // The named owner is the node that actually stores the key.
-        let holder = cluster
-            .nodes
-            .iter()
-            .find(|n| {
-                n.local_entries()
-                    .unwrap()
+        // The named owner and replicas are the nodes that store the key (once
+        // anti-entropy and stray sweeps have settled the ring's fresh joins).
+        let mut named: Vec<String> = std::iter::once(&owner["owner"])
+            .chain(owner["replicas"].as_array().unwrap())
+            .map(|n| n["addr"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(named.len(), 3, "an owner and two replicas: {owner}");
+        named.sort();
+        common::eventually(
+            Duration::from_secs(20),
+            "the named nodes hold the key",
+            || {
+                let mut holders: Vec<String> = cluster
+                    .nodes
                     .iter()
-                    .any(|e| e.key == key.as_bytes())
-            })
-            .unwrap();
-        assert_eq!(owner["owner"]["addr"], holder.me().addr, "owner of {key}");
+                    .filter(|n| {
+                        n.local_entries()
+                            .unwrap()
+                            .iter()
+                            .any(|e| e.key == key.as_bytes())
+                    })
+                    .map(|n| n.me().addr)
+                    .collect();
+                holders.sort();
+                let result = if holders == named {
+                    Ok(())
+                } else {
+                    Err(format!("{key} is held by {holders:?}, not {named:?}"))
+                };
+                async move { result }
+            },
+        )
+        .await;
     }
     cluster.shutdown().await;
 }

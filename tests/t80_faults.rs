@@ -162,8 +162,20 @@ async fn nodes_stopped_with_sigterm_hand_their_keys_over_and_lose_none() {
     for addr in &live {
         assert_readable(addr, &all).await;
     }
+    // Each key is owned once, and (two nodes, three copies wanted) held as a
+    // replica by the other node once anti-entropy has run.
     let ring = crustyring::client::ring(&live[0], 10).await.unwrap();
-    assert_eq!(ring.iter().map(|i| i.keys).sum::<u64>(), KEYS as u64);
+    assert_eq!(ring.iter().map(|i| i.owned_keys).sum::<u64>(), KEYS as u64);
+    common::eventually(Duration::from_secs(20), "a replica of every key", || {
+        let addr = live[0].clone();
+        async move {
+            let (_, replicas) = common::key_copies(&addr).await?;
+            (replicas == KEYS as u64)
+                .then_some(())
+                .ok_or(format!("{replicas} replica keys"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,7 +175,8 @@
       return;
     }
     const d = res.data;
-    located = { key: d.key, position: d.position, ownerId: d.owner.id, ownerAddr: d.owner.addr };
+    located = { key: d.key, position: d.position, ownerId: d.owner.id, ownerAddr: d.owner.addr,
+      replicaIds: (d.replicas || []).map((r) => r.id) };
     info.className = 'locate-info';
     info.replaceChildren('Key ', el('code', {}, `“${d.key}”`), ' at position ', el('code', {}, d.position),
       ' → owner ', el('code', {}, short(d.owner.id)), ` (${d.owner.addr})`);
@@ -243,7 +244,7 @@
       const start = n.arc ? big(n.arc.start) : id;
       const isOwner = n.id === ownerId;
       const share = nodeShare(n, i);
-      const tip = `${n.id}\n${n.addr}\n${n.state} · ${n.keys} keys · ${fmt(share * 100)}% of the ring`;
+      const tip = `${n.id}\n${n.addr}\n${n.state} · ${n.owned_keys ?? n.keys} owned, ${n.replica_keys ?? 0} replica keys · ${fmt(share * 100)}% of the ring`;
       layers.arcs.append(el('path', { class: 'arc' + (isOwner ? ' owner' : ''), stroke: color,
         d: arcPath(frac(start), nodes.length === 1 ? 1 : frac(span(start, end)), r) }, el('title', {}, tip)));
       const [x, y] = point(f, r);
@@ -284,19 +285,23 @@
       : [el('text', { class: 'empty', x: cx, y: cy, 'text-anchor': 'middle' }, 'no nodes')];
     svg.replaceChildren(el('circle', { class: 'track', cx, cy, r }), layers.ticks, ...center,
       layers.arcs, layers.key, layers.dots, layers.labels);
-    renderLegend(ownerId);
+    renderLegend(ownerId, (located && located.replicaIds) || []);
   }
 
-  function renderLegend(ownerId) {
+  function renderLegend(ownerId, replicaIds) {
     const rows = nodes.map((n, i) => {
       const isOwner = n.id === ownerId;
+      const isReplica = replicaIds.includes(n.id);
+      const tag = isOwner ? el('span', { class: 'owner-tag' }, 'owner')
+        : isReplica ? el('span', { class: 'owner-tag replica-tag' }, 'replica') : null;
       return el('tr', { 'data-id': n.id, class: isOwner ? 'owner' : null },
         el('td', {},
           el('span', { class: 'nid' }, el('span', { class: 'swatch', style: `background:${PALETTE[i % PALETTE.length]}` }),
-            el('span', { class: 'hex' }, n.id), isOwner ? el('span', { class: 'owner-tag' }, 'owner') : null),
+            el('span', { class: 'hex' }, n.id), tag),
           el('span', { class: 'addr' }, String(n.addr).replace(/^https?:\/\//, ''))),
         el('td', {}, el('span', { class: 'pill ' + String(n.state).toLowerCase() }, String(n.state))),
-        el('td', { class: 'num' }, String(n.keys ?? '–')),
+        el('td', { class: 'num', title: 'live keys in the node\'s own arc' }, String(n.owned_keys ?? n.keys ?? '–')),
+        el('td', { class: 'num', title: 'live keys held as a replica of the next nodes\' arcs' }, String(n.replica_keys ?? '–')),
         el('td', { class: 'num' }, fmt(nodeShare(n, i) * 100) + '%'));
     });
     $('#nodes tbody').replaceChildren(...rows);

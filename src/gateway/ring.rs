@@ -35,14 +35,26 @@ pub struct RingNode {
     pub addr: String,
     /// `joining`, `serving`, `leaving` or `left`.
     pub state: String,
-    /// Keys stored on the node.
+    /// Live keys stored on the node, owned and replicated alike.
     pub keys: u64,
+    /// Live keys in the node's own arc.
+    pub owned_keys: u64,
+    /// Live keys the node holds as a replica of its successors' arcs. Once
+    /// re-replication has finished after a change, the ring's `replica_keys`
+    /// add up to `replication_factor - 1` times its `owned_keys` (when the
+    /// ring has at least `replication_factor` nodes).
+    pub replica_keys: u64,
+    /// Copies of each key the node keeps (itself and its replicas).
+    pub replication_factor: u32,
     /// The previous neighbour's ID.
     pub prev: String,
     /// The next neighbour's ID.
     pub next: String,
     /// The successor list: `next`, then the backups that take over if it fails.
     pub successors: Vec<String>,
+    /// The nodes before `prev`, nearest first (`prev` and these hold the
+    /// replicas of the node's arc).
+    pub predecessors: Vec<String>,
     /// The arc the node owns.
     pub arc: ArcView,
     /// The arc's share of the ring, 0 to 1.
@@ -55,9 +67,11 @@ pub struct RingNode {
     "answered_by": "http://127.0.0.1:50001",
     "nodes": [{
         "id": "2bb361ae3351c380", "id_decimal": "3149437593233933184",
-        "addr": "http://127.0.0.1:50001", "state": "serving", "keys": 1,
+        "addr": "http://127.0.0.1:50001", "state": "serving", "keys": 3,
+        "owned_keys": 1, "replica_keys": 2, "replication_factor": 3,
         "prev": "7cbc7de0523bf372", "next": "353e13987644074c",
         "successors": ["353e13987644074c", "7cbc7de0523bf372"],
+        "predecessors": ["353e13987644074c"],
         "arc": {"start": "2bb361ae3351c380", "end": "353e13987644074c"},
         "share": 0.0366
     }]
@@ -85,7 +99,8 @@ pub struct NodeRef {
 #[schema(example = json!({
     "key": "1", "key_encoding": "utf8",
     "position": "6b86b273ff34fce1", "position_decimal": "7771807327155798241",
-    "owner": {"id": "353e13987644074c", "id_decimal": "3836917226563856204", "addr": "http://127.0.0.1:50002"}
+    "owner": {"id": "353e13987644074c", "id_decimal": "3836917226563856204", "addr": "http://127.0.0.1:50002"},
+    "replicas": [{"id": "2bb361ae3351c380", "id_decimal": "3149437593233933184", "addr": "http://127.0.0.1:50001"}]
 }))]
 pub struct OwnerView {
     /// The key.
@@ -98,6 +113,9 @@ pub struct OwnerView {
     pub position_decimal: String,
     /// The node that owns the position.
     pub owner: NodeRef,
+    /// The nodes that hold its replicas: the owner's predecessors, nearest
+    /// first (the owner's replication factor minus one, fewer in a small ring).
+    pub replicas: Vec<NodeRef>,
 }
 
 fn node_view(s: &NodeSummary) -> RingNode {
@@ -108,9 +126,13 @@ fn node_view(s: &NodeSummary) -> RingNode {
         addr: s.me.addr.clone(),
         state: s.state.clone(),
         keys: s.keys,
+        owned_keys: s.owned_keys,
+        replica_keys: s.replica_keys,
+        replication_factor: s.replication_factor,
         prev: s.prev.id.to_hex(),
         next: s.next.id.to_hex(),
         successors: s.successors.iter().map(|m| m.id.to_hex()).collect(),
+        predecessors: s.predecessors.iter().map(|m| m.id.to_hex()).collect(),
         arc: ArcView {
             start: arc.start.to_hex(),
             end: arc.end.to_hex(),
@@ -176,7 +198,21 @@ pub async fn get_owner(
         .map(|s| (s.me.id, s.me.clone()))
         .collect();
     let position = key_position(&key);
-    let (_, owner) = ring::owner(&members, position).ok_or(crate::node::NodeError::NotServing)?;
+    let (owner_id, owner) =
+        ring::owner(&members, position).ok_or(crate::node::NodeError::NotServing)?;
+    let factor = walk
+        .iter()
+        .find(|s| s.me.id == owner_id)
+        .map_or(1, |s| s.replication_factor.max(1) as usize);
+    let mut replicas = Vec::new();
+    let mut at = owner_id;
+    while replicas.len() + 1 < factor.min(members.len()) {
+        let Some((id, m)) = ring::predecessor(&members, at) else {
+            break;
+        };
+        replicas.push(node_ref(m));
+        at = id;
+    }
     let (k, key_encoding) = encode(&key);
     Ok(Json(OwnerView {
         key: k,
@@ -184,5 +220,6 @@ pub async fn get_owner(
         position: position.to_hex(),
         position_decimal: position.0.to_string(),
         owner: node_ref(owner),
+        replicas,
     }))
 }

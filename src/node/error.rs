@@ -57,16 +57,16 @@ pub enum NodeError {
         "this node is not serving yet (it is joining the ring); retry shortly or ask another node"
     )]
     NotServing,
-    /// The next hop could not be reached.
-    #[error("the next node towards the owner ({addr}) is unreachable: {reason}")]
+    /// A peer (the next hop, or a replica) could not be reached.
+    #[error("node {addr} is unreachable: {reason}")]
     Unreachable {
         /// The peer's address.
         addr: String,
         /// What went wrong.
         reason: String,
     },
-    /// The next hop did not answer in time.
-    #[error("the next node towards the owner ({addr}) did not answer within {after:?}")]
+    /// A peer (the next hop, or a replica) did not answer in time.
+    #[error("node {addr} did not answer within {after:?}")]
     Timeout {
         /// The peer's address.
         addr: String,
@@ -78,6 +78,19 @@ pub enum NodeError {
         "the key's arc is being handed to a joining node and the hand-off did not finish within {0:?}; retry"
     )]
     HandOffStalled(Duration),
+    /// A write did not reach enough replicas in time. It is applied on
+    /// `copies` nodes and may still spread to the rest (anti-entropy).
+    #[error(
+        "the write is durable on {copies} of the {needed} copies it needs within the request timeout; last replica error: {reason}. It may still be applied; retry to be sure"
+    )]
+    ReplicationIncomplete {
+        /// Copies known durable (this node's included).
+        copies: usize,
+        /// Copies the write quorum asks for.
+        needed: usize,
+        /// The last replica's failure.
+        reason: String,
+    },
     /// Walking the ring failed (a broken link or a malformed answer).
     #[error("could not walk the ring: {0}")]
     RingWalk(String),
@@ -105,6 +118,7 @@ impl NodeError {
             | NodeError::NotServing
             | NodeError::Unreachable { .. }
             | NodeError::HandOffStalled(_)
+            | NodeError::ReplicationIncomplete { .. }
             | NodeError::RingWalk(_) => Code::Unavailable,
             NodeError::Timeout { .. } => Code::DeadlineExceeded,
             NodeError::Peer(status) => status.code(),

@@ -4,11 +4,12 @@
 //! are stored and its view changed, so the sender knows when it may drop them.
 
 use super::Node;
+use super::entries::entry_from_wire;
 use super::error::NodeError;
 use super::view::NodeState;
 use crate::proto::dht;
-use crate::ring::{Member, Position, key_position};
-use crate::store::{Entry, Version};
+use crate::ring::Member;
+use crate::store::Entry;
 use std::time::Duration;
 use tonic::Status;
 
@@ -25,6 +26,8 @@ pub(super) struct HandOffHeader {
     pub merge: bool,
     /// The nodes after `next`: the receiver's backups (joins).
     pub backups: Vec<Member>,
+    /// The nodes before `prev`: the receiver's predecessors (joins).
+    pub predecessors: Vec<Member>,
 }
 
 impl Node {
@@ -46,6 +49,7 @@ impl Node {
             entries: Vec::new(),
             merge: header.merge,
             backups: header.backups.iter().map(Into::into).collect(),
+            predecessors: header.predecessors.iter().map(Into::into).collect(),
         }];
         let budget = self.config.limits.max_entry_bytes();
         let mut size = 0;
@@ -113,7 +117,7 @@ impl Node {
         let mut batch = first.entries;
         loop {
             for e in batch {
-                entries.push(entry_from_wire(e)?);
+                entries.push(entry_from_wire(e, &self.config.limits)?);
             }
             match chunks.message().await? {
                 Some(chunk) => batch = chunk.entries,
@@ -123,10 +127,7 @@ impl Node {
         let count = entries.len() as u64;
         match header.prev {
             _ if header.merge => self.take_merged_entries(&header.from, entries)?,
-            Some(prev) => {
-                self.take_joined_arc(prev, header.next, header.backups, entries)
-                    .await?
-            }
+            Some(_) => self.take_joined_arc(header, entries).await?,
             None => {
                 self.take_leaving_arc(header.from, header.next, entries)
                     .await?
@@ -144,11 +145,17 @@ impl Node {
     /// A joiner stores its new arc, links in and starts serving.
     async fn take_joined_arc(
         &self,
-        prev: Member,
-        next: Member,
-        backups: Vec<Member>,
+        header: HandOffHeader,
         entries: Vec<Entry>,
     ) -> Result<(), Status> {
+        let HandOffHeader {
+            prev,
+            next,
+            backups,
+            predecessors,
+            ..
+        } = header;
+        let prev = prev.ok_or_else(|| Status::invalid_argument("a join hand-off names no prev"))?;
         let length = self.config.maintenance.successors;
         self.update_view(|view| {
             if view.state != NodeState::Joining {
@@ -162,6 +169,7 @@ impl Node {
             view.prev = prev;
             view.next = next;
             view.adopt_successors(&backups, length);
+            view.adopt_predecessors(&predecessors, length);
             view.state = NodeState::Serving;
             Ok(())
         })?;
@@ -248,38 +256,11 @@ fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
         next,
         merge: first.merge,
         backups: first.backups.iter().cloned().map(Member::from).collect(),
+        predecessors: first
+            .predecessors
+            .iter()
+            .cloned()
+            .map(Member::from)
+            .collect(),
     })
-}
-
-fn entry_from_wire(e: dht::KeyValueEntry) -> Result<Entry, Status> {
-    let key = e
-        .raw_key
-        .ok_or_else(|| Status::invalid_argument("a hand-off entry has no raw key"))?;
-    if key_position(&key) != Position(e.key) {
-        return Err(Status::invalid_argument(
-            "a hand-off entry's raw key does not hash to its position",
-        ));
-    }
-    Ok(Entry {
-        position: Position(e.key),
-        key,
-        value: (!e.tombstone).then_some(e.value),
-        version: Version {
-            micros: e.version_micros,
-            node: e.version_node,
-        },
-    })
-}
-
-impl From<Entry> for dht::KeyValueEntry {
-    fn from(e: Entry) -> Self {
-        Self {
-            key: e.position.0,
-            tombstone: e.value.is_none(),
-            value: e.value.unwrap_or_default(),
-            raw_key: Some(e.key),
-            version_micros: e.version.micros,
-            version_node: e.version.node,
-        }
-    }
 }

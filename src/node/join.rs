@@ -169,6 +169,7 @@ pub async fn start(
     }
     node.store.save_identity(&node.me())?;
     node.store.sync_point().await?;
+    tokio::spawn(node.clone().anti_entropy(stopped.clone()));
     tokio::spawn(node.clone().maintain(stopped));
     Ok(RunningNode { node, server })
 }
@@ -368,6 +369,8 @@ impl Node {
             next: old_next.clone(),
             merge: false,
             backups: self.view().backups.clone(),
+            // The joiner's predecessors are this node's replicas' chain.
+            predecessors: self.view().replicas(usize::MAX),
         };
         let handed = match self.store.entries_in(arc) {
             Ok(entries) => self.hand_off(&joiner, header, entries).await,
@@ -398,9 +401,14 @@ impl Node {
             view.adopt_successors(&after, length);
             view.handoff = None;
         });
-        match self.store.remove_in(arc) {
-            Ok(n) => tracing::info!(joiner = %joiner.addr, keys = n, "handed arc to joiner"),
-            Err(e) => tracing::error!(error = %e, "could not drop a handed-off arc"),
+        if self.config.replication.factor > 1 {
+            // This node is now the joiner's nearest replica: the copy stays.
+            tracing::info!(joiner = %joiner.addr, "handed arc to joiner; keeping it as its replica");
+        } else {
+            match self.store.remove_in(arc) {
+                Ok(n) => tracing::info!(joiner = %joiner.addr, keys = n, "handed arc to joiner"),
+                Err(e) => tracing::error!(error = %e, "could not drop a handed-off arc"),
+            }
         }
         if old_next != me {
             self.introduce(&joiner, &old_next).await;

@@ -82,6 +82,7 @@ impl Node {
                 next: next.clone(),
                 merge: false,
                 backups: Vec::new(),
+                predecessors: Vec::new(),
             };
             self.hand_off(&prev, header, entries).await
         }

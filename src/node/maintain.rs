@@ -205,6 +205,7 @@ impl Node {
             next: next.clone(),
             merge: true,
             backups: Vec::new(),
+            predecessors: Vec::new(),
         };
         let merged = match self.store.entries_in(arc) {
             Ok(entries) => self.hand_off(&closer, header, entries).await,
@@ -222,7 +223,10 @@ impl Node {
             true
         });
         if adopted {
-            if let Err(e) = self.store.remove_in(arc) {
+            // With replication this node is `closer`'s nearest replica: it
+            // keeps the copy.
+            let replica = self.config.replication.factor > 1;
+            if !replica && let Err(e) = self.store.remove_in(arc) {
                 tracing::error!(error = %e, "could not drop merged entries");
             }
             tracing::warn!(next = %closer.addr, "found a closer next neighbour; adopted it");
@@ -296,8 +300,22 @@ impl Node {
             misses.prev = 0;
             return;
         }
-        if self.probe(&view.prev).await.is_some() {
+        if let Some(info) = self.probe(&view.prev).await {
             misses.prev = 0;
+            // prev's own chain of predecessors, nearest first.
+            let mut chain: Vec<Member> = info
+                .prev
+                .map(Member::from)
+                .filter(|p| p.id != view.prev.id)
+                .into_iter()
+                .collect();
+            chain.extend(info.predecessors.into_iter().map(Member::from));
+            let length = self.config.maintenance.successors;
+            self.update_view(|v| {
+                if v.prev == view.prev {
+                    v.adopt_predecessors(&chain, length);
+                }
+            });
             return;
         }
         misses.prev += 1;
@@ -366,12 +384,13 @@ impl Node {
                 new.addr, new.id, view.prev.addr
             )));
         }
+        let length = self.config.maintenance.successors;
         Ok(self.update_view(|v| {
             let old = dht::PreviousNeighbors {
                 prev: Some((&v.prev).into()),
                 next: Some((&v.next).into()),
             };
-            v.prev = new;
+            v.take_previous(new, length);
             // A node alone that is told it has a predecessor is not alone: it
             // was cut off (its probes of a live next failed, or it started a ring
             // beside this one). Linking to it rejoins the rings; stabilization

@@ -12,6 +12,8 @@
 //! Membership changes of a node (accepting a joiner) are serialised by an async
 //! mutex, so two joiners into one arc are handled one after the other.
 
+mod anti_entropy;
+mod entries;
 mod error;
 mod handoff;
 mod join;
@@ -19,7 +21,9 @@ mod leave;
 mod maintain;
 mod peers;
 mod query;
+mod replicate;
 mod service;
+mod strays;
 mod view;
 
 pub use error::{JoinError, NodeError};
@@ -27,6 +31,7 @@ pub use join::{Discovery, JoinSettings, RunningNode, start};
 pub use maintain::MaintenanceSettings;
 pub use peers::{PeerTimeouts, Peers};
 pub use query::{KEY_NOT_PRESENT, Limits, Operation, Outcome, Query};
+pub use replicate::ReplicationSettings;
 pub use service::grpc_routes;
 pub use view::{JoinRefusal, NodeState, Route, View};
 
@@ -49,6 +54,8 @@ pub struct NodeConfig {
     pub join: JoinSettings,
     /// How the node watches its neighbours and repairs the ring.
     pub maintenance: MaintenanceSettings,
+    /// How many copies of each key are kept, and how they are kept in step.
+    pub replication: ReplicationSettings,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +69,7 @@ impl Default for NodeConfig {
             max_hops: 128,
             join: JoinSettings::default(),
             maintenance: MaintenanceSettings::default(),
+            replication: ReplicationSettings::default(),
         }
     }
 }
@@ -77,10 +85,18 @@ pub struct NodeSummary {
     pub next: Member,
     /// Its successor list: `next` and the backups after it.
     pub successors: Vec<Member>,
+    /// The nodes before `prev`, nearest first.
+    pub predecessors: Vec<Member>,
     /// Its state: "joining" or "serving".
     pub state: String,
-    /// How many entries it stores.
+    /// How many live keys it stores.
     pub keys: u64,
+    /// Live keys in its own arc.
+    pub owned_keys: u64,
+    /// Live keys it holds as a replica of its successors' arcs.
+    pub replica_keys: u64,
+    /// Copies of each key it keeps (itself and its replicas).
+    pub replication_factor: u32,
 }
 
 /// A DHT node: its view, its store, and its connections to peers.
@@ -157,13 +173,29 @@ impl Node {
     /// This node's account of itself.
     pub fn summary(&self) -> NodeSummary {
         let view = self.view_snapshot();
+        let factor = self.config.replication.factor;
+        let serving = view.state == NodeState::Serving;
+        let owned = if serving {
+            self.store.count_in(view.arc())
+        } else {
+            0
+        };
+        let replica: usize = view
+            .replica_arcs(factor)
+            .iter()
+            .map(|(_, arc)| self.store.count_in(*arc))
+            .sum();
         NodeSummary {
             successors: view.successors(),
+            predecessors: view.predecessors.clone(),
             me: view.me,
             prev: view.prev,
             next: view.next,
             state: view.state.as_str().to_string(),
             keys: self.key_count() as u64,
+            owned_keys: owned as u64,
+            replica_keys: if serving { replica as u64 } else { 0 },
+            replication_factor: factor as u32,
         }
     }
 
@@ -244,10 +276,11 @@ impl Node {
                 }
             };
             let route = match route {
-                // Applied under the view lock; acknowledged once durable.
-                Ok(outcome) => {
-                    if !matches!(query.op, Operation::Get) {
-                        self.store.sync_point().await?;
+                // Applied under the view lock; acknowledged once durable here
+                // and on the key's replicas.
+                Ok((outcome, written)) => {
+                    if let Some(entry) = written {
+                        self.replicate_write(entry, started + stall).await?;
                     }
                     return Ok(outcome);
                 }
@@ -289,8 +322,13 @@ impl Node {
 
     /// Applies a query this node owns to the local store. Called with the view read
     /// guard held, so no hand-off can start half-way through.
-    /// `me` is this node's ID, the writer of the versions.
-    fn apply_local(&self, query: &Query, me: u64) -> Result<Outcome, NodeError> {
+    /// `me` is this node's ID, the writer of the versions. Returns the outcome and,
+    /// for a write, the entry written (for the replicas).
+    fn apply_local(
+        &self,
+        query: &Query,
+        me: u64,
+    ) -> Result<(Outcome, Option<crate::store::Entry>), NodeError> {
         let position = query.position;
         let key = match &query.key {
             Some(key) => key.clone(),
@@ -298,19 +336,25 @@ impl Node {
             // whichever entry sits at that position.
             None => match self.store.at_position(position)?.into_iter().next() {
                 Some(entry) => entry.key,
-                None => return Ok(Outcome::Absent),
+                None => return Ok((Outcome::Absent, None)),
             },
         };
-        let found = match &query.op {
-            Operation::Get => self.store.get(position, &key)?,
-            Operation::Delete => self.store.delete(position, &key, me)?,
+        let written = match &query.op {
+            Operation::Get => {
+                let found = self.store.get(position, &key)?;
+                return Ok((found.map_or(Outcome::Absent, Outcome::Value), None));
+            }
+            Operation::Delete => {
+                let written = self.store.delete(position, &key, me)?;
+                let outcome = written.previous.map_or(Outcome::Absent, Outcome::Value);
+                (outcome, written.entry)
+            }
             Operation::Set(value) => {
-                return Ok(self
-                    .store
-                    .set(position, key, value.clone(), me)?
-                    .map_or(Outcome::Created, Outcome::Value));
+                let written = self.store.set(position, key, value.clone(), me)?;
+                let outcome = written.previous.map_or(Outcome::Created, Outcome::Value);
+                (outcome, written.entry)
             }
         };
-        Ok(found.map_or(Outcome::Absent, Outcome::Value))
+        Ok((written.0, Some(written.1)))
     }
 }

@@ -82,13 +82,32 @@ impl Peers {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = self.client(&to.addr)?;
-        match tokio::time::timeout(after, call(client)).await {
-            Err(_) => Err(NodeError::Timeout {
-                addr: to.addr.clone(),
-                after,
-            }),
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(peer_error(&to.addr, status)),
+        settle(
+            &to.addr,
+            after,
+            tokio::time::timeout(after, call(client)).await,
+        )
+    }
+
+    /// [`Peers::call`] as a future that borrows nothing, so it can be spawned
+    /// and outlive its caller (a replica write still in flight once a quorum
+    /// has answered).
+    pub fn call_detached<T, F, Fut>(
+        &self,
+        to: &Member,
+        call: F,
+    ) -> impl Future<Output = Result<T, NodeError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(DhtNodeClient<Channel>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send,
+    {
+        let client = self.client(&to.addr);
+        let addr = to.addr.clone();
+        let after = self.timeouts.request;
+        async move {
+            let outcome = tokio::time::timeout(after, call(client?)).await;
+            settle(&addr, after, outcome)
         }
     }
 
@@ -100,6 +119,22 @@ impl Peers {
     ) -> Result<dht::QueryResult, NodeError> {
         self.call(to, |mut c| async move { c.forward_query(query).await })
             .await
+    }
+}
+
+/// The result of a call to the peer at `addr` that was given `after` to answer.
+fn settle<T>(
+    addr: &str,
+    after: Duration,
+    outcome: Result<Result<tonic::Response<T>, tonic::Status>, tokio::time::error::Elapsed>,
+) -> Result<T, NodeError> {
+    match outcome {
+        Err(_) => Err(NodeError::Timeout {
+            addr: addr.to_string(),
+            after,
+        }),
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(peer_error(addr, status)),
     }
 }
 

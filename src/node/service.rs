@@ -5,6 +5,7 @@ use super::Node;
 use super::query::Query;
 use crate::proto::dht::{self, NeighborType, dht_node_server::DhtNode};
 use crate::ring::{Arc as RingArc, Member, Position};
+use crate::store::bucket_count;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -120,5 +121,62 @@ impl DhtNode for DhtService {
 
     async fn get_node_info(&self, _: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
         Ok(Response::new((&self.node.summary()).into()))
+    }
+
+    async fn replicate(
+        &self,
+        request: Request<dht::ReplicateRequest>,
+    ) -> Result<Response<dht::ReplicateAck>, Status> {
+        Ok(Response::new(
+            self.node.accept_replicas(request.into_inner()).await?,
+        ))
+    }
+
+    async fn digest_range(
+        &self,
+        request: Request<dht::DigestRequest>,
+    ) -> Result<Response<dht::DigestReply>, Status> {
+        let request = request.into_inner();
+        let arc = RingArc::new(Position(request.start), Position(request.end));
+        let wanted = request.buckets as usize;
+        if wanted == 0 || bucket_count(arc, wanted) != wanted {
+            return Err(Status::invalid_argument(format!(
+                "cannot split [{}, {}) into {wanted} buckets: ask for 1 to {} and at most one per position",
+                arc.start,
+                arc.end,
+                bucket_count(arc, usize::MAX)
+            )));
+        }
+        let buckets = self
+            .node
+            .store
+            .digest(arc, wanted)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(dht::DigestReply {
+            buckets: buckets
+                .into_iter()
+                .map(|b| dht::BucketDigest {
+                    hash: b.hash,
+                    count: b.count,
+                })
+                .collect(),
+        }))
+    }
+
+    type ReadRangeStream = EntryStream;
+
+    async fn read_range(
+        &self,
+        request: Request<dht::RangeRequest>,
+    ) -> Result<Response<Self::ReadRangeStream>, Status> {
+        let request = request.into_inner();
+        let arc = RingArc::new(Position(request.start), Position(request.end));
+        let entries = self
+            .node
+            .store
+            .entries_in(arc)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let stream = tokio_stream::iter(entries.into_iter().map(|e| Ok(e.into())));
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -43,6 +43,10 @@ pub struct View {
     /// The members after `next`, in ring order: with `next`, the successor list.
     /// When `next` fails, the first live one of these takes its place.
     pub backups: Vec<Member>,
+    /// The members before `prev`, nearest first: with `prev`, the nodes that
+    /// hold replicas of this node's arc. Kept when `prev` fails, so that the
+    /// replicas stay known until a new `prev` introduces itself.
+    pub predecessors: Vec<Member>,
     /// Where this node is in its life.
     pub state: NodeState,
     /// An arc being handed to a joiner: queries into it wait until the hand-off ends.
@@ -86,6 +90,7 @@ impl View {
             prev: me.clone(),
             next: me.clone(),
             backups: Vec::new(),
+            predecessors: Vec::new(),
             me,
             state: NodeState::Joining,
             handoff: None,
@@ -175,13 +180,73 @@ impl View {
     /// onwards) as this node's backups: at most `length - 1` of them, stopping
     /// where the list comes round to this node.
     pub fn adopt_successors(&mut self, from_next: &[Member], length: usize) {
-        self.backups = from_next
+        self.backups = chain(from_next, &self.me, &self.next, length);
+    }
+
+    /// Takes the chain of nodes before `prev` as `prev` reported it (its own
+    /// `prev`, if known, then its predecessors) as this node's predecessors: at
+    /// most `length - 1` of them, stopping where the chain comes round to this node.
+    pub fn adopt_predecessors(&mut self, from_prev: &[Member], length: usize) {
+        self.predecessors = chain(from_prev, &self.me, &self.prev, length);
+    }
+
+    /// `new` becomes `prev`, and the predecessors follow: if `new` was one of
+    /// them, the nodes between it and this node are gone; otherwise `new` joined
+    /// between the old `prev` and this node, which becomes the first predecessor.
+    /// Keeps at most `length - 1` predecessors.
+    pub fn take_previous(&mut self, new: Member, length: usize) {
+        if let Some(i) = self.predecessors.iter().position(|m| m.id == new.id) {
+            self.predecessors.drain(..=i);
+        } else if self.prev != self.me && self.prev.id != new.id {
+            self.predecessors.insert(0, self.prev.clone());
+        }
+        self.predecessors.retain(|m| m.id != self.me.id);
+        self.predecessors.truncate(length.saturating_sub(1));
+        self.prev = new;
+    }
+
+    /// The nodes that hold copies of this node's arc, for a replication factor
+    /// of `factor`: the `factor - 1` nearest live predecessors (`prev`, when
+    /// known, then the nodes before it). Fewer in a ring of fewer nodes.
+    pub fn replicas(&self, factor: usize) -> Vec<Member> {
+        let known_prev = (self.prev != self.me).then_some(&self.prev);
+        let mut out: Vec<Member> = Vec::new();
+        for m in known_prev.into_iter().chain(&self.predecessors) {
+            if m.id != self.me.id && !out.iter().any(|o| o.id == m.id) {
+                out.push(m.clone());
+            }
+        }
+        out.truncate(factor.saturating_sub(1));
+        out
+    }
+
+    /// The arcs this node holds replicas of, each with its owner: the arcs of
+    /// its `factor - 1` nearest successors, as its successor list tells them.
+    pub fn replica_arcs(&self, factor: usize) -> Vec<(Member, Arc)> {
+        if self.alone() {
+            return Vec::new();
+        }
+        let successors = self.successors();
+        successors
             .iter()
-            .take_while(|m| m.id != self.me.id)
-            .filter(|m| m.id != self.next.id)
-            .take(length.saturating_sub(1))
-            .cloned()
-            .collect();
+            .take(factor.saturating_sub(1))
+            .enumerate()
+            .map(|(i, owner)| {
+                let end = successors.get(i + 1).map_or(self.me.id, |m| m.id);
+                (owner.clone(), Arc::new(owner.id, end))
+            })
+            .filter(|(owner, _)| owner.id != self.me.id)
+            .collect()
+    }
+
+    /// The arc whose entries this node keeps: its own arc and the arcs it
+    /// replicates, from its ID up to the end of the last replicated arc. Entries
+    /// outside it are strays (left behind by joins or a past life of the node).
+    pub fn kept_arc(&self, factor: usize) -> Arc {
+        match self.replica_arcs(factor).last() {
+            Some((_, last)) => Arc::new(self.me.id, last.end),
+            None => self.arc(),
+        }
     }
 
     /// `next` failed: the first backup becomes `next` and the arc grows over the
@@ -216,6 +281,18 @@ impl View {
                 && new.id != self.me.id
                 && Arc::new(self.prev.id, self.me.id).contains(new.id))
     }
+}
+
+/// A neighbour's list of the nodes beyond it, as this node keeps it: up to
+/// where the list comes round to `me`, without `neighbour`, at most `length - 1`.
+fn chain(reported: &[Member], me: &Member, neighbour: &Member, length: usize) -> Vec<Member> {
+    reported
+        .iter()
+        .take_while(|m| m.id != me.id)
+        .filter(|m| m.id != neighbour.id)
+        .take(length.saturating_sub(1))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -276,6 +353,65 @@ mod tests {
         assert!(!v.may_take_previous(&member(150)));
         v.prev_failed();
         assert!(v.may_take_previous(&member(5)));
+    }
+
+    #[test]
+    fn replicas_are_the_nearest_predecessors_and_survive_a_failed_prev() {
+        let mut v = view(90, 100, 200);
+        v.adopt_predecessors(&[member(80), member(70), member(60), member(100)], 3);
+        assert_eq!(v.predecessors, vec![member(80), member(70)]);
+        assert_eq!(v.replicas(3), vec![member(90), member(80)]);
+        assert_eq!(v.replicas(1), Vec::<Member>::new());
+        v.prev_failed();
+        assert_eq!(v.replicas(3), vec![member(80), member(70)]);
+    }
+
+    #[test]
+    fn a_new_prev_shifts_the_predecessors() {
+        let mut v = view(90, 100, 200);
+        v.adopt_predecessors(&[member(80), member(70)], 3);
+        // A joiner between 90 and 100: 90 becomes the first predecessor.
+        v.take_previous(member(95), 3);
+        assert_eq!(v.replicas(3), vec![member(95), member(90)]);
+        // 95 and 90 died; 80 introduces itself: the predecessors after it stay.
+        v.adopt_predecessors(&[member(90), member(80), member(70)], 4);
+        v.take_previous(member(80), 4);
+        assert_eq!(v.replicas(3), vec![member(80), member(70)]);
+    }
+
+    #[test]
+    fn a_small_ring_has_fewer_replicas_than_the_factor() {
+        let mut v = view(200, 100, 200);
+        // prev's own chain comes straight back round to this node.
+        v.adopt_predecessors(&[member(100)], 3);
+        assert_eq!(v.replicas(3), vec![member(200)]);
+        assert!(View::first(member(1)).replicas(3).is_empty());
+    }
+
+    #[test]
+    fn replica_arcs_are_the_arcs_of_the_nearest_successors() {
+        let mut v = view(10, 100, 200);
+        v.adopt_successors(&[member(300), member(10), member(100)], 3);
+        assert_eq!(
+            v.replica_arcs(3),
+            vec![
+                (member(200), Arc::new(Position(200), Position(300))),
+                (member(300), Arc::new(Position(300), Position(10))),
+            ]
+        );
+        assert_eq!(v.replica_arcs(2).len(), 1);
+        assert_eq!(v.kept_arc(3), Arc::new(Position(100), Position(10)));
+        assert_eq!(v.kept_arc(1), v.arc());
+        assert!(v.replica_arcs(1).is_empty());
+        // In a ring of two, the other node's arc runs up to this node.
+        let two = view(200, 100, 200);
+        assert_eq!(
+            two.replica_arcs(3),
+            vec![(member(200), Arc::new(Position(200), Position(100)))]
+        );
+        // ... and it keeps every entry.
+        assert_eq!(two.kept_arc(3), Arc::whole(Position(100)));
+        assert!(View::first(member(1)).replica_arcs(3).is_empty());
     }
 
     #[test]

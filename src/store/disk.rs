@@ -13,7 +13,7 @@
 //! resolves once every mutation queued so far is on disk, or at once in
 //! [`SyncMode::Batched`], where the committer commits every interval instead.
 
-use super::{Entry, MemoryStore, Store, StoreError, SyncFuture, Version};
+use super::{Bucket, Entry, MemoryStore, Store, StoreError, SyncFuture, Version, Written};
 use crate::ring::{Arc, Member, Position};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -254,23 +254,18 @@ impl Store for DiskStore {
         key: Vec<u8>,
         value: Vec<u8>,
         writer: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Written, StoreError> {
         let log = self.order();
-        let (previous, entry) = self.memory.write_next(position, key, Some(value), writer);
-        self.queue(&log, Mutation::Put(entry))?;
-        Ok(previous)
+        let written = self.memory.write_next(position, key, Some(value), writer);
+        self.queue(&log, Mutation::Put(written.entry.clone()))?;
+        Ok(written)
     }
 
-    fn delete(
-        &self,
-        position: Position,
-        key: &[u8],
-        writer: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn delete(&self, position: Position, key: &[u8], writer: u64) -> Result<Written, StoreError> {
         let log = self.order();
-        let (removed, tombstone) = self.memory.write_next(position, key.to_vec(), None, writer);
-        self.queue(&log, Mutation::Put(tombstone))?;
-        Ok(removed)
+        let written = self.memory.write_next(position, key.to_vec(), None, writer);
+        self.queue(&log, Mutation::Put(written.entry.clone()))?;
+        Ok(written)
     }
 
     fn at_position(&self, position: Position) -> Result<Vec<Entry>, StoreError> {
@@ -308,6 +303,14 @@ impl Store for DiskStore {
 
     fn len(&self) -> usize {
         self.memory.len()
+    }
+
+    fn count_in(&self, arc: Arc) -> usize {
+        self.memory.count_in(arc)
+    }
+
+    fn digest(&self, arc: Arc, buckets: usize) -> Result<Vec<Bucket>, StoreError> {
+        self.memory.digest(arc, buckets)
     }
 
     fn purge_tombstones(&self, before_micros: u64) -> Result<usize, StoreError> {

@@ -1,6 +1,6 @@
 //! The in-memory store: an ordered map behind a read-write lock.
 
-use super::{Entry, Store, StoreError, Version};
+use super::{Bucket, Entry, Store, StoreError, Version, Written, digest};
 use crate::ring::{Arc, Position};
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -122,7 +122,7 @@ impl MemoryStore {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         writer: u64,
-    ) -> (Option<Vec<u8>>, Entry) {
+    ) -> Written {
         let mut table = self.write();
         let id = (position.0, key);
         let previous = table.map.get(&id).map(|(_, v)| *v);
@@ -133,7 +133,10 @@ impl MemoryStore {
             value: value.clone(),
             version,
         };
-        (table.put(id, value, version), entry)
+        Written {
+            previous: table.put(id, value, version),
+            entry,
+        }
     }
 }
 
@@ -164,17 +167,12 @@ impl Store for MemoryStore {
         key: Vec<u8>,
         value: Vec<u8>,
         writer: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.write_next(position, key, Some(value), writer).0)
+    ) -> Result<Written, StoreError> {
+        Ok(self.write_next(position, key, Some(value), writer))
     }
 
-    fn delete(
-        &self,
-        position: Position,
-        key: &[u8],
-        writer: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.write_next(position, key.to_vec(), None, writer).0)
+    fn delete(&self, position: Position, key: &[u8], writer: u64) -> Result<Written, StoreError> {
+        Ok(self.write_next(position, key.to_vec(), None, writer))
     }
 
     fn at_position(&self, position: Position) -> Result<Vec<Entry>, StoreError> {
@@ -213,6 +211,28 @@ impl Store for MemoryStore {
 
     fn len(&self) -> usize {
         self.read().live
+    }
+
+    fn count_in(&self, arc: Arc) -> usize {
+        let table = self.read();
+        if arc.start == arc.end {
+            return table.live;
+        }
+        arc.ranges()
+            .iter()
+            .flat_map(|r| table.map.range(bounds(r)))
+            .filter(|(_, (value, _))| value.is_some())
+            .count()
+    }
+
+    fn digest(&self, arc: Arc, buckets: usize) -> Result<Vec<Bucket>, StoreError> {
+        let table = self.read();
+        let entries = arc
+            .ranges()
+            .into_iter()
+            .flat_map(|r| table.map.range(bounds(&r)))
+            .map(|((p, k), (v, version))| (Position(*p), &k[..], *version, v.is_none()));
+        Ok(digest::digest(arc, buckets, entries))
     }
 
     fn purge_tombstones(&self, before_micros: u64) -> Result<usize, StoreError> {

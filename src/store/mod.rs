@@ -5,9 +5,13 @@
 //! ring (so an arc is a range scan), and the raw key keeps two keys apart even if
 //! their positions ever collide, and lets keys be listed.
 
+mod digest;
 mod disk;
 mod memory;
 
+pub use digest::{
+    Bucket, MAX_BUCKETS, Reconciled, bucket_count, buckets_arc, differing_runs, reconcile,
+};
 pub use disk::{DiskStore, SyncMode};
 pub use memory::MemoryStore;
 
@@ -59,6 +63,16 @@ pub struct Entry {
     pub version: Version,
 }
 
+/// What a local write did: the live value it replaced, and the entry as written
+/// (with its new version), which is what replicas are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The live value before the write, if any.
+    pub previous: Option<Vec<u8>>,
+    /// The entry as stored: the new value (or tombstone) at its new version.
+    pub entry: Entry,
+}
+
 /// Errors a store reports.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -74,22 +88,17 @@ pub trait Store: Send + Sync + 'static {
     /// The value of `key` at `position`, if present (not deleted).
     fn get(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores `value` under `key`, written by node `writer` (versioned with
-    /// [`Version::next`]); returns the previous value, if any.
+    /// [`Version::next`]); returns the previous value and the entry written.
     fn set(
         &self,
         position: Position,
         key: Vec<u8>,
         value: Vec<u8>,
         writer: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
+    ) -> Result<Written, StoreError>;
     /// Deletes `key` (leaving a tombstone), by node `writer`; returns the removed
-    /// value, if any.
-    fn delete(
-        &self,
-        position: Position,
-        key: &[u8],
-        writer: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// value and the tombstone written.
+    fn delete(&self, position: Position, key: &[u8], writer: u64) -> Result<Written, StoreError>;
     /// The live entries at `position` whatever their raw key (for position-only
     /// lookups).
     fn at_position(&self, position: Position) -> Result<Vec<Entry>, StoreError>;
@@ -104,6 +113,11 @@ pub trait Store: Send + Sync + 'static {
     fn remove_in(&self, arc: Arc) -> Result<usize, StoreError>;
     /// How many live (not deleted) keys the store holds.
     fn len(&self) -> usize;
+    /// How many live keys lie in `arc`.
+    fn count_in(&self, arc: Arc) -> usize;
+    /// The digest of the entries in `arc` split into `buckets` equal parts (see
+    /// [`bucket_count`]), for anti-entropy.
+    fn digest(&self, arc: Arc, buckets: usize) -> Result<Vec<Bucket>, StoreError>;
     /// Drops the tombstones of deletes older than `before_micros` (their grace
     /// period is over: no older copy is expected any more); returns how many.
     fn purge_tombstones(&self, before_micros: u64) -> Result<usize, StoreError>;
@@ -141,6 +155,7 @@ pub(crate) mod conformance {
         store
             .set(key_position(key.as_bytes()), key.into(), value.into(), 1)
             .unwrap()
+            .previous
     }
 
     fn entry(position: u64, key: &str, value: Option<&str>, micros: u64) -> Entry {
@@ -160,6 +175,47 @@ pub(crate) mod conformance {
         arcs_scan_and_remove_exactly_their_positions(&*make());
         merges_keep_the_newest_version(&*make());
         only_old_tombstones_are_purged(&*make());
+        digests_and_counts_cover_exactly_their_arc(&*make());
+        writes_report_the_entry_they_wrote(&*make());
+    }
+
+    fn writes_report_the_entry_they_wrote(store: &dyn Store) {
+        let first = store
+            .set(Position(4), b"k".to_vec(), b"1".to_vec(), 7)
+            .unwrap();
+        assert_eq!(first.entry.value, Some(b"1".to_vec()));
+        assert_eq!(first.entry.version.node, 7);
+        let second = store
+            .set(Position(4), b"k".to_vec(), b"2".to_vec(), 7)
+            .unwrap();
+        assert!(second.entry.version > first.entry.version);
+        // The written entry is what a replica merges to reach the same state.
+        let replica = MemoryStore::new();
+        replica.insert_all(vec![second.entry, first.entry]).unwrap();
+        assert_eq!(replica.get(Position(4), b"k").unwrap(), Some(b"2".to_vec()));
+    }
+
+    fn digests_and_counts_cover_exactly_their_arc(store: &dyn Store) {
+        store
+            .insert_all(vec![
+                entry(10, "a", Some("1"), 5),
+                entry(20, "b", None, 5),
+                entry(30, "c", Some("3"), 5),
+            ])
+            .unwrap();
+        let arc = Arc::new(Position(10), Position(30));
+        assert_eq!(store.count_in(arc), 1);
+        let entries = store.entries_in(arc).unwrap();
+        let expected = digest::digest(
+            arc,
+            4,
+            entries
+                .iter()
+                .map(|e| (e.position, &e.key[..], e.version, e.value.is_none())),
+        );
+        let got = store.digest(arc, 4).unwrap();
+        assert_eq!(got, expected);
+        assert_eq!(got.iter().map(|b| b.count).sum::<u64>(), 2);
     }
 
     fn only_old_tombstones_are_purged(store: &dyn Store) {
@@ -193,11 +249,13 @@ pub(crate) mod conformance {
 
     fn delete_returns_the_removed_value(store: &dyn Store) {
         put(store, "a", "1");
+        let deleted = store.delete(key_position(b"a"), b"a", 1).unwrap();
+        assert_eq!(deleted.previous, Some(b"1".to_vec()));
+        assert_eq!(deleted.entry.value, None);
         assert_eq!(
-            store.delete(key_position(b"a"), b"a", 1).unwrap(),
-            Some(b"1".to_vec())
+            store.delete(key_position(b"a"), b"a", 1).unwrap().previous,
+            None
         );
-        assert_eq!(store.delete(key_position(b"a"), b"a", 1).unwrap(), None);
         assert_eq!(store.get(key_position(b"a"), b"a").unwrap(), None);
         assert!(store.is_empty());
         // The tombstone stays, to win over older copies.

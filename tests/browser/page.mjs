@@ -23,12 +23,16 @@ try {
   const text = await page.textContent('#result');
   check(text.includes('hello from chromium'), 'get through the form shows the value');
 
-  const owner = await page.evaluate(async () => {
-    const r = await fetch('/ring/owner/' + encodeURIComponent('browser key/ü'));
-    return (await r.json()).owner.id;
+  const { owner, replicas } = await page.evaluate(async () => {
+    const r = await (await fetch('/ring/owner/' + encodeURIComponent('browser key/ü'))).json();
+    return { owner: r.owner.id, replicas: r.replicas.map((n) => n.id) };
   });
   await page.waitForSelector(`#ring .node.owner[data-id="${owner}"]`);
   check(await page.$('#ring .keymark') !== null, 'the key is marked on the ring at its owner');
+  await page.waitForFunction((ids) => ids.every((id) =>
+    document.querySelector(`#nodes tr[data-id="${id}"] .replica-tag`)), replicas);
+  check(replicas.length === Math.min(2, expected.length - 1),
+    `the node table tags the key's ${replicas.length} replicas`);
 
   if (process.env.SCREENSHOT) {
     await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });

@@ -281,6 +281,25 @@ impl dht::dht_node_server::DhtNode for SilentPeer {
     async fn get_node_info(&self, _: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
         Err(Status::unimplemented("silent"))
     }
+    async fn replicate(
+        &self,
+        _: Request<dht::ReplicateRequest>,
+    ) -> Result<Response<dht::ReplicateAck>, Status> {
+        std::future::pending().await
+    }
+    async fn digest_range(
+        &self,
+        _: Request<dht::DigestRequest>,
+    ) -> Result<Response<dht::DigestReply>, Status> {
+        std::future::pending().await
+    }
+    type ReadRangeStream = tokio_stream::Empty<Result<dht::KeyValueEntry, Status>>;
+    async fn read_range(
+        &self,
+        _: Request<dht::RangeRequest>,
+    ) -> Result<Response<Self::ReadRangeStream>, Status> {
+        Err(Status::unimplemented("silent"))
+    }
 }
 
 /// A running [`SilentPeer`]; `stop` takes it down (its port then refuses).
@@ -347,6 +366,12 @@ pub async fn silent_owner() -> SilentOwner {
         },
         maintenance: crustyring::node::MaintenanceSettings {
             probe_interval: Duration::from_secs(60),
+            ..Default::default()
+        },
+        // One copy: the silent peer is never declared dead (no probes), so as
+        // a replica it would hold up every write.
+        replication: crustyring::node::ReplicationSettings {
+            factor: 1,
             ..Default::default()
         },
         ..NodeConfig::default()
@@ -466,4 +491,14 @@ pub async fn await_ring(live: &[String], limit: Duration) -> Duration {
         async move { ring_converged(&live).await }
     })
     .await
+}
+
+/// Live keys owned and held as replicas, summed over the ring that `addr` walks.
+pub async fn key_copies(addr: &str) -> Result<(u64, u64), String> {
+    let ring = crustyring::client::ring(addr, 100)
+        .await
+        .map_err(|e| e.to_string())?;
+    let owned = ring.iter().map(|i| i.owned_keys).sum();
+    let replicas = ring.iter().map(|i| i.replica_keys).sum();
+    Ok((owned, replicas))
 }

@@ -1,0 +1,238 @@
+//! Anti-entropy: every node keeps its replicas of its successors' arcs in step
+//! with their owners, and that is also how keys get back to full strength after
+//! a join, a leave or a failure.
+//!
+//! Each `anti_entropy_interval`, a serving node takes each arc it replicates (the
+//! arcs of its `factor - 1` nearest successors, from its successor list) and:
+//!
+//! 1. computes the arc's digest (equal buckets of positions, see
+//!    [`crate::store::bucket_count`]) and asks the owner for its digest
+//!    (`DigestRange`);
+//! 2. for each run of buckets whose digests differ, reads the owner's entries
+//!    there (`ReadRange`) and reconciles them with its own: it merges what the
+//!    owner has newer, and sends the owner (`Replicate`) what it has newer;
+//! 3. paces the entries it moves to `repair_rate` a second.
+//!
+//! The replica drives, so a node that was down catches up by itself once it is
+//! back, and after a failure the new replicas of the inherited arc pull it. An
+//! owner that lacks a write its replica has (its predecessor, as owner, sent it
+//! out and died before acknowledging, or a write quorum below the factor) gets it
+//! pushed back. Both directions merge newest-wins, so a round can only bring
+//! copies closer together.
+
+use super::Node;
+use super::entries::entry_from_wire;
+use super::error::NodeError;
+use super::view::NodeState;
+use crate::proto::dht;
+use crate::ring::{Arc, Member};
+use crate::store::{Bucket, Entry, bucket_count, buckets_arc, differing_runs, reconcile};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tonic::Status;
+
+/// Buckets per digest: enough that a few changed keys in a big arc mean reading
+/// a small part of it, few enough that a digest is a small message.
+const BUCKETS: usize = 256;
+
+/// Anti-entropy rounds between two sweeps for stray entries (each sweep with
+/// strays walks the ring).
+const SWEEP_EVERY: u64 = 5;
+
+/// Entries per `Replicate` message sent by anti-entropy (messages also stay
+/// under the peer's size limit).
+const BATCH: usize = 256;
+
+/// Paces work to a rate: each batch of `n` items pushes the next free moment
+/// `n / rate` seconds further; a caller waits until it comes.
+#[derive(Debug)]
+pub(super) struct Pacer {
+    rate: f64,
+    next_free: Instant,
+}
+
+impl Pacer {
+    /// A pacer for `rate` items a second (at least one).
+    pub fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate.max(1)),
+            next_free: Instant::now(),
+        }
+    }
+
+    /// How long to wait before `items` more may go, and books them.
+    pub fn book(&mut self, items: usize, now: Instant) -> Duration {
+        let start = self.next_free.max(now);
+        self.next_free = start + Duration::from_secs_f64(items as f64 / self.rate);
+        start - now
+    }
+
+    /// Waits until `items` more may go.
+    async fn pace(&mut self, items: usize) {
+        let wait = self.book(items, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// What one round of anti-entropy moved for one arc.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Exchanged {
+    /// Entries taken from the owner.
+    pub taken: usize,
+    /// Entries sent to the owner.
+    pub given: usize,
+}
+
+impl Node {
+    /// Runs anti-entropy rounds until `stop` turns true; every
+    /// [`SWEEP_EVERY`] rounds, also sweeps stray entries.
+    pub(super) async fn anti_entropy(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let settings = self.config.replication;
+        let mut tick = tokio::time::interval(settings.anti_entropy_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pacer = Pacer::new(settings.repair_rate);
+        let mut round: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let view = self.view_snapshot();
+            if view.state != NodeState::Serving {
+                continue;
+            }
+            round += 1;
+            if round.is_multiple_of(SWEEP_EVERY)
+                && let Err(e) = self.sweep_strays().await
+            {
+                tracing::debug!(error = %e, "stray sweep failed");
+            }
+            for (owner, arc) in view.replica_arcs(settings.factor) {
+                match self.sync_arc(&owner, arc, &mut pacer).await {
+                    Ok(x) if x != Exchanged::default() => tracing::info!(
+                        owner = %owner.addr, taken = x.taken, given = x.given,
+                        "anti-entropy repaired a replica arc"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(owner = %owner.addr, error = %e, "anti-entropy round failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// One anti-entropy exchange of `arc` with its `owner`.
+    pub(super) async fn sync_arc(
+        &self,
+        owner: &Member,
+        arc: Arc,
+        pacer: &mut Pacer,
+    ) -> Result<Exchanged, NodeError> {
+        let buckets = bucket_count(arc, BUCKETS);
+        let mine = self.store.digest(arc, buckets)?;
+        let request = dht::DigestRequest {
+            start: arc.start.0,
+            end: arc.end.0,
+            buckets: buckets as u32,
+        };
+        let theirs: Vec<Bucket> = self
+            .peers
+            .call(owner, |mut c| async move { c.digest_range(request).await })
+            .await?
+            .buckets
+            .into_iter()
+            .map(|b| Bucket {
+                hash: b.hash,
+                count: b.count,
+            })
+            .collect();
+        if theirs.len() != buckets {
+            return Err(NodeError::Peer(Status::internal(format!(
+                "{} answered {} buckets for a digest of {buckets}",
+                owner.addr,
+                theirs.len()
+            ))));
+        }
+        let mut exchanged = Exchanged::default();
+        for run in differing_runs(&mine, &theirs) {
+            let part = buckets_arc(arc, run, buckets);
+            let theirs = self.read_range(owner, part).await?;
+            let found = reconcile(self.store.entries_in(part)?, theirs);
+            pacer.pace(found.take.len() + found.give.len()).await;
+            exchanged.taken += found.take.len();
+            exchanged.given += found.give.len();
+            if !found.take.is_empty() {
+                self.store.insert_all(found.take)?;
+            }
+            self.give(owner, found.give).await?;
+        }
+        Ok(exchanged)
+    }
+
+    /// Every entry `peer` holds in `arc` (`ReadRange`), checked.
+    async fn read_range(&self, peer: &Member, arc: Arc) -> Result<Vec<Entry>, NodeError> {
+        let limits = self.config.limits;
+        let request = dht::RangeRequest {
+            start: arc.start.0,
+            end: arc.end.0,
+        };
+        self.peers
+            .call(peer, |mut c| async move {
+                let mut stream = c.read_range(request).await?.into_inner();
+                let mut entries = Vec::new();
+                while let Some(e) = stream.message().await? {
+                    entries.push(entry_from_wire(e, &limits)?);
+                }
+                Ok(tonic::Response::new(entries))
+            })
+            .await
+    }
+
+    /// Sends `entries` to `peer` with `Replicate`, in batches.
+    pub(super) async fn give(
+        &self,
+        peer: &Member,
+        mut entries: Vec<Entry>,
+    ) -> Result<(), NodeError> {
+        let budget = self.config.limits.max_entry_bytes();
+        while !entries.is_empty() {
+            // At least one entry per message, and no more than one largest valid
+            // entry's worth of bytes beyond the first.
+            let mut size = 0;
+            let mut take = 0;
+            for e in entries.iter().take(BATCH) {
+                size += e.key.len() + e.value.as_ref().map_or(0, Vec::len) + 48;
+                if take > 0 && size > budget {
+                    break;
+                }
+                take += 1;
+            }
+            let batch: Vec<dht::KeyValueEntry> = entries.drain(..take).map(Into::into).collect();
+            let request = dht::ReplicateRequest { entries: batch };
+            self.peers
+                .call(peer, |mut c| async move { c.replicate(request).await })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pacer_spaces_batches_by_the_rate() {
+        let mut pacer = Pacer::new(100);
+        let now = pacer.next_free;
+        assert_eq!(pacer.book(50, now), Duration::ZERO);
+        assert_eq!(pacer.book(10, now), Duration::from_millis(500));
+        // Time that passed idle is not saved up beyond now.
+        let later = now + Duration::from_secs(10);
+        assert_eq!(pacer.book(1, later), Duration::ZERO);
+    }
+}

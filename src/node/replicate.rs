@@ -1,0 +1,192 @@
+//! Replication of writes: the owner of a key applies a write, then sends the
+//! versioned entry to the replicas of its arc (its nearest predecessors, who
+//! inherit the arc if it dies) and acknowledges once the write quorum of copies
+//! is durable.
+//!
+//! Why predecessors: when an owner fails, its predecessor's arc grows over the
+//! dead node's arc (see `maintain`). With the predecessors as replicas, the node
+//! that inherits an arc already holds every acknowledged write in it, so reads
+//! stay at the owner and nothing has to move before the arc is served again.
+//!
+//! A replica that cannot be reached is waited for: the write is retried on the
+//! replica set as failure detection repairs it, until the request deadline. So
+//! with the default quorum (every copy), an acknowledged write is durable on
+//! every live replica the owner knows. Entries carry versions and replicas merge
+//! them newest-wins, so the order replica writes arrive in does not matter.
+
+use super::Node;
+use super::entries::entry_from_wire;
+use super::error::NodeError;
+use crate::proto::dht;
+use crate::ring::Position;
+use crate::store::Entry;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tonic::Status;
+
+/// How many copies of each key are kept, and how they are kept in step.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicationSettings {
+    /// Copies of each key: the owner and `factor - 1` predecessors (fewer in a
+    /// ring of fewer nodes).
+    pub factor: usize,
+    /// Copies that must be durable before a write is acknowledged, the owner's
+    /// included; `None` means every copy (`factor`, or as many nodes as the ring
+    /// has when it has fewer).
+    pub write_quorum: Option<usize>,
+    /// How often each node compares its replica arcs with their owners.
+    pub anti_entropy_interval: Duration,
+    /// At most this many entries a second move by anti-entropy, so that repair
+    /// after a failure does not crowd out foreground requests.
+    pub repair_rate: u32,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        Self {
+            factor: 3,
+            write_quorum: None,
+            anti_entropy_interval: Duration::from_secs(1),
+            repair_rate: 20_000,
+        }
+    }
+}
+
+impl ReplicationSettings {
+    /// How many copies a write needs, the owner's included, when the owner
+    /// knows `replicas` replicas.
+    pub fn copies_needed(&self, replicas: usize) -> usize {
+        let all = (replicas + 1).min(self.factor.max(1));
+        self.write_quorum.map_or(all, |q| q.clamp(1, all))
+    }
+}
+
+impl Node {
+    /// Makes a write the owner has applied durable: locally, and on enough
+    /// replicas for the write quorum, retrying replicas that fail as the replica
+    /// set is repaired, until `deadline`.
+    pub(super) async fn replicate_write(
+        &self,
+        entry: Entry,
+        deadline: Instant,
+    ) -> Result<(), NodeError> {
+        let local = self.store.sync_point();
+        if self.config.replication.factor <= 1 {
+            return Ok(local.await?);
+        }
+        let (local, remote) = tokio::join!(local, self.send_to_replicas(entry, deadline));
+        local?;
+        remote
+    }
+
+    async fn send_to_replicas(&self, entry: Entry, deadline: Instant) -> Result<(), NodeError> {
+        let settings = self.config.replication;
+        let request = dht::ReplicateRequest {
+            entries: vec![entry.into()],
+        };
+        let mut acked: Vec<Position> = Vec::new();
+        let mut last_error = String::from("none");
+        loop {
+            let mut changes = self.changes.subscribe();
+            let replicas = self.view().replicas(settings.factor);
+            // Copies beyond the owner's; replicas that left the set no longer count.
+            let needed = settings.copies_needed(replicas.len()) - 1;
+            let mut have = replicas.iter().filter(|r| acked.contains(&r.id)).count();
+            if have >= needed {
+                return Ok(());
+            }
+            let mut calls = JoinSet::new();
+            for replica in replicas.into_iter().filter(|r| !acked.contains(&r.id)) {
+                let request = request.clone();
+                let call = self
+                    .peers
+                    .call_detached(&replica, |mut c| async move { c.replicate(request).await });
+                calls.spawn(async move { (replica, call.await) });
+            }
+            while let Some(done) = calls.join_next().await {
+                match done {
+                    Ok((replica, Ok(_))) => {
+                        acked.push(replica.id);
+                        have += 1;
+                        if have >= needed {
+                            // The rest finish on their own.
+                            calls.detach_all();
+                            return Ok(());
+                        }
+                    }
+                    Ok((replica, Err(e))) => {
+                        tracing::debug!(replica = %replica.addr, error = %e, "replica write failed");
+                        last_error = e.to_string();
+                    }
+                    Err(e) => last_error = format!("replica call panicked: {e}"),
+                }
+            }
+            // A replica failed: wait for failure detection to change the view
+            // (and so, perhaps, the replica set), then try again.
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(NodeError::ReplicationIncomplete {
+                    copies: have + 1,
+                    needed: needed + 1,
+                    reason: last_error,
+                });
+            }
+        }
+    }
+
+    /// A peer's `Replicate`: merges its entries newest-wins and answers once
+    /// they are as durable as this node's `--sync` promises.
+    pub(super) async fn accept_replicas(
+        &self,
+        request: dht::ReplicateRequest,
+    ) -> Result<dht::ReplicateAck, Status> {
+        let entries = request
+            .entries
+            .into_iter()
+            .map(|e| entry_from_wire(e, &self.config.limits))
+            .collect::<Result<Vec<Entry>, Status>>()?;
+        let merged = entries.len() as u64;
+        self.store
+            .insert_all(entries)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.store
+            .sync_point()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(dht::ReplicateAck { merged })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(factor: usize, write_quorum: Option<usize>) -> ReplicationSettings {
+        ReplicationSettings {
+            factor,
+            write_quorum,
+            ..ReplicationSettings::default()
+        }
+    }
+
+    #[test]
+    fn by_default_a_write_needs_every_copy_the_ring_can_hold() {
+        assert_eq!(settings(3, None).copies_needed(2), 3);
+        // A ring of two nodes holds two copies.
+        assert_eq!(settings(3, None).copies_needed(1), 2);
+        assert_eq!(settings(3, None).copies_needed(0), 1);
+        assert_eq!(settings(1, None).copies_needed(0), 1);
+    }
+
+    #[test]
+    fn a_write_quorum_caps_the_copies_waited_for() {
+        assert_eq!(settings(3, Some(2)).copies_needed(2), 2);
+        assert_eq!(settings(5, Some(3)).copies_needed(4), 3);
+        // Never more than exist, never fewer than the owner's own.
+        assert_eq!(settings(3, Some(3)).copies_needed(1), 2);
+        assert_eq!(settings(3, Some(0)).copies_needed(2), 1);
+    }
+}
