@@ -197,7 +197,7 @@ async fn a_ring_built_with_join_alone_serves_every_request() {
         ));
     }
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    common::ring_converged(&addrs).await.unwrap();
+    common::await_ring(&addrs, Duration::from_secs(10)).await;
     write(&addrs[3], 300).await;
     let all: Vec<usize> = (0..300).collect();
     for addr in &addrs {
@@ -240,7 +240,7 @@ async fn serving_goes_on_without_the_registry_and_a_restarted_one_relearns_the_m
     let joiner = common::dht_process(&registry.addr, &[]);
     let mut all = addrs.clone();
     all.push(joiner.addr.clone());
-    common::ring_converged(&all).await.unwrap();
+    common::await_ring(&all, Duration::from_secs(10)).await;
     assert_readable(&joiner.addr, &(0..200).collect::<Vec<_>>()).await;
     drop(nodes);
 }

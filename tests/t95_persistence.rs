@@ -4,33 +4,10 @@
 
 mod common;
 
-use common::Proc;
+use common::{Proc, TempDir};
 use crustyring::proto::dht::OperationType;
 use futures_util::{StreamExt, stream};
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// A fresh directory under the system's temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("crustyring-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn node(&self, i: usize) -> String {
-        self.0.join(format!("node-{i}")).display().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn key(i: usize) -> Vec<u8> {
     format!("durable-{i}").into_bytes()
@@ -94,7 +71,7 @@ async fn a_killed_node_restarted_from_its_data_dir_returns_at_its_position_with_
     nodes[1] = node_on_disk(&registry.addr, &dirs.node(1));
     assert_eq!(id_of(&nodes[1].addr).await, id, "back at its old position");
     let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    common::ring_converged(&all).await.unwrap();
+    common::await_ring(&all, Duration::from_secs(10)).await;
     for addr in &all {
         assert_all_readable(addr, 0..500).await;
     }
@@ -139,7 +116,7 @@ async fn a_delete_made_while_the_owner_was_down_stays_deleted_when_it_returns() 
     }
     nodes[1] = node_on_disk(&registry.addr, &dirs.node(1));
     let all: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    common::ring_converged(&all).await.unwrap();
+    common::await_ring(&all, Duration::from_secs(10)).await;
     for addr in &all {
         let mut c = common::connect(addr).await;
         for i in 0..300 {

@@ -105,12 +105,17 @@ impl Node {
                 continue;
             }
             round += 1;
+            if settings.factor > 1
+                && let Err(e) = self.catch_up(&mut pacer).await
+            {
+                tracing::debug!(error = %e, "catching up with the replicas failed");
+            }
             if round.is_multiple_of(SWEEP_EVERY)
                 && let Err(e) = self.sweep_strays().await
             {
                 tracing::debug!(error = %e, "stray sweep failed");
             }
-            for (owner, arc) in view.replica_arcs(settings.factor) {
+            for (owner, arc) in self.view_snapshot().replica_arcs(settings.factor) {
                 match self.sync_arc(&owner, arc, &mut pacer).await {
                     Ok(x) if x != Exchanged::default() => tracing::info!(
                         owner = %owner.addr, taken = x.taken, given = x.given,

@@ -13,6 +13,7 @@
 //! mutex, so two joiners into one arc are handled one after the other.
 
 mod anti_entropy;
+mod catch_up;
 mod entries;
 mod error;
 mod handoff;
@@ -110,6 +111,9 @@ pub struct Node {
     store: Arc<dyn Store>,
     peers: Peers,
     health: tonic_health::server::HealthReporter,
+    /// The arc and replicas this node last reconciled with: while they do not
+    /// vouch for its current ones, reads also ask the replicas (`catch_up`).
+    reconciled: std::sync::Mutex<Option<catch_up::Reconciled>>,
     /// A channel to the registry, if the node uses one (heartbeats, members):
     /// made once, reconnecting by itself, rather than a connection per call.
     registry: Option<tonic::transport::Channel>,
@@ -141,6 +145,7 @@ impl Node {
             view: RwLock::new(View::joining(me)),
             changes: watch::channel(0).0,
             membership: tokio::sync::Mutex::new(()),
+            reconciled: std::sync::Mutex::new(None),
             store,
             health,
             registry: registry.and_then(|addr| {
@@ -271,16 +276,24 @@ impl Node {
             let route = {
                 let view = self.view();
                 match view.route(query.position, clockwise_only) {
-                    Route::Local => Ok(self.apply_local(&query, view.me.id.0)?),
+                    Route::Local => Ok((
+                        self.apply_local(&query, view.me.id.0)?,
+                        self.caught_up(&view),
+                    )),
                     other => Err(other),
                 }
             };
             let route = match route {
                 // Applied under the view lock; acknowledged once durable here
                 // and on the key's replicas.
-                Ok((outcome, written)) => {
+                Ok(((outcome, written), caught_up)) => {
                     if let Some(entry) = written {
                         self.replicate_write(entry, started + stall).await?;
+                    }
+                    // An owner that is behind reads with its replicas.
+                    if let (Operation::Get, Some(key), false) = (&query.op, &query.key, caught_up) {
+                        let value = self.read_with_replicas(query.position, key).await?;
+                        return Ok(value.map_or(Outcome::Absent, Outcome::Value));
                     }
                     return Ok(outcome);
                 }

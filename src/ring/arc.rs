@@ -37,6 +37,22 @@ impl Arc {
         }
     }
 
+    /// Whether every position of `inner` lies in this arc.
+    pub fn covers(&self, inner: &Arc) -> bool {
+        if self.start == self.end {
+            return true;
+        }
+        let span = |a: &Arc| {
+            if a.start == a.end {
+                1u128 << 64
+            } else {
+                u128::from(a.start.distance_to(a.end))
+            }
+        };
+        let offset = u128::from(self.start.distance_to(inner.start));
+        offset + span(inner) <= span(self)
+    }
+
     /// The arc as at most two non-wrapping inclusive ranges of `u64`, for range scans
     /// over stores ordered by position.
     pub fn ranges(&self) -> Vec<std::ops::RangeInclusive<u64>> {
@@ -57,6 +73,18 @@ impl Arc {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_arc_covers_its_sub_arcs_and_nothing_wider() {
+        let a = Arc::new(Position(100), Position(10)); // wraps
+        assert!(a.covers(&Arc::new(Position(150), Position(5))));
+        assert!(a.covers(&a));
+        assert!(!a.covers(&Arc::new(Position(50), Position(5))));
+        assert!(!a.covers(&Arc::new(Position(150), Position(20))));
+        assert!(!a.covers(&Arc::whole(Position(100))));
+        assert!(Arc::whole(Position(7)).covers(&a));
+        assert!(Arc::whole(Position(7)).covers(&Arc::whole(Position(3))));
+    }
 
     #[test]
     fn a_plain_arc_is_half_open() {

@@ -67,7 +67,11 @@ impl Proc {
     pub fn start(bin: &str, args: &[&str], ready: &str) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
-            .env("RUST_LOG", "warn")
+            // NODE_LOG (a RUST_LOG filter) shows more of the nodes' logs.
+            .env(
+                "RUST_LOG",
+                std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -420,6 +424,16 @@ pub async fn ring_converged(addrs: &[String]) -> Result<(), String> {
         if id(&v.prev) != id(&views[(i + n - 1) % n].node) {
             return Err(format!("{me}: prev is {:?}", v.prev));
         }
+        // The predecessors that hold replicas of the node's arc, beyond prev.
+        let beyond_prev = (v.replication_factor as usize)
+            .saturating_sub(2)
+            .min(n.saturating_sub(2));
+        for k in 0..beyond_prev {
+            let expected = views[(i + 2 * n - 2 - k) % n].node.as_ref().map(|n| n.id);
+            if v.predecessors.get(k).map(|p| p.id) != expected {
+                return Err(format!("{me}: predecessors are {:?}", v.predecessors));
+            }
+        }
     }
     Ok(())
 }
@@ -501,4 +515,28 @@ pub async fn key_copies(addr: &str) -> Result<(u64, u64), String> {
     let owned = ring.iter().map(|i| i.owned_keys).sum();
     let replicas = ring.iter().map(|i| i.replica_keys).sum();
     Ok((owned, replicas))
+}
+
+/// A fresh directory under the system's temp dir, removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory named after `name` (and this process).
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("crustyring-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// The data directory of node `i` inside it.
+    pub fn node(&self, i: usize) -> String {
+        self.0.join(format!("node-{i}")).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
