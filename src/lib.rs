@@ -10,9 +10,9 @@
 //!
 //! - [`ring`]: pure ring maths: positions, hashing, arcs, `owner()`. No I/O.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
-//!   disk (redb, group commit).
+//!   disk (redb, group commit); digests of arcs for anti-entropy.
 //! - [`node`]: the DHT node: view, routing, forwarding, joins, hand-off, leave,
-//!   failure detection and repair.
+//!   failure detection and repair, replication, anti-entropy.
 //! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI, page.
 //! - [`registry`]: the registry service: membership, ID assignment, liveness.
 //! - [`server`]: serving a router on a listener until shutdown; reflection.

@@ -75,6 +75,26 @@ async fn a_killed_node_restarted_from_its_data_dir_returns_at_its_position_with_
     for addr in &all {
         assert_all_readable(addr, 0..500).await;
     }
+    // Three nodes, three copies: the restarted node holds every key again. Its
+    // own arc came back in the join hand-off; the writes it missed in the arcs it
+    // replicates come only by anti-entropy.
+    let back = nodes[1].addr.clone();
+    common::eventually(
+        Duration::from_secs(20),
+        "the restarted node catches up",
+        || {
+            let back = back.clone();
+            async move {
+                let mut c = common::connect(&back).await;
+                let info = c.get_node_info(()).await.map_err(|e| e.to_string())?;
+                let keys = info.into_inner().keys;
+                (keys == 500)
+                    .then_some(())
+                    .ok_or(format!("it holds {keys} keys"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,13 @@
 //! The DHT node: its view of the ring, routing and forwarding, joins and key
-//! hand-off. Decisions live in `view` ([`View`]) as pure functions; this module applies them
-//! to the store and the network.
+//! hand-off, and keeping replicas in step. Decisions live in `view` ([`View`]) as
+//! pure functions; this module applies them to the store and the network.
+//!
+//! Modules: `join`, `handoff`, `leave` (membership changes); `maintain` (failure
+//! detection and repair); `replicate` (the write path to the replicas);
+//! `anti_entropy` (replicas catching up with owners by digests); `catch_up` (an
+//! owner that may be behind reads with its replicas); `strays` (entries outside
+//! the kept arc go to their owners); `service` and `entries` (the gRPC shell and
+//! its wire checks); `peers` (channels to other nodes).
 //!
 //! # Concurrency
 //!
