@@ -221,6 +221,13 @@ async fn malformed_replication_messages_are_refused_and_store_nothing() {
             ),
         ),
         (
+            "a version far ahead of the node's clock",
+            dht::KeyValueEntry {
+                version_micros: u64::MAX,
+                ..entry(b"future", key_position(b"future").0, b"v".to_vec())
+            },
+        ),
+        (
             "no raw key",
             dht::KeyValueEntry {
                 key: 5,

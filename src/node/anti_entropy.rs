@@ -40,6 +40,9 @@ const BUCKETS: usize = 256;
 /// strays walks the ring).
 const SWEEP_EVERY: u64 = 5;
 
+/// Buckets read per `ReadRange` at most (1/16 of an arc).
+const READ_BUCKETS: usize = BUCKETS / 16;
+
 /// Entries per `Replicate` message sent by anti-entropy (messages also stay
 /// under the peer's size limit).
 const BATCH: usize = 256;
@@ -95,6 +98,7 @@ impl Node {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pacer = Pacer::new(settings.repair_rate);
         let mut round: u64 = 0;
+        let mut last_kept = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -111,7 +115,7 @@ impl Node {
                 tracing::debug!(error = %e, "catching up with the replicas failed");
             }
             if round.is_multiple_of(SWEEP_EVERY)
-                && let Err(e) = self.sweep_strays().await
+                && let Err(e) = self.sweep_strays(&mut last_kept).await
             {
                 tracing::debug!(error = %e, "stray sweep failed");
             }
@@ -163,8 +167,15 @@ impl Node {
             ))));
         }
         let mut exchanged = Exchanged::default();
-        for run in differing_runs(&mine, &theirs) {
-            let part = buckets_arc(arc, run, buckets);
+        // Differing runs are read a few buckets at a time, so that one read
+        // stays small even when a fresh replica differs everywhere.
+        let chunks = differing_runs(&mine, &theirs).into_iter().flat_map(|run| {
+            (run.start..run.end)
+                .step_by(READ_BUCKETS)
+                .map(move |from| from..(from + READ_BUCKETS).min(run.end))
+        });
+        for chunk in chunks {
+            let part = buckets_arc(arc, chunk, buckets);
             let theirs = self.read_range(owner, part).await?;
             let found = reconcile(self.store.entries_in(part)?, theirs);
             pacer.pace(found.take.len() + found.give.len()).await;
@@ -190,7 +201,11 @@ impl Node {
                 let mut stream = c.read_range(request).await?.into_inner();
                 let mut entries = Vec::new();
                 while let Some(e) = stream.message().await? {
-                    entries.push(entry_from_wire(e, &limits)?);
+                    let entry = entry_from_wire(e, &limits)?;
+                    // Only what was asked for.
+                    if arc.contains(entry.position) {
+                        entries.push(entry);
+                    }
                 }
                 Ok(tonic::Response::new(entries))
             })

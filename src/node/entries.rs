@@ -8,6 +8,10 @@ use crate::ring::{Position, key_position};
 use crate::store::{Entry, Version};
 use tonic::Status;
 
+/// How far ahead of this node's clock a peer's version may be: versions are
+/// write times, and one far in the future would win over every later write.
+const MAX_CLOCK_LEAD_MICROS: u64 = 3600 * 1_000_000;
+
 /// A peer's entry, checked.
 pub(super) fn entry_from_wire(e: dht::KeyValueEntry, limits: &Limits) -> Result<Entry, Status> {
     let key = e
@@ -31,6 +35,15 @@ pub(super) fn entry_from_wire(e: dht::KeyValueEntry, limits: &Limits) -> Result<
         return Err(Status::invalid_argument(
             "an entry's raw key does not hash to its position (field 1, `key`)",
         ));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    if e.version_micros > now.saturating_add(MAX_CLOCK_LEAD_MICROS) {
+        return Err(Status::invalid_argument(format!(
+            "an entry's version ({} µs since the epoch) is more than an hour ahead of this node's clock ({now}): check the nodes' clocks",
+            e.version_micros
+        )));
     }
     Ok(Entry {
         position: Position(e.key),

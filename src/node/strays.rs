@@ -5,10 +5,12 @@
 //! leave entries behind. Left alone, strays cost space and skew the key counts;
 //! dropped carelessly, they may be the only copy of a write.
 //!
-//! So a sweep hands each stray to the node that owns its position (found by a
+//! So a sweep runs only when the kept arc has not changed since the previous
+//! sweep; it hands each stray to the node that owns its position (found by a
 //! ring walk), newest-wins as every merge, and drops it only once that owner
-//! has acknowledged it durable and this node's view has not changed meanwhile.
-//! The owner's replicas then get it by anti-entropy, as any write.
+//! has acknowledged it durable, under the view lock, if the kept arc is still
+//! the same, and only at the version it handed over (a write that arrived since
+//! stays). The owner's replicas then get it by anti-entropy, as any write.
 
 use super::Node;
 use super::error::NodeError;
@@ -22,15 +24,20 @@ const WALK_LIMIT: usize = 4096;
 
 impl Node {
     /// Hands this node's stray entries to their owners and drops them; returns
-    /// how many were dropped.
-    pub(super) async fn sweep_strays(&self) -> Result<usize, NodeError> {
+    /// how many were dropped. `last_kept` is the kept arc the previous sweep saw:
+    /// a sweep only runs when it has not changed since.
+    pub(super) async fn sweep_strays(
+        &self,
+        last_kept: &mut Option<Arc>,
+    ) -> Result<usize, NodeError> {
         let factor = self.config.replication.factor;
         let view = self.view_snapshot();
         if view.state != NodeState::Serving || view.handoff.is_some() {
             return Ok(0);
         }
         let kept = view.kept_arc(factor);
-        if kept.start == kept.end {
+        let stable = last_kept.replace(kept) == Some(kept);
+        if !stable || kept.start == kept.end {
             return Ok(0);
         }
         let strays_arc = Arc::new(kept.end, kept.start);
@@ -60,14 +67,21 @@ impl Node {
                 .1
                 .push(entry);
         }
+        let mut handed = Vec::new();
         for (owner, entries) in by_owner.into_values() {
+            handed.extend(
+                entries
+                    .iter()
+                    .map(|e| (e.position, e.key.clone(), e.version)),
+            );
             self.give(&owner, entries).await?;
         }
-        let now = self.view_snapshot();
-        if now.state != NodeState::Serving || now.kept_arc(factor) != kept {
-            return Ok(0);
-        }
-        let dropped = self.store.remove_in(strays_arc)?;
+        let dropped = self.update_view(|now| {
+            if now.state != NodeState::Serving || now.kept_arc(factor) != kept {
+                return Ok(0);
+            }
+            self.store.remove_exact(&handed)
+        })?;
         tracing::info!(
             dropped,
             "handed stray entries to their owners and dropped them"

@@ -220,20 +220,47 @@ impl View {
         out
     }
 
+    /// Whether the successor list reaches round the whole ring: its last member
+    /// is `prev`, so the ring has no nodes beyond the list.
+    pub fn list_wraps(&self) -> bool {
+        !self.alone() && self.backups.last().unwrap_or(&self.next) == &self.prev
+    }
+
+    /// How many replicas this node's arc should have: `factor - 1`, or every
+    /// other node when the ring is smaller (known from a successor list that
+    /// wraps; a list still being learned does not count as a small ring).
+    pub fn replica_target(&self, factor: usize) -> usize {
+        let wanted = factor.saturating_sub(1);
+        if self.alone() {
+            0
+        } else if self.list_wraps() {
+            wanted.min(self.backups.len() + 1)
+        } else {
+            wanted
+        }
+    }
+
     /// The arcs this node holds replicas of, each with its owner: the arcs of
     /// its `factor - 1` nearest successors, as its successor list tells them.
+    /// An arc whose end the list does not tell (its owner is the list's last
+    /// member and the ring goes on beyond it) is left out until it does.
     pub fn replica_arcs(&self, factor: usize) -> Vec<(Member, Arc)> {
         if self.alone() {
             return Vec::new();
         }
         let successors = self.successors();
+        let wraps = self.list_wraps();
         successors
             .iter()
             .take(factor.saturating_sub(1))
             .enumerate()
-            .map(|(i, owner)| {
-                let end = successors.get(i + 1).map_or(self.me.id, |m| m.id);
-                (owner.clone(), Arc::new(owner.id, end))
+            .filter_map(|(i, owner)| {
+                let end = match successors.get(i + 1) {
+                    Some(m) => m.id,
+                    None if wraps => self.me.id,
+                    None => return None,
+                };
+                Some((owner.clone(), Arc::new(owner.id, end)))
             })
             .filter(|(owner, _)| owner.id != self.me.id)
             .collect()
@@ -412,6 +439,21 @@ mod tests {
         // ... and it keeps every entry.
         assert_eq!(two.kept_arc(3), Arc::whole(Position(100)));
         assert!(View::first(member(1)).replica_arcs(3).is_empty());
+    }
+
+    #[test]
+    fn a_successor_list_still_being_learned_is_not_a_small_ring() {
+        // A big ring, but only `next` known so far (its backups just failed).
+        let v = view(10, 100, 200);
+        assert!(!v.list_wraps());
+        assert_eq!(v.replica_target(3), 2);
+        // The arc of `next` has no known end: not claimed as replicated.
+        assert!(v.replica_arcs(3).is_empty());
+        // A ring of two: the list wraps, one replica is all there can be.
+        let two = view(200, 100, 200);
+        assert!(two.list_wraps());
+        assert_eq!(two.replica_target(3), 1);
+        assert_eq!(View::first(member(1)).replica_target(3), 0);
     }
 
     #[test]

@@ -301,6 +301,15 @@ impl Store for DiskStore {
         Ok(removed.len())
     }
 
+    fn remove_exact(&self, entries: &[(Position, Vec<u8>, Version)]) -> Result<usize, StoreError> {
+        let log = self.order();
+        let removed = self.memory.remove_versions(entries);
+        for (position, key) in &removed {
+            self.queue(&log, Mutation::Remove(*position, key.clone()))?;
+        }
+        Ok(removed.len())
+    }
+
     fn len(&self) -> usize {
         self.memory.len()
     }

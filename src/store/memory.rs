@@ -86,6 +86,26 @@ impl MemoryStore {
         removed
     }
 
+    /// Removes the entries still stored at exactly the given versions; returns
+    /// their (position, key).
+    pub(super) fn remove_versions(
+        &self,
+        entries: &[(Position, Vec<u8>, Version)],
+    ) -> Vec<(u64, Vec<u8>)> {
+        let mut table = self.write();
+        let mut removed = Vec::new();
+        for (position, key, version) in entries {
+            let id = (position.0, key.clone());
+            if table.map.get(&id).is_some_and(|(_, v)| v == version) {
+                if let Some((Some(_), _)) = table.map.remove(&id) {
+                    table.live -= 1;
+                }
+                removed.push(id);
+            }
+        }
+        removed
+    }
+
     /// Drops tombstones older than `before_micros`; returns their (position, key).
     pub(super) fn purge_expired(&self, before_micros: u64) -> Vec<(u64, Vec<u8>)> {
         let mut table = self.write();
@@ -209,6 +229,10 @@ impl Store for MemoryStore {
         Ok(self.remove_arc(arc).len())
     }
 
+    fn remove_exact(&self, entries: &[(Position, Vec<u8>, Version)]) -> Result<usize, StoreError> {
+        Ok(self.remove_versions(entries).len())
+    }
+
     fn len(&self) -> usize {
         self.read().live
     }
@@ -226,12 +250,17 @@ impl Store for MemoryStore {
     }
 
     fn digest(&self, arc: Arc, buckets: usize) -> Result<Vec<Bucket>, StoreError> {
-        let table = self.read();
-        let entries = arc
-            .ranges()
-            .into_iter()
-            .flat_map(|r| table.map.range(bounds(&r)))
-            .map(|((p, k), (v, version))| (Position(*p), &k[..], *version, v.is_none()));
+        // Copy the identities out and hash them without the lock, so that
+        // writes wait for a scan, not for the hashing.
+        let ids: Vec<(Position, Vec<u8>, Version, bool)> = {
+            let table = self.read();
+            arc.ranges()
+                .into_iter()
+                .flat_map(|r| table.map.range(bounds(&r)))
+                .map(|((p, k), (v, version))| (Position(*p), k.clone(), *version, v.is_none()))
+                .collect()
+        };
+        let entries = ids.iter().map(|(p, k, v, t)| (*p, &k[..], *v, *t));
         Ok(digest::digest(arc, buckets, entries))
     }
 

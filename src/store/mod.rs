@@ -111,6 +111,9 @@ pub trait Store: Send + Sync + 'static {
     /// Removes every entry (tombstones too) whose position lies in `arc`; returns
     /// how many.
     fn remove_in(&self, arc: Arc) -> Result<usize, StoreError>;
+    /// Removes each of `entries` (position, key, version) that is still stored
+    /// at exactly that version (a newer write since is kept); returns how many.
+    fn remove_exact(&self, entries: &[(Position, Vec<u8>, Version)]) -> Result<usize, StoreError>;
     /// How many live (not deleted) keys the store holds.
     fn len(&self) -> usize;
     /// How many live keys lie in `arc`.
@@ -177,6 +180,31 @@ pub(crate) mod conformance {
         only_old_tombstones_are_purged(&*make());
         digests_and_counts_cover_exactly_their_arc(&*make());
         writes_report_the_entry_they_wrote(&*make());
+        exact_removal_keeps_newer_writes(&*make());
+    }
+
+    fn exact_removal_keeps_newer_writes(store: &dyn Store) {
+        store
+            .insert_all(vec![
+                entry(1, "a", Some("1"), 5),
+                entry(2, "b", Some("2"), 5),
+            ])
+            .unwrap();
+        store.insert_all(vec![entry(2, "b", Some("3"), 6)]).unwrap();
+        let seen = |p, k: &str| {
+            (
+                Position(p),
+                k.as_bytes().to_vec(),
+                Version { micros: 5, node: 9 },
+            )
+        };
+        assert_eq!(
+            store.remove_exact(&[seen(1, "a"), seen(2, "b")]).unwrap(),
+            1
+        );
+        assert_eq!(store.get(Position(1), b"a").unwrap(), None);
+        assert_eq!(store.get(Position(2), b"b").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(store.len(), 1);
     }
 
     fn writes_report_the_entry_they_wrote(store: &dyn Store) {
