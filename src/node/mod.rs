@@ -121,8 +121,6 @@ pub struct Node {
     /// The arc and replicas this node last reconciled with: while they do not
     /// vouch for its current ones, reads also ask the replicas (`catch_up`).
     reconciled: std::sync::Mutex<Option<catch_up::Reconciled>>,
-    /// Batched write queues to this node's replicas.
-    replica_links: replicate::ReplicaLinks,
     /// A channel to the registry, if the node uses one (heartbeats, members):
     /// made once, reconnecting by itself, rather than a connection per call.
     registry: Option<tonic::transport::Channel>,
@@ -155,7 +153,6 @@ impl Node {
             changes: watch::channel(0).0,
             membership: tokio::sync::Mutex::new(()),
             reconciled: std::sync::Mutex::new(None),
-            replica_links: replicate::ReplicaLinks::default(),
             store,
             health,
             registry: registry.and_then(|addr| {

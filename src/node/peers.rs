@@ -123,7 +123,7 @@ impl Peers {
 }
 
 /// The result of a call to the peer at `addr` that was given `after` to answer.
-pub(super) fn settle<T>(
+fn settle<T>(
     addr: &str,
     after: Duration,
     outcome: Result<Result<tonic::Response<T>, tonic::Status>, tokio::time::error::Elapsed>,

@@ -8,12 +8,6 @@
 //! that inherits an arc already holds every acknowledged write in it, so reads
 //! stay at the owner and nothing has to move before the arc is served again.
 //!
-//! Writes to one replica travel in batches: each replica has a link, a queue
-//! drained by one task that sends whatever has queued as one `Replicate` while
-//! the previous one is in flight (the replica then merges and syncs the batch
-//! together: group commit across the wire). Concurrent writes thus cost one
-//! message per replica per round trip, not one each.
-//!
 //! A replica that cannot be reached is waited for: the write is retried on the
 //! replica set as failure detection repairs it, until the request deadline. So
 //! with the default quorum (every copy), an acknowledged write is durable on
@@ -23,107 +17,14 @@
 use super::Node;
 use super::entries::entry_from_wire;
 use super::error::NodeError;
-use super::peers::settle;
 use super::view::NodeState;
-use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
-use crate::ring::{Member, Position};
+use crate::proto::dht;
+use crate::ring::Position;
 use crate::store::Entry;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::Status;
-use tonic::transport::Channel;
-
-/// Writes queued for one replica before writers wait for room (with values of
-/// at most 1 MiB by default, a queue holds at most a few hundred MiB).
-const LINK_QUEUE: usize = 256;
-
-/// Entries per `Replicate` batch at most.
-const MAX_BATCH: usize = 512;
-
-/// A write waiting in a replica link: the entry, and where to say how it went.
-type Pending = (dht::KeyValueEntry, oneshot::Sender<Result<(), String>>);
-
-/// The replica links of a node, by replica address.
-#[derive(Debug, Default)]
-pub(super) struct ReplicaLinks {
-    links: Mutex<HashMap<String, mpsc::Sender<Pending>>>,
-}
-
-/// Sends the writes queued on `queue` to the replica at `addr` in batches of at
-/// most [`MAX_BATCH`] entries and `budget` bytes, one batch in flight at a time,
-/// until every sender is gone.
-async fn run_link(
-    client: DhtNodeClient<Channel>,
-    addr: String,
-    timeout: Duration,
-    budget: usize,
-    mut queue: mpsc::Receiver<Pending>,
-) {
-    let size = |e: &dht::KeyValueEntry| e.value.len() + e.raw_key.as_ref().map_or(0, Vec::len) + 48;
-    while let Some(first) = queue.recv().await {
-        let mut bytes = size(&first.0);
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) if bytes + size(&next.0) <= budget => {
-                    bytes += size(&next.0);
-                    batch.push(next);
-                }
-                Ok(next) => {
-                    // Too big for this batch: it opens the next one.
-                    send_batch(&client, &addr, timeout, std::mem::take(&mut batch)).await;
-                    bytes = size(&next.0);
-                    batch.push(next);
-                }
-                Err(_) => break,
-            }
-        }
-        send_batch(&client, &addr, timeout, batch).await;
-    }
-}
-
-/// Sends one batch and tells each waiting writer how it went.
-async fn send_batch(
-    client: &DhtNodeClient<Channel>,
-    addr: &str,
-    timeout: Duration,
-    batch: Vec<Pending>,
-) {
-    let (entries, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let result = replicate_once(client, addr, timeout, entries.clone()).await;
-    if let Err(e) = &result
-        && e.code() == tonic::Code::InvalidArgument
-        && entries.len() > 1
-    {
-        // The replica refused some entry (its limits differ from ours): send
-        // each alone, so that only the writers of refused entries fail.
-        for (entry, waiter) in entries.into_iter().zip(waiters) {
-            let alone = replicate_once(client, addr, timeout, vec![entry]).await;
-            let _ = waiter.send(alone.map_err(|e| e.to_string()));
-        }
-        return;
-    }
-    let result = result.map_err(|e| e.to_string());
-    for waiter in waiters {
-        // A writer that stopped waiting (its quorum was met) does not mind.
-        let _ = waiter.send(result.clone());
-    }
-}
-
-/// One `Replicate` call.
-async fn replicate_once(
-    client: &DhtNodeClient<Channel>,
-    addr: &str,
-    timeout: Duration,
-    entries: Vec<dht::KeyValueEntry>,
-) -> Result<(), NodeError> {
-    let mut c = client.clone();
-    let sent = tokio::time::timeout(timeout, c.replicate(dht::ReplicateRequest { entries })).await;
-    settle(addr, timeout, sent).map(|_| ())
-}
 
 /// How many copies of each key are kept, and how they are kept in step.
 #[derive(Debug, Clone, Copy)]
@@ -180,58 +81,11 @@ impl Node {
         remote
     }
 
-    /// The link to `replica`, made on first use.
-    fn link(&self, replica: &Member) -> Result<mpsc::Sender<Pending>, NodeError> {
-        let mut links = self
-            .replica_links
-            .links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(link) = links.get(&replica.addr).filter(|l| !l.is_closed()) {
-            return Ok(link.clone());
-        }
-        // Replica sets change rarely; forget links to nodes no longer in them.
-        let current = self.view().replicas(usize::MAX);
-        links.retain(|addr, _| current.iter().any(|m| &m.addr == addr));
-        let client = self.peers.client(&replica.addr)?;
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        tokio::spawn(run_link(
-            client,
-            replica.addr.clone(),
-            self.config.timeouts.request,
-            self.config.limits.max_entry_bytes(),
-            rx,
-        ));
-        links.insert(replica.addr.clone(), tx.clone());
-        Ok(tx)
-    }
-
-    /// Queues `entry` on the link to `replica`; resolves once the replica has
-    /// it durable, or failed, or at `deadline`.
-    async fn replicate_to(
-        &self,
-        replica: &Member,
-        entry: dht::KeyValueEntry,
-        deadline: Instant,
-    ) -> Result<(), String> {
-        let link = self.link(replica).map_err(|e| e.to_string())?;
-        let (done, answer) = oneshot::channel();
-        let queued_and_answered = async {
-            link.send((entry, done))
-                .await
-                .map_err(|_| format!("the link to {} closed", replica.addr))?;
-            answer
-                .await
-                .map_err(|_| format!("the link to {} dropped the write", replica.addr))?
-        };
-        tokio::time::timeout_at(deadline, queued_and_answered)
-            .await
-            .unwrap_or_else(|_| Err(format!("{} did not answer in time", replica.addr)))
-    }
-
     async fn send_to_replicas(&self, entry: Entry, deadline: Instant) -> Result<(), NodeError> {
         let settings = self.config.replication;
-        let entry: dht::KeyValueEntry = entry.into();
+        let request = dht::ReplicateRequest {
+            entries: vec![entry.into()],
+        };
         let mut acked: Vec<Position> = Vec::new();
         let mut last_error = String::from("none");
         loop {
@@ -251,29 +105,40 @@ impl Node {
             if have >= needed {
                 return Ok(());
             }
-            let mut calls = futures_util::stream::FuturesUnordered::new();
+            let mut calls = JoinSet::new();
             for replica in replicas.into_iter().filter(|r| !acked.contains(&r.id)) {
-                let entry = entry.clone();
-                calls.push(async move {
-                    let result = self.replicate_to(&replica, entry, deadline).await;
-                    (replica, result)
-                });
+                let request = request.clone();
+                let call = self
+                    .peers
+                    .call_detached(&replica, |mut c| async move { c.replicate(request).await });
+                calls.spawn(async move { (replica, call.await) });
             }
-            // A write queued on a link is sent whether or not this writer still
-            // waits for it.
-            while let Some((replica, result)) = futures_util::StreamExt::next(&mut calls).await {
-                match result {
-                    Ok(()) => {
+            loop {
+                let done = match tokio::time::timeout_at(deadline, calls.join_next()).await {
+                    Ok(Some(done)) => done,
+                    Ok(None) => break,
+                    // Past the deadline: give up waiting (the calls finish on
+                    // their own).
+                    Err(_) => {
+                        calls.detach_all();
+                        break;
+                    }
+                };
+                match done {
+                    Ok((replica, Ok(_))) => {
                         acked.push(replica.id);
                         have += 1;
                         if have >= needed {
+                            // The rest finish on their own.
+                            calls.detach_all();
                             return Ok(());
                         }
                     }
-                    Err(e) => {
+                    Ok((replica, Err(e))) => {
                         tracing::debug!(replica = %replica.addr, error = %e, "replica write failed");
-                        last_error = e;
+                        last_error = e.to_string();
                     }
+                    Err(e) => last_error = format!("replica call panicked: {e}"),
                 }
             }
             // A replica failed: wait for failure detection to change the view
