@@ -230,3 +230,88 @@ async fn two_kills_under_load_then_a_full_restart_lose_no_acknowledged_write() {
     common::await_ring(&all, Duration::from_secs(15)).await;
     assert_acked_readable(&all, &acked).await;
 }
+
+/// A replica that holds a key at a newer version than the owner's (a clock
+/// ahead of the owner's, here planted through `Replicate`) does not make an
+/// acknowledged write lose: the owner takes the newer copy, writes again past
+/// it, and the acknowledged value is the one every copy ends with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_write_wins_over_a_replicas_newer_clock() {
+    use crustyring::node::{NodeConfig, ReplicationSettings};
+    use crustyring::proto::dht::{KeyValueEntry, ReplicateRequest};
+    use crustyring::ring::key_position;
+    let config = NodeConfig {
+        replication: ReplicationSettings {
+            anti_entropy_interval: Duration::from_millis(200),
+            ..ReplicationSettings::default()
+        },
+        ..NodeConfig::default()
+    };
+    let cluster = common::cluster_with(3, config).await;
+    let addrs = cluster.addrs();
+    common::await_ring(&addrs, Duration::from_secs(10)).await;
+    let k = b"skewed".to_vec();
+    let position = key_position(&k);
+    let owner = cluster
+        .nodes
+        .iter()
+        .find(|n| n.view_snapshot().arc().contains(position))
+        .unwrap();
+    let replica = owner.view_snapshot().replicas(3)[0].clone();
+    let ten_minutes_ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+        + 600_000_000;
+    let mut r = common::connect(&replica.addr).await;
+    r.replicate(ReplicateRequest {
+        entries: vec![KeyValueEntry {
+            key: position.0,
+            value: b"planted".to_vec(),
+            raw_key: Some(k.clone()),
+            version_micros: ten_minutes_ahead,
+            version_node: 1,
+            tombstone: false,
+        }],
+    })
+    .await
+    .unwrap();
+
+    let mut c = common::connect(&addrs[0]).await;
+    assert_eq!(common::set(&mut c, &k, b"fresh").await.error, None);
+    // Several anti-entropy rounds later, every copy holds the acknowledged value.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    common::eventually(
+        Duration::from_secs(10),
+        "every copy is the acknowledged write",
+        || {
+            let copies: Vec<Option<Vec<u8>>> = cluster
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.local_entries()
+                        .unwrap()
+                        .into_iter()
+                        .find(|e| e.key == k)
+                        .and_then(|e| e.value)
+                })
+                .collect();
+            let result = if copies.iter().all(|v| v.as_deref() == Some(&b"fresh"[..])) {
+                Ok(())
+            } else {
+                Err(format!("copies: {copies:?}"))
+            };
+            async move { result }
+        },
+    )
+    .await;
+    for addr in &addrs {
+        let mut c = common::connect(addr).await;
+        assert_eq!(
+            common::get(&mut c, &k).await.value.as_deref(),
+            Some(&b"fresh"[..]),
+            "via {addr}"
+        );
+    }
+    cluster.shutdown().await;
+}

@@ -49,6 +49,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How many times a write is made again after a replica held a newer version.
+const MAX_REWRITES: u32 = 3;
+
 /// How a node behaves: limits, timeouts and joining.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -278,6 +281,7 @@ impl Node {
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(50);
         let mut clockwise_only = false;
+        let mut rewrites = 0;
         loop {
             let mut changes = self.changes.subscribe();
             let route = {
@@ -295,7 +299,18 @@ impl Node {
                 // and on the key's replicas.
                 Ok(((outcome, written), caught_up)) => {
                     if let Some(entry) = written {
-                        self.replicate_write(entry, started + stall).await?;
+                        let newer = self.replicate_write(entry, started + stall).await?;
+                        // A replica held the key at a newer version (a clock
+                        // ahead of ours, or a write this owner missed): take it
+                        // and write again, past it, so the acknowledged write
+                        // is the one that wins.
+                        if let Some(newer) = newer
+                            && rewrites < MAX_REWRITES
+                        {
+                            rewrites += 1;
+                            self.store.insert_all(vec![newer])?;
+                            continue;
+                        }
                     }
                     // An owner that is behind reads with its replicas.
                     if let (Operation::Get, Some(key), false) = (&query.op, &query.key, caught_up) {

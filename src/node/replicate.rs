@@ -71,21 +71,31 @@ impl Node {
         &self,
         entry: Entry,
         deadline: Instant,
-    ) -> Result<(), NodeError> {
+    ) -> Result<Option<Entry>, NodeError> {
         let local = self.store.sync_point();
         if self.config.replication.factor <= 1 {
-            return Ok(local.await?);
+            local.await?;
+            return Ok(None);
         }
         let (local, remote) = tokio::join!(local, self.send_to_replicas(entry, deadline));
         local?;
         remote
     }
 
-    async fn send_to_replicas(&self, entry: Entry, deadline: Instant) -> Result<(), NodeError> {
+    /// Sends `entry` to the replicas until the quorum has it; returns a
+    /// replica's copy of the key if one holds it at a newer version (the write
+    /// lost there, and will lose everywhere once anti-entropy runs).
+    async fn send_to_replicas(
+        &self,
+        entry: Entry,
+        deadline: Instant,
+    ) -> Result<Option<Entry>, NodeError> {
         let settings = self.config.replication;
+        let limits = self.config.limits;
         let request = dht::ReplicateRequest {
             entries: vec![entry.into()],
         };
+        let mut newer: Option<Entry> = None;
         let mut acked: Vec<Position> = Vec::new();
         let mut last_error = String::from("none");
         loop {
@@ -103,7 +113,7 @@ impl Node {
             let needed = settings.copies_needed(target) - 1;
             let mut have = replicas.iter().filter(|r| acked.contains(&r.id)).count();
             if have >= needed {
-                return Ok(());
+                return Ok(newer);
             }
             let mut calls = JoinSet::new();
             for replica in replicas.into_iter().filter(|r| !acked.contains(&r.id)) {
@@ -125,13 +135,19 @@ impl Node {
                     }
                 };
                 match done {
-                    Ok((replica, Ok(_))) => {
+                    Ok((replica, Ok(ack))) => {
                         acked.push(replica.id);
                         have += 1;
+                        for copy in ack.newer {
+                            let copy = entry_from_wire(copy, &limits).map_err(NodeError::Peer)?;
+                            if newer.as_ref().is_none_or(|n| n.version < copy.version) {
+                                newer = Some(copy);
+                            }
+                        }
                         if have >= needed {
                             // The rest finish on their own.
                             calls.detach_all();
-                            return Ok(());
+                            return Ok(newer);
                         }
                     }
                     Ok((replica, Err(e))) => {
@@ -176,6 +192,21 @@ impl Node {
             .map(|e| entry_from_wire(e, &self.config.limits))
             .collect::<Result<Vec<Entry>, Status>>()?;
         let merged = entries.len() as u64;
+        // Copies held at a newer version than what was sent: told back.
+        let mut newer = Vec::new();
+        for e in &entries {
+            let point = crate::ring::Arc::new(e.position, Position(e.position.0.wrapping_add(1)));
+            let stored = self
+                .store
+                .entries_in(point)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            if let Some(mine) = stored
+                .into_iter()
+                .find(|m| m.key == e.key && m.version > e.version)
+            {
+                newer.push(mine.into());
+            }
+        }
         self.store
             .insert_all(entries)
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -183,7 +214,7 @@ impl Node {
             .sync_point()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(dht::ReplicateAck { merged })
+        Ok(dht::ReplicateAck { merged, newer })
     }
 }
 
