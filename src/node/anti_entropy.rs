@@ -189,27 +189,29 @@ impl Node {
         Ok(exchanged)
     }
 
-    /// Every entry `peer` holds in `arc` (`ReadRange`), checked.
-    async fn read_range(&self, peer: &Member, arc: Arc) -> Result<Vec<Entry>, NodeError> {
+    /// Every entry `peer` holds in `arc` (`ReadRange`), checked, and only those
+    /// in `arc`: a future that borrows nothing, so it can also be spawned.
+    pub(super) fn read_range(
+        &self,
+        peer: &Member,
+        arc: Arc,
+    ) -> impl std::future::Future<Output = Result<Vec<Entry>, NodeError>> + Send + 'static {
         let limits = self.config.limits;
         let request = dht::RangeRequest {
             start: arc.start.0,
             end: arc.end.0,
         };
-        self.peers
-            .call(peer, |mut c| async move {
-                let mut stream = c.read_range(request).await?.into_inner();
-                let mut entries = Vec::new();
-                while let Some(e) = stream.message().await? {
-                    let entry = entry_from_wire(e, &limits)?;
-                    // Only what was asked for.
-                    if arc.contains(entry.position) {
-                        entries.push(entry);
-                    }
+        self.peers.call_detached(peer, move |mut c| async move {
+            let mut stream = c.read_range(request).await?.into_inner();
+            let mut entries = Vec::new();
+            while let Some(e) = stream.message().await? {
+                let entry = entry_from_wire(e, &limits)?;
+                if arc.contains(entry.position) {
+                    entries.push(entry);
                 }
-                Ok(tonic::Response::new(entries))
-            })
-            .await
+            }
+            Ok(tonic::Response::new(entries))
+        })
     }
 
     /// Sends `entries` to `peer` with `Replicate`, in batches.

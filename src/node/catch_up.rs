@@ -16,10 +16,8 @@
 //! behind again; a narrower arc (a joiner took part of it) does not.
 
 use super::Node;
-use super::entries::entry_from_wire;
 use super::error::NodeError;
 use super::view::{NodeState, View};
-use crate::proto::dht;
 use crate::ring::{Arc, Member, Position};
 use crate::store::Entry;
 use tokio::task::JoinSet;
@@ -95,21 +93,9 @@ impl Node {
             .into_iter()
             .find(|e| e.key == key);
         let replicas = self.view().replicas(self.config.replication.factor);
-        let limits = self.config.limits;
         let mut reads = JoinSet::new();
         for replica in replicas {
-            let request = dht::RangeRequest {
-                start: point.start.0,
-                end: point.end.0,
-            };
-            reads.spawn(self.peers.call_detached(&replica, move |mut c| async move {
-                let mut stream = c.read_range(request).await?.into_inner();
-                let mut entries = Vec::new();
-                while let Some(e) = stream.message().await? {
-                    entries.push(entry_from_wire(e, &limits)?);
-                }
-                Ok(tonic::Response::new(entries))
-            }));
+            reads.spawn(self.read_range(&replica, point));
         }
         let mut newest: Option<Entry> = mine.clone();
         while let Some(read) = reads.join_next().await {
