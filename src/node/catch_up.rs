@@ -86,12 +86,8 @@ impl Node {
         position: Position,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, NodeError> {
-        let point = Arc::new(position, Position(position.0.wrapping_add(1)));
-        let mine = self
-            .store
-            .entries_in(point)?
-            .into_iter()
-            .find(|e| e.key == key);
+        let point = Arc::point(position);
+        let mine = self.store.entry(position, key)?;
         let replicas = self.view().replicas(self.config.replication.factor);
         let mut reads = JoinSet::new();
         for replica in replicas {

@@ -195,15 +195,11 @@ impl Node {
         // Copies held at a newer version than what was sent: told back.
         let mut newer = Vec::new();
         for e in &entries {
-            let point = crate::ring::Arc::new(e.position, Position(e.position.0.wrapping_add(1)));
             let stored = self
                 .store
-                .entries_in(point)
+                .entry(e.position, &e.key)
                 .map_err(|e| Status::internal(e.to_string()))?;
-            if let Some(mine) = stored
-                .into_iter()
-                .find(|m| m.key == e.key && m.version > e.version)
-            {
+            if let Some(mine) = stored.filter(|m| m.version > e.version) {
                 newer.push(mine.into());
             }
         }

@@ -18,6 +18,11 @@ impl Arc {
         Self { start, end }
     }
 
+    /// The arc of the single position `p`.
+    pub fn point(p: Position) -> Self {
+        Self::new(p, Position(p.0.wrapping_add(1)))
+    }
+
     /// The whole ring, starting (and ending) at `start`.
     pub fn whole(start: Position) -> Self {
         Self { start, end: start }

@@ -268,6 +268,10 @@ impl Store for DiskStore {
         Ok(written)
     }
 
+    fn entry(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.memory.entry(position, key)
+    }
+
     fn at_position(&self, position: Position) -> Result<Vec<Entry>, StoreError> {
         self.memory.at_position(position)
     }
@@ -285,7 +289,7 @@ impl Store for DiskStore {
             .collect();
         self.memory.insert_all(entries)?;
         for (position, key) in ids {
-            if let Some(current) = self.memory.entry(position, &key) {
+            if let Some(current) = self.memory.entry(position, &key)? {
                 self.queue(&log, Mutation::Put(current))?;
             }
         }

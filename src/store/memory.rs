@@ -122,7 +122,7 @@ impl MemoryStore {
     }
 
     /// The stored entry (value or tombstone) of `key`, if any.
-    pub(super) fn entry(&self, position: Position, key: &[u8]) -> Option<Entry> {
+    fn stored(&self, position: Position, key: &[u8]) -> Option<Entry> {
         self.read()
             .map
             .get(&(position.0, key.to_vec()))
@@ -195,9 +195,12 @@ impl Store for MemoryStore {
         Ok(self.write_next(position, key.to_vec(), None, writer))
     }
 
+    fn entry(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        Ok(self.stored(position, key))
+    }
+
     fn at_position(&self, position: Position) -> Result<Vec<Entry>, StoreError> {
-        let mut entries =
-            self.entries_in(Arc::new(position, Position(position.0.wrapping_add(1))))?;
+        let mut entries = self.entries_in(Arc::point(position))?;
         entries.retain(|e| e.value.is_some());
         Ok(entries)
     }

@@ -99,6 +99,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes `key` (leaving a tombstone), by node `writer`; returns the removed
     /// value and the tombstone written.
     fn delete(&self, position: Position, key: &[u8], writer: u64) -> Result<Written, StoreError>;
+    /// The stored entry (value or tombstone, with its version) of `key`, if any.
+    fn entry(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError>;
     /// The live entries at `position` whatever their raw key (for position-only
     /// lookups).
     fn at_position(&self, position: Position) -> Result<Vec<Entry>, StoreError>;
@@ -217,6 +219,11 @@ pub(crate) mod conformance {
             .set(Position(4), b"k".to_vec(), b"2".to_vec(), 7)
             .unwrap();
         assert!(second.entry.version > first.entry.version);
+        assert_eq!(
+            store.entry(Position(4), b"k").unwrap(),
+            Some(second.entry.clone())
+        );
+        assert_eq!(store.entry(Position(4), b"other").unwrap(), None);
         // The written entry is what a replica merges to reach the same state.
         let replica = MemoryStore::new();
         replica.insert_all(vec![second.entry, first.entry]).unwrap();
