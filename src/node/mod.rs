@@ -287,9 +287,10 @@ impl Node {
             let route = {
                 let view = self.view();
                 match view.route(query.position, clockwise_only) {
+                    // Only a read asks whether the owner is behind.
                     Route::Local => Ok((
                         self.apply_local(&query, view.me.id.0)?,
-                        self.caught_up(&view),
+                        !matches!(query.op, Operation::Get) || self.caught_up(&view),
                     )),
                     other => Err(other),
                 }
