@@ -167,13 +167,12 @@ pub async fn get_key(
     let UrlQuery(options) = options.map_err(|e| ApiError::BadQuery(e.body_text()))?;
     let key = key_from_path(&uri, "/keys/")?;
     let q = query(Operation::Get, key.clone(), &node)?;
-    match node.execute(q.clone()).await? {
+    let position = q.position;
+    match node.execute(q).await? {
         Outcome::Value(value) if options.raw == Some(true) => {
             Ok(([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response())
         }
-        Outcome::Value(value) => {
-            Ok(axum::Json(key_value(&key, q.position, &value)).into_response())
-        }
+        Outcome::Value(value) => Ok(axum::Json(key_value(&key, position, &value)).into_response()),
         Outcome::Absent | Outcome::Created => Err(ApiError::KeyNotFound(shown(&key))),
     }
 }
@@ -210,13 +209,14 @@ pub async fn put_key(
         _ => ApiError::BadBody(e.body_text()),
     })?;
     let q = query(Operation::Set(value.to_vec()), key.clone(), &node)?;
-    let outcome = node.execute(q.clone()).await?;
+    let position = q.position;
+    let outcome = node.execute(q).await?;
     let (k, key_encoding) = encode(&key);
     let mut result = PutResult {
         key: k,
         key_encoding,
         created: true,
-        position: q.position.to_hex(),
+        position: position.to_hex(),
         previous: None,
     };
     if let Outcome::Value(previous) = outcome {
@@ -250,10 +250,9 @@ pub async fn put_key(
 pub async fn delete_key(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response, ApiError> {
     let key = key_from_path(&uri, "/keys/")?;
     let q = query(Operation::Delete, key.clone(), &node)?;
-    match node.execute(q.clone()).await? {
-        Outcome::Value(value) => {
-            Ok(axum::Json(key_value(&key, q.position, &value)).into_response())
-        }
+    let position = q.position;
+    match node.execute(q).await? {
+        Outcome::Value(value) => Ok(axum::Json(key_value(&key, position, &value)).into_response()),
         Outcome::Absent | Outcome::Created => Err(ApiError::KeyNotFound(shown(&key))),
     }
 }

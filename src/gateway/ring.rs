@@ -3,7 +3,7 @@
 use super::keys::{Encoding, KeyParam, encode, key_from_path};
 use super::problem::{ApiError, Problem};
 use crate::node::{Node, NodeSummary};
-use crate::ring::{self, Arc as RingArc, Member, Position, key_position};
+use crate::ring::{self, Arc as RingArc, Member, Position};
 use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
@@ -186,18 +186,18 @@ pub async fn get_owner(
 ) -> Result<Json<OwnerView>, ApiError> {
     let key = key_from_path(&uri, "/ring/owner/")?;
     // Validate as a query would, so that the answer is about a key one can write.
-    crate::node::Query::new(
+    let position = crate::node::Query::new(
         crate::node::Operation::Get,
         key.clone(),
         &node.config().limits,
-    )?;
+    )?
+    .position;
     let walk = node.walk_ring(WALK_LIMIT).await?;
     let members: BTreeMap<Position, Member> = walk
         .iter()
-        .filter(|s| s.state == "serving")
+        .filter(|s| s.state == crate::node::NodeState::Serving.as_str())
         .map(|s| (s.me.id, s.me.clone()))
         .collect();
-    let position = key_position(&key);
     let (owner_id, owner) =
         ring::owner(&members, position).ok_or(crate::node::NodeError::NotServing)?;
     let factor = walk
