@@ -21,7 +21,7 @@
 //! copies closer together.
 
 use super::Node;
-use super::entries::entry_from_wire;
+use super::entries::{batches, entry_from_wire};
 use super::error::NodeError;
 use super::view::NodeState;
 use crate::proto::dht;
@@ -215,25 +215,9 @@ impl Node {
     }
 
     /// Sends `entries` to `peer` with `Replicate`, in batches.
-    pub(super) async fn give(
-        &self,
-        peer: &Member,
-        mut entries: Vec<Entry>,
-    ) -> Result<(), NodeError> {
+    pub(super) async fn give(&self, peer: &Member, entries: Vec<Entry>) -> Result<(), NodeError> {
         let budget = self.config.limits.max_entry_bytes();
-        while !entries.is_empty() {
-            // At least one entry per message, and no more than one largest valid
-            // entry's worth of bytes beyond the first.
-            let mut size = 0;
-            let mut take = 0;
-            for e in entries.iter().take(BATCH) {
-                size += e.key.len() + e.value.as_ref().map_or(0, Vec::len) + 48;
-                if take > 0 && size > budget {
-                    break;
-                }
-                take += 1;
-            }
-            let batch: Vec<dht::KeyValueEntry> = entries.drain(..take).map(Into::into).collect();
+        for batch in batches(entries, budget, BATCH) {
             let request = dht::ReplicateRequest { entries: batch };
             self.peers
                 .call(peer, |mut c| async move { c.replicate(request).await })

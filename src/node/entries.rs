@@ -56,6 +56,38 @@ pub(super) fn entry_from_wire(e: dht::KeyValueEntry, limits: &Limits) -> Result<
     })
 }
 
+/// About how many bytes `entry` takes on the wire (key, value, field tags).
+fn wire_size(entry: &Entry) -> usize {
+    entry.key.len() + entry.value.as_ref().map_or(0, Vec::len) + 48
+}
+
+/// `entries` in batches for wire messages: each at most `max_count` entries and
+/// `budget` bytes (an entry bigger than that goes alone), so that every message
+/// fits a receiver's decoding limit (which admits one largest valid entry).
+pub(super) fn batches(
+    entries: Vec<Entry>,
+    budget: usize,
+    max_count: usize,
+) -> Vec<Vec<dht::KeyValueEntry>> {
+    let mut out: Vec<Vec<dht::KeyValueEntry>> = Vec::new();
+    let mut size = 0;
+    for entry in entries {
+        let entry_size = wire_size(&entry);
+        let fits = out
+            .last()
+            .is_some_and(|b| b.len() < max_count.max(1) && size + entry_size <= budget);
+        if !fits {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += entry_size;
+        if let Some(batch) = out.last_mut() {
+            batch.push(entry.into());
+        }
+    }
+    out
+}
+
 impl From<Entry> for dht::KeyValueEntry {
     fn from(e: Entry) -> Self {
         Self {
@@ -66,5 +98,39 @@ impl From<Entry> for dht::KeyValueEntry {
             version_micros: e.version.micros,
             version_node: e.version.node,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Version;
+
+    fn entry(i: u8, value_len: usize) -> Entry {
+        Entry {
+            position: Position(u64::from(i)),
+            key: vec![i],
+            value: Some(vec![0; value_len]),
+            version: Version::default(),
+        }
+    }
+
+    #[test]
+    fn batches_keep_to_the_byte_budget_and_count_but_always_take_one() {
+        let sizes: Vec<usize> = batches((0..5).map(|i| entry(i, 51)).collect(), 200, 10)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        // 100 bytes each on the wire: two fit in 200.
+        assert_eq!(sizes, [2, 2, 1]);
+        let counted: Vec<usize> = batches((0..5).map(|i| entry(i, 0)).collect(), 10_000, 2)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(counted, [2, 2, 1]);
+        // An entry over the budget still goes, alone.
+        let big = batches(vec![entry(1, 500), entry(2, 1)], 200, 10);
+        assert_eq!(big.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
+        assert!(batches(Vec::new(), 200, 10).is_empty());
     }
 }

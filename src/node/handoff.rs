@@ -4,7 +4,7 @@
 //! are stored and its view changed, so the sender knows when it may drop them.
 
 use super::Node;
-use super::entries::entry_from_wire;
+use super::entries::{batches, entry_from_wire};
 use super::error::NodeError;
 use super::view::NodeState;
 use crate::proto::dht;
@@ -52,21 +52,14 @@ impl Node {
             predecessors: header.predecessors.iter().map(Into::into).collect(),
         }];
         let budget = self.config.limits.max_entry_bytes();
-        let mut size = 0;
-        for entry in entries {
-            let entry_size = entry.key.len() + entry.value.as_ref().map_or(0, Vec::len) + 48;
-            let fits = chunks
-                .last()
-                .is_some_and(|c| c.entries.is_empty() || size + entry_size <= budget);
-            if !fits {
-                size = 0;
-                chunks.push(dht::HandOffChunk::default());
-            }
-            if let Some(chunk) = chunks.last_mut() {
-                chunk.entries.push(entry.into());
-            }
-            size += entry_size;
-        }
+        chunks.extend(
+            batches(entries, budget, usize::MAX)
+                .into_iter()
+                .map(|entries| dht::HandOffChunk {
+                    entries,
+                    ..Default::default()
+                }),
+        );
         // Big arcs take longer: allow the request timeout plus 8 MB/s.
         let bytes: usize = chunks
             .iter()
