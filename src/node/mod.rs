@@ -49,6 +49,19 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How long key counts for `GetNodeInfo` are reused while the arcs stay the same.
+const COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Key counts of a node's own and replicated arcs, as last counted.
+#[derive(Debug)]
+struct KeyCounts {
+    at: std::time::Instant,
+    own: crate::ring::Arc,
+    replicated: Vec<crate::ring::Arc>,
+    owned: u64,
+    replica: u64,
+}
+
 /// How many times a write is made again after a replica held a newer version.
 const MAX_REWRITES: u32 = 3;
 
@@ -124,6 +137,8 @@ pub struct Node {
     /// The arc and replicas this node last reconciled with: while they do not
     /// vouch for its current ones, reads also ask the replicas (`catch_up`).
     reconciled: std::sync::Mutex<Option<catch_up::Reconciled>>,
+    /// Key counts last reported by `summary` (see `key_counts`).
+    counts: std::sync::Mutex<Option<KeyCounts>>,
     /// A channel to the registry, if the node uses one (heartbeats, members):
     /// made once, reconnecting by itself, rather than a connection per call.
     registry: Option<tonic::transport::Channel>,
@@ -156,6 +171,7 @@ impl Node {
             changes: watch::channel(0).0,
             membership: tokio::sync::Mutex::new(()),
             reconciled: std::sync::Mutex::new(None),
+            counts: std::sync::Mutex::new(None),
             store,
             health,
             registry: registry.and_then(|addr| {
@@ -190,16 +206,11 @@ impl Node {
         let view = self.view_snapshot();
         let factor = self.config.replication.factor;
         let serving = view.state == NodeState::Serving;
-        let owned = if serving {
-            self.store.count_in(view.arc())
+        let (owned, replica) = if serving {
+            self.key_counts(&view)
         } else {
-            0
+            (0, 0)
         };
-        let replica: usize = view
-            .replica_arcs(factor)
-            .iter()
-            .map(|(_, arc)| self.store.count_in(*arc))
-            .sum();
         NodeSummary {
             successors: view.successors(),
             predecessors: view.predecessors.clone(),
@@ -208,10 +219,41 @@ impl Node {
             next: view.next,
             state: view.state.as_str().to_string(),
             keys: self.key_count() as u64,
-            owned_keys: owned as u64,
-            replica_keys: if serving { replica as u64 } else { 0 },
+            owned_keys: owned,
+            replica_keys: replica,
             replication_factor: factor as u32,
         }
+    }
+
+    /// Live keys in this node's arc and in the arcs it replicates. Counting
+    /// scans those arcs, and every probe of this node asks (`GetNodeInfo`), so
+    /// the counts are reused for [`COUNTS_MAX_AGE`] while the arcs stay the same.
+    fn key_counts(&self, view: &View) -> (u64, u64) {
+        let own = view.arc();
+        let replicated: Vec<crate::ring::Arc> = view
+            .replica_arcs(self.config.replication.factor)
+            .into_iter()
+            .map(|(_, arc)| arc)
+            .collect();
+        let mut cached = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cached.as_ref().filter(|c| {
+            c.own == own && c.replicated == replicated && c.at.elapsed() < COUNTS_MAX_AGE
+        }) {
+            return (c.owned, c.replica);
+        }
+        let owned = self.store.count_in(own) as u64;
+        let replica = replicated
+            .iter()
+            .map(|a| self.store.count_in(*a) as u64)
+            .sum();
+        *cached = Some(KeyCounts {
+            at: std::time::Instant::now(),
+            own,
+            replicated,
+            owned,
+            replica,
+        });
+        (owned, replica)
     }
 
     /// The ring as its nodes see it: this node's summary, then each next
