@@ -224,6 +224,14 @@ fn show(v: &[u8]) -> String {
 }
 
 async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {
+    if c.port == 0
+        && let Some(dir) = &c.data_dir
+    {
+        anyhow::bail!(
+            "--data-dir {} needs fixed ports: each node keeps its data in node-<port> and finds it again by its port, which --port 0 changes on every run; give a --port",
+            dir.display()
+        );
+    }
     let options = ClusterOptions {
         host: c.host.clone(),
         registry_port: c.port,

@@ -158,3 +158,19 @@ fn the_client_commands_put_get_delete_and_show_the_ring() {
     cluster.signal("INT");
     assert!(cluster.wait_exit(Duration::from_secs(15)).success());
 }
+
+#[test]
+fn a_cluster_on_ephemeral_ports_refuses_a_data_dir_it_could_never_find_again() {
+    let dir = common::TempDir::new("ephemeral-data-dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crustyring"))
+        .args(["cluster", "--port", "0", "--data-dir", &dir.node(0)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs fixed ports"), "{stderr}");
+    assert!(
+        !std::path::Path::new(&dir.node(0)).exists(),
+        "nothing was created"
+    );
+}
