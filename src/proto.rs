@@ -73,3 +73,21 @@ impl TryFrom<dht::NodeInfo> for NodeSummary {
         })
     }
 }
+
+impl From<crate::store::Bucket> for dht::BucketDigest {
+    fn from(b: crate::store::Bucket) -> Self {
+        Self {
+            hash: b.hash,
+            count: b.count,
+        }
+    }
+}
+
+impl From<dht::BucketDigest> for crate::store::Bucket {
+    fn from(b: dht::BucketDigest) -> Self {
+        Self {
+            hash: b.hash,
+            count: b.count,
+        }
+    }
+}

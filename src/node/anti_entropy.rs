@@ -154,10 +154,7 @@ impl Node {
             .await?
             .buckets
             .into_iter()
-            .map(|b| Bucket {
-                hash: b.hash,
-                count: b.count,
-            })
+            .map(Bucket::from)
             .collect();
         if theirs.len() != buckets {
             return Err(NodeError::Peer(Status::internal(format!(

@@ -153,13 +153,7 @@ impl DhtNode for DhtService {
             .digest(arc, wanted)
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(dht::DigestReply {
-            buckets: buckets
-                .into_iter()
-                .map(|b| dht::BucketDigest {
-                    hash: b.hash,
-                    count: b.count,
-                })
-                .collect(),
+            buckets: buckets.into_iter().map(Into::into).collect(),
         }))
     }
 
