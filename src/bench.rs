@@ -1,15 +1,23 @@
-//! The load tool: keeps N `QueryDht` requests in flight against one node for a
-//! while and reports throughput, latency percentiles and errors.
+//! The load tool: keeps N `QueryDht` requests in flight against a ring for a
+//! while and reports throughput, latency percentiles, errors, and how many times
+//! the ring forwarded each request.
+//!
+//! By default each worker routes itself ([`RingClient`]): it learns the ring and
+//! sends every request to its key's owner. With `route` off (or against a ring
+//! that does not describe itself, like the original study project's) workers
+//! send to the given nodes in turn, and the ring routes.
 
-use crate::client::{self, ClientError};
+use crate::client::{ClientError, RingClient};
 use crate::proto::dht::OperationType;
 use std::time::{Duration, Instant};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchPlan {
-    /// The node to load.
-    pub node: String,
+    /// The nodes to send to (any nodes of one ring).
+    pub nodes: Vec<String>,
+    /// Whether workers learn the ring and send each request to its owner.
+    pub route: bool,
     /// The operation: `Set` writes, `Get` reads (after a `Set` warm-up of the keys).
     pub op: OperationType,
     /// Requests in flight at once.
@@ -35,6 +43,11 @@ pub struct BenchReport {
     pub p50: Duration,
     /// 99th percentile latency.
     pub p99: Duration,
+    /// Mean forwards per successful request, as the nodes reported them
+    /// (`None`: the nodes do not report routes).
+    pub forwards: Option<f64>,
+    /// Members the workers routed by (0: they sent to the given nodes).
+    pub members: usize,
 }
 
 impl BenchReport {
@@ -48,13 +61,15 @@ impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, {} ok, {} errors in {:.1} s",
+            "{:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, {} ok, {} errors in {:.1} s, forwards/request {}",
             self.ops_per_sec(),
             self.p50.as_secs_f64() * 1e3,
             self.p99.as_secs_f64() * 1e3,
             self.ok,
             self.errors,
-            self.elapsed.as_secs_f64()
+            self.elapsed.as_secs_f64(),
+            self.forwards
+                .map_or("not reported".to_string(), |f| format!("{f:.3}"))
         )
     }
 }
@@ -73,11 +88,11 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
         // Write every key first, spread over the same number of connections.
         let mut writers = Vec::new();
         for w in 0..concurrency.min(keys) {
-            let mut c = client::connect(&plan.node).await?;
+            let mut c = RingClient::new(plan.nodes.clone(), plan.route).await;
             let value = value.clone();
             writers.push(tokio::spawn(async move {
                 for i in (w..keys).step_by(concurrency) {
-                    client::query(&mut c, OperationType::Set, &key(i), Some(&value)).await?;
+                    c.query(OperationType::Set, &key(i), Some(&value)).await?;
                 }
                 Ok::<_, ClientError>(())
             }));
@@ -91,31 +106,47 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
     let start = Instant::now();
     let stop_at = start + plan.duration;
     let mut workers = Vec::new();
+    let mut members = 0;
     for w in 0..concurrency {
-        let mut c = client::connect(&plan.node).await?;
+        let mut c = RingClient::new(plan.nodes.clone(), plan.route).await;
+        members = members.max(c.members());
         let (op, value) = (plan.op, value.clone());
         workers.push(tokio::spawn(async move {
-            let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            let mut tally = Tally::default();
             let mut i = w;
             while Instant::now() < stop_at {
                 let v = (op == OperationType::Set).then_some(value.as_slice());
                 let t = Instant::now();
-                match client::query(&mut c, op, &key(i % keys), v).await {
-                    Ok(_) => latencies.push(t.elapsed()),
-                    Err(_) => errors += 1,
+                match c.query(op, &key(i % keys), v).await {
+                    Ok((_, hops)) => {
+                        tally.latencies.push(t.elapsed());
+                        if let Some(h) = hops {
+                            tally.reported += 1;
+                            tally.forwards += u64::from(h);
+                        }
+                    }
+                    Err(_) => tally.errors += 1,
                 }
                 i += 7919;
             }
-            (latencies, errors)
+            tally
         }));
     }
-    let (mut latencies, mut errors) = (Vec::new(), 0);
+    let mut all = Tally::default();
     for w in workers {
-        if let Ok((l, e)) = w.await {
-            latencies.extend(l);
-            errors += e;
+        if let Ok(t) = w.await {
+            all.latencies.extend(t.latencies);
+            all.errors += t.errors;
+            all.reported += t.reported;
+            all.forwards += t.forwards;
         }
     }
+    let Tally {
+        mut latencies,
+        errors,
+        reported,
+        forwards,
+    } = all;
     let elapsed = start.elapsed();
     latencies.sort_unstable();
     let pick = |q: f64| {
@@ -130,5 +161,17 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
         elapsed,
         p50: pick(0.50),
         p99: pick(0.99),
+        forwards: (reported > 0).then(|| forwards as f64 / reported as f64),
+        members,
     })
+}
+
+/// What one worker counted.
+#[derive(Debug, Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    errors: u64,
+    /// Successful requests whose route was reported, and their forwards.
+    reported: u64,
+    forwards: u64,
 }

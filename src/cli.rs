@@ -37,6 +37,10 @@ pub struct NodeArgs {
     /// survives without help from the registry).
     #[arg(long, default_value_t = 3)]
     pub successors: usize,
+    /// How often each node relearns every member of the ring (its routing
+    /// table, for one-hop forwarding) by sweeping the ring, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub table_refresh_ms: u64,
     /// How often to send the registry a heartbeat, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_interval_ms: u64,
@@ -89,6 +93,7 @@ impl NodeArgs {
                 successors: self.successors.max(self.replication_factor as usize).max(1),
                 heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
                 tombstone_grace: Duration::from_secs(self.tombstone_grace_secs),
+                table_refresh: Duration::from_millis(self.table_refresh_ms.max(10)),
             },
             replication: ReplicationSettings {
                 factor: self.replication_factor as usize,

@@ -2,6 +2,8 @@
 //! walk of the ring through each node's `GetNodeInfo`.
 
 use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
+use crate::ring::{Member, Position, owner};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -72,12 +74,137 @@ pub async fn query(
     key: &[u8],
     value: Option<&[u8]>,
 ) -> Result<dht::QueryResult, ClientError> {
+    Ok(query_counting_hops(client, ty, key, value).await?.0)
+}
+
+/// Sends one `QueryDht` and reads how many times the ring forwarded it
+/// (`x-crusty-hops`; `None` from a node that does not say).
+pub async fn query_counting_hops(
+    client: &mut DhtNodeClient<Channel>,
+    ty: dht::OperationType,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(dht::QueryResult, Option<u32>), ClientError> {
     let request = dht::Query {
         ty: ty as i32,
         key: key.to_vec(),
         value: value.map(<[u8]>::to_vec),
     };
-    Ok(client.query_dht(request).await?.into_inner())
+    let response = client.query_dht(request).await?;
+    let hops = crate::node::RouteTaken::read_metadata(response.metadata()).map(|r| r.hops);
+    Ok((response.into_inner(), hops))
+}
+
+/// A client that routes itself: it learns the ring's members and sends each
+/// query straight to its key's owner, so the ring forwards nothing. When an
+/// owner cannot be reached it relearns the ring and, failing that, asks any
+/// of the nodes it was given (which then forward).
+#[derive(Debug)]
+pub struct RingClient {
+    /// The nodes given, to fall back on and to learn the ring from.
+    seeds: Vec<String>,
+    /// The members by ID, as last learned (empty: send to the seeds).
+    members: BTreeMap<Position, Member>,
+    /// One connection per address.
+    clients: HashMap<String, DhtNodeClient<Channel>>,
+    /// The seed to use next when routing by the ring is not possible.
+    turn: usize,
+}
+
+impl RingClient {
+    /// A client over `seeds` (any nodes of one ring). With `route`, it learns
+    /// the ring from them (a ring whose nodes do not describe themselves, such
+    /// as the original study project's, is then just asked through the seeds).
+    pub async fn new(seeds: Vec<String>, route: bool) -> Self {
+        let mut client = Self {
+            seeds: seeds.into_iter().map(|s| normalise(&s)).collect(),
+            members: BTreeMap::new(),
+            clients: HashMap::new(),
+            turn: 0,
+        };
+        if route {
+            client.learn().await;
+        }
+        client
+    }
+
+    /// Relearns the ring's members from the first seed that describes it.
+    pub async fn learn(&mut self) {
+        for seed in self.seeds.clone() {
+            if let Ok(ring) = ring(&seed, 4096).await {
+                self.members = ring
+                    .into_iter()
+                    .filter(|i| i.state == "serving")
+                    .filter_map(|i| i.node.map(Member::from))
+                    .map(|m| (m.id, m))
+                    .collect();
+                return;
+            }
+        }
+    }
+
+    /// How many members the client routes by (0: it asks the seeds).
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
+    async fn client(&mut self, addr: &str) -> Result<DhtNodeClient<Channel>, ClientError> {
+        if let Some(c) = self.clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = connect(addr).await?;
+        self.clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Where a query for `key` goes first: its owner, or the next seed.
+    fn target(&mut self, key: &[u8]) -> String {
+        match owner(&self.members, crate::ring::key_position(key)) {
+            Some((_, m)) => m.addr.clone(),
+            None => {
+                self.turn = self.turn.wrapping_add(1);
+                self.seeds[self.turn % self.seeds.len().max(1)].clone()
+            }
+        }
+    }
+
+    /// Sends one query to its owner (or a seed), and how many times the ring
+    /// forwarded it. An owner that cannot be reached makes the client relearn
+    /// the ring and send the query to a seed instead.
+    pub async fn query(
+        &mut self,
+        ty: dht::OperationType,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(dht::QueryResult, Option<u32>), ClientError> {
+        if self.seeds.is_empty() {
+            return Err(ClientError::BadAddress {
+                addr: String::new(),
+                reason: "no node given".into(),
+            });
+        }
+        let addr = self.target(key);
+        let first = match self.client(&addr).await {
+            Ok(mut c) => query_counting_hops(&mut c, ty, key, value).await,
+            Err(e) => Err(e),
+        };
+        // An owner that is gone, or that has left: relearn, and route through
+        // a seed this time. An UNAVAILABLE write may have been applied; sent
+        // again, a Set writes the same value, and a Delete may answer absent.
+        let gone = match &first {
+            Err(ClientError::Unreachable { .. }) => true,
+            Err(ClientError::Status(s)) => s.code() == tonic::Code::Unavailable,
+            _ => false,
+        };
+        if !gone || self.members.is_empty() {
+            return first;
+        }
+        self.clients.remove(&addr);
+        self.learn().await;
+        let seed = self.seeds[0].clone();
+        let mut c = self.client(&seed).await?;
+        query_counting_hops(&mut c, ty, key, value).await
+    }
 }
 
 /// The ring as the nodes see it: starting at `addr`, each node's view, following

@@ -9,6 +9,7 @@
 //! # Layout
 //!
 //! - [`ring`]: pure ring maths: positions, hashing, arcs, `owner()`. No I/O.
+//! - [`routing`]: one-hop routing tables and the sweep that relearns them. No I/O.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
 //!   disk (redb, group commit); digests of arcs for anti-entropy.
 //! - [`node`]: the DHT node: view, routing, forwarding, joins, hand-off, leave,
@@ -31,5 +32,6 @@ pub mod node;
 pub mod proto;
 pub mod registry;
 pub mod ring;
+pub mod routing;
 pub mod server;
 pub mod store;

@@ -53,10 +53,22 @@ enum Command {
     /// Print the HTTP gateway's OpenAPI document (the one checked in at
     /// openapi/openapi.json).
     Openapi,
-    /// Load a node with concurrent QueryDht requests and report ops/s and latency.
+    /// Load a ring with concurrent QueryDht requests and report ops/s, latency
+    /// and forwards per request. Learns the ring and sends each request to its
+    /// key's owner, unless --via-nodes.
     Bench {
-        #[command(flatten)]
-        target: Target,
+        /// Nodes to send to, comma-separated (any nodes of one ring).
+        #[arg(
+            long,
+            short = 'n',
+            value_delimiter = ',',
+            default_value = "http://127.0.0.1:50001"
+        )]
+        node: Vec<String>,
+        /// Send requests to the given nodes in turn and let the ring route them,
+        /// rather than to each key's owner.
+        #[arg(long)]
+        via_nodes: bool,
         /// Operation to run.
         #[arg(long, value_enum, default_value_t = BenchOp::Set)]
         op: BenchOp,
@@ -164,7 +176,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
-            target,
+            node,
+            via_nodes,
             op,
             concurrency,
             duration,
@@ -172,7 +185,8 @@ async fn main() -> anyhow::Result<()> {
             value_bytes,
         } => {
             let plan = BenchPlan {
-                node: target.node,
+                nodes: node,
+                route: !via_nodes,
                 op: match op {
                     BenchOp::Set => OperationType::Set,
                     BenchOp::Get => OperationType::Get,
@@ -187,9 +201,14 @@ async fn main() -> anyhow::Result<()> {
                 plan.op,
                 plan.concurrency,
                 plan.duration.as_secs_f64(),
-                plan.node
+                plan.nodes.join(",")
             );
-            println!("{}", bench::run(&plan).await?);
+            let report = bench::run(&plan).await?;
+            match report.members {
+                0 => println!("sent to the given nodes; the ring routed"),
+                n => println!("routed by the client to each key's owner among {n} members"),
+            }
+            println!("{report}");
             Ok(())
         }
     }
@@ -201,8 +220,12 @@ async fn query(
     key: &str,
     value: Option<&str>,
 ) -> anyhow::Result<crustyring::proto::dht::QueryResult> {
-    let mut c = client::connect(&target.node).await?;
-    Ok(client::query(&mut c, ty, key.as_bytes(), value.map(str::as_bytes)).await?)
+    // Straight to the key's owner, learned from the node given.
+    let mut c = client::RingClient::new(vec![target.node.clone()], true).await;
+    let (result, _) = c
+        .query(ty, key.as_bytes(), value.map(str::as_bytes))
+        .await?;
+    Ok(result)
 }
 
 fn report(r: crustyring::proto::dht::QueryResult) -> anyhow::Result<()> {

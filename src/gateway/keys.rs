@@ -2,7 +2,7 @@
 //! `QueryDht`, through [`Node::execute`].
 
 use super::problem::{ApiError, Problem};
-use crate::node::{Node, NodeError, Operation, Outcome, Query};
+use crate::node::{Answer, Node, NodeError, Operation, Outcome, Query, RouteTaken};
 use crate::ring::Position;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -128,6 +128,28 @@ fn query(op: Operation, key: Vec<u8>, node: &Node) -> Result<Query, ApiError> {
     Ok(Query::new(op, key, &node.config().limits)?)
 }
 
+/// Header: how many times the query was forwarded after it entered the ring.
+pub const HOPS_HEADER: &str = "x-crusty-hops";
+/// Header: the address of the node that answered from its store.
+pub const OWNER_HEADER: &str = "x-crusty-owner";
+/// Header: the ID (16 hex digits) of that node.
+pub const OWNER_ID_HEADER: &str = "x-crusty-owner-id";
+
+/// `response` with the route the query took in its headers.
+fn with_route(mut response: Response, route: &RouteTaken) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(HOPS_HEADER, HeaderValue::from(route.hops));
+    if let Some(owner) = &route.owner {
+        if let Ok(addr) = HeaderValue::from_str(&owner.addr) {
+            headers.insert(OWNER_HEADER, addr);
+        }
+        if let Ok(id) = HeaderValue::from_str(&owner.id.to_hex()) {
+            headers.insert(OWNER_ID_HEADER, id);
+        }
+    }
+    response
+}
+
 fn shown(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
@@ -152,7 +174,11 @@ fn key_value(key: &[u8], position: Position, value: &[u8]) -> KeyValue {
     params(KeyParam, GetOptions),
     responses(
         (status = 200, description = "The value (JSON; or its bytes alone with `?raw=true`).", body = KeyValue,
-            content((KeyValue = "application/json"), (Vec<u8> = "application/octet-stream"))),
+            content((KeyValue = "application/json"), (Vec<u8> = "application/octet-stream")),
+            headers(
+                ("x-crusty-hops" = u32, description = "How many times the request was forwarded after it entered the ring."),
+                ("x-crusty-owner" = String, description = "The address of the node that answered from its store."),
+                ("x-crusty-owner-id" = String, description = "That node's ID, 16 hex digits."))),
         (status = 400, description = "Bad key or query string.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The key is not present.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The key's owner is unreachable.", body = Problem, content_type = "application/problem+json"),
@@ -168,13 +194,15 @@ pub async fn get_key(
     let key = key_from_path(&uri, "/keys/")?;
     let q = query(Operation::Get, key.clone(), &node)?;
     let position = q.position;
-    match node.execute(q).await? {
+    let Answer { outcome, route } = node.execute(q).await?;
+    let response = match outcome {
         Outcome::Value(value) if options.raw == Some(true) => {
-            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response())
+            ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response()
         }
-        Outcome::Value(value) => Ok(axum::Json(key_value(&key, position, &value)).into_response()),
-        Outcome::Absent | Outcome::Created => Err(ApiError::KeyNotFound(shown(&key))),
-    }
+        Outcome::Value(value) => axum::Json(key_value(&key, position, &value)).into_response(),
+        Outcome::Absent | Outcome::Created => ApiError::KeyNotFound(shown(&key)).into_response(),
+    };
+    Ok(with_route(response, &route))
 }
 
 /// Writes a key: the body is the value, as raw bytes.
@@ -186,7 +214,11 @@ pub async fn get_key(
     request_body(content = String, content_type = "text/plain", description = "The value, as raw bytes (any content type).", example = "Ru1nnAfPu3Ya4v"),
     responses(
         (status = 201, description = "The key was created.", body = PutResult,
-            headers(("location" = String, description = "The key's URL."))),
+            headers(
+                ("location" = String, description = "The key's URL."),
+                ("x-crusty-hops" = u32, description = "How many times the request was forwarded after it entered the ring."),
+                ("x-crusty-owner" = String, description = "The address of the node that answered from its store."),
+                ("x-crusty-owner-id" = String, description = "That node's ID, 16 hex digits."))),
         (status = 200, description = "The key's value was replaced; `previous` holds the old one.", body = PutResult,
             example = json!({"key": "1", "key_encoding": "utf8", "created": false, "position": "6b86b273ff34fce1",
                              "previous": {"value": "Ru1nnAfPu3Ya4v", "encoding": "utf8"}})),
@@ -210,7 +242,7 @@ pub async fn put_key(
     })?;
     let q = query(Operation::Set(value.to_vec()), key.clone(), &node)?;
     let position = q.position;
-    let outcome = node.execute(q).await?;
+    let Answer { outcome, route } = node.execute(q).await?;
     let (k, key_encoding) = encode(&key);
     let mut result = PutResult {
         key: k,
@@ -223,14 +255,14 @@ pub async fn put_key(
         let (value, encoding) = encode(&previous);
         result.created = false;
         result.previous = Some(EncodedValue { value, encoding });
-        return Ok(axum::Json(result).into_response());
+        return Ok(with_route(axum::Json(result).into_response(), &route));
     }
     let mut response = (StatusCode::CREATED, axum::Json(result)).into_response();
     let location = format!("/keys/{}", percent_encode(&key, NON_ALPHANUMERIC));
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
-    Ok(response)
+    Ok(with_route(response, &route))
 }
 
 /// Deletes a key; answers what was deleted.
@@ -240,7 +272,11 @@ pub async fn put_key(
     tag = "keys",
     params(KeyParam),
     responses(
-        (status = 200, description = "The key was deleted; this was its value.", body = KeyValue),
+        (status = 200, description = "The key was deleted; this was its value.", body = KeyValue,
+            headers(
+                ("x-crusty-hops" = u32, description = "How many times the request was forwarded after it entered the ring."),
+                ("x-crusty-owner" = String, description = "The address of the node that answered from its store."),
+                ("x-crusty-owner-id" = String, description = "That node's ID, 16 hex digits."))),
         (status = 400, description = "Bad key.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The key is not present.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The key's owner is unreachable.", body = Problem, content_type = "application/problem+json"),
@@ -251,10 +287,12 @@ pub async fn delete_key(State(node): State<Arc<Node>>, uri: Uri) -> Result<Respo
     let key = key_from_path(&uri, "/keys/")?;
     let q = query(Operation::Delete, key.clone(), &node)?;
     let position = q.position;
-    match node.execute(q).await? {
-        Outcome::Value(value) => Ok(axum::Json(key_value(&key, position, &value)).into_response()),
-        Outcome::Absent | Outcome::Created => Err(ApiError::KeyNotFound(shown(&key))),
-    }
+    let Answer { outcome, route } = node.execute(q).await?;
+    let response = match outcome {
+        Outcome::Value(value) => axum::Json(key_value(&key, position, &value)).into_response(),
+        Outcome::Absent | Outcome::Created => ApiError::KeyNotFound(shown(&key)).into_response(),
+    };
+    Ok(with_route(response, &route))
 }
 
 /// `/keys/` with no key.

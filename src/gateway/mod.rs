@@ -12,7 +12,7 @@ pub mod ring;
 use crate::node::Node;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use std::sync::Arc;
@@ -69,7 +69,12 @@ pub fn router(node: Arc<Node>) -> Router {
                 .allow_origin(Any)
                 .allow_methods([Method::GET, Method::HEAD, Method::PUT, Method::DELETE])
                 .allow_headers(Any)
-                .expose_headers([header::LOCATION]),
+                .expose_headers([
+                    header::LOCATION,
+                    HeaderName::from_static(keys::HOPS_HEADER),
+                    HeaderName::from_static(keys::OWNER_HEADER),
+                    HeaderName::from_static(keys::OWNER_ID_HEADER),
+                ]),
         );
     Router::new()
         .route("/", get(page::index))

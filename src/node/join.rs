@@ -170,6 +170,7 @@ pub async fn start(
     node.store.save_identity(&node.me())?;
     node.store.sync_point().await?;
     tokio::spawn(node.clone().anti_entropy(stopped.clone()));
+    tokio::spawn(node.clone().refresh_routes(stopped.clone()));
     tokio::spawn(node.clone().maintain(stopped));
     Ok(RunningNode { node, server })
 }
@@ -401,6 +402,7 @@ impl Node {
             view.adopt_successors(&after, length);
             view.handoff = None;
         });
+        self.learn_route(joiner.clone());
         if self.config.replication.factor > 1 {
             // This node is now the joiner's nearest replica: the copy stays.
             tracing::info!(joiner = %joiner.addr, "handed arc to joiner; keeping it as its replica");

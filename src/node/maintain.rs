@@ -42,6 +42,8 @@ pub struct MaintenanceSettings {
     /// How long a delete's tombstone is kept (so that it beats older copies, such
     /// as those of a node that was down) before it is purged.
     pub tombstone_grace: Duration,
+    /// How often the routing table is relearned by sweeping the ring.
+    pub table_refresh: Duration,
 }
 
 impl Default for MaintenanceSettings {
@@ -52,6 +54,7 @@ impl Default for MaintenanceSettings {
             successors: 3,
             heartbeat_interval: Duration::from_secs(1),
             tombstone_grace: Duration::from_secs(24 * 3600),
+            table_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -260,6 +263,7 @@ impl Node {
             {
                 return;
             }
+            self.forget_route(&dead);
             let view = self.view_snapshot();
             tracing::warn!(dead = %dead.addr, next = %view.next.addr, "next neighbour failed; arc extended over it");
             if view.alone() {

@@ -30,6 +30,7 @@ mod maintain;
 mod peers;
 mod query;
 mod replicate;
+mod routes;
 mod service;
 mod strays;
 mod view;
@@ -38,12 +39,13 @@ pub use error::{JoinError, NodeError};
 pub use join::{Discovery, JoinSettings, RunningNode, start};
 pub use maintain::MaintenanceSettings;
 pub use peers::{PeerTimeouts, Peers};
-pub use query::{KEY_NOT_PRESENT, Limits, Operation, Outcome, Query};
+pub use query::{Answer, KEY_NOT_PRESENT, Limits, Operation, Outcome, Query, RouteTaken};
 pub use replicate::ReplicationSettings;
 pub use service::grpc_routes;
 pub use view::{JoinRefusal, NodeState, Route, View};
 
 use crate::ring::Member;
+use crate::routing::RoutingTable;
 use crate::store::Store;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -127,6 +129,9 @@ pub struct NodeSummary {
 pub struct Node {
     config: NodeConfig,
     view: RwLock<View>,
+    /// Every member of the ring as last learned (`routes`): where queries go
+    /// in one hop. A hint; the view decides what this node owns.
+    routes: RwLock<RoutingTable>,
     /// Bumped on every view change, so queries waiting on a hand-off wake up.
     changes: watch::Sender<u64>,
     /// Serialises this node's membership changes (accepting a joiner).
@@ -167,6 +172,7 @@ impl Node {
         Self {
             peers: Peers::new(config.timeouts, config.limits.max_message_bytes()),
             config,
+            routes: RwLock::new(RoutingTable::new(me.clone())),
             view: RwLock::new(View::joining(me)),
             changes: watch::channel(0).0,
             membership: tokio::sync::Mutex::new(()),
@@ -315,7 +321,10 @@ impl Node {
     /// delivered) is retried along the repaired route, with backoff, for as long
     /// as failure detection takes (at most the request timeout); a hop that timed
     /// out is not retried (the request may have been applied).
-    pub async fn execute(&self, query: Query) -> Result<Outcome, NodeError> {
+    ///
+    /// The next hop is the key's owner by the routing table while the query has
+    /// been forwarded fewer than [`TABLE_HOPS`](crate::routing::TABLE_HOPS) times, and the ring walk's after.
+    pub async fn execute(&self, query: Query) -> Result<Answer, NodeError> {
         let stall = self.config.timeouts.request;
         let maintenance = self.config.maintenance;
         let retry_budget = (maintenance.probe_interval * (maintenance.misses + 3))
@@ -328,11 +337,13 @@ impl Node {
             let mut changes = self.changes.subscribe();
             let route = {
                 let view = self.view();
-                match view.route(query.position, clockwise_only) {
+                let table = self.routes();
+                match view.route_by_table(&table, query.position, query.hops, clockwise_only) {
                     // Only a read asks whether the owner is behind.
                     Route::Local => Ok((
                         self.apply_local(&query, view.me.id.0)?,
                         !matches!(query.op, Operation::Get) || self.caught_up(&view),
+                        view.me.clone(),
                     )),
                     other => Err(other),
                 }
@@ -340,7 +351,11 @@ impl Node {
             let route = match route {
                 // Applied under the view lock; acknowledged once durable here
                 // and on the key's replicas.
-                Ok(((outcome, written), caught_up)) => {
+                Ok(((outcome, written), caught_up, me)) => {
+                    let route = RouteTaken {
+                        hops: query.hops,
+                        owner: Some(me),
+                    };
                     if let Some(entry) = written {
                         let newer = self.replicate_write(entry, started + stall).await?;
                         // A replica held the key at a newer version (a clock
@@ -358,9 +373,10 @@ impl Node {
                     // An owner that is behind reads with its replicas.
                     if let (Operation::Get, Some(key), false) = (&query.op, &query.key, caught_up) {
                         let value = self.read_with_replicas(query.position, key).await?;
-                        return Ok(value.map_or(Outcome::Absent, Outcome::Value));
+                        let outcome = value.map_or(Outcome::Absent, Outcome::Value);
+                        return Ok(Answer { outcome, route });
                     }
-                    return Ok(outcome);
+                    return Ok(Answer { outcome, route });
                 }
                 Err(route) => route,
             };
@@ -381,10 +397,20 @@ impl Node {
                         return Err(NodeError::TooManyHops { hops: query.hops });
                     }
                     match self.peers.forward(&to, query.to_forward()).await {
-                        Ok(result) => return Ok(Outcome::from_result(result, &query.op)),
+                        Ok((result, route)) => {
+                            let outcome = Outcome::from_result(result, &query.op);
+                            // A peer that reports no route was at least one hop.
+                            let route = route.unwrap_or(RouteTaken {
+                                hops: query.hops + 1,
+                                owner: None,
+                            });
+                            return Ok(Answer { outcome, route });
+                        }
                         Err(NodeError::Unreachable { .. })
                             if started.elapsed() + delay < retry_budget =>
                         {
+                            // Route around it until the next sweep says more.
+                            self.forget_route(&to);
                             // Counter-clockwise through a dead `prev` never
                             // repairs itself: go clockwise from now on.
                             clockwise_only |= to == self.view().prev;

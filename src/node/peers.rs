@@ -2,6 +2,7 @@
 //! bounded connect and request times so that a dead peer costs a bounded wait.
 
 use super::error::NodeError;
+use super::query::RouteTaken;
 use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
 use crate::ring::Member;
 use std::collections::HashMap;
@@ -111,14 +112,20 @@ impl Peers {
         }
     }
 
-    /// Forwards a query one hop, to `to`.
+    /// Forwards a query one hop, to `to`: its result, and the route it took
+    /// from there if `to` reports one.
     pub async fn forward(
         &self,
         to: &Member,
         query: dht::EncodedQuery,
-    ) -> Result<dht::QueryResult, NodeError> {
-        self.call(to, |mut c| async move { c.forward_query(query).await })
-            .await
+    ) -> Result<(dht::QueryResult, Option<RouteTaken>), NodeError> {
+        let response = self
+            .call(to, |mut c| async move {
+                c.forward_query(query).await.map(tonic::Response::new)
+            })
+            .await?;
+        let route = RouteTaken::read_metadata(response.metadata());
+        Ok((response.into_inner(), route))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::error::NodeError;
 use crate::proto::dht;
-use crate::ring::{Position, key_position};
+use crate::ring::{Member, Position, key_position};
 
 /// Size limits, the same through every API.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +83,25 @@ pub enum Outcome {
     Created,
     /// Get or Delete of a key that is not there.
     Absent,
+}
+
+/// An outcome, and the route the query took to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// What the owner answered.
+    pub outcome: Outcome,
+    /// How the query got there.
+    pub route: RouteTaken,
+}
+
+/// How a query reached the node that answered it from its store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteTaken {
+    /// How many times it was forwarded after entering the ring.
+    pub hops: u32,
+    /// The node that answered from its store; `None` when a peer that does not
+    /// report routes (the original protocol's) answered.
+    pub owner: Option<Member>,
 }
 
 /// The message of a missing key, as the original protocol words it.

@@ -2,7 +2,7 @@
 //! the node.
 
 use super::Node;
-use super::query::Query;
+use super::query::{Answer, Query};
 use crate::proto::dht::{self, NeighborType, dht_node_server::DhtNode};
 use crate::ring::{Arc as RingArc, Member, Position};
 use crate::store::bucket_count;
@@ -31,6 +31,13 @@ pub fn grpc_routes(
     crate::server::with_reflection(tonic::service::Routes::new(dht).add_service(health))
 }
 
+/// A query's result, with the route it took in the response metadata.
+fn answer(answer: Answer) -> Response<dht::QueryResult> {
+    let mut response = Response::new(answer.outcome.into());
+    answer.route.write_metadata(response.metadata_mut());
+    response
+}
+
 type EntryStream = Pin<Box<dyn Stream<Item = Result<dht::KeyValueEntry, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -40,7 +47,7 @@ impl DhtNode for DhtService {
         request: Request<dht::Query>,
     ) -> Result<Response<dht::QueryResult>, Status> {
         let query = Query::from_client(request.into_inner(), &self.node.config().limits)?;
-        Ok(Response::new(self.node.execute(query).await?.into()))
+        Ok(answer(self.node.execute(query).await?))
     }
 
     async fn forward_query(
@@ -48,7 +55,7 @@ impl DhtNode for DhtService {
         request: Request<dht::EncodedQuery>,
     ) -> Result<Response<dht::QueryResult>, Status> {
         let query = Query::from_forward(request.into_inner(), &self.node.config().limits)?;
-        Ok(Response::new(self.node.execute(query).await?.into()))
+        Ok(answer(self.node.execute(query).await?))
     }
 
     async fn register_as_neighbor(

@@ -3,6 +3,7 @@
 //! service shells call these under the node's view lock.
 
 use crate::ring::{Arc, Member, Position};
+use crate::routing::{RoutingTable, TABLE_HOPS};
 
 /// Where a node is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,37 @@ impl View {
             Route::Forward(self.prev.clone())
         } else {
             Route::Forward(self.next.clone())
+        }
+    }
+
+    /// Where a query for `position` goes, forwarded `hops` times so far, when
+    /// this node also knows the ring's members (`table`): straight to the owner
+    /// the table names while `hops` is under [`TABLE_HOPS`], else as
+    /// [`View::route`] says. The view alone decides what is local, so a stale
+    /// table costs a hop and never a wrong answer; after [`TABLE_HOPS`] table
+    /// hops the ring walk takes over, so stale tables cannot bounce a query.
+    pub fn route_by_table(
+        &self,
+        table: &RoutingTable,
+        position: Position,
+        hops: u32,
+        clockwise_only: bool,
+    ) -> Route {
+        match self.route(position, clockwise_only) {
+            Route::Forward(ring_hop)
+                if hops < TABLE_HOPS
+                    && matches!(self.state, NodeState::Serving | NodeState::Leaving) =>
+            {
+                let owner = table.owner(position);
+                // The table may still name this node for an arc it has handed
+                // on (a joiner took it): then the ring walk knows better.
+                if owner.id == self.me.id {
+                    Route::Forward(ring_hop)
+                } else {
+                    Route::Forward(owner.clone())
+                }
+            }
+            other => other,
         }
     }
 
@@ -532,5 +564,107 @@ mod tests {
         let v = view(100, u64::MAX - 10, 5);
         assert!(v.check_join(Position(2)).is_ok());
         assert!(v.check_join(Position(u64::MAX)).is_ok());
+    }
+
+    #[test]
+    fn a_table_sends_a_query_straight_to_the_owner() {
+        let v = view(10, 100, 200);
+        let mut t = RoutingTable::new(member(100));
+        t.extend([member(10), member(200), member(300), member(400)]);
+        assert_eq!(
+            v.route_by_table(&t, Position(350), 0, false),
+            Route::Forward(member(300))
+        );
+        // The view decides what is local, whatever the table says.
+        assert_eq!(v.route_by_table(&t, Position(150), 0, false), Route::Local);
+    }
+
+    #[test]
+    fn after_the_table_hops_the_ring_walk_takes_over() {
+        let v = view(10, 100, 200);
+        let mut t = RoutingTable::new(member(100));
+        t.extend([member(300)]);
+        assert_eq!(
+            v.route_by_table(&t, Position(350), TABLE_HOPS, false),
+            Route::Forward(member(200))
+        );
+    }
+
+    #[test]
+    fn a_table_naming_this_node_for_an_arc_it_handed_on_walks_the_ring() {
+        // This node's arc shrank to [100, 150): a joiner took [150, 200).
+        let v = view(10, 100, 150);
+        let t = RoutingTable::new(member(100));
+        assert_eq!(
+            v.route_by_table(&t, Position(170), 0, false),
+            Route::Forward(member(150))
+        );
+    }
+
+    #[test]
+    fn joining_and_departed_nodes_ignore_the_table() {
+        let mut t = RoutingTable::new(member(100));
+        t.extend([member(300)]);
+        let joining = View::joining(member(100));
+        assert_eq!(
+            joining.route_by_table(&t, Position(350), 0, false),
+            Route::NotServing
+        );
+        let mut left = view(10, 100, 200);
+        left.state = NodeState::Left;
+        assert_eq!(
+            left.route_by_table(&t, Position(350), 0, false),
+            Route::Forward(member(10))
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever each node's table holds (any subset of the live members,
+        /// and members that have left the ring), a query routed from any live
+        /// node reaches the owner, within the table hops plus a ring walk.
+        #[test]
+        fn stale_tables_cost_hops_never_a_wrong_owner_or_a_loop(
+            ids in proptest::collection::btree_set(proptest::prelude::any::<u64>(), 2..24),
+            departed in proptest::collection::btree_set(proptest::prelude::any::<u64>(), 0..4),
+            masks in proptest::collection::vec(proptest::prelude::any::<u64>(), 24),
+            start in proptest::prelude::any::<proptest::sample::Index>(),
+            position in proptest::prelude::any::<u64>(),
+        ) {
+            use std::collections::BTreeMap;
+            let live: Vec<u64> = ids.iter().copied().collect();
+            let departed: Vec<u64> = departed.into_iter().filter(|d| !ids.contains(d)).collect();
+            let ring: BTreeMap<Position, ()> = live.iter().map(|i| (Position(*i), ())).collect();
+            let n = live.len();
+            let mut nodes: BTreeMap<u64, (View, RoutingTable)> = BTreeMap::new();
+            for (i, id) in live.iter().enumerate() {
+                let v = view(live[(i + n - 1) % n], *id, live[(i + 1) % n]);
+                let mut t = RoutingTable::new(member(*id));
+                let everyone = live.iter().chain(departed.iter());
+                t.extend(everyone.enumerate()
+                    .filter(|(k, _)| masks[i] >> (k % 64) & 1 == 1)
+                    .map(|(_, m)| member(*m)));
+                nodes.insert(*id, (v, t));
+            }
+            for d in &departed {
+                // A departed node forwards everything to its former predecessor.
+                let prev = crate::ring::predecessor(&ring, Position(*d)).unwrap().0;
+                let mut v = view(prev.0, *d, *d);
+                v.state = NodeState::Left;
+                nodes.insert(*d, (v, RoutingTable::new(member(*d))));
+            }
+            let owner = crate::ring::owner(&ring, Position(position)).unwrap().0;
+            let mut at = live[start.index(n)];
+            let mut hops = 0u32;
+            loop {
+                let (v, t) = &nodes[&at];
+                match v.route_by_table(t, Position(position), hops, false) {
+                    Route::Local => break,
+                    Route::Forward(to) => { at = to.id.0; hops += 1; }
+                    other => proptest::prop_assert!(false, "unexpected route {other:?}"),
+                }
+                proptest::prop_assert!(hops as usize <= 2 * TABLE_HOPS as usize + n + 1, "looping: {hops} hops");
+            }
+            proptest::prop_assert_eq!(Position(at), owner);
+        }
     }
 }
