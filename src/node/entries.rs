@@ -57,7 +57,7 @@ pub(super) fn entry_from_wire(e: dht::KeyValueEntry, limits: &Limits) -> Result<
 }
 
 /// About how many bytes `entry` takes on the wire (key, value, field tags).
-fn wire_size(entry: &Entry) -> usize {
+pub(super) fn wire_size(entry: &Entry) -> usize {
     entry.key.len() + entry.value.as_ref().map_or(0, Vec::len) + 48
 }
 

@@ -28,6 +28,7 @@ mod join;
 mod leave;
 mod maintain;
 mod peers;
+mod pipeline;
 mod query;
 mod replicate;
 mod routes;
@@ -138,6 +139,8 @@ pub struct Node {
     membership: tokio::sync::Mutex<()>,
     store: Arc<dyn Store>,
     peers: Peers,
+    /// A queue per replica, so that concurrent writes share `Replicate` calls.
+    pipes: pipeline::ReplicaPipes,
     health: tonic_health::server::HealthReporter,
     /// The arc and replicas this node last reconciled with: while they do not
     /// vouch for its current ones, reads also ask the replicas (`catch_up`).
@@ -171,6 +174,7 @@ impl Node {
         let timeouts = config.timeouts;
         Self {
             peers: Peers::new(config.timeouts, config.limits.max_message_bytes()),
+            pipes: pipeline::ReplicaPipes::new(config.limits, config.timeouts.request),
             config,
             routes: RwLock::new(RoutingTable::new(me.clone())),
             view: RwLock::new(View::joining(me)),

@@ -91,10 +91,6 @@ impl Node {
         deadline: Instant,
     ) -> Result<Option<Entry>, NodeError> {
         let settings = self.config.replication;
-        let limits = self.config.limits;
-        let request = dht::ReplicateRequest {
-            entries: vec![entry.into()],
-        };
         let mut newer: Option<Entry> = None;
         let mut acked: Vec<Position> = Vec::new();
         let mut last_error = String::from("none");
@@ -117,10 +113,8 @@ impl Node {
             }
             let mut calls = JoinSet::new();
             for replica in replicas.into_iter().filter(|r| !acked.contains(&r.id)) {
-                let request = request.clone();
-                let call = self
-                    .peers
-                    .call_detached(&replica, |mut c| async move { c.replicate(request).await });
+                // Queued with the other writes to this replica (`pipeline`).
+                let call = self.pipes.send(&self.peers, &replica, entry.clone());
                 calls.spawn(async move { (replica, call.await) });
             }
             loop {
@@ -135,11 +129,10 @@ impl Node {
                     }
                 };
                 match done {
-                    Ok((replica, Ok(ack))) => {
+                    Ok((replica, Ok(copies))) => {
                         acked.push(replica.id);
                         have += 1;
-                        for copy in ack.newer {
-                            let copy = entry_from_wire(copy, &limits).map_err(NodeError::Peer)?;
+                        for copy in copies {
                             if newer.as_ref().is_none_or(|n| n.version < copy.version) {
                                 newer = Some(copy);
                             }
@@ -152,7 +145,7 @@ impl Node {
                     }
                     Ok((replica, Err(e))) => {
                         tracing::debug!(replica = %replica.addr, error = %e, "replica write failed");
-                        last_error = e.to_string();
+                        last_error = e;
                     }
                     Err(e) => last_error = format!("replica call panicked: {e}"),
                 }
