@@ -101,19 +101,21 @@ impl From<Entry> for dht::KeyValueEntry {
     }
 }
 
+/// An entry for tests: key `[i]` at position `i`, a value of `value_len` bytes.
+#[cfg(test)]
+pub(super) fn test_entry(i: u8, value_len: usize) -> Entry {
+    Entry {
+        position: Position(u64::from(i)),
+        key: vec![i],
+        value: Some(vec![0; value_len]),
+        version: Version::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_entry as entry;
     use super::*;
-    use crate::store::Version;
-
-    fn entry(i: u8, value_len: usize) -> Entry {
-        Entry {
-            position: Position(u64::from(i)),
-            key: vec![i],
-            value: Some(vec![0; value_len]),
-            version: Version::default(),
-        }
-    }
 
     #[test]
     fn batches_keep_to_the_byte_budget_and_count_but_always_take_one() {

@@ -203,18 +203,9 @@ fn settle(batch: Vec<Pending>, answer: Result<Vec<Entry>, String>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::entries::test_entry as entry;
     use super::*;
-    use crate::ring::Position;
     use crate::store::Version;
-
-    fn entry(i: u8, value_len: usize) -> Entry {
-        Entry {
-            position: Position(u64::from(i)),
-            key: vec![i],
-            value: Some(vec![0; value_len]),
-            version: Version::default(),
-        }
-    }
 
     fn pending(e: Entry) -> (Pending, oneshot::Receiver<ReplicaAnswer>) {
         let (reply, answer) = oneshot::channel();
