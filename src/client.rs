@@ -34,6 +34,9 @@ pub enum ClientError {
     RingNotClosed(usize),
 }
 
+/// How many nodes a ring walk visits at most before it gives up.
+pub const WALK_LIMIT: usize = 4096;
+
 /// Connects to the node at `addr` (a URL; `host:port` gets `http://` prepended).
 pub async fn connect(addr: &str) -> Result<DhtNodeClient<Channel>, ClientError> {
     let url = normalise(addr);

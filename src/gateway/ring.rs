@@ -12,9 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-/// How many nodes a ring walk visits at most.
-const WALK_LIMIT: usize = 4096;
-
 /// An arc of the ring, `[start, end)`, in hex.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ArcView {
@@ -161,7 +158,7 @@ fn node_ref(m: &Member) -> NodeRef {
     )
 )]
 pub async fn get_ring(State(node): State<Arc<Node>>) -> Result<Json<RingView>, ApiError> {
-    let walk = node.walk_ring(WALK_LIMIT).await?;
+    let walk = node.walk_ring(crate::client::WALK_LIMIT).await?;
     Ok(Json(RingView {
         answered_by: node.me().addr,
         nodes: walk.iter().map(node_view).collect(),
@@ -192,7 +189,7 @@ pub async fn get_owner(
         &node.config().limits,
     )?
     .position;
-    let walk = node.walk_ring(WALK_LIMIT).await?;
+    let walk = node.walk_ring(crate::client::WALK_LIMIT).await?;
     let members: BTreeMap<Position, Member> = walk
         .iter()
         .filter(|s| s.state == crate::node::NodeState::Serving.as_str())
