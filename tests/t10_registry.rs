@@ -3,16 +3,24 @@
 
 mod common;
 
+use crustyring::cluster::LocalCluster;
 use crustyring::proto::registry::{ConnectionAddr, registry_client::RegistryClient};
 use crustyring::registry::{DEFAULT_SALT, replay::replay};
 use crustyring::ring::IdRule;
+use tonic::transport::Channel;
+
+/// A registry without nodes, and a client of it.
+async fn registry_alone() -> (LocalCluster, RegistryClient<Channel>) {
+    let cluster = common::cluster(0).await;
+    let client = RegistryClient::connect(cluster.registry.clone())
+        .await
+        .expect("registry up");
+    (cluster, client)
+}
 
 #[tokio::test]
 async fn registry_assigns_the_balancing_rule_s_ids_and_refers_to_the_closest_smaller_member() {
-    let cluster = common::cluster(0).await;
-    let mut registry = RegistryClient::connect(cluster.registry.clone())
-        .await
-        .unwrap();
+    let (cluster, mut registry) = registry_alone().await;
     let addrs: Vec<String> = (0..6)
         .map(|i| format!("http://127.0.0.1:{}", 40000 + i))
         .collect();
@@ -53,10 +61,7 @@ async fn registry_assigns_the_balancing_rule_s_ids_and_refers_to_the_closest_sma
 
 #[tokio::test]
 async fn registry_refuses_an_address_that_is_not_a_url() {
-    let cluster = common::cluster(0).await;
-    let mut registry = RegistryClient::connect(cluster.registry.clone())
-        .await
-        .unwrap();
+    let (cluster, mut registry) = registry_alone().await;
     for bad in ["", "127.0.0.1:5", "not a url"] {
         let err = registry
             .register_node(ConnectionAddr {
@@ -83,10 +88,7 @@ async fn registry_refuses_an_address_that_is_not_a_url() {
 
 #[tokio::test]
 async fn a_node_that_holds_an_id_registers_that_id_and_no_other() {
-    let cluster = common::cluster(0).await;
-    let mut registry = RegistryClient::connect(cluster.registry.clone())
-        .await
-        .unwrap();
+    let (cluster, mut registry) = registry_alone().await;
     let mut register = async |addr: &str, id: Option<u64>| {
         let addr = addr.to_string();
         registry
@@ -100,15 +102,7 @@ async fn a_node_that_holds_an_id_registers_that_id_and_no_other() {
     let back = register("http://127.0.0.1:40002", Some(saved)).await;
     assert_eq!(back.id, saved);
     assert_eq!(back.neighbor.map(|n| n.id), Some(first.id));
-    let listed: Vec<(u64, String)> = registry
-        .get_connected_nodes(())
-        .await
-        .unwrap()
-        .into_inner()
-        .nodes
-        .into_iter()
-        .map(|n| (n.id, n.addr))
-        .collect();
+    let listed = common::registry_ids(&cluster.registry).await;
     let mut expected = vec![
         (first.id, "http://127.0.0.1:40001".to_string()),
         (saved, "http://127.0.0.1:40002".to_string()),

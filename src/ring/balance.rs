@@ -125,11 +125,8 @@ pub fn largest_share_ratio(shares: &[f64]) -> Option<f64> {
 mod tests {
     use super::*;
     use crate::ring::predecessor;
+    use crate::ring::tests::ring;
     use proptest::prelude::*;
-
-    fn ring(ids: &[u64]) -> BTreeMap<Position, ()> {
-        ids.iter().map(|id| (Position(*id), ())).collect()
-    }
 
     #[test]
     fn the_first_member_gets_candidate_zero() {

@@ -92,7 +92,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn ring(ids: &[u64]) -> BTreeMap<Position, ()> {
+    /// A ring of members at `ids`.
+    pub(super) fn ring(ids: &[u64]) -> BTreeMap<Position, ()> {
         ids.iter().map(|id| (Position(*id), ())).collect()
     }
 
