@@ -3,6 +3,7 @@
 use crate::node::{
     JoinSettings, Limits, MaintenanceSettings, NodeConfig, PeerTimeouts, ReplicationSettings,
 };
+use crate::ring::IdRule;
 use crate::store::{DiskStore, MemoryStore, Store, StoreError, SyncMode};
 use std::time::Duration;
 
@@ -102,6 +103,30 @@ impl NodeArgs {
                 repair_rate: self.repair_rate.max(1),
             },
         }
+    }
+}
+
+/// How joining nodes' IDs are chosen (the registry, `dht --join`, the local
+/// cluster). Every registry and `--join` node of one ring should use the same, so
+/// that an ID is predictable from the join order.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdArgs {
+    /// Salt mixed into node IDs (with --join or --new-ring on a node, it must
+    /// match the registry's).
+    #[arg(long, default_value = crate::registry::DEFAULT_SALT)]
+    pub salt: String,
+    /// How many hashed candidate IDs (SHA-256 of the address, the salt and a
+    /// counter) a joining node chooses among: it takes the one that splits the
+    /// largest arc most evenly. 1 gives the single-hash IDs of earlier versions.
+    /// A node restarted from its data keeps its saved ID.
+    #[arg(long, default_value_t = IdRule::DEFAULT_CHOICES, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub id_choices: u32,
+}
+
+impl IdArgs {
+    /// The ID rule these flags describe.
+    pub fn rule(&self) -> IdRule {
+        IdRule::new(self.salt.clone(), self.id_choices)
     }
 }
 

@@ -36,6 +36,9 @@ pub enum ClientError {
     RingNotClosed(usize),
 }
 
+/// How many nodes a ring walk visits at most before it gives up.
+pub const WALK_LIMIT: usize = 4096;
+
 /// Connects to the node at `addr` (a URL; `host:port` gets `http://` prepended).
 pub async fn connect(addr: &str) -> Result<DhtNodeClient<Channel>, ClientError> {
     let url = normalise(addr);
@@ -131,7 +134,7 @@ impl RingClient {
     /// Relearns the ring's members from the first seed that describes it.
     pub async fn learn(&mut self) {
         for seed in self.seeds.clone() {
-            if let Ok(ring) = ring(&seed, 4096).await {
+            if let Ok(ring) = ring(&seed, WALK_LIMIT).await {
                 self.members = ring
                     .into_iter()
                     .filter(|i| i.state == "serving")

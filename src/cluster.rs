@@ -3,6 +3,7 @@
 
 use crate::node::{self, JoinError, Node, NodeConfig};
 use crate::registry;
+use crate::ring::IdRule;
 use crate::store::{DiskStore, MemoryStore, Store, StoreError, SyncMode};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -18,8 +19,8 @@ pub struct ClusterOptions {
     pub registry_port: u16,
     /// Node configuration shared by every node.
     pub node: NodeConfig,
-    /// Salt for node IDs.
-    pub salt: String,
+    /// How the registry chooses node IDs.
+    pub ids: IdRule,
     /// Where nodes keep their data (a subdirectory per node); in memory if `None`.
     pub data_dir: Option<std::path::PathBuf>,
     /// Durability of the on-disk stores.
@@ -32,7 +33,7 @@ impl Default for ClusterOptions {
             host: "127.0.0.1".into(),
             registry_port: 0,
             node: NodeConfig::default(),
-            salt: registry::DEFAULT_SALT.into(),
+            ids: IdRule::new(registry::DEFAULT_SALT, IdRule::DEFAULT_CHOICES),
             data_dir: None,
             sync: SyncMode::Always,
         }
@@ -57,7 +58,7 @@ impl LocalCluster {
         let listener = TcpListener::bind((options.host.as_str(), options.registry_port)).await?;
         let registry = format!("http://{}:{}", options.host, listener.local_addr()?.port());
         let (stop, _) = watch::channel(false);
-        let config = registry::RegistryConfig::fresh(&options.salt);
+        let config = registry::RegistryConfig::fresh(options.ids.clone());
         let shutdown = stopped(stop.subscribe());
         let task = tokio::spawn(registry::serve(listener, config, shutdown));
         Ok(Self {

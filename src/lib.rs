@@ -8,14 +8,16 @@
 //!
 //! # Layout
 //!
-//! - [`ring`]: pure ring maths: positions, hashing, arcs, `owner()`. No I/O.
+//! - [`ring`]: pure ring maths: positions, hashing, arcs, `owner()`, the balanced
+//!   choice of a joiner's ID. No I/O.
 //! - [`routing`]: one-hop routing tables and the sweep that relearns them. No I/O.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
 //!   disk (redb, group commit); digests of arcs for anti-entropy.
 //! - [`node`]: the DHT node: view, routing, forwarding, joins, hand-off, leave,
 //!   failure detection and repair, replication, anti-entropy.
 //! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI, page.
-//! - [`registry`]: the registry service: membership, ID assignment, liveness.
+//! - [`registry`]: the registry service: membership, ID assignment, liveness; a
+//!   replay of ID assignment that measures balance (`crustyring balance`).
 //! - [`server`]: serving a router on a listener until shutdown; reflection.
 //! - [`proto`]: generated gRPC code and wire/domain conversions.
 //! - [`cluster`]: a registry and nodes in one process (the default binary, tests).

@@ -4,6 +4,9 @@ use clap::{Parser, Subcommand};
 use crustyring::bench::{self, BenchPlan};
 use crustyring::cluster::{ClusterOptions, LocalCluster};
 use crustyring::proto::dht::OperationType;
+use crustyring::registry::replay::{BalanceTable, measure};
+use crustyring::ring::balance::largest_share_ratio;
+use crustyring::ring::{Arc, IdRule, Position};
 use crustyring::{cli, client};
 use std::time::Duration;
 
@@ -49,6 +52,21 @@ enum Command {
     Ring {
         #[command(flatten)]
         target: Target,
+    },
+    /// Measure how evenly the registry's IDs share the ring: replays local-cluster
+    /// addresses (http://127.0.0.1:50001 and on) joining in order, under a
+    /// different salt per set, and prints the median and worst ratio of the
+    /// largest share to the mean for each ring size and number of ID choices.
+    Balance {
+        /// Ring sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [8, 32])]
+        nodes: Vec<usize>,
+        /// Numbers of ID choices (`--id-choices`), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, IdRule::DEFAULT_CHOICES])]
+        choices: Vec<u32>,
+        /// Address sets (salts) per ring size and number of choices.
+        #[arg(long, default_value_t = 50)]
+        sets: usize,
     },
     /// Print the HTTP gateway's OpenAPI document (the one checked in at
     /// openapi/openapi.json).
@@ -119,6 +137,8 @@ struct ClusterArgs {
     data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     sync: cli::SyncArgs,
+    #[command(flatten)]
+    ids: cli::IdArgs,
 }
 
 #[tokio::main]
@@ -130,6 +150,18 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| Command::Cluster(ClusterArgs::parse_from(["cluster"])));
     match command {
         Command::Cluster(c) => run_cluster(c).await,
+        Command::Balance {
+            nodes,
+            choices,
+            sets,
+        } => {
+            let rows: Vec<_> = nodes
+                .iter()
+                .flat_map(|n| choices.iter().map(move |k| measure(*n, *k, sets)))
+                .collect();
+            print!("{}", BalanceTable(&rows));
+            Ok(())
+        }
         Command::Openapi => {
             print!("{}", crustyring::gateway::page::openapi_json());
             Ok(())
@@ -149,28 +181,39 @@ async fn main() -> anyhow::Result<()> {
             report(query(&target, OperationType::Delete, &key, None).await?)
         }
         Command::Ring { target } => {
-            let ring = client::ring(&target.node, 4096).await?;
+            let ring = client::ring(&target.node, client::WALK_LIMIT).await?;
             println!(
-                "{:<16}  {:<24} {:<8} {:>7} {:>7}  {:<16}  successors (next first)",
-                "id", "address", "state", "owned", "replica", "prev"
+                "{:<16}  {:<24} {:<8} {:>7} {:>7} {:>6}  {:<16}  successors (next first)",
+                "id", "address", "state", "owned", "replica", "share", "prev"
             );
+            let mut shares = Vec::new();
             for info in ring {
                 let n = info.node.unwrap_or_default();
                 let prev = info.prev.unwrap_or_default();
+                let next = info.next.unwrap_or_default();
+                let share = Arc::new(Position(n.id), Position(next.id)).share();
+                shares.push(share);
                 let successors: Vec<String> = info
                     .successors
                     .iter()
                     .map(|s| format!("{:016x}", s.id))
                     .collect();
                 println!(
-                    "{:016x}  {:<24} {:<8} {:>7} {:>7}  {:016x}  {}",
+                    "{:016x}  {:<24} {:<8} {:>7} {:>7} {:>5.1}%  {:016x}  {}",
                     n.id,
                     n.addr,
                     info.state,
                     info.owned_keys,
                     info.replica_keys,
+                    share * 100.0,
                     prev.id,
                     successors.join(" ")
+                );
+            }
+            if let Some(ratio) = largest_share_ratio(&shares) {
+                println!(
+                    "largest share / mean share: {ratio:.2} (mean {:.1}%)",
+                    100.0 / shares.len() as f64
                 );
             }
             Ok(())
@@ -261,7 +304,7 @@ async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {
         node: c.node.config(),
         data_dir: c.data_dir.clone(),
         sync: c.sync.mode(),
-        ..ClusterOptions::default()
+        ids: c.ids.rule(),
     };
     let mut cluster = LocalCluster::start(options).await?;
     for i in 1..=c.nodes {

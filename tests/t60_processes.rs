@@ -141,6 +141,11 @@ fn the_client_commands_put_get_delete_and_show_the_ring() {
         "{}",
         ring.1
     );
+    assert!(
+        ring.1.contains("largest share / mean share: "),
+        "the ring's balance is shown: {}",
+        ring.1
+    );
     assert_eq!(run(&["delete", "a key"]).1.trim(), "v2");
     let missing = run(&["get", "a key"]);
     assert!(!missing.0);

@@ -150,6 +150,17 @@ async fn the_ring_lists_every_node_and_names_each_keys_owner() {
     assert_eq!(nodes.len(), 4);
     let total: f64 = nodes.iter().map(|n| n["share"].as_f64().unwrap()).sum();
     assert!((total - 1.0).abs() < 1e-9, "shares sum to {total}");
+    // The ring's balance: the largest share over the mean (a quarter).
+    let largest = nodes
+        .iter()
+        .map(|n| n["share"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!((ring["mean_share"].as_f64().unwrap() - 0.25).abs() < 1e-9);
+    let ratio = ring["largest_share_ratio"].as_f64().unwrap();
+    assert!(
+        (ratio - largest / 0.25).abs() < 1e-9,
+        "{ratio} vs {largest}"
+    );
     for (i, n) in nodes.iter().enumerate() {
         let id = u64::from_str_radix(n["id"].as_str().unwrap(), 16).unwrap();
         assert_eq!(n["id_decimal"], id.to_string());

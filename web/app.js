@@ -13,6 +13,7 @@
     503: 'Service Unavailable', 504: 'Gateway Timeout' };
 
   let nodes = [];          // last GET /ring answer, sorted by id
+  let balance = null;      // { ratio, mean }: the ring's largest share over the mean, and the mean
   let located = null;      // { key, position, ownerId, ownerAddr }
   let drawnState = '';     // what the SVG currently shows, to skip needless redraws
   let ringInFlight = false;
@@ -193,6 +194,8 @@
       const res = await api('GET', '/ring');
       if (!res.ok || !res.data || !Array.isArray(res.data.nodes)) throw new Error(`HTTP ${res.status}`);
       nodes = res.data.nodes.slice().sort((a, b) => (big(a.id) < big(b.id) ? -1 : 1));
+      balance = typeof res.data.largest_share_ratio === 'number'
+        ? { ratio: res.data.largest_share_ratio, mean: res.data.mean_share } : null;
       status.className = 'ring-status live';
       status.textContent = `live · ${new Date().toLocaleTimeString()}`;
       render();
@@ -220,7 +223,7 @@
   }
 
   function render() {
-    const state = JSON.stringify([nodes, located]);
+    const state = JSON.stringify([nodes, located, balance]);
     if (state === drawnState) return;
     drawnState = state;
     const svg = $('#ring');
@@ -286,6 +289,21 @@
     svg.replaceChildren(el('circle', { class: 'track', cx, cy, r }), layers.ticks, ...center,
       layers.arcs, layers.key, layers.dots, layers.labels);
     renderLegend(ownerId, (located && located.replicaIds) || []);
+    renderBalance();
+  }
+
+  // How even the ring is: the largest share against the mean.
+  function renderBalance() {
+    const p = $('#ring-balance');
+    if (!balance || !nodes.length) {
+      p.replaceChildren();
+      delete p.dataset.ratio;
+      return;
+    }
+    const largest = Math.max(...nodes.map(nodeShare));
+    p.dataset.ratio = balance.ratio.toFixed(2);
+    p.replaceChildren('Largest share ', el('strong', {}, fmt(largest * 100) + '%'), ' = ',
+      el('strong', {}, balance.ratio.toFixed(2) + '×'), ` the mean (${fmt(balance.mean * 100)}%)`);
   }
 
   function renderLegend(ownerId, replicaIds) {

@@ -1,8 +1,8 @@
 //! A DHT node: `dht <port>`.
 
 use clap::Parser;
+use crustyring::cli;
 use crustyring::node::{self, Discovery};
-use crustyring::{cli, registry};
 use tokio::sync::watch;
 
 /// Crusty Ring DHT node: joins the ring (through the registry, or through any
@@ -34,10 +34,10 @@ struct Args {
     /// Start a new ring alone, without the registry.
     #[arg(long)]
     new_ring: bool,
-    /// Salt for deriving this node's ID locally (with --join or --new-ring); must
-    /// match the registry's.
-    #[arg(long, default_value = registry::DEFAULT_SALT)]
-    salt: String,
+    /// How this node's ID is chosen locally (with --join or --new-ring); must
+    /// match the registry's. Through the registry, the registry's flags decide.
+    #[command(flatten)]
+    ids: cli::IdArgs,
     #[command(flatten)]
     node: cli::NodeArgs,
     #[command(flatten)]
@@ -57,11 +57,11 @@ async fn main() -> anyhow::Result<()> {
     let discovery = match (&args.join, args.new_ring) {
         (Some(contact), _) => Discovery::Join {
             contact: crustyring::client::normalise(contact),
-            salt: args.salt.clone(),
+            ids: args.ids.rule(),
             registry: args.registry.clone(),
         },
         (None, true) => Discovery::NewRing {
-            salt: args.salt.clone(),
+            ids: args.ids.rule(),
             registry: args.registry.clone(),
         },
         (None, false) => Discovery::Registry(

@@ -4,8 +4,9 @@ use clap::Parser;
 use crustyring::{cli, registry};
 use std::time::Duration;
 
-/// Crusty Ring registry: assigns node IDs (SHA-256 of address and salt) and refers
-/// each joining node to the member with the closest smaller ID.
+/// Crusty Ring registry: assigns node IDs (the best-balancing of --id-choices
+/// SHA-256 candidates of address, salt and a counter) and refers each joining node
+/// to the member with the closest smaller ID.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -15,9 +16,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "REGISTRY_HOSTNAME", default_value = "127.0.0.1")]
     host: String,
-    /// Salt mixed into node IDs.
-    #[arg(long, default_value = registry::DEFAULT_SALT)]
-    salt: String,
+    #[command(flatten)]
+    ids: cli::IdArgs,
     /// A member not heard from (heartbeat) for this long is dropped, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     ttl_ms: u64,
@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let port = listener.local_addr()?.port();
     println!("registry listening on http://{}:{port}", args.host);
     let config = registry::RegistryConfig {
-        salt: args.salt,
+        ids: args.ids.rule(),
         liveness: registry::Liveness {
             ttl: Duration::from_millis(args.ttl_ms),
             relearn: Duration::from_millis(args.relearn_ms),

@@ -1,8 +1,10 @@
-//! `GET /ring` and `GET /ring/owner/{key}`: the ring as its nodes see it.
+//! `GET /ring` and `GET /ring/owner/{key}`: the ring as its nodes see it, with
+//! each node's share and how far the largest is above the mean.
 
 use super::keys::{Encoding, KeyParam, encode, key_from_path};
 use super::problem::{ApiError, Problem};
 use crate::node::{Node, NodeSummary};
+use crate::ring::balance::largest_share_ratio;
 use crate::ring::{self, Arc as RingArc, Member, Position};
 use axum::Json;
 use axum::extract::State;
@@ -11,9 +13,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
-
-/// How many nodes a ring walk visits at most.
-const WALK_LIMIT: usize = 4096;
 
 /// An arc of the ring, `[start, end)`, in hex.
 #[derive(Debug, Serialize, ToSchema)]
@@ -65,6 +64,8 @@ pub struct RingNode {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "answered_by": "http://127.0.0.1:50001",
+    "mean_share": 0.3333,
+    "largest_share_ratio": 1.06,
     "nodes": [{
         "id": "2bb361ae3351c380", "id_decimal": "3149437593233933184",
         "addr": "http://127.0.0.1:50001", "state": "serving", "keys": 3,
@@ -79,6 +80,12 @@ pub struct RingNode {
 pub struct RingView {
     /// The node that walked the ring.
     pub answered_by: String,
+    /// The nodes' mean share of the ring (1 / nodes in a ring that is not being
+    /// repaired).
+    pub mean_share: f64,
+    /// The largest node's share over the mean share: 1 when every node owns as
+    /// much as any other. How balanced the IDs are (`--id-choices`).
+    pub largest_share_ratio: f64,
     /// Every node, in ID order.
     pub nodes: Vec<RingNode>,
 }
@@ -161,10 +168,14 @@ fn node_ref(m: &Member) -> NodeRef {
     )
 )]
 pub async fn get_ring(State(node): State<Arc<Node>>) -> Result<Json<RingView>, ApiError> {
-    let walk = node.walk_ring(WALK_LIMIT).await?;
+    let walk = node.walk_ring(crate::client::WALK_LIMIT).await?;
+    let nodes: Vec<RingNode> = walk.iter().map(node_view).collect();
+    let shares: Vec<f64> = nodes.iter().map(|n| n.share).collect();
     Ok(Json(RingView {
         answered_by: node.me().addr,
-        nodes: walk.iter().map(node_view).collect(),
+        mean_share: shares.iter().sum::<f64>() / shares.len().max(1) as f64,
+        largest_share_ratio: largest_share_ratio(&shares).unwrap_or(1.0),
+        nodes,
     }))
 }
 
@@ -192,7 +203,7 @@ pub async fn get_owner(
         &node.config().limits,
     )?
     .position;
-    let walk = node.walk_ring(WALK_LIMIT).await?;
+    let walk = node.walk_ring(crate::client::WALK_LIMIT).await?;
     let members: BTreeMap<Position, Member> = walk
         .iter()
         .filter(|s| s.state == crate::node::NodeState::Serving.as_str())

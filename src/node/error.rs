@@ -147,6 +147,14 @@ pub enum JoinError {
         /// What went wrong.
         reason: String,
     },
+    /// Joining through a member, the ring's members could not be learnt from it.
+    #[error("could not walk the ring from {contact} to choose an ID: {reason}")]
+    RingWalk {
+        /// The member given to join through.
+        contact: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Another member already holds this node's ID.
     #[error("ring ID {id} is already held by {holder}")]
     IdTaken {

@@ -2,9 +2,12 @@
 //!
 //! # Protocol
 //!
-//! 1. The joiner `J` registers with the registry, which derives its ID and names
-//!    the registered member with the closest smaller ID as a first contact (none
-//!    for the first member, which then serves the whole ring alone).
+//! 1. The joiner `J` registers with the registry, which chooses its ID (or records
+//!    the one `J` saved with its data) and names the registered member with the
+//!    closest smaller ID as a first contact (none for the first member, which then
+//!    serves the whole ring alone). Joining through a member instead (`--join`),
+//!    `J` walks the ring from it and applies the registry's rule itself
+//!    ([`crate::ring::balance`]), its predecessor being the first contact.
 //! 2. `J` starts serving its port (state `joining`: it owns nothing yet) and sends
 //!    `RegisterAsNeighbor{ty: Next, J}` to the contact: "take me as your next".
 //! 3. The contact `P` takes its membership lock (one join into its arc at a time)
@@ -33,8 +36,9 @@ use super::view::{JoinRefusal, NodeState, View};
 use super::{Node, NodeConfig};
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{ConnectionAddr, registry_client::RegistryClient};
-use crate::ring::{Member, Position, node_position};
+use crate::ring::{IdRule, Member, Position, predecessor};
 use crate::store::Store;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,21 +74,23 @@ pub enum Discovery {
     /// Register with the registry at this address: it assigns the ID and names a
     /// first contact. The node heartbeats to it while serving.
     Registry(String),
-    /// Join through the node at `contact` (any member), deriving the ID locally
-    /// with `salt`; heartbeat to `registry` if one is given.
+    /// Join through the node at `contact` (any member), choosing the ID locally by
+    /// `ids` among the members a walk of the ring finds; heartbeat to `registry` if
+    /// one is given.
     Join {
         /// Any member of the ring.
         contact: String,
-        /// The salt for the ID (the registry's default unless set otherwise).
-        salt: String,
+        /// How to choose the ID (as the registry would, with the same salt and
+        /// choices).
+        ids: IdRule,
         /// A registry to heartbeat to, if any.
         registry: Option<String>,
     },
-    /// Start a new ring alone, deriving the ID locally with `salt`; heartbeat to
-    /// `registry` if one is given.
+    /// Start a new ring alone, with the ID `ids` gives a first member; heartbeat
+    /// to `registry` if one is given.
     NewRing {
-        /// The salt for the ID.
-        salt: String,
+        /// How to choose the ID.
+        ids: IdRule,
         /// A registry to heartbeat to, if any.
         registry: Option<String>,
     },
@@ -123,25 +129,23 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningNode, JoinError> {
     let addr = format!("http://{host}:{}", listener.local_addr()?.port());
+    // A node restarted from its data keeps its ID, and says so.
+    let saved = store.identity().map(|m| m.id);
     let (me, contact) = match &discovery {
-        Discovery::Registry(registry) => register(registry, &addr, &config).await?,
-        Discovery::Join { contact, salt, .. } => {
-            let id = node_position(&addr, salt, 0);
-            // The contact's ID is not known yet; only its address is used.
-            (
-                Member::new(id, &addr),
-                Some(Member::new(id, contact.as_str())),
-            )
+        Discovery::Registry(registry) => register(registry, &addr, saved, &config).await?,
+        Discovery::Join { contact, ids, .. } => {
+            choose_by_walk(contact, ids, &addr, saved, &config).await?
         }
-        Discovery::NewRing { salt, .. } => {
-            (Member::new(node_position(&addr, salt, 0), &addr), None)
+        Discovery::NewRing { ids, .. } => {
+            let id = saved.unwrap_or_else(|| ids.choose(&addr, &BTreeMap::<Position, ()>::new()));
+            (Member::new(id, &addr), None)
         }
     };
-    // A node restarted from its data comes back at its old position.
-    let me = match store.identity() {
-        Some(saved) if saved.id != me.id => {
-            tracing::info!(id = %saved.id, "resuming the saved ring position");
-            Member::new(saved.id, me.addr)
+    // A registry that predates saved IDs assigns another: the saved one wins.
+    let me = match saved {
+        Some(saved) if saved != me.id => {
+            tracing::info!(id = %saved, "resuming the saved ring position");
+            Member::new(saved, me.addr)
         }
         _ => me,
     };
@@ -179,11 +183,12 @@ async fn wait_for(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Registers `addr` with the registry, retrying while it is not up yet. Returns this
-/// node and its first contact.
+/// Registers `addr` (with the ID it holds, if any) with the registry, retrying
+/// while it is not up yet. Returns this node and its first contact.
 async fn register(
     registry: &str,
     addr: &str,
+    held: Option<Position>,
     config: &NodeConfig,
 ) -> Result<(Member, Option<Member>), JoinError> {
     let failed = |reason: String| JoinError::Registry {
@@ -192,35 +197,83 @@ async fn register(
     };
     let endpoint =
         super::peers::endpoint(registry, config.timeouts).map_err(|e| failed(e.to_string()))?;
+    let info = with_retries(config, config.timeouts.request, || async {
+        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        RegistryClient::new(channel)
+            .register_node(ConnectionAddr {
+                addr: addr.to_string(),
+                id: held.map(|id| id.0),
+            })
+            .await
+            .map_err(|s| s.message().to_string())
+    })
+    .await
+    .map_err(failed)?
+    .into_inner();
+    let me = Member::new(Position(info.id), addr);
+    Ok((me, info.neighbor.map(Member::from)))
+}
+
+/// Joining through a member: walks the ring from `contact` to learn its serving
+/// members, and takes the ID the registry's rule `ids` gives among them (or the
+/// `held` one). Returns this node and its predecessor among them, the first
+/// contact (the given one if the ring is empty of serving members).
+async fn choose_by_walk(
+    contact: &str,
+    ids: &IdRule,
+    addr: &str,
+    held: Option<Position>,
+    config: &NodeConfig,
+) -> Result<(Member, Option<Member>), JoinError> {
+    let walk = with_retries(config, config.join.timeout, || async {
+        crate::client::ring(contact, crate::client::WALK_LIMIT)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|reason| JoinError::RingWalk {
+        contact: contact.to_string(),
+        reason,
+    })?;
+    let members: BTreeMap<Position, Member> = walk
+        .into_iter()
+        .filter(|info| info.state == NodeState::Serving.as_str())
+        .filter_map(|info| info.node.map(Member::from))
+        .map(|m| (m.id, m))
+        .collect();
+    let id = held.unwrap_or_else(|| ids.choose(addr, &members));
+    // Without a known predecessor the contact's ID is not known; only its
+    // address is used.
+    let first =
+        predecessor(&members, id).map_or_else(|| Member::new(id, contact), |(_, m)| m.clone());
+    Ok((Member::new(id, addr), Some(first)))
+}
+
+/// Runs `attempt` (each try bounded by `limit`) until it succeeds, backing off
+/// from the join retry delay, doubling up to a second, for at most the join
+/// timeout. The last failure's reason if it never does.
+async fn with_retries<T, F, Fut>(
+    config: &NodeConfig,
+    limit: Duration,
+    mut attempt: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + config.join.timeout;
     let mut delay = config.join.retry_delay;
     loop {
-        let attempt = async {
-            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-            RegistryClient::new(channel)
-                .register_node(ConnectionAddr {
-                    addr: addr.to_string(),
-                })
-                .await
-                .map_err(|s| s.message().to_string())
+        let reason = match tokio::time::timeout(limit, attempt()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(reason)) => reason,
+            Err(_) => "no answer in time".to_string(),
         };
-        match tokio::time::timeout(config.timeouts.request, attempt).await {
-            Ok(Ok(info)) => {
-                let info = info.into_inner();
-                let me = Member::new(Position(info.id), addr);
-                return Ok((me, info.neighbor.map(Member::from)));
-            }
-            Ok(Err(reason)) if tokio::time::Instant::now() >= deadline => {
-                return Err(failed(reason));
-            }
-            Err(_) if tokio::time::Instant::now() >= deadline => {
-                return Err(failed("no answer in time".into()));
-            }
-            _ => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(reason);
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -326,8 +379,10 @@ impl Node {
         let Some(mut registry) = self.registry_client() else {
             return false;
         };
+        let me = self.me();
         let ask = registry.register_node(ConnectionAddr {
-            addr: self.me().addr,
+            addr: me.addr,
+            id: Some(me.id.0),
         });
         match tokio::time::timeout(self.config.timeouts.request, ask).await {
             Ok(Ok(info)) => info.into_inner().neighbor.is_none(),

@@ -19,9 +19,8 @@ use std::sync::{Arc, RwLockReadGuard};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-/// How many members a sweep asks at most (about a third of the members it can
-/// learn, with successor lists of three).
-const SWEEP_LIMIT: usize = 4096;
+/// How many members a sweep asks at most: as many as a ring walk visits.
+const SWEEP_LIMIT: usize = crate::client::WALK_LIMIT;
 
 impl Node {
     /// The routing table.

@@ -19,9 +19,6 @@ use crate::ring::{self, Arc, Member, Position};
 use crate::store::Entry;
 use std::collections::BTreeMap;
 
-/// How many nodes a sweep's ring walk visits at most.
-const WALK_LIMIT: usize = 4096;
-
 impl Node {
     /// Hands this node's stray entries to their owners and drops them; returns
     /// how many were dropped. `last_kept` is the kept arc the previous sweep saw:
@@ -46,7 +43,7 @@ impl Node {
             return Ok(0);
         }
         let members: BTreeMap<Position, Member> = self
-            .walk_ring(WALK_LIMIT)
+            .walk_ring(crate::client::WALK_LIMIT)
             .await?
             .into_iter()
             .filter(|s| s.state == NodeState::Serving.as_str())

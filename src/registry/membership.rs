@@ -1,7 +1,11 @@
 //! The registry's membership table, ID assignment and liveness, as pure logic:
 //! every method takes the current time, so tests drive the clock.
+//!
+//! IDs are assigned by the balancing rule of [`crate::ring::balance`] over the live
+//! members, so a registry's IDs depend only on its salt, its `--id-choices` and the
+//! order in which addresses join: two registries given the same assign the same.
 
-use crate::ring::{Member, Position, node_position, predecessor};
+use crate::ring::{IdRule, Member, Position, owner, predecessor};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -19,7 +23,7 @@ pub struct Liveness {
 /// The members, by ID, with when each was last heard from.
 #[derive(Debug)]
 pub struct Membership {
-    salt: String,
+    ids: IdRule,
     liveness: Liveness,
     started: Instant,
     members: BTreeMap<Position, (String, Instant)>,
@@ -43,38 +47,56 @@ pub struct Relearning {
 }
 
 impl Membership {
-    /// An empty table whose IDs are derived with `salt`, started at `now`.
-    pub fn new(salt: impl Into<String>, liveness: Liveness, now: Instant) -> Self {
+    /// An empty table whose IDs are chosen by `ids`, started at `now`.
+    pub fn new(ids: IdRule, liveness: Liveness, now: Instant) -> Self {
         Self {
-            salt: salt.into(),
+            ids,
             liveness,
             started: now,
             members: BTreeMap::new(),
         }
     }
 
-    /// Registers `addr`: derives its ID with SHA-256 of the address and the salt
-    /// (the same ID again if it registers again), and refers it to the live member
-    /// with the closest smaller ID. An ID already held by another live address (a
-    /// 64-bit SHA-256 collision) is re-derived with an attempt counter.
-    pub fn register(&mut self, addr: &str, now: Instant) -> Result<Registration, Relearning> {
+    /// Registers `addr` and refers it to the live member with the closest smaller
+    /// ID. Its ID is, in order of preference:
+    ///
+    /// 1. `held`, the ID it already has (a node restarted from its data). It is
+    ///    recorded unless another live address holds it (then that one is the
+    ///    contact if no other member precedes it, and the join settles who keeps
+    ///    it); what the registry had recorded for `addr` before is dropped, so no
+    ///    phantom ID skews later choices;
+    /// 2. the ID it has as a live member already (registering again keeps it);
+    /// 3. the balancing rule's choice among the live members.
+    pub fn register(
+        &mut self,
+        addr: &str,
+        held: Option<Position>,
+        now: Instant,
+    ) -> Result<Registration, Relearning> {
         self.expire(now);
         let since = now.saturating_duration_since(self.started);
         let others = self.members.values().any(|(a, _)| a != addr);
         if !others && since < self.liveness.relearn {
             return Err(Relearning { since });
         }
-        let mut attempt = 0;
-        let id = loop {
-            let id = node_position(addr, &self.salt, attempt);
-            match self.members.get(&id) {
-                Some((holder, _)) if holder != addr => attempt += 1,
-                _ => break id,
-            }
-        };
-        self.members.insert(id, (addr.to_string(), now));
-        let contact =
-            predecessor(&self.members, id).map(|(id, (addr, _))| Member::new(id, addr.clone()));
+        let recorded = self
+            .members
+            .iter()
+            .find(|(_, (a, _))| a == addr)
+            .map(|(id, _)| *id);
+        let id = held
+            .or(recorded)
+            .unwrap_or_else(|| self.ids.choose(addr, &self.members));
+        if let Some(old) = recorded.filter(|old| *old != id) {
+            self.members.remove(&old);
+        }
+        if self.members.get(&id).is_none_or(|(a, _)| a == addr) {
+            self.members.insert(id, (addr.to_string(), now));
+        }
+        let contact = predecessor(&self.members, id)
+            .or_else(|| owner(&self.members, id))
+            .filter(|(_, (a, _))| a != addr)
+            .map(|(id, (addr, _))| Member::new(id, addr.clone()));
         Ok(Registration { id, contact })
     }
 
@@ -114,6 +136,7 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::node_position;
 
     const TTL: Duration = Duration::from_secs(3);
 
@@ -123,23 +146,26 @@ mod tests {
             ttl: TTL,
             relearn: Duration::ZERO,
         };
-        (Membership::new("s", liveness, now), now)
+        (
+            Membership::new(IdRule::new("s", IdRule::DEFAULT_CHOICES), liveness, now),
+            now,
+        )
     }
 
     #[test]
     fn the_first_member_has_no_contact() {
         let (mut m, now) = fresh();
-        assert_eq!(m.register("http://a", now).unwrap().contact, None);
+        assert_eq!(m.register("http://a", None, now).unwrap().contact, None);
     }
 
     #[test]
     fn a_joiner_is_referred_to_the_closest_smaller_live_id() {
         let (mut m, now) = fresh();
         for i in 0..8 {
-            m.register(&format!("http://n{i}"), now).unwrap();
+            m.register(&format!("http://n{i}"), None, now).unwrap();
         }
         let all = m.members(now);
-        let r = m.register("http://joiner", now).unwrap();
+        let r = m.register("http://joiner", None, now).unwrap();
         let expected = all.iter().rfind(|x| x.id < r.id).or(all.last()).cloned();
         assert_eq!(r.contact, expected);
     }
@@ -147,32 +173,135 @@ mod tests {
     #[test]
     fn registering_again_keeps_the_id() {
         let (mut m, now) = fresh();
-        let first = m.register("http://a", now).unwrap().id;
-        m.register("http://b", now).unwrap();
-        assert_eq!(m.register("http://a", now).unwrap().id, first);
+        let first = m.register("http://a", None, now).unwrap().id;
+        m.register("http://b", None, now).unwrap();
+        assert_eq!(m.register("http://a", None, now).unwrap().id, first);
         assert_eq!(m.members(now).len(), 2);
     }
 
     #[test]
-    fn ids_are_the_salted_sha256_of_the_address() {
+    fn the_first_id_is_the_salted_sha256_of_the_address() {
         let (mut m, now) = fresh();
         assert_eq!(
-            m.register("http://a", now).unwrap().id,
+            m.register("http://a", None, now).unwrap().id,
             node_position("http://a", "s", 0)
         );
+    }
+
+    /// Registers `http://n0..` in order; their IDs.
+    fn join_in_order(m: &mut Membership, n: usize, now: Instant) -> Vec<Position> {
+        (0..n)
+            .map(|i| m.register(&format!("http://n{i}"), None, now).unwrap().id)
+            .collect()
+    }
+
+    #[test]
+    fn each_id_is_the_balancing_rule_s_choice_among_the_live_members() {
+        let (mut m, now) = fresh();
+        let rule = IdRule::new("s", IdRule::DEFAULT_CHOICES);
+        for i in 0..16 {
+            let before: BTreeMap<Position, ()> =
+                m.members(now).into_iter().map(|x| (x.id, ())).collect();
+            let addr = format!("http://n{i}");
+            let id = m.register(&addr, None, now).unwrap().id;
+            assert_eq!(id, rule.choose(&addr, &before), "member {i}");
+        }
+    }
+
+    #[test]
+    fn one_choice_gives_the_single_hash_ids() {
+        let (_, now) = fresh();
+        let liveness = Liveness {
+            ttl: TTL,
+            relearn: Duration::ZERO,
+        };
+        let mut m = Membership::new(IdRule::new("s", 1), liveness, now);
+        for (i, id) in join_in_order(&mut m, 8, now).into_iter().enumerate() {
+            assert_eq!(id, node_position(&format!("http://n{i}"), "s", 0));
+        }
+    }
+
+    #[test]
+    fn two_registries_with_the_same_salt_and_join_order_assign_the_same_ids() {
+        let (mut one, now) = fresh();
+        let (mut other, _) = fresh();
+        assert_eq!(
+            join_in_order(&mut one, 12, now),
+            join_in_order(&mut other, 12, now)
+        );
+    }
+
+    #[test]
+    fn a_saved_id_is_registered_instead_of_a_new_one() {
+        let (mut m, now) = fresh();
+        join_in_order(&mut m, 4, now);
+        let saved = Position(12345);
+        let r = m.register("http://back", Some(saved), now).unwrap();
+        assert_eq!(r.id, saved);
+        let before: BTreeMap<Position, Member> =
+            m.members(now).into_iter().map(|x| (x.id, x)).collect();
+        assert_eq!(
+            r.contact.as_ref(),
+            predecessor(&before, saved).map(|(_, x)| x)
+        );
+        // Exactly one entry for the address: the saved ID.
+        let held: Vec<_> = before
+            .values()
+            .filter(|x| x.addr == "http://back")
+            .collect();
+        assert_eq!(held, vec![&Member::new(saved, "http://back")]);
+    }
+
+    #[test]
+    fn a_saved_id_replaces_what_the_registry_had_for_the_address() {
+        let (mut m, now) = fresh();
+        join_in_order(&mut m, 3, now);
+        let derived = m.register("http://back", None, now).unwrap().id;
+        let saved = Position(derived.0.wrapping_add(1 << 40));
+        assert_eq!(
+            m.register("http://back", Some(saved), now).unwrap().id,
+            saved
+        );
+        let ids: Vec<_> = m
+            .members(now)
+            .into_iter()
+            .filter(|x| x.addr == "http://back")
+            .map(|x| x.id)
+            .collect();
+        assert_eq!(ids, vec![saved]);
+    }
+
+    #[test]
+    fn a_saved_id_another_live_address_holds_is_not_taken_over() {
+        let (mut m, now) = fresh();
+        let a = m.register("http://a", None, now).unwrap().id;
+        // Alone, the holder itself is the contact: its join is refused if it lives.
+        let r = m.register("http://copy", Some(a), now).unwrap();
+        assert_eq!(
+            r,
+            Registration {
+                id: a,
+                contact: Some(Member::new(a, "http://a"))
+            }
+        );
+        let b = m.register("http://b", None, now).unwrap().id;
+        let r = m.register("http://copy", Some(a), now).unwrap();
+        assert_eq!(r.contact, Some(Member::new(b, "http://b")));
+        let addrs: Vec<_> = m.members(now).into_iter().map(|x| x.addr).collect();
+        assert!(!addrs.contains(&"http://copy".to_string()), "{addrs:?}");
     }
 
     #[test]
     fn silent_members_expire_and_heartbeats_keep_them() {
         let (mut m, now) = fresh();
-        let a = m.register("http://a", now).unwrap().id;
-        m.register("http://b", now).unwrap();
+        let a = m.register("http://a", None, now).unwrap().id;
+        m.register("http://b", None, now).unwrap();
         let later = now + TTL + Duration::from_millis(1);
         m.heartbeat(&Member::new(a, "http://a"), now + TTL);
         let live: Vec<_> = m.members(later).into_iter().map(|x| x.addr).collect();
         assert_eq!(live, vec!["http://a".to_string()]);
         // Nobody is referred to an expired member.
-        let c = m.register("http://c", later).unwrap();
+        let c = m.register("http://c", None, later).unwrap();
         assert_eq!(c.contact.map(|x| x.addr), Some("http://a".into()));
     }
 
@@ -183,17 +312,17 @@ mod tests {
             ttl: TTL,
             relearn: Duration::from_secs(2),
         };
-        let mut m = Membership::new("s", liveness, now);
-        assert!(m.register("http://new", now).is_err());
+        let mut m = Membership::new(IdRule::new("s", IdRule::DEFAULT_CHOICES), liveness, now);
+        assert!(m.register("http://new", None, now).is_err());
         // A heartbeat from a running member arrives: now there is a contact.
         m.heartbeat(&Member::new(Position(5), "http://old"), now);
-        let r = m.register("http://new", now).unwrap();
+        let r = m.register("http://new", None, now).unwrap();
         assert_eq!(r.contact.map(|c| c.addr), Some("http://old".into()));
         // After the relearning window, an empty registry names a first member.
-        let mut empty = Membership::new("s", liveness, now);
+        let mut empty = Membership::new(IdRule::new("s", IdRule::DEFAULT_CHOICES), liveness, now);
         assert!(
             empty
-                .register("http://x", now + Duration::from_secs(2))
+                .register("http://x", None, now + Duration::from_secs(2))
                 .is_ok()
         );
     }
@@ -201,7 +330,7 @@ mod tests {
     #[test]
     fn deregistered_members_are_gone_at_once() {
         let (mut m, now) = fresh();
-        let a = m.register("http://a", now).unwrap().id;
+        let a = m.register("http://a", None, now).unwrap().id;
         m.deregister(&Member::new(a, "http://a"));
         assert!(m.members(now).is_empty());
     }

@@ -4,11 +4,12 @@
 //! ring serves queries without it.
 
 mod membership;
+pub mod replay;
 
 pub use membership::{Liveness, Membership, Registration, Relearning};
 
 use crate::proto::registry::{self as pb, registry_server::Registry};
-use crate::ring::{Member, Position};
+use crate::ring::{IdRule, Member, Position};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,10 +26,10 @@ pub struct RegistryService {
 }
 
 impl RegistryService {
-    /// A registry with no members, deriving IDs with `salt`.
-    pub fn new(salt: &str, liveness: Liveness) -> Self {
+    /// A registry with no members, choosing IDs by `ids`.
+    pub fn new(ids: IdRule, liveness: Liveness) -> Self {
         Self {
-            membership: Arc::new(Mutex::new(Membership::new(salt, liveness, Instant::now()))),
+            membership: Arc::new(Mutex::new(Membership::new(ids, liveness, Instant::now()))),
         }
     }
 
@@ -59,11 +60,11 @@ impl Registry for RegistryService {
         &self,
         request: Request<pb::ConnectionAddr>,
     ) -> Result<Response<pb::RegisterInfo>, Status> {
-        let addr = request.into_inner().addr;
+        let pb::ConnectionAddr { addr, id } = request.into_inner();
         check_addr(&addr)?;
         let registration = self
             .membership()
-            .register(&addr, Instant::now())
+            .register(&addr, id.map(Position), Instant::now())
             .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(%addr, id = %registration.id, "registered node");
         Ok(Response::new(pb::RegisterInfo {
@@ -102,8 +103,8 @@ impl Registry for RegistryService {
 /// How a registry runs.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
-    /// Salt mixed into node IDs.
-    pub salt: String,
+    /// How node IDs are chosen: the salt and the number of candidates.
+    pub ids: IdRule,
     /// Liveness judgement.
     pub liveness: Liveness,
 }
@@ -113,9 +114,9 @@ impl RegistryConfig {
     pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
 
     /// A registry that knows it starts a new ring: no relearning window.
-    pub fn fresh(salt: &str) -> Self {
+    pub fn fresh(ids: IdRule) -> Self {
         Self {
-            salt: salt.to_string(),
+            ids,
             liveness: Liveness {
                 ttl: Self::DEFAULT_TTL,
                 relearn: Duration::ZERO,
@@ -136,7 +137,7 @@ pub async fn serve(
         .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
         .await;
     let routes = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(
-        RegistryService::new(&config.salt, config.liveness),
+        RegistryService::new(config.ids, config.liveness),
     ))
     .add_service(health_service);
     let router = crate::server::with_reflection(routes).into_axum_router();

@@ -42,20 +42,22 @@ impl Arc {
         }
     }
 
+    /// How many positions the arc spans: `2^64` for the whole ring.
+    pub fn span(&self) -> u128 {
+        if self.start == self.end {
+            1u128 << 64
+        } else {
+            u128::from(self.start.distance_to(self.end))
+        }
+    }
+
     /// Whether every position of `inner` lies in this arc.
     pub fn covers(&self, inner: &Arc) -> bool {
         if self.start == self.end {
             return true;
         }
-        let span = |a: &Arc| {
-            if a.start == a.end {
-                1u128 << 64
-            } else {
-                u128::from(a.start.distance_to(a.end))
-            }
-        };
         let offset = u128::from(self.start.distance_to(inner.start));
-        offset + span(inner) <= span(self)
+        offset + inner.span() <= self.span()
     }
 
     /// The arc as at most two non-wrapping inclusive ranges of `u64`, for range scans

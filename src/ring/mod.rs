@@ -13,11 +13,16 @@
 //! - a join moves positions only to the joiner, and only from its predecessor;
 //! - a departure moves only the departing node's positions, all to its predecessor;
 //! - arcs wrap correctly at 0 and `u64::MAX`.
+//!
+//! Which of several hashed positions a joining node takes, so that no node owns
+//! several times its share, is decided in [`balance`].
 
 mod arc;
+pub mod balance;
 mod position;
 
 pub use arc::Arc;
+pub use balance::IdRule;
 pub use position::{Position, key_position, node_position};
 
 use std::collections::BTreeMap;
@@ -87,7 +92,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn ring(ids: &[u64]) -> BTreeMap<Position, ()> {
+    /// A ring of members at `ids`.
+    pub(super) fn ring(ids: &[u64]) -> BTreeMap<Position, ()> {
         ids.iter().map(|id| (Position(*id), ())).collect()
     }
 

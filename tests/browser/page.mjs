@@ -10,6 +10,11 @@ try {
   await page.waitForFunction((n) => document.querySelectorAll('#ring .node').length === n, expected.length);
   const shown = (await page.$$eval('#ring .node', (els) => els.map((e) => e.dataset.id))).sort();
   check(JSON.stringify(shown) === JSON.stringify(expected), `ring shows every node (${shown.length})`);
+  await page.waitForSelector('#ring-balance[data-ratio]');
+  const shownRatio = await page.$eval('#ring-balance', (e) => e.dataset.ratio);
+  const ring = await page.evaluate(async () => (await fetch('/ring')).json());
+  check(shownRatio === ring.largest_share_ratio.toFixed(2),
+    `the page shows the largest share over the mean (${shownRatio})`);
 
   await page.fill('#key', 'browser key/ü');
   await page.fill('#value', 'hello from chromium');

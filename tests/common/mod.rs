@@ -459,21 +459,32 @@ where
 
 /// The registry's live members' addresses, sorted.
 pub async fn registry_members(registry: &str) -> Vec<String> {
+    let mut addrs: Vec<String> = registry_ids(registry)
+        .await
+        .into_iter()
+        .map(|(_, addr)| addr)
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+/// The registry's live members as `(ID, address)`, sorted.
+pub async fn registry_ids(registry: &str) -> Vec<(u64, String)> {
     use crustyring::proto::registry::registry_client::RegistryClient;
     let mut c = RegistryClient::connect(registry.to_string())
         .await
         .expect("registry up");
-    let mut addrs: Vec<String> = c
+    let mut members: Vec<(u64, String)> = c
         .get_connected_nodes(())
         .await
         .expect("members")
         .into_inner()
         .nodes
         .into_iter()
-        .map(|n| n.addr)
+        .map(|n| (n.id, n.addr))
         .collect();
-    addrs.sort();
-    addrs
+    members.sort();
+    members
 }
 
 /// Reads each of `which` through `addr`: key `key(i)` must hold the value `key(i)`.
