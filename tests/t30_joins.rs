@@ -190,3 +190,67 @@ async fn with_three_copies_every_key_reaches_its_owner_and_two_predecessors() {
     assert_readable_everywhere(&cluster).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrites_while_an_arc_streams_to_a_joiner_end_at_their_last_value() {
+    // One copy: nothing but the hand-off itself can carry the overwrites.
+    let mut cluster = cluster(1, 1).await;
+    let entry = cluster.addrs()[0].clone();
+    // A bigger arc, so that it takes a while to stream.
+    let client = common::connect(&entry).await;
+    stream::iter(0..20 * KEYS)
+        .for_each_concurrent(64, |i| {
+            let mut c = client.clone();
+            async move {
+                common::set(&mut c, &key(i), &[b'x'; 512]).await;
+            }
+        })
+        .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Four writers over their own keys, each remembering its last writes.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (stop, client) = (stop.clone(), client.clone());
+            tokio::spawn(async move {
+                let mut c = client;
+                let mut last: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+                // Bounded: at most 200 rounds over 100 keys.
+                for round in 0..200 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    for i in (w * 100)..(w * 100 + 100) {
+                        let v = format!("round-{round}-{i}").into_bytes();
+                        assert_eq!(common::set(&mut c, &key(i), &v).await.error, None);
+                        last.insert(i, v);
+                    }
+                }
+                last
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        cluster.add_node(0).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut last = BTreeMap::new();
+    for w in writers {
+        last.extend(w.await.unwrap());
+    }
+    assert_ring(&cluster);
+    for addr in cluster.addrs() {
+        let mut c = common::connect(&addr).await;
+        for (i, v) in &last {
+            let r = common::get(&mut c, &key(*i)).await;
+            let shown = |v: Option<&Vec<u8>>| {
+                v.map(|v| String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned())
+            };
+            assert_eq!(
+                shown(r.value.as_ref()),
+                shown(Some(v)),
+                "key {i} via {addr}"
+            );
+        }
+    }
+    cluster.shutdown().await;
+}

@@ -30,6 +30,23 @@ pub(super) struct HandOffHeader {
     pub predecessors: Vec<Member>,
 }
 
+impl HandOffHeader {
+    /// The hand-off's first message: the header, and no entries.
+    pub fn first_chunk(&self) -> dht::HandOffChunk {
+        dht::HandOffChunk {
+            from: Some((&self.from).into()),
+            neighbors: Some(dht::PreviousNeighbors {
+                prev: self.prev.as_ref().map(Into::into),
+                next: Some((&self.next).into()),
+            }),
+            entries: Vec::new(),
+            merge: self.merge,
+            backups: self.backups.iter().map(Into::into).collect(),
+            predecessors: self.predecessors.iter().map(Into::into).collect(),
+        }
+    }
+}
+
 impl Node {
     /// Streams `entries` to `to` after a header naming the sender and `to`'s new
     /// neighbours. Messages stay under one largest valid entry in size (at least
@@ -40,17 +57,7 @@ impl Node {
         header: HandOffHeader,
         entries: Vec<Entry>,
     ) -> Result<u64, NodeError> {
-        let mut chunks = vec![dht::HandOffChunk {
-            from: Some((&header.from).into()),
-            neighbors: Some(dht::PreviousNeighbors {
-                prev: header.prev.as_ref().map(Into::into),
-                next: Some((&header.next).into()),
-            }),
-            entries: Vec::new(),
-            merge: header.merge,
-            backups: header.backups.iter().map(Into::into).collect(),
-            predecessors: header.predecessors.iter().map(Into::into).collect(),
-        }];
+        let mut chunks = vec![header.first_chunk()];
         let budget = self.config.limits.max_entry_bytes();
         chunks.extend(
             batches(entries, budget, usize::MAX)
@@ -106,18 +113,29 @@ impl Node {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty hand-off stream"))?;
         let header = header(&first)?;
+        // A joiner stores its arc as it arrives (it serves nothing yet), so
+        // neither side holds a whole arc in memory; other hand-offs change a
+        // serving node's arc, and are taken in one step at the end.
+        let joining = header.prev.is_some() && !header.merge;
         let mut entries = Vec::new();
+        let mut count = 0u64;
         let mut batch = first.entries;
         loop {
-            for e in batch {
-                entries.push(entry_from_wire(e, &self.config.limits)?);
+            let checked = batch
+                .into_iter()
+                .map(|e| entry_from_wire(e, &self.config.limits))
+                .collect::<Result<Vec<Entry>, Status>>()?;
+            count += checked.len() as u64;
+            if joining {
+                self.store_while_joining(checked)?;
+            } else {
+                entries.extend(checked);
             }
             match chunks.message().await? {
                 Some(chunk) => batch = chunk.entries,
                 None => break,
             }
         }
-        let count = entries.len() as u64;
         match header.prev {
             _ if header.merge => self.take_merged_entries(&header.from, entries)?,
             Some(_) => self.take_joined_arc(header, entries).await?,
@@ -133,6 +151,20 @@ impl Node {
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(dht::HandOffAck { entries: count })
+    }
+
+    /// Stores part of the arc a joiner is being handed, while it is joining.
+    fn store_while_joining(&self, entries: Vec<Entry>) -> Result<(), Status> {
+        // Under the view lock: the node cannot become serving half-way.
+        let view = self.view();
+        if view.state != NodeState::Joining {
+            return Err(Status::failed_precondition(
+                "this node is already part of the ring",
+            ));
+        }
+        self.store
+            .insert_all(entries)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 
     /// A joiner stores its new arc, links in and starts serving.

@@ -16,16 +16,18 @@
 //!    the neighbour closer to `J`'s predecessor; `J` asks that one. A contact that
 //!    is itself still joining answers `UNAVAILABLE`, and `J` retries with backoff,
 //!    falling back to the other registered members.
-//! 4. `P` fences the arc `[J, N)`: local queries into it wait. It snapshots the
-//!    arc's entries and streams them to `J` (`HandOff`), the first message naming
-//!    `J`'s neighbours `{prev: P, next: N}`, then batches of entries bounded in
-//!    bytes. `J` stores them, links in and starts
-//!    serving; only then does it acknowledge.
+//! 4. `P` streams the arc `[J, N)` to `J` (`HandOff`) while it keeps serving it,
+//!    the first message naming `J`'s neighbours `{prev: P, next: N}`, then
+//!    batches of entries bounded in bytes; `J` stores them as they come. Then `P`
+//!    fences the arc (local queries into it wait) and sends the writes made into
+//!    it meanwhile (`migration`). `J` links in and starts serving; only then does
+//!    it acknowledge.
 //! 5. `P` sets `next = J`, lifts the fence (waiting queries now route to `J`),
 //!    drops the arc's entries and tells `N` that its previous neighbour is `J`.
 //!
-//! Every key is therefore stored on exactly one node at every moment a query can
-//! observe it: before step 5 on `P` (the fence stops changes), after it on `J`. If
+//! Every key is therefore served by exactly one node at every moment a query can
+//! observe it: before step 5 by `P` (the fence stops changes while `J` takes the
+//! last writes), after it by `J`. If
 //! the hand-off fails, `P` lifts the fence and keeps the arc; `J` tries again.
 //! Joins into different arcs touch different nodes' `next` links and proceed in
 //! parallel; joins into one arc are serialised by its owner.
@@ -412,13 +414,15 @@ impl Node {
         joiner: Member,
     ) -> Result<dht::PreviousNeighbors, Status> {
         let _membership = self.membership.lock().await;
-        let (arc, me, prev, old_next) = self
-            .update_view(|view| {
-                let arc = view.check_join(joiner.id)?;
-                view.handoff = Some(arc);
-                Ok::<_, JoinRefusal>((arc, view.me.clone(), view.prev.clone(), view.next.clone()))
-            })
-            .map_err(|refusal| refusal_status(refusal, &joiner))?;
+        // The arc stays served while it streams (`migration`): the fence goes
+        // up only for the switch-over.
+        let (arc, me, prev, old_next) = {
+            let view = self.view();
+            let arc = view
+                .check_join(joiner.id)
+                .map_err(|refusal| refusal_status(refusal, &joiner))?;
+            (arc, view.me.clone(), view.prev.clone(), view.next.clone())
+        };
         let header = HandOffHeader {
             from: me.clone(),
             prev: Some(me.clone()),
@@ -428,10 +432,7 @@ impl Node {
             // The joiner's predecessors are this node's replicas' chain.
             predecessors: self.view().replicas(usize::MAX),
         };
-        let handed = match self.store.entries_in(arc) {
-            Ok(entries) => self.hand_off(&joiner, header, entries).await,
-            Err(e) => Err(NodeError::from(e)),
-        };
+        let handed = self.stream_join(&joiner, header, arc).await;
         // Before taking the arc back after a timeout, ask the joiner: or both
         // would own it.
         let handed = self

@@ -27,6 +27,7 @@ mod handoff;
 mod join;
 mod leave;
 mod maintain;
+mod migration;
 mod peers;
 mod pipeline;
 mod query;
@@ -138,6 +139,8 @@ pub struct Node {
     /// Serialises this node's membership changes (accepting a joiner).
     membership: tokio::sync::Mutex<()>,
     store: Arc<dyn Store>,
+    /// Notes the writes into an arc streaming to a joiner (`migration`).
+    recorder: Arc<migration::Recorder>,
     peers: Peers,
     /// A queue per replica, so that concurrent writes share `Replicate` calls.
     pipes: pipeline::ReplicaPipes,
@@ -172,6 +175,7 @@ impl Node {
         registry: Option<String>,
     ) -> Self {
         let timeouts = config.timeouts;
+        let recorder = Arc::new(migration::Recorder::default());
         Self {
             peers: Peers::new(config.timeouts, config.limits.max_message_bytes()),
             pipes: pipeline::ReplicaPipes::new(config.limits, config.timeouts.request),
@@ -182,7 +186,8 @@ impl Node {
             membership: tokio::sync::Mutex::new(()),
             reconciled: std::sync::Mutex::new(None),
             counts: std::sync::Mutex::new(None),
-            store,
+            store: Arc::new(migration::RecordedStore::new(store, recorder.clone())),
+            recorder,
             health,
             registry: registry.and_then(|addr| {
                 let endpoint = peers::endpoint(&addr, timeouts);

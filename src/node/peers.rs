@@ -163,7 +163,7 @@ pub fn endpoint(addr: &str, timeouts: PeerTimeouts) -> Result<Endpoint, NodeErro
 /// safely; a transport failure after the connection was made may have been
 /// applied, so it is passed on as `UNAVAILABLE` and not retried; anything the
 /// peer itself answered is passed on as it was.
-fn peer_error(addr: &str, status: tonic::Status) -> NodeError {
+pub(super) fn peer_error(addr: &str, status: tonic::Status) -> NodeError {
     let mut source = std::error::Error::source(&status);
     let transport = source.is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
     let mut not_connected = false;

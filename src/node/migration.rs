@@ -1,0 +1,339 @@
+//! Joins without stalls: the arc a joiner takes keeps being served by its old
+//! owner while it streams, and only the writes made meanwhile are sent under
+//! the fence.
+//!
+//! A join used to fence the whole moving arc while it streamed, so every query
+//! into it waited for the whole hand-off (seconds for a million keys). Now the
+//! predecessor streams a snapshot of the arc *unfenced*, piece by piece, while
+//! serving it as before; a [`Recorder`] sitting in front of its store notes every
+//! write into the arc meanwhile. Then it fences the arc, sends just those writes,
+//! and the joiner switches over: the fence lasts for the last few messages and
+//! the joiner's final fsync, not for the arc. Copies merge newest-wins, so a key
+//! sent in the snapshot and again in the delta ends at its latest write.
+//!
+//! The recorder is a [`Store`] wrapper, so every write path (queries, replica
+//! writes, anti-entropy, read repair) is noted without each knowing of joins.
+
+use super::Node;
+use super::entries::batches;
+use super::error::NodeError;
+use super::handoff::HandOffHeader;
+use super::peers::peer_error;
+use crate::proto::dht;
+use crate::ring::{Arc as RingArc, Member, Position};
+use crate::store::{
+    Bucket, Entry, Store, StoreError, SyncFuture, Version, Written, bucket_count, buckets_arc,
+};
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How many pieces the snapshot of a moving arc is read in: each read holds
+/// the store's lock for one piece, not for the arc.
+const SNAPSHOT_PIECES: usize = 256;
+/// Messages a hand-off stream keeps queued ahead of the network.
+const STREAM_AHEAD: usize = 4;
+
+impl Node {
+    /// Hands `arc` to `joiner` as described in the module docs. On return the
+    /// arc is fenced (if the stream got that far), and the recording stopped;
+    /// the caller links the joiner in or lifts the fence.
+    pub(super) async fn stream_join(
+        &self,
+        joiner: &Member,
+        header: HandOffHeader,
+        arc: RingArc,
+    ) -> Result<u64, NodeError> {
+        let mut client = self.peers.client(&joiner.addr)?;
+        let (tx, rx) = mpsc::channel(STREAM_AHEAD);
+        self.recorder.start(arc);
+        let call = client.hand_off(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let produce = self.produce_join_stream(tx, header, arc, &joiner.addr);
+        tokio::pin!(call, produce);
+        let request = self.config.timeouts.request;
+        let mut answer_by: Option<Instant> = None;
+        let outcome = loop {
+            let overdue = async {
+                match answer_by {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                answered = &mut call => break answered
+                    .map(|ack| ack.into_inner().entries)
+                    .map_err(|status| peer_error(&joiner.addr, status)),
+                produced = &mut produce, if answer_by.is_none() => match produced {
+                    // Everything is sent: the joiner answers once it serves.
+                    Ok(()) => answer_by = Some(Instant::now() + request),
+                    Err(e) => break Err(e),
+                },
+                () = overdue => break Err(NodeError::Timeout { addr: joiner.addr.clone(), after: request }),
+            }
+        };
+        self.recorder.stop();
+        outcome
+    }
+
+    /// Sends the header, a snapshot of `arc` piece by piece (unfenced), then
+    /// fences the arc and sends the writes made into it meanwhile. Stops early,
+    /// unfenced, if the call ends first (its answer then says why).
+    async fn produce_join_stream(
+        &self,
+        tx: mpsc::Sender<dht::HandOffChunk>,
+        header: HandOffHeader,
+        arc: RingArc,
+        to: &str,
+    ) -> Result<(), NodeError> {
+        let request = self.config.timeouts.request;
+        // Whether the message went (false: the call has ended).
+        let send = |chunk: dht::HandOffChunk| {
+            let tx = tx.clone();
+            async move {
+                match tokio::time::timeout(request, tx.send(chunk)).await {
+                    Ok(sent) => Ok(sent.is_ok()),
+                    Err(_) => Err(NodeError::Timeout {
+                        addr: to.to_string(),
+                        after: request,
+                    }),
+                }
+            }
+        };
+        let budget = self.config.limits.max_entry_bytes();
+        let entries_chunk = |entries| dht::HandOffChunk {
+            entries,
+            ..Default::default()
+        };
+        if !send(header.first_chunk()).await? {
+            return Ok(());
+        }
+        let pieces = bucket_count(arc, SNAPSHOT_PIECES);
+        for piece in 0..pieces {
+            let entries = self
+                .store
+                .entries_in(buckets_arc(arc, piece..piece + 1, pieces))?;
+            for batch in batches(entries, budget, usize::MAX) {
+                if !send(entries_chunk(batch)).await? {
+                    return Ok(());
+                }
+            }
+        }
+        // Switch-over: from here queries into the arc wait (every one applied
+        // before has been noted), until the joiner serves it.
+        self.update_view(|view| view.handoff = Some(arc));
+        for batch in batches(self.recorder.stop(), budget, usize::MAX) {
+            if !send(entries_chunk(batch)).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writes into one arc since recording started.
+#[derive(Debug)]
+struct Watch {
+    arc: RingArc,
+    log: Vec<Entry>,
+}
+
+/// Notes the writes into an arc while it streams to a joiner.
+#[derive(Debug, Default)]
+pub(super) struct Recorder {
+    watch: RwLock<Option<Watch>>,
+}
+
+impl Recorder {
+    /// Starts noting writes into `arc` (forgetting any earlier recording).
+    pub fn start(&self, arc: RingArc) {
+        *self.watch.write().unwrap_or_else(|e| e.into_inner()) = Some(Watch {
+            arc,
+            log: Vec::new(),
+        });
+    }
+
+    /// Stops recording; returns the writes noted since [`Recorder::start`].
+    pub fn stop(&self) -> Vec<Entry> {
+        self.watch
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .map_or_else(Vec::new, |w| w.log)
+    }
+
+    fn note<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
+        // Most writes happen with nothing recorded: a read lock to find out.
+        let watching = self
+            .watch
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.arc);
+        let Some(arc) = watching else { return };
+        let noted: Vec<Entry> = entries
+            .into_iter()
+            .filter(|e| arc.contains(e.position))
+            .cloned()
+            .collect();
+        if noted.is_empty() {
+            return;
+        }
+        if let Some(w) = self
+            .watch
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .filter(|w| w.arc == arc)
+        {
+            w.log.extend(noted);
+        }
+    }
+}
+
+/// A store whose writes a [`Recorder`] notes.
+pub(super) struct RecordedStore {
+    inner: Arc<dyn Store>,
+    recorder: Arc<Recorder>,
+}
+
+impl RecordedStore {
+    /// `inner`, with its writes noted by `recorder`.
+    pub fn new(inner: Arc<dyn Store>, recorder: Arc<Recorder>) -> Self {
+        Self { inner, recorder }
+    }
+}
+
+impl Store for RecordedStore {
+    fn get(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(position, key)
+    }
+
+    fn set(
+        &self,
+        position: Position,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        writer: u64,
+    ) -> Result<Written, StoreError> {
+        let written = self.inner.set(position, key, value, writer)?;
+        self.recorder.note([&written.entry]);
+        Ok(written)
+    }
+
+    fn delete(&self, position: Position, key: &[u8], writer: u64) -> Result<Written, StoreError> {
+        let written = self.inner.delete(position, key, writer)?;
+        self.recorder.note([&written.entry]);
+        Ok(written)
+    }
+
+    fn entry(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.inner.entry(position, key)
+    }
+
+    fn at_position(&self, position: Position) -> Result<Vec<Entry>, StoreError> {
+        self.inner.at_position(position)
+    }
+
+    fn entries_in(&self, arc: RingArc) -> Result<Vec<Entry>, StoreError> {
+        self.inner.entries_in(arc)
+    }
+
+    fn insert_all(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        // Noted as offered: the joiner merges them newest-wins, as this store did.
+        self.recorder.note(&entries);
+        self.inner.insert_all(entries)
+    }
+
+    fn remove_in(&self, arc: RingArc) -> Result<usize, StoreError> {
+        self.inner.remove_in(arc)
+    }
+
+    fn remove_exact(&self, entries: &[(Position, Vec<u8>, Version)]) -> Result<usize, StoreError> {
+        self.inner.remove_exact(entries)
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn count_in(&self, arc: RingArc) -> usize {
+        self.inner.count_in(arc)
+    }
+
+    fn digest(&self, arc: RingArc, buckets: usize) -> Result<Vec<Bucket>, StoreError> {
+        self.inner.digest(arc, buckets)
+    }
+
+    fn purge_tombstones(&self, before_micros: u64) -> Result<usize, StoreError> {
+        self.inner.purge_tombstones(before_micros)
+    }
+
+    fn sync_point(&self) -> SyncFuture {
+        self.inner.sync_point()
+    }
+
+    fn durable_point(&self) -> SyncFuture {
+        self.inner.durable_point()
+    }
+
+    fn identity(&self) -> Option<Member> {
+        self.inner.identity()
+    }
+
+    fn save_identity(&self, me: &Member) -> Result<(), StoreError> {
+        self.inner.save_identity(me)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn store() -> (RecordedStore, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        let store = RecordedStore::new(Arc::new(MemoryStore::new()), recorder.clone());
+        (store, recorder)
+    }
+
+    #[test]
+    fn only_writes_into_the_arc_while_recording_are_noted() {
+        let (store, recorder) = store();
+        store
+            .set(Position(15), b"before".to_vec(), b"1".to_vec(), 1)
+            .unwrap();
+        recorder.start(RingArc::new(Position(10), Position(20)));
+        store
+            .set(Position(15), b"in".to_vec(), b"2".to_vec(), 1)
+            .unwrap();
+        store
+            .set(Position(25), b"out".to_vec(), b"3".to_vec(), 1)
+            .unwrap();
+        store.delete(Position(15), b"before", 1).unwrap();
+        let noted = recorder.stop();
+        let keys: Vec<&[u8]> = noted.iter().map(|e| e.key.as_slice()).collect();
+        assert_eq!(keys, [&b"in"[..], &b"before"[..]]);
+        assert!(
+            noted[1].value.is_none(),
+            "the delete is noted as its tombstone"
+        );
+        store
+            .set(Position(15), b"after".to_vec(), b"4".to_vec(), 1)
+            .unwrap();
+        assert!(recorder.stop().is_empty(), "nothing is noted once stopped");
+    }
+
+    #[test]
+    fn merged_entries_are_noted_too() {
+        let (store, recorder) = store();
+        recorder.start(RingArc::new(Position(10), Position(20)));
+        let entry = |p: u64| Entry {
+            position: Position(p),
+            key: vec![p as u8],
+            value: Some(vec![1]),
+            version: Version { micros: 5, node: 1 },
+        };
+        store.insert_all(vec![entry(12), entry(30)]).unwrap();
+        assert_eq!(recorder.stop(), vec![entry(12)]);
+    }
+}
