@@ -43,6 +43,8 @@ pub struct BenchReport {
     pub p50: Duration,
     /// 99th percentile latency.
     pub p99: Duration,
+    /// The slowest successful request.
+    pub max: Duration,
     /// Mean forwards per successful request, as the nodes reported them
     /// (`None`: the nodes do not report routes).
     pub forwards: Option<f64>,
@@ -61,10 +63,11 @@ impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, {} ok, {} errors in {:.1} s, forwards/request {}",
+            "{:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms, {} ok, {} errors in {:.1} s, forwards/request {}",
             self.ops_per_sec(),
             self.p50.as_secs_f64() * 1e3,
             self.p99.as_secs_f64() * 1e3,
+            self.max.as_secs_f64() * 1e3,
             self.ok,
             self.errors,
             self.elapsed.as_secs_f64(),
@@ -161,6 +164,7 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
         elapsed,
         p50: pick(0.50),
         p99: pick(0.99),
+        max: latencies.last().copied().unwrap_or_default(),
         forwards: (reported > 0).then(|| forwards as f64 / reported as f64),
         members,
     })
