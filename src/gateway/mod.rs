@@ -4,6 +4,7 @@
 //! Handlers are thin: keys go through [`crate::node::Node::execute`], the same path
 //! as gRPC `QueryDht`; errors become problem+json in one place ([`problem`]).
 
+pub mod health;
 pub mod keys;
 pub mod page;
 pub mod problem;
@@ -28,9 +29,18 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         description = "A distributed key-value store on a consistent-hashing ring. Every node answers every key, forwarding to its owner. Keys are path segments, percent-encoded; values are raw bytes.",
         license(name = "MIT", identifier = "MIT")
     ),
-    paths(keys::get_key, keys::put_key, keys::delete_key, ring::get_ring, ring::get_owner),
+    paths(
+        keys::get_key,
+        keys::put_key,
+        keys::delete_key,
+        ring::get_ring,
+        ring::get_owner,
+        health::healthz,
+        health::readyz
+    ),
     tags(
         (name = "keys", description = "Read, write and delete keys."),
+        (name = "health", description = "Liveness and readiness, for probes."),
         (name = "ring", description = "The ring's nodes and key ownership.")
     )
 )]
@@ -57,6 +67,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(
             "/ring",
             get(ring::get_ring).fallback(|| async { method_not_allowed("GET,HEAD") }),
+        )
+        .route(
+            "/healthz",
+            get(health::healthz).fallback(|| async { method_not_allowed("GET,HEAD") }),
+        )
+        .route(
+            "/readyz",
+            get(health::readyz).fallback(|| async { method_not_allowed("GET,HEAD") }),
         )
         .route(
             "/ring/owner/{*key}",

@@ -60,6 +60,9 @@ pub enum ApiError {
     /// No such route.
     #[error("no such resource: {0}; see /openapi.json or /swagger-ui/ for the API")]
     NoRoute(String),
+    /// The node does not serve its arc (it is joining, leaving or gone).
+    #[error("this node is {0}: it does not serve its arc now")]
+    NotReady(&'static str),
 }
 
 impl ApiError {
@@ -72,6 +75,7 @@ impl ApiError {
             }
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::KeyNotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -198,7 +198,6 @@ impl Node {
             view.state = NodeState::Serving;
             Ok(())
         })?;
-        self.mark_serving().await;
         Ok(())
     }
 

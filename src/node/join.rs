@@ -152,11 +152,10 @@ pub async fn start(
         _ => me,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<dht::dht_node_server::DhtNodeServer<super::service::DhtService>>()
-        .await;
     let registry = discovery.registry().map(str::to_string);
     let node = Arc::new(Node::new(me, config, store, health, registry));
+    // Not serving until joined; `report_health` keeps it in step from here.
+    node.publish_health().await;
     let grpc = super::grpc_routes(node.clone(), health_service).into_axum_router();
     let router = crate::gateway::app(grpc, node.clone());
     let (stop, stopped) = watch::channel(false);
@@ -169,10 +168,13 @@ pub async fn start(
         shutdown.await;
         let _ = stop.send(true);
     });
+    tokio::spawn(node.clone().report_health(stopped.clone()));
     match contact {
         None => node.become_alone().await,
         Some(contact) => node.join(contact).await?,
     }
+    // Serving, as this returns: probes need not race the reporter.
+    node.publish_health().await;
     node.store.save_identity(&node.me())?;
     node.store.sync_point().await?;
     tokio::spawn(node.clone().anti_entropy(stopped.clone()));
@@ -284,14 +286,7 @@ impl Node {
     async fn become_alone(&self) {
         let me = self.me();
         self.update_view(|v| *v = View::first(me));
-        self.mark_serving().await;
         tracing::info!(id = %self.me().id, "serving the whole ring alone");
-    }
-
-    pub(super) async fn mark_serving(&self) {
-        self.health
-            .set_serving::<dht::dht_node_server::DhtNodeServer<super::service::DhtService>>()
-            .await;
     }
 
     /// Joins through `contact`, following refusals towards this node's predecessor

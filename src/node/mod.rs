@@ -24,6 +24,7 @@ mod catch_up;
 mod entries;
 mod error;
 mod handoff;
+mod health;
 mod join;
 mod leave;
 mod maintain;
@@ -391,6 +392,17 @@ impl Node {
             };
             match route {
                 Route::Local => unreachable!("answered above"),
+                // A node still joining answers once it has joined (or the
+                // deadline passes): a client that reached it early is not
+                // refused for being early.
+                Route::NotServing if self.view().state == NodeState::Joining => {
+                    if tokio::time::timeout_at(started + stall, changes.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(NodeError::NotServing);
+                    }
+                }
                 Route::NotServing => return Err(NodeError::NotServing),
                 Route::Wait => {
                     // One deadline for all waits: views change all the time.

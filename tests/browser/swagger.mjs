@@ -8,7 +8,7 @@ try {
   await page.waitForSelector('.opblock');
   const ops = await page.$$eval('.opblock', (els) => els.map((e) =>
     `${e.querySelector('.opblock-summary-method').textContent.trim()} ${e.querySelector('.opblock-summary-path').textContent.trim().replace(/\u200b/g, '')}`));
-  for (const op of ['GET /keys/{key}', 'PUT /keys/{key}', 'DELETE /keys/{key}', 'GET /ring', 'GET /ring/owner/{key}']) {
+  for (const op of ['GET /keys/{key}', 'PUT /keys/{key}', 'DELETE /keys/{key}', 'GET /ring', 'GET /ring/owner/{key}', 'GET /healthz', 'GET /readyz']) {
     check(ops.includes(op), `Swagger UI renders ${op}`);
   }
   // "Try it out" with the documented examples, in an order that makes each
@@ -19,6 +19,8 @@ try {
     ['GET', '/ring/owner/{key}', '200'],
     ['GET', '/ring', '200'],
     ['DELETE', '/keys/{key}', '200'],
+    ['GET', '/healthz', '200'],
+    ['GET', '/readyz', '200'],
   ];
   for (const [method, path, expected] of plan) {
     const op = page.locator(`.opblock-${method.toLowerCase()}`, {
