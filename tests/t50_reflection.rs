@@ -5,9 +5,7 @@ mod common;
 
 use prost::Message;
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_reflection::pb::{v1, v1alpha};
 
 async fn channel(addr: &str) -> Channel {
@@ -104,17 +102,6 @@ async fn list_v1alpha(addr: &str) -> Vec<String> {
     }
 }
 
-async fn health(addr: &str, service: &str) -> i32 {
-    HealthClient::new(channel(addr).await)
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-}
-
 #[tokio::test]
 async fn a_node_describes_its_services_through_both_reflection_versions() {
     let cluster = common::cluster(1).await;
@@ -158,10 +145,13 @@ async fn a_node_describes_its_services_through_both_reflection_versions() {
     let alpha = list_v1alpha(&addr).await;
     assert!(alpha.iter().any(|s| s == "dht.DhtNode"), "{alpha:?}");
     assert_eq!(
-        health(&addr, "dht.DhtNode").await,
+        common::grpc_health(&addr, "dht.DhtNode").await,
         ServingStatus::Serving as i32
     );
-    assert_eq!(health(&addr, "").await, ServingStatus::Serving as i32);
+    assert_eq!(
+        common::grpc_health(&addr, "").await,
+        ServingStatus::Serving as i32
+    );
     cluster.shutdown().await;
 }
 
@@ -181,7 +171,7 @@ async fn the_registry_serves_reflection_and_health_too() {
             .any(|s| s == "registry.Registry")
     );
     assert_eq!(
-        health(&cluster.registry, "registry.Registry").await,
+        common::grpc_health(&cluster.registry, "registry.Registry").await,
         ServingStatus::Serving as i32
     );
     cluster.shutdown().await;

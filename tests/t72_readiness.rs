@@ -5,30 +5,13 @@
 
 mod common;
 
-use common::http;
+use common::{grpc_health, http};
 use crustyring::cluster::{ClusterOptions, LocalCluster};
 use crustyring::node::{self, Discovery, NodeConfig};
 use crustyring::proto::registry::{Node as WireNode, registry_client::RegistryClient};
 use crustyring::store::MemoryStore;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-async fn grpc_health(addr: &str, service: &str) -> i32 {
-    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-}
 
 const SERVING: i32 = 1;
 const NOT_SERVING: i32 = 2;

@@ -36,6 +36,24 @@ pub async fn connect(addr: &str) -> DhtNodeClient<Channel> {
     client::connect(addr).await.expect("node reachable")
 }
 
+/// The `grpc.health.v1` status the server at `addr` reports for `service`
+/// (`""`: the whole server).
+pub async fn grpc_health(addr: &str, service: &str) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .expect("an address")
+        .connect()
+        .await
+        .expect("server reachable");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status
+}
+
 /// `QueryDht` Set.
 pub async fn set(c: &mut DhtNodeClient<Channel>, key: &[u8], value: &[u8]) -> dht::QueryResult {
     client::query(c, OperationType::Set, key, Some(value))
