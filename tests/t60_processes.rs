@@ -179,3 +179,49 @@ fn a_cluster_on_ephemeral_ports_refuses_a_data_dir_it_could_never_find_again() {
         "nothing was created"
     );
 }
+
+/// Asks the registry at `addr` to register `node`.
+async fn register(
+    addr: &str,
+    node: &str,
+) -> Result<crustyring::proto::registry::RegisterInfo, tonic::Status> {
+    use crustyring::proto::registry::{ConnectionAddr, registry_client::RegistryClient};
+    let mut client = RegistryClient::connect(addr.to_string()).await.unwrap();
+    client
+        .register_node(ConnectionAddr {
+            addr: node.into(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_registry_names_the_first_node_at_once_and_a_restarted_one_relearns_first() {
+    let mut registry = common::registry_process();
+    let first = register(&registry.addr, "http://127.0.0.1:1").await;
+    assert!(
+        first.is_ok_and(|r| r.neighbor.is_none()),
+        "named first at once"
+    );
+    // The same registry restarted (same data directory, same port): a ring may
+    // be running, so it waits for heartbeats before naming anyone the first.
+    let dir = registry.dir.take().unwrap();
+    let port = registry.addr.rsplit(':').next().unwrap().to_string();
+    registry.signal("KILL");
+    registry.wait_exit(Duration::from_secs(5));
+    let restarted = common::Proc::start(
+        env!("CARGO_BIN_EXE_registry"),
+        &[
+            "--port",
+            &port,
+            "--data-dir",
+            &dir.path(),
+            "--relearn-ms",
+            "60000",
+        ],
+        "listening on",
+    );
+    let again = register(&restarted.addr, "http://127.0.0.1:2").await;
+    assert_eq!(again.map_err(|s| s.code()).err(), Some(Code::Unavailable));
+}

@@ -30,9 +30,9 @@ async fn ids_of(addrs: &[String]) -> Vec<Position> {
 
 /// A registry process on an ephemeral port that knows it starts a new ring.
 fn registry(extra: &[&str]) -> common::Proc {
-    let mut args = vec!["--port", "0", "--relearn-ms", "0"];
+    let mut args = vec!["--port", "0"];
     args.extend_from_slice(extra);
-    common::Proc::start(env!("CARGO_BIN_EXE_registry"), &args, "listening on")
+    common::registry_process_with(&args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

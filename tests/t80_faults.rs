@@ -217,11 +217,15 @@ async fn serving_goes_on_without_the_registry_and_a_restarted_one_relearns_the_m
     write(&addrs[1], 200).await;
     assert_readable(&addrs[2], &(0..200).collect::<Vec<_>>()).await;
 
-    let registry = Proc::start(
+    // Restarted with its data directory: it knows it has run before, and
+    // relearns the members before naming anyone the first.
+    let dir = registry.dir.take().expect("the registry's data directory");
+    let mut registry = Proc::start(
         env!("CARGO_BIN_EXE_registry"),
-        &["--port", &port],
+        &["--port", &port, "--data-dir", &dir.path()],
         "listening on",
     );
+    registry.dir = Some(dir);
     let mut expected = addrs.clone();
     expected.sort();
     common::eventually(Duration::from_secs(5), "registry relearns", || {

@@ -21,11 +21,16 @@ struct Args {
     /// A member not heard from (heartbeat) for this long is dropped, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     ttl_ms: u64,
-    /// After a (re)start, how long to relearn live members from their heartbeats
-    /// before telling a registering node it is the first member, in milliseconds.
-    /// 0 for a registry known to start a new ring.
+    /// After a restart, how long to relearn live members from their heartbeats
+    /// before telling a registering node it is the first member, in
+    /// milliseconds. A registry starting for the first time (nothing in
+    /// --data-dir) names the first member at once.
     #[arg(long, default_value_t = 2000)]
     relearn_ms: u64,
+    /// Where the registry notes that it has run before (so that a restart
+    /// relearns the members first).
+    #[arg(long, default_value = "crustyring-data/registry")]
+    data_dir: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -35,11 +40,17 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let port = listener.local_addr()?.port();
     println!("registry listening on http://{}:{port}", args.host);
+    let restarted = registry::has_run_before(&args.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot use --data-dir {}: {e}", args.data_dir.display()))?;
+    let relearn = match restarted {
+        true => Duration::from_millis(args.relearn_ms),
+        false => Duration::ZERO,
+    };
     let config = registry::RegistryConfig {
         ids: args.ids.rule(),
         liveness: registry::Liveness {
             ttl: Duration::from_millis(args.ttl_ms),
-            relearn: Duration::from_millis(args.relearn_ms),
+            relearn,
         },
     };
     registry::serve(listener, config, cli::shutdown_signal()).await?;

@@ -125,6 +125,28 @@ impl RegistryConfig {
     }
 }
 
+/// The file whose presence in a registry's data directory says it has run
+/// before.
+const STARTED_MARKER: &str = "registry-started";
+
+/// Whether the registry keeping its state in `dir` has run before, marking
+/// that it has from now on. A registry that has run before may be restarting
+/// under a live ring, so it relearns the members before naming a first one; one
+/// starting for the first time knows there is no ring yet and names the first
+/// node at once.
+pub fn has_run_before(dir: &std::path::Path) -> std::io::Result<bool> {
+    let marker = dir.join(STARTED_MARKER);
+    if marker.exists() {
+        return Ok(true);
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        &marker,
+        b"this registry has started before: it relearns members on start\n",
+    )?;
+    Ok(false)
+}
+
 /// Serves a registry on `listener` (with health and reflection) until `shutdown`
 /// resolves.
 pub async fn serve(
@@ -142,4 +164,16 @@ pub async fn serve(
     .add_service(health_service);
     let router = crate::server::with_reflection(routes).into_axum_router();
     crate::server::serve(listener, router, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_registry_knows_whether_it_has_run_before() {
+        let dir = std::env::temp_dir().join(format!("crustyring-life-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!super::has_run_before(&dir).unwrap(), "a first start");
+        assert!(super::has_run_before(&dir).unwrap(), "a restart");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

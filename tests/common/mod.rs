@@ -77,6 +77,8 @@ pub struct Proc {
     pub lines: Vec<String>,
     /// Lines of stdout, read by a thread so that waits can be bounded.
     stdout: std::sync::mpsc::Receiver<String>,
+    /// A directory the process keeps its state in, removed with it.
+    pub dir: Option<TempDir>,
 }
 
 impl Proc {
@@ -111,6 +113,7 @@ impl Proc {
             addr: String::new(),
             lines: Vec::new(),
             stdout: stdout.expect("piped stdout"),
+            dir: None,
         };
         proc.lines = proc.read_until(ready);
         let ready_line = proc.lines.last().cloned().unwrap_or_default();
@@ -177,13 +180,23 @@ impl Drop for Proc {
     }
 }
 
-/// A registry process on an ephemeral port.
+/// A registry process on an ephemeral port, starting for the first time (with
+/// a data directory of its own, so it names the first node at once).
 pub fn registry_process() -> Proc {
-    Proc::start(
-        env!("CARGO_BIN_EXE_registry"),
-        &["--port", "0"],
-        "listening on",
-    )
+    registry_process_with(&["--port", "0"])
+}
+
+/// A registry process with `args`, starting for the first time.
+pub fn registry_process_with(args: &[&str]) -> Proc {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = TempDir::new(&format!("registry-{n}"));
+    let mut all = args.to_vec();
+    let path = dir.path();
+    all.extend(["--data-dir", &path]);
+    let mut proc = Proc::start(env!("CARGO_BIN_EXE_registry"), &all, "listening on");
+    proc.dir = Some(dir);
+    proc
 }
 
 /// A DHT node process on an ephemeral port, joined through `registry`; in memory
@@ -556,6 +569,11 @@ impl TempDir {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> String {
+        self.0.display().to_string()
     }
 
     /// The data directory of node `i` inside it.
