@@ -4,7 +4,7 @@
 //! order. Every read of a stored entry is checked: corrupt bytes give a
 //! [`StoreError`], never a panic.
 
-use crate::ring::Position;
+use crate::ring::{Member, Position};
 use crate::store::{Entry, StoreError, Version};
 use redb::TableDefinition;
 
@@ -15,6 +15,27 @@ pub(in crate::store) const FILE_NAME: &str = "crustyring.redb";
 pub(super) const ENTRIES: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("entries_v2");
 /// The node's identity: `id` (8 bytes, big-endian) and `addr` (UTF-8).
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The node identity saved in the meta table, if a whole one is there.
+pub(super) fn identity(
+    meta: &redb::ReadOnlyTable<&str, &[u8]>,
+) -> Result<Option<Member>, StoreError> {
+    let get = |name: &str| -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(meta
+            .get(name)
+            .map_err(|e| StoreError::Engine(e.to_string()))?
+            .map(|v| v.value().to_vec()))
+    };
+    Ok(match (get("id")?, get("addr")?) {
+        (Some(id), Some(addr)) => <[u8; 8]>::try_from(id.as_slice()).ok().map(|id| {
+            Member::new(
+                Position(u64::from_be_bytes(id)),
+                String::from_utf8_lossy(&addr).into_owned(),
+            )
+        }),
+        _ => None,
+    })
+}
 
 /// The length of an encoded entry's header: tag, micros, node.
 const HEADER: usize = 17;

@@ -22,6 +22,7 @@ mod commit;
 mod index;
 mod layout;
 mod overlay;
+mod read;
 
 pub(super) use layout::FILE_NAME;
 
@@ -29,8 +30,9 @@ use super::{Bucket, Entry, Store, StoreError, SyncFuture, Version, Written};
 use crate::ring::{Arc, Member, Position};
 use commit::{Committer, Mutation};
 use index::{Index, Meta, Slot};
-use layout::{ENTRIES, META, decode, header};
+use layout::{ENTRIES, META, decode, header, identity};
 use overlay::{Overlay, Pending};
+use read::Found;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
@@ -72,12 +74,6 @@ impl Default for DiskOptions {
             cache_bytes: DEFAULT_CACHE_MB << 20,
         }
     }
-}
-
-/// An entry a scan found: encoded on disk, or pending in the overlay.
-enum Found<'a> {
-    Disk(&'a [u8]),
-    Pending(&'a Entry),
 }
 
 /// Entries in redb, indexed in memory. See the module docs.
@@ -166,21 +162,7 @@ impl DiskStore {
             ));
         }
         let index = Index::new(keys, slots);
-        let meta = read.open_table(META).map_err(engine)?;
-        let get = |name: &str| -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(meta.get(name).map_err(engine)?.map(|v| v.value().to_vec()))
-        };
-        let identity = match (get("id")?, get("addr")?) {
-            (Some(id), Some(addr)) => match <[u8; 8]>::try_from(id.as_slice()) {
-                Ok(id) => Some(Member::new(
-                    Position(u64::from_be_bytes(id)),
-                    String::from_utf8_lossy(&addr).into_owned(),
-                )),
-                Err(_) => None,
-            },
-            _ => None,
-        };
-        drop(meta);
+        let identity = identity(&read.open_table(META).map_err(engine)?)?;
         drop(read);
 
         let db = std::sync::Arc::new(db);
@@ -237,70 +219,6 @@ impl DiskStore {
             }
             log.send((seq, m))
                 .map_err(|_| engine("the commit thread has stopped"))?;
-        }
-        Ok(())
-    }
-
-    /// The stored entry of `key`: pending in the overlay, else in redb.
-    fn stored(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
-        let txn = {
-            let overlay = lock_read(&self.overlay);
-            match overlay.get(position.0, key) {
-                Some(Pending::Put(e)) => return Ok(Some(e.clone())),
-                Some(Pending::Removed) => return Ok(None),
-                // Opened under the overlay's lock: see the overlay's docs.
-                None => self.db.begin_read().map_err(engine)?,
-            }
-        };
-        let table = txn.open_table(ENTRIES).map_err(engine)?;
-        let found = table.get((position.0, key)).map_err(engine)?;
-        match found {
-            Some(v) => decode(position.0, key, v.value()).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Visits every entry (tombstones too) in `arc`, in ring order from its
-    /// start, as the overlay and redb together hold them.
-    fn scan<V>(&self, arc: Arc, mut visit: V) -> Result<(), StoreError>
-    where
-        V: FnMut(u64, &[u8], Found<'_>) -> Result<(), StoreError>,
-    {
-        for r in arc.ranges() {
-            let (pending, txn) = {
-                let overlay = lock_read(&self.overlay);
-                (overlay.range(&r), self.db.begin_read().map_err(engine)?)
-            };
-            let table = txn.open_table(ENTRIES).map_err(engine)?;
-            let start: (u64, &[u8]) = (*r.start(), &[]);
-            let rows = match r.end().checked_add(1) {
-                Some(end) => table.range::<(u64, &[u8])>(start..(end, &[])),
-                None => table.range::<(u64, &[u8])>(start..),
-            }
-            .map_err(engine)?;
-            let mut pending = pending.into_iter().peekable();
-            let put = |visit: &mut V, (position, key): (u64, Vec<u8>), p: Pending| match p {
-                Pending::Put(e) => visit(position, &key, Found::Pending(&e)),
-                Pending::Removed => Ok(()),
-            };
-            for row in rows {
-                let (k, v) = row.map_err(engine)?;
-                let (position, key) = k.value();
-                // Pending entries before this one come first.
-                while let Some((id, p)) =
-                    pending.next_if(|((pp, pk), _)| (*pp, pk.as_slice()) < (position, key))
-                {
-                    put(&mut visit, id, p)?;
-                }
-                // A pending mutation of this very entry replaces it.
-                match pending.next_if(|((pp, pk), _)| *pp == position && pk.as_slice() == key) {
-                    Some((id, p)) => put(&mut visit, id, p)?,
-                    None => visit(position, key, Found::Disk(v.value()))?,
-                }
-            }
-            for (id, p) in pending {
-                put(&mut visit, id, p)?;
-            }
         }
         Ok(())
     }
