@@ -30,12 +30,8 @@ async fn entries_and_identity_survive_a_reopen() {
     let dir = temp_dir("reopen");
     {
         let store = DiskStore::open(&dir, SyncMode::Always).unwrap();
-        store
-            .set(Position(5), b"a".to_vec(), b"1".to_vec(), 1)
-            .unwrap();
-        store
-            .set(Position(9), b"b".to_vec(), b"2".to_vec(), 1)
-            .unwrap();
+        put(&store, 5, "a", "1");
+        put(&store, 9, "b", "2");
         store.delete(Position(9), b"b", 1).unwrap();
         store
             .save_identity(&Member::new(Position(42), "http://x:1"))
@@ -60,6 +56,13 @@ async fn entries_and_identity_survive_a_reopen() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Writes `value` under `key` at `position`, as node 1.
+fn put(store: &DiskStore, position: u64, key: &str, value: &str) -> Written {
+    store
+        .set(Position(position), key.into(), value.into(), 1)
+        .unwrap()
+}
+
 /// Reopens `dir`, waiting until the previous store's committer lets go.
 async fn reopen(dir: &Path) -> DiskStore {
     loop {
@@ -81,12 +84,8 @@ fn writes_are_read_before_their_commit() {
     let dir = temp_dir("overlay");
     // The committer waits an hour before its first commit: nothing reaches redb.
     let store = DiskStore::open(&dir, SyncMode::Batched(Duration::from_secs(3600))).unwrap();
-    let a = store
-        .set(Position(5), b"a".to_vec(), b"1".to_vec(), 1)
-        .unwrap();
-    store
-        .set(Position(9), b"b".to_vec(), b"2".to_vec(), 1)
-        .unwrap();
+    let a = put(&store, 5, "a", "1");
+    put(&store, 9, "b", "2");
     let gone = store.delete(Position(9), b"b", 1).unwrap();
     assert_eq!(gone.previous, Some(b"2".to_vec()));
     let c = Entry {
@@ -159,9 +158,7 @@ async fn the_overlay_empties_as_commits_land() {
 async fn a_corrupt_entry_is_an_error_not_a_panic() {
     let dir = temp_dir("damaged");
     let store = DiskStore::open(&dir, SyncMode::Always).unwrap();
-    store
-        .set(Position(1), b"k".to_vec(), b"v".to_vec(), 1)
-        .unwrap();
+    put(&store, 1, "k", "v");
     store.durable_point().await.unwrap();
     {
         let txn = store.db.begin_write().unwrap();
