@@ -58,9 +58,9 @@ impl Index {
     /// An index of `entries` (slots as [`Index::slot`] of a fresh index makes
     /// them: build them with [`Index::hasher`]).
     pub fn new(keys: RandomState, entries: Vec<(Slot, Meta)>) -> Self {
-        let live = entries.iter().filter(|(_, m)| !m.tombstone).count();
         // Built in one go from a vector: full B-tree nodes, the least memory.
         let map: BTreeMap<Slot, Meta> = entries.into_iter().collect();
+        let live = map.values().filter(|m| !m.tombstone).count();
         Self { map, live, keys }
     }
 
