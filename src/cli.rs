@@ -4,7 +4,9 @@ use crate::node::{
     JoinSettings, Limits, MaintenanceSettings, NodeConfig, PeerTimeouts, ReplicationSettings,
 };
 use crate::ring::IdRule;
-use crate::store::{DiskStore, MemoryStore, Store, StoreError, SyncMode};
+use crate::store::{
+    DEFAULT_CACHE_MB, DiskOptions, DiskStore, MemoryStore, Store, StoreError, SyncMode,
+};
 use std::time::Duration;
 
 /// Flags every DHT node takes (the `dht` binary and the local cluster).
@@ -143,6 +145,25 @@ pub struct StorageArgs {
     /// When writes count as durable.
     #[command(flatten)]
     pub sync: SyncArgs,
+    /// redb's page cache.
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// The on-disk store's memory budget.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    /// redb's page cache for the on-disk store, in MiB. Values are read from disk
+    /// through it; only a compact index of keys (no values) is always in memory.
+    #[arg(long, default_value_t = DEFAULT_CACHE_MB)]
+    pub cache_mb: usize,
+}
+
+impl CacheArgs {
+    /// The cache size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.cache_mb.saturating_mul(1 << 20)
+    }
 }
 
 /// When a write to the on-disk store counts as durable.
@@ -192,9 +213,12 @@ impl StorageArgs {
         let Some(dir) = dir else {
             return Ok(std::sync::Arc::new(MemoryStore::new()));
         };
-        Ok(std::sync::Arc::new(DiskStore::open(
+        Ok(std::sync::Arc::new(DiskStore::open_with(
             &dir,
-            self.sync.mode(),
+            DiskOptions {
+                sync: self.sync.mode(),
+                cache_bytes: self.cache.bytes(),
+            },
         )?))
     }
 }

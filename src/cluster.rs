@@ -4,7 +4,7 @@
 use crate::node::{self, JoinError, Node, NodeConfig};
 use crate::registry;
 use crate::ring::IdRule;
-use crate::store::{DiskStore, MemoryStore, Store, StoreError, SyncMode};
+use crate::store::{DiskOptions, DiskStore, MemoryStore, Store, StoreError};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,8 +23,8 @@ pub struct ClusterOptions {
     pub ids: IdRule,
     /// Where nodes keep their data (a subdirectory per node); in memory if `None`.
     pub data_dir: Option<std::path::PathBuf>,
-    /// Durability of the on-disk stores.
-    pub sync: SyncMode,
+    /// Durability and cache size of the on-disk stores.
+    pub disk: DiskOptions,
 }
 
 impl Default for ClusterOptions {
@@ -35,7 +35,7 @@ impl Default for ClusterOptions {
             node: NodeConfig::default(),
             ids: IdRule::new(registry::DEFAULT_SALT, IdRule::DEFAULT_CHOICES),
             data_dir: None,
-            sync: SyncMode::Always,
+            disk: DiskOptions::default(),
         }
     }
 }
@@ -108,7 +108,7 @@ impl LocalCluster {
         let discovery = node::Discovery::Registry(self.registry.clone());
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let store: Result<Arc<dyn Store>, StoreError> = match &self.options.data_dir {
-            Some(dir) => DiskStore::open(&dir.join(format!("node-{port}")), self.options.sync)
+            Some(dir) => DiskStore::open_with(&dir.join(format!("node-{port}")), self.options.disk)
                 .map(|s| Arc::new(s) as Arc<dyn Store>),
             None => Ok(Arc::new(MemoryStore::new())),
         };

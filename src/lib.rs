@@ -12,7 +12,8 @@
 //!   choice of a joiner's ID. No I/O.
 //! - [`routing`]: one-hop routing tables and the sweep that relearns them. No I/O.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
-//!   disk (redb, group commit); digests of arcs for anti-entropy.
+//!   disk (redb, group commit, values read from disk behind an index of keys);
+//!   digests of arcs for anti-entropy; the footprint measurement (`store-bench`).
 //! - [`node`]: the DHT node: view, routing, forwarding, joins, hand-off, leave,
 //!   failure detection and repair, replication, anti-entropy.
 //! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI, page.

@@ -7,6 +7,8 @@ use crustyring::proto::dht::OperationType;
 use crustyring::registry::replay::{BalanceTable, measure};
 use crustyring::ring::balance::largest_share_ratio;
 use crustyring::ring::{Arc, IdRule, Position};
+use crustyring::store::DiskOptions;
+use crustyring::store::footprint::{self, FootprintPlan};
 use crustyring::{cli, client};
 use std::time::Duration;
 
@@ -103,6 +105,28 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
     },
+    /// Fill an on-disk store through the `Store` trait, reopen it and read random
+    /// keys; report resident memory and disk use after each step.
+    #[command(hide = true)]
+    StoreBench {
+        /// The store's directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Keys to write (0: only reopen and read what a previous run wrote).
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 100)]
+        value_bytes: usize,
+        /// Random keys to read after reopening.
+        #[arg(long, default_value_t = 100_000)]
+        reads: usize,
+        /// The keys the reads pick from (default: --keys).
+        #[arg(long)]
+        reads_over: Option<usize>,
+        #[command(flatten)]
+        cache: cli::CacheArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -137,6 +161,8 @@ struct ClusterArgs {
     data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     sync: cli::SyncArgs,
+    #[command(flatten)]
+    cache: cli::CacheArgs,
     #[command(flatten)]
     ids: cli::IdArgs,
 }
@@ -216,6 +242,43 @@ async fn main() -> anyhow::Result<()> {
                     100.0 / shares.len() as f64
                 );
             }
+            Ok(())
+        }
+        Command::StoreBench {
+            data_dir,
+            keys,
+            value_bytes,
+            reads,
+            reads_over,
+            cache,
+        } => {
+            let plan = FootprintPlan {
+                dir: data_dir,
+                keys,
+                value_bytes,
+                reads,
+                reads_over: reads_over.unwrap_or(keys),
+                options: DiskOptions {
+                    cache_bytes: cache.bytes(),
+                    ..DiskOptions::default()
+                },
+            };
+            println!("| step | seconds | RSS MB | disk MB |");
+            println!("| --- | ---: | ---: | ---: |");
+            for s in footprint::measure(&plan).await? {
+                let mb = |b: u64| b as f64 / (1 << 20) as f64;
+                println!(
+                    "| {} | {:.2} | {:.1} | {:.1} |",
+                    s.what,
+                    s.took.as_secs_f64(),
+                    mb(s.rss),
+                    mb(s.disk)
+                );
+            }
+            println!(
+                "peak RSS (VmHWM): {:.1} MB",
+                footprint::proc_status_bytes("VmHWM") as f64 / (1 << 20) as f64
+            );
             Ok(())
         }
         Command::Bench {
@@ -303,7 +366,10 @@ async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {
         registry_port: c.port,
         node: c.node.config(),
         data_dir: c.data_dir.clone(),
-        sync: c.sync.mode(),
+        disk: DiskOptions {
+            sync: c.sync.mode(),
+            cache_bytes: c.cache.bytes(),
+        },
         ids: c.ids.rule(),
     };
     let mut cluster = LocalCluster::start(options).await?;

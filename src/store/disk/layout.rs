@@ -1,0 +1,104 @@
+//! The on-disk layout: redb's tables, and how an entry is encoded in them.
+//!
+//! Entries are keyed by `(position, raw key)`, so an arc is a range scan in ring
+//! order. Every read of a stored entry is checked: corrupt bytes give a
+//! [`StoreError`], never a panic.
+
+use crate::ring::{Member, Position};
+use crate::store::{Entry, StoreError, Version};
+use redb::TableDefinition;
+
+/// The file name of the database in the store's directory.
+pub(in crate::store) const FILE_NAME: &str = "crustyring.redb";
+
+/// Entries by (position, raw key); the value is [`encode`]d with its version.
+pub(super) const ENTRIES: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("entries_v2");
+/// The node's identity: `id` (8 bytes, big-endian) and `addr` (UTF-8).
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The node identity saved in the meta table, if a whole one is there.
+pub(super) fn identity(
+    meta: &redb::ReadOnlyTable<&str, &[u8]>,
+) -> Result<Option<Member>, StoreError> {
+    let get = |name: &str| -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(meta
+            .get(name)
+            .map_err(|e| StoreError::Engine(e.to_string()))?
+            .map(|v| v.value().to_vec()))
+    };
+    Ok(match (get("id")?, get("addr")?) {
+        (Some(id), Some(addr)) => <[u8; 8]>::try_from(id.as_slice()).ok().map(|id| {
+            Member::new(
+                Position(u64::from_be_bytes(id)),
+                String::from_utf8_lossy(&addr).into_owned(),
+            )
+        }),
+        _ => None,
+    })
+}
+
+/// The length of an encoded entry's header: tag, micros, node.
+const HEADER: usize = 17;
+
+/// A stored entry: a tag (1: value, 0: tombstone), the version's microseconds
+/// and node (big-endian), then the value's bytes.
+pub(super) fn encode(e: &Entry) -> Vec<u8> {
+    let value = e.value.as_deref().unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER + value.len());
+    out.push(u8::from(e.value.is_some()));
+    out.extend_from_slice(&e.version.micros.to_be_bytes());
+    out.extend_from_slice(&e.version.node.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// The version of a stored entry and whether it is a tombstone, without copying
+/// its value.
+pub(super) fn header(position: u64, stored: &[u8]) -> Result<(Version, bool), StoreError> {
+    let corrupt = || {
+        StoreError::Engine(format!(
+            "corrupt entry at position {position:016x}: {} bytes",
+            stored.len()
+        ))
+    };
+    let (&tag, rest) = stored.split_first().ok_or_else(corrupt)?;
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(rest.get(at..at + 8)?.try_into().ok()?))
+    };
+    match (tag, word(0), word(8)) {
+        (0 | 1, Some(micros), Some(node)) => Ok((Version { micros, node }, tag == 0)),
+        _ => Err(corrupt()),
+    }
+}
+
+/// The entry `(position, key)` stored as `stored`.
+pub(super) fn decode(position: u64, key: &[u8], stored: &[u8]) -> Result<Entry, StoreError> {
+    let (version, tombstone) = header(position, stored)?;
+    Ok(Entry {
+        position: Position(position),
+        key: key.to_vec(),
+        value: (!tombstone).then(|| stored[HEADER..].to_vec()),
+        version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_corrupt_bytes_are_errors() {
+        let e = Entry {
+            position: Position(3),
+            key: b"k".to_vec(),
+            value: Some(b"v".to_vec()),
+            version: Version { micros: 5, node: 6 },
+        };
+        assert_eq!(decode(3, b"k", &encode(&e)).unwrap(), e);
+        let gone = Entry { value: None, ..e };
+        assert_eq!(decode(3, b"k", &encode(&gone)).unwrap(), gone);
+        assert!(decode(3, b"k", &[1, 2, 3]).is_err());
+        assert!(decode(3, b"k", &[7; 20]).is_err());
+        assert!(decode(3, b"k", &[]).is_err());
+    }
+}
