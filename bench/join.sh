@@ -6,6 +6,7 @@
 #
 #   bench/join.sh                      # 2,000,000 keys: about 1,000,000 move
 #   KEYS=200000 PORT=55000 bench/join.sh
+#   JOIN=0 bench/join.sh               # the same readers with no join: the control
 #
 # Loopback only; every process it starts is stopped by PID on exit.
 set -euo pipefail
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 KEYS=${KEYS:-2000000}
 PORT=${PORT:-54000}
 READ_SECS=${READ_SECS:-14}
+JOIN=${JOIN:-1}
 cargo build --release --quiet
 BIN=target/release
 WORK=$(mktemp -d)
@@ -37,13 +39,15 @@ echo "filling $KEYS keys of 100 bytes..."
 readers=$!
 pids+=($readers)
 sleep 3
-start=$(date +%s%N)
-"$BIN/dht" $((PORT + 2)) --registry "http://127.0.0.1:$PORT" --memory --replication-factor 1 >"$WORK/joiner.log" 2>"$WORK/joiner.err" &
-pids+=($!)
-for _ in $(seq 1200); do grep -q listening "$WORK/joiner.log" && break; sleep 0.05; done
-end=$(date +%s%N)
-echo "joiner serving $(( (end - start) / 1000000 )) ms after its process started"
+if [ "$JOIN" = 1 ]; then
+  start=$(date +%s%N)
+  "$BIN/dht" $((PORT + 2)) --registry "http://127.0.0.1:$PORT" --memory --replication-factor 1 >"$WORK/joiner.log" 2>"$WORK/joiner.err" &
+  pids+=($!)
+  for _ in $(seq 1200); do grep -q listening "$WORK/joiner.log" && break; sleep 0.05; done
+  end=$(date +%s%N)
+  echo "joiner serving $(( (end - start) / 1000000 )) ms after its process started"
+fi
 wait "$readers" || true
-echo "readers (16 in flight, through the old owner, across the join):"
+echo "readers (16 in flight, through the old owner; join: $JOIN):"
 tail -1 "$WORK/readers.log"
 "$BIN/crustyring" ring --node "$node"

@@ -87,11 +87,13 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
     let keys = plan.keys.max(1);
     let value = vec![b'x'; plan.value_bytes];
     let concurrency = plan.concurrency.max(1);
+    // The ring is learned once; every worker then gets a client of its own.
+    let learned = RingClient::new(plan.nodes.clone(), plan.route).await;
     if plan.op == OperationType::Get {
         // Write every key first, spread over the same number of connections.
         let mut writers = Vec::new();
         for w in 0..concurrency.min(keys) {
-            let mut c = RingClient::new(plan.nodes.clone(), plan.route).await;
+            let mut c = learned.fresh();
             let value = value.clone();
             writers.push(tokio::spawn(async move {
                 for i in (w..keys).step_by(concurrency) {
@@ -106,13 +108,14 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
             }
         }
     }
+    // Every worker's client exists before the clock starts, so that all of them
+    // run for the whole measured window.
+    let clients: Vec<RingClient> = (0..concurrency).map(|_| learned.fresh()).collect();
+    let members = learned.members();
     let start = Instant::now();
     let stop_at = start + plan.duration;
     let mut workers = Vec::new();
-    let mut members = 0;
-    for w in 0..concurrency {
-        let mut c = RingClient::new(plan.nodes.clone(), plan.route).await;
-        members = members.max(c.members());
+    for (w, mut c) in clients.into_iter().enumerate() {
         let (op, value) = (plan.op, value.clone());
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::default();

@@ -146,6 +146,17 @@ impl RingClient {
         }
     }
 
+    /// Another client over the same seeds and the ring as this one learned it,
+    /// with connections of its own (none yet).
+    pub fn fresh(&self) -> Self {
+        Self {
+            seeds: self.seeds.clone(),
+            members: self.members.clone(),
+            clients: HashMap::new(),
+            turn: 0,
+        }
+    }
+
     /// How many members the client routes by (0: it asks the seeds).
     pub fn members(&self) -> usize {
         self.members.len()

@@ -458,7 +458,7 @@ impl Node {
             // This node is now the joiner's nearest replica: the copy stays.
             tracing::info!(joiner = %joiner.addr, "handed arc to joiner; keeping it as its replica");
         } else {
-            match self.store.remove_in(arc) {
+            match self.drop_arc(arc).await {
                 Ok(n) => tracing::info!(joiner = %joiner.addr, keys = n, "handed arc to joiner"),
                 Err(e) => tracing::error!(error = %e, "could not drop a handed-off arc"),
             }

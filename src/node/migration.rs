@@ -75,6 +75,21 @@ impl Node {
         outcome
     }
 
+    /// Drops a handed-off arc from the store piece by piece, so that no
+    /// removal holds the store's lock for the whole arc; returns how many
+    /// entries went.
+    pub(super) async fn drop_arc(&self, arc: RingArc) -> Result<usize, StoreError> {
+        let pieces = bucket_count(arc, SNAPSHOT_PIECES);
+        let mut removed = 0;
+        for piece in 0..pieces {
+            removed += self
+                .store
+                .remove_in(buckets_arc(arc, piece..piece + 1, pieces))?;
+            tokio::task::yield_now().await;
+        }
+        Ok(removed)
+    }
+
     /// Sends the header, a snapshot of `arc` piece by piece (unfenced), then
     /// fences the arc and sends the writes made into it meanwhile. Stops early,
     /// unfenced, if the call ends first (its answer then says why).
