@@ -181,3 +181,32 @@ async fn a_client_that_routes_itself_needs_no_forward() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_nodes_still_answer_every_key_with_at_most_one_forward() {
+    let cluster = cluster_with(32, config()).await;
+    learn_all(&cluster, 32).await;
+    let ring: BTreeMap<Position, String> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.me().id, n.me().addr))
+        .collect();
+    let addrs = cluster.addrs();
+    for i in 0..128 {
+        let key = format!("wide{i}");
+        let (via, reader) = (&addrs[i % 32], &addrs[(i * 7 + 3) % 32]);
+        let put = http("PUT", &format!("{via}/keys/{key}"), key.as_bytes()).await;
+        assert_eq!(put.status, 201);
+        let got = http("GET", &format!("{reader}/keys/{key}?raw=true"), b"").await;
+        assert_eq!((got.status, got.body.as_slice()), (200, key.as_bytes()));
+        for answer in [&put, &got] {
+            let hops: u32 = answer.header("x-crusty-hops").unwrap().parse().unwrap();
+            assert!(hops <= 1, "{key}: {hops} hops");
+            assert_eq!(
+                answer.header("x-crusty-owner"),
+                Some(true_owner(&ring, &key))
+            );
+        }
+    }
+    cluster.shutdown().await;
+}
