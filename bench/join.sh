@@ -37,7 +37,7 @@ echo "filling $KEYS keys of 100 bytes..."
 
 "$BIN/crustyring" bench --node "$node" --via-nodes --op get --keys "$KEYS" -c 16 -d "$READ_SECS" >"$WORK/readers.log" 2>&1 &
 readers=$!
-pids+=($readers)
+pids+=("$readers")
 sleep 3
 if [ "$JOIN" = 1 ]; then
   start=$(date +%s%N)

@@ -202,22 +202,33 @@ impl RingClient {
             Ok(mut c) => query_counting_hops(&mut c, ty, key, value).await,
             Err(e) => Err(e),
         };
-        // An owner that is gone, or that has left: relearn, and route through
-        // a seed this time. An UNAVAILABLE write may have been applied; sent
-        // again, a Set writes the same value, and a Delete may answer absent.
-        let gone = match &first {
+        // An owner that could not be reached (the query never left), or a
+        // read it could not serve: relearn, and send it through the seeds in
+        // turn. A write answered UNAVAILABLE may have been applied, and sent
+        // again could overwrite a later write: it is not resent.
+        let resend = match &first {
             Err(ClientError::Unreachable { .. }) => true,
-            Err(ClientError::Status(s)) => s.code() == tonic::Code::Unavailable,
+            Err(ClientError::Status(s)) => {
+                s.code() == tonic::Code::Unavailable && ty == dht::OperationType::Get
+            }
             _ => false,
         };
-        if !gone || self.members.is_empty() {
+        if !resend || self.members.is_empty() {
             return first;
         }
         self.clients.remove(&addr);
         self.learn().await;
-        let seed = self.seeds[0].clone();
-        let mut c = self.client(&seed).await?;
-        query_counting_hops(&mut c, ty, key, value).await
+        let mut last = first;
+        for seed in self.seeds.clone() {
+            last = match self.client(&seed).await {
+                Ok(mut c) => query_counting_hops(&mut c, ty, key, value).await,
+                Err(e) => Err(e),
+            };
+            if !matches!(last, Err(ClientError::Unreachable { .. })) {
+                break;
+            }
+        }
+        last
     }
 }
 

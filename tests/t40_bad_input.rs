@@ -153,8 +153,20 @@ async fn malformed_peer_messages_are_refused() {
             ..Default::default()
         }],
         merge: false,
+        last: true,
         ..Default::default()
     };
+    // A stream cut short (no final message) is refused whatever it holds.
+    let cut_short = dht::HandOffChunk {
+        last: false,
+        ..leave.clone()
+    };
+    let s = c
+        .hand_off(tokio_stream::iter(vec![cut_short]))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Aborted, "{s:?}");
+    assert_eq!(common::get(&mut c, b"planted").await.value, None);
     let s = c
         .hand_off(tokio_stream::iter(vec![leave]))
         .await
@@ -175,6 +187,7 @@ async fn malformed_peer_messages_are_refused() {
         }),
         entries: Vec::new(),
         merge: false,
+        last: true,
         ..Default::default()
     };
     let s = c

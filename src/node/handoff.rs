@@ -43,6 +43,7 @@ impl HandOffHeader {
             merge: self.merge,
             backups: self.backups.iter().map(Into::into).collect(),
             predecessors: self.predecessors.iter().map(Into::into).collect(),
+            last: false,
         }
     }
 }
@@ -67,6 +68,9 @@ impl Node {
                     ..Default::default()
                 }),
         );
+        if let Some(final_chunk) = chunks.last_mut() {
+            final_chunk.last = true;
+        }
         // Big arcs take longer: allow the request timeout plus 8 MB/s.
         let bytes: usize = chunks
             .iter()
@@ -120,6 +124,7 @@ impl Node {
         let mut entries = Vec::new();
         let mut count = 0u64;
         let mut batch = first.entries;
+        let mut complete = first.last;
         loop {
             let checked = batch
                 .into_iter()
@@ -132,9 +137,19 @@ impl Node {
                 entries.extend(checked);
             }
             match chunks.message().await? {
-                Some(chunk) => batch = chunk.entries,
+                Some(chunk) => {
+                    complete = chunk.last;
+                    batch = chunk.entries;
+                }
                 None => break,
             }
+        }
+        // A stream cut short (its sender failed half-way) must not count as
+        // the arc: taking it would serve or merge an arc missing entries.
+        if !complete {
+            return Err(Status::aborted(
+                "the hand-off ended before its last message; nothing was taken over",
+            ));
         }
         match header.prev {
             _ if header.merge => self.take_merged_entries(&header.from, entries)?,

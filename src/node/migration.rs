@@ -138,9 +138,16 @@ impl Node {
         self.update_view(|view| view.handoff = Some(arc));
         for batch in batches(self.recorder.stop(), budget, usize::MAX) {
             if !send(entries_chunk(batch)).await? {
-                break;
+                return Ok(());
             }
         }
+        // Only a stream that ends with this message is taken: one cut short by
+        // a failure here (the channel closing early) is refused.
+        send(dht::HandOffChunk {
+            last: true,
+            ..Default::default()
+        })
+        .await?;
         Ok(())
     }
 }

@@ -395,15 +395,19 @@ impl Node {
                 // A node still joining answers once it has joined (or the
                 // deadline passes): a client that reached it early is not
                 // refused for being early.
-                Route::NotServing if self.view().state == NodeState::Joining => {
-                    if tokio::time::timeout_at(started + stall, changes.changed())
-                        .await
-                        .is_err()
-                    {
-                        return Err(NodeError::NotServing);
+                Route::NotServing => match self.state() {
+                    NodeState::Joining => {
+                        if tokio::time::timeout_at(started + stall, changes.changed())
+                            .await
+                            .is_err()
+                        {
+                            return Err(NodeError::NotServing);
+                        }
                     }
-                }
-                Route::NotServing => return Err(NodeError::NotServing),
+                    NodeState::Left => return Err(NodeError::NotServing),
+                    // It joined since it routed: route again.
+                    NodeState::Serving | NodeState::Leaving => {}
+                },
                 Route::Wait => {
                     // One deadline for all waits: views change all the time.
                     if tokio::time::timeout_at(started + stall, changes.changed())
