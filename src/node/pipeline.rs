@@ -29,6 +29,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Entries one `Replicate` call carries at most.
 pub const MAX_BATCH_ENTRIES: usize = 512;
@@ -37,6 +38,9 @@ pub const MAX_IN_FLIGHT: usize = 8;
 /// Replicas with a queue before the queues start afresh (addresses come from
 /// peers: keep the map bounded).
 const MAX_PIPES: usize = 4096;
+/// Writes waiting for one replica at most: past that the replica is not keeping
+/// up, and a write fails at once for it rather than queue without bound.
+pub const MAX_QUEUED: usize = 4 * MAX_IN_FLIGHT * MAX_BATCH_ENTRIES;
 
 /// What one replica said of one write: its newer copies of the key, if any
 /// (empty: the write stands there), or why the write did not reach it.
@@ -46,12 +50,14 @@ pub type ReplicaAnswer = Result<Vec<Entry>, String>;
 struct Pending {
     entry: Entry,
     reply: oneshot::Sender<ReplicaAnswer>,
+    /// When its writer stops waiting: a write still queued then is not sent.
+    deadline: Instant,
 }
 
 /// A queue and a sender per replica.
 #[derive(Debug)]
 pub struct ReplicaPipes {
-    pipes: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
+    pipes: Mutex<HashMap<String, mpsc::Sender<Pending>>>,
     limits: Limits,
     timeout: Duration,
 }
@@ -66,20 +72,33 @@ impl ReplicaPipes {
         }
     }
 
-    /// Queues `entry` for the replica `to`; the future resolves with that
-    /// replica's answer for this entry. It borrows nothing, so it can outlive
-    /// its caller (a write acknowledged once a quorum has answered).
+    /// Queues `entry` for the replica `to`, to be sent before `deadline`; the
+    /// future resolves with that replica's answer for this entry. It borrows
+    /// nothing, so it can outlive its caller (a write acknowledged once a
+    /// quorum has answered).
     pub fn send(
         &self,
         peers: &Peers,
         to: &Member,
         entry: Entry,
+        deadline: Instant,
     ) -> impl Future<Output = ReplicaAnswer> + Send + 'static {
         let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            entry,
+            reply,
+            deadline,
+        };
         let queued = self.queue(peers, &to.addr).and_then(|queue| {
-            queue
-                .send(Pending { entry, reply })
-                .map_err(|_| format!("the queue to {} is closed", to.addr))
+            queue.try_send(pending).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => format!(
+                    "{} is not keeping up: {MAX_QUEUED} writes wait for it already",
+                    to.addr
+                ),
+                mpsc::error::TrySendError::Closed(_) => {
+                    format!("the queue to {} is closed", to.addr)
+                }
+            })
         });
         async move {
             queued?;
@@ -90,7 +109,7 @@ impl ReplicaPipes {
     }
 
     /// The queue to `addr`, its sender started on first use.
-    fn queue(&self, peers: &Peers, addr: &str) -> Result<mpsc::UnboundedSender<Pending>, String> {
+    fn queue(&self, peers: &Peers, addr: &str) -> Result<mpsc::Sender<Pending>, String> {
         let mut pipes = self.pipes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(queue) = pipes.get(addr).filter(|q| !q.is_closed()) {
             return Ok(queue.clone());
@@ -99,7 +118,7 @@ impl ReplicaPipes {
             pipes.clear();
         }
         let client = peers.client(addr).map_err(|e| e.to_string())?;
-        let (queue, writes) = mpsc::unbounded_channel();
+        let (queue, writes) = mpsc::channel(MAX_QUEUED);
         let sender = Sender {
             addr: addr.to_string(),
             client,
@@ -122,7 +141,7 @@ struct Sender {
 
 impl Sender {
     /// Sends batches until every handle to the queue is gone.
-    async fn run(self, mut writes: mpsc::UnboundedReceiver<Pending>) {
+    async fn run(self, mut writes: mpsc::Receiver<Pending>) {
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut queue: VecDeque<Pending> = VecDeque::new();
         let budget = self.limits.max_entry_bytes();
@@ -138,10 +157,16 @@ impl Sender {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            while let Ok(p) = writes.try_recv() {
-                queue.push_back(p);
+            while queue.len() < MAX_BATCH_ENTRIES {
+                match writes.try_recv() {
+                    Ok(p) => queue.push_back(p),
+                    Err(_) => break,
+                }
             }
-            let batch = take_batch(&mut queue, budget, MAX_BATCH_ENTRIES);
+            let batch = take_batch(&mut queue, budget, MAX_BATCH_ENTRIES, Instant::now());
+            if batch.is_empty() {
+                continue;
+            }
             let mut client = self.client.clone();
             let (addr, limits, timeout) = (self.addr.clone(), self.limits, self.timeout);
             tokio::spawn(async move {
@@ -163,11 +188,25 @@ impl Sender {
 }
 
 /// The next batch off `queue`: at least one write, then as many as fit
-/// `max_count` entries and `budget` bytes, in queue order.
-fn take_batch(queue: &mut VecDeque<Pending>, budget: usize, max_count: usize) -> Vec<Pending> {
+/// `max_count` entries and `budget` bytes, in queue order. Writes whose
+/// deadline has passed by `now` are answered as expired, not sent.
+fn take_batch(
+    queue: &mut VecDeque<Pending>,
+    budget: usize,
+    max_count: usize,
+    now: Instant,
+) -> Vec<Pending> {
     let mut batch = Vec::new();
     let mut size = 0;
     while let Some(next) = queue.front() {
+        if next.deadline <= now {
+            if let Some(expired) = queue.pop_front() {
+                let _ = expired
+                    .reply
+                    .send(Err("its writer stopped waiting before it was sent".into()));
+            }
+            continue;
+        }
         let entry_size = wire_size(&next.entry);
         if !batch.is_empty() && (batch.len() >= max_count || size + entry_size > budget) {
             break;
@@ -209,25 +248,47 @@ mod tests {
 
     fn pending(e: Entry) -> (Pending, oneshot::Receiver<ReplicaAnswer>) {
         let (reply, answer) = oneshot::channel();
-        (Pending { entry: e, reply }, answer)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        (
+            Pending {
+                entry: e,
+                reply,
+                deadline,
+            },
+            answer,
+        )
     }
 
     #[test]
     fn a_batch_takes_what_fits_in_order_and_always_one() {
         let mut queue: VecDeque<Pending> = (0..5).map(|i| pending(entry(i, 51)).0).collect();
         // 100 bytes each on the wire: two fit in 200.
-        let first = take_batch(&mut queue, 200, 10);
+        let first = take_batch(&mut queue, 200, 10, Instant::now());
         assert_eq!(
             first.iter().map(|p| p.entry.key[0]).collect::<Vec<_>>(),
             [0, 1]
         );
-        assert_eq!(take_batch(&mut queue, 10_000, 2).len(), 2);
+        assert_eq!(take_batch(&mut queue, 10_000, 2, Instant::now()).len(), 2);
         assert_eq!(
-            take_batch(&mut queue, 10, 10).len(),
+            take_batch(&mut queue, 10, 10, Instant::now()).len(),
             1,
             "one over the budget goes alone"
         );
-        assert!(take_batch(&mut queue, 10, 10).is_empty());
+        assert!(take_batch(&mut queue, 10, 10, Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn writes_past_their_deadline_are_answered_not_sent() {
+        let (mut stale, stale_answer) = pending(entry(1, 1));
+        stale.deadline = Instant::now();
+        let (fresh, _fresh_answer) = pending(entry(2, 1));
+        let mut queue = VecDeque::from([stale, fresh]);
+        let batch = take_batch(&mut queue, 10_000, 10, Instant::now());
+        assert_eq!(
+            batch.iter().map(|p| p.entry.key[0]).collect::<Vec<_>>(),
+            [2]
+        );
+        assert!(stale_answer.blocking_recv().unwrap().is_err());
     }
 
     #[test]

@@ -114,7 +114,9 @@ impl Node {
             let mut calls = JoinSet::new();
             for replica in replicas.into_iter().filter(|r| !acked.contains(&r.id)) {
                 // Queued with the other writes to this replica (`pipeline`).
-                let call = self.pipes.send(&self.peers, &replica, entry.clone());
+                let call = self
+                    .pipes
+                    .send(&self.peers, &replica, entry.clone(), deadline);
                 calls.spawn(async move { (replica, call.await) });
             }
             loop {
