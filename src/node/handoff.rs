@@ -151,6 +151,15 @@ impl Node {
                 "the hand-off ended before its last message; nothing was taken over",
             ));
         }
+        // A joiner makes what it stored durable before it serves: if that
+        // fails, it must not serve an arc its predecessor keeps (the
+        // predecessor takes the failure as a failed hand-off).
+        if joining {
+            self.store
+                .durable_point()
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
         match header.prev {
             _ if header.merge => self.take_merged_entries(&header.from, entries)?,
             Some(_) => self.take_joined_arc(header, entries).await?,
