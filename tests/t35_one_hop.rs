@@ -43,6 +43,15 @@ async fn learn_all(cluster: &crustyring::cluster::LocalCluster, n: usize) {
     .await;
 }
 
+/// The cluster's members: ID to address.
+fn members(cluster: &crustyring::cluster::LocalCluster) -> BTreeMap<Position, String> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| (n.me().id, n.me().addr))
+        .collect()
+}
+
 /// The owner of `key` among `addrs` by ID.
 fn true_owner(ring: &BTreeMap<Position, String>, key: &str) -> String {
     owner(ring, key_position(key.as_bytes())).unwrap().1.clone()
@@ -52,11 +61,7 @@ fn true_owner(ring: &BTreeMap<Position, String>, key: &str) -> String {
 async fn in_a_stable_ring_every_query_takes_at_most_one_forward() {
     let cluster = cluster_with(8, config()).await;
     learn_all(&cluster, 8).await;
-    let ring: BTreeMap<Position, String> = cluster
-        .nodes
-        .iter()
-        .map(|n| (n.me().id, n.me().addr))
-        .collect();
+    let ring = members(&cluster);
     let addrs = cluster.addrs();
     for i in 0..80 {
         let key = format!("k{i}");
@@ -104,11 +109,7 @@ async fn a_stale_table_costs_a_hop_never_a_wrong_answer() {
     for _ in 0..4 {
         cluster.add_node(0).await.unwrap();
     }
-    let ring: BTreeMap<Position, String> = cluster
-        .nodes
-        .iter()
-        .map(|n| (n.me().id, n.me().addr))
-        .collect();
+    let ring = members(&cluster);
     let stale = &cluster.nodes[0];
     assert!(stale.route_members().len() < 8, "the table is stale");
     let via = stale.me().addr;
@@ -186,11 +187,7 @@ async fn a_client_that_routes_itself_needs_no_forward() {
 async fn thirty_two_nodes_still_answer_every_key_with_at_most_one_forward() {
     let cluster = cluster_with(32, config()).await;
     learn_all(&cluster, 32).await;
-    let ring: BTreeMap<Position, String> = cluster
-        .nodes
-        .iter()
-        .map(|n| (n.me().id, n.me().addr))
-        .collect();
+    let ring = members(&cluster);
     let addrs = cluster.addrs();
     for i in 0..128 {
         let key = format!("wide{i}");
