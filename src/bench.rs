@@ -108,8 +108,9 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
             }
         }
     }
-    // Every worker's client exists before the clock starts, so that all of them
-    // run for the whole measured window.
+    // Every worker's client (the ring learned, connections still to make)
+    // exists before the clock starts, so that all of them run for the whole
+    // measured window; each worker's first requests include connecting.
     let clients: Vec<RingClient> = (0..concurrency).map(|_| learned.fresh()).collect();
     let members = learned.members();
     let start = Instant::now();

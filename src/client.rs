@@ -134,13 +134,8 @@ impl RingClient {
     /// Relearns the ring's members from the first seed that describes it.
     pub async fn learn(&mut self) {
         for seed in self.seeds.clone() {
-            if let Ok(ring) = ring(&seed, WALK_LIMIT).await {
-                self.members = ring
-                    .into_iter()
-                    .filter(|i| i.state == "serving")
-                    .filter_map(|i| i.node.map(Member::from))
-                    .map(|m| (m.id, m))
-                    .collect();
+            if let Ok(members) = serving_members(&seed).await {
+                self.members = members;
                 return;
             }
         }
@@ -230,6 +225,18 @@ impl RingClient {
         }
         last
     }
+}
+
+/// The ring's serving members by ID, from a walk that starts at `addr`.
+pub async fn serving_members(addr: &str) -> Result<BTreeMap<Position, Member>, ClientError> {
+    let serving = crate::node::NodeState::Serving.as_str();
+    Ok(ring(addr, WALK_LIMIT)
+        .await?
+        .into_iter()
+        .filter(|info| info.state == serving)
+        .filter_map(|info| info.node.map(Member::from))
+        .map(|m| (m.id, m))
+        .collect())
 }
 
 /// The ring as the nodes see it: starting at `addr`, each node's view, following

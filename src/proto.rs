@@ -20,24 +20,16 @@ use crate::node::{NodeSummary, RouteTaken};
 use crate::ring::{Member, Position};
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-/// Response metadata: how many times the query was forwarded after it entered
-/// the ring (0: the node asked owned the key).
-pub const HOPS_METADATA: &str = "x-crusty-hops";
-/// Response metadata: the address of the node that answered from its store.
-pub const OWNER_METADATA: &str = "x-crusty-owner";
-/// Response metadata: the ID (16 hex digits) of that node.
-pub const OWNER_ID_METADATA: &str = "x-crusty-owner-id";
-
 impl RouteTaken {
     /// Writes the route into a response's metadata.
     pub fn write_metadata(&self, metadata: &mut MetadataMap) {
-        metadata.insert(HOPS_METADATA, MetadataValue::from(self.hops));
+        metadata.insert(RouteTaken::HOPS, MetadataValue::from(self.hops));
         if let Some(owner) = &self.owner {
             if let Ok(addr) = owner.addr.parse() {
-                metadata.insert(OWNER_METADATA, addr);
+                metadata.insert(RouteTaken::OWNER, addr);
             }
             if let Ok(id) = owner.id.to_hex().parse() {
-                metadata.insert(OWNER_ID_METADATA, id);
+                metadata.insert(RouteTaken::OWNER_ID, id);
             }
         }
     }
@@ -46,8 +38,8 @@ impl RouteTaken {
     /// original protocol do not; malformed values count as absent).
     pub fn read_metadata(metadata: &MetadataMap) -> Option<Self> {
         let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
-        let hops = text(HOPS_METADATA)?.parse().ok()?;
-        let owner = match (text(OWNER_METADATA), text(OWNER_ID_METADATA)) {
+        let hops = text(RouteTaken::HOPS)?.parse().ok()?;
+        let owner = match (text(RouteTaken::OWNER), text(RouteTaken::OWNER_ID)) {
             (Some(addr), Some(id)) => u64::from_str_radix(id, 16)
                 .ok()
                 .map(|id| Member::new(Position(id), addr)),

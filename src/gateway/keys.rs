@@ -128,23 +128,16 @@ fn query(op: Operation, key: Vec<u8>, node: &Node) -> Result<Query, ApiError> {
     Ok(Query::new(op, key, &node.config().limits)?)
 }
 
-/// Header: how many times the query was forwarded after it entered the ring.
-pub const HOPS_HEADER: &str = "x-crusty-hops";
-/// Header: the address of the node that answered from its store.
-pub const OWNER_HEADER: &str = "x-crusty-owner";
-/// Header: the ID (16 hex digits) of that node.
-pub const OWNER_ID_HEADER: &str = "x-crusty-owner-id";
-
 /// `response` with the route the query took in its headers.
 fn with_route(mut response: Response, route: &RouteTaken) -> Response {
     let headers = response.headers_mut();
-    headers.insert(HOPS_HEADER, HeaderValue::from(route.hops));
+    headers.insert(RouteTaken::HOPS, HeaderValue::from(route.hops));
     if let Some(owner) = &route.owner {
         if let Ok(addr) = HeaderValue::from_str(&owner.addr) {
-            headers.insert(OWNER_HEADER, addr);
+            headers.insert(RouteTaken::OWNER, addr);
         }
         if let Ok(id) = HeaderValue::from_str(&owner.id.to_hex()) {
-            headers.insert(OWNER_ID_HEADER, id);
+            headers.insert(RouteTaken::OWNER_ID, id);
         }
     }
     response

@@ -10,7 +10,7 @@ pub mod page;
 pub mod problem;
 pub mod ring;
 
-use crate::node::Node;
+use crate::node::{Node, RouteTaken};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
@@ -89,9 +89,9 @@ pub fn router(node: Arc<Node>) -> Router {
                 .allow_headers(Any)
                 .expose_headers([
                     header::LOCATION,
-                    HeaderName::from_static(keys::HOPS_HEADER),
-                    HeaderName::from_static(keys::OWNER_HEADER),
-                    HeaderName::from_static(keys::OWNER_ID_HEADER),
+                    HeaderName::from_static(RouteTaken::HOPS),
+                    HeaderName::from_static(RouteTaken::OWNER),
+                    HeaderName::from_static(RouteTaken::OWNER_ID),
                 ]),
         );
     Router::new()

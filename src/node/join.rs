@@ -229,8 +229,8 @@ async fn choose_by_walk(
     held: Option<Position>,
     config: &NodeConfig,
 ) -> Result<(Member, Option<Member>), JoinError> {
-    let walk = with_retries(config, config.join.timeout, || async {
-        crate::client::ring(contact, crate::client::WALK_LIMIT)
+    let members = with_retries(config, config.join.timeout, || async {
+        crate::client::serving_members(contact)
             .await
             .map_err(|e| e.to_string())
     })
@@ -239,12 +239,6 @@ async fn choose_by_walk(
         contact: contact.to_string(),
         reason,
     })?;
-    let members: BTreeMap<Position, Member> = walk
-        .into_iter()
-        .filter(|info| info.state == NodeState::Serving.as_str())
-        .filter_map(|info| info.node.map(Member::from))
-        .map(|m| (m.id, m))
-        .collect();
     let id = held.unwrap_or_else(|| ids.choose(addr, &members));
     // Without a known predecessor the contact's ID is not known; only its
     // address is used.

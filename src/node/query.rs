@@ -104,6 +104,17 @@ pub struct RouteTaken {
     pub owner: Option<Member>,
 }
 
+impl RouteTaken {
+    /// The name a route's hop count travels under, as gRPC metadata and as an
+    /// HTTP header: forwards after the query entered the ring (0: the node
+    /// asked owned the key).
+    pub const HOPS: &'static str = "x-crusty-hops";
+    /// The same for the owner's address.
+    pub const OWNER: &'static str = "x-crusty-owner";
+    /// The same for the owner's ID (16 hex digits).
+    pub const OWNER_ID: &'static str = "x-crusty-owner-id";
+}
+
 /// The message of a missing key, as the original protocol words it.
 pub const KEY_NOT_PRESENT: &str = "Key not present in database.";
 
