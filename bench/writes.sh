@@ -6,6 +6,8 @@
 #
 #   bench/writes.sh                 # 8 s per shape
 #   DURATION=4 PORT=23000 bench/writes.sh
+#   BIN=/other/build/crustyring bench/writes.sh   # another build, side by side
+#   SHAPES="memory defaults" bench/writes.sh      # some shapes only
 #
 # Loopback only, ports PORT.. (below the ephemeral range by default); every
 # process it starts is stopped by PID.
@@ -13,8 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8}
 PORT=${PORT:-23000}
-cargo build --release --quiet
-BIN=target/release/crustyring
+SHAPES=${SHAPES:-"memory defaults batched one-node one-copy"}
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet
+  BIN=target/release/crustyring
+fi
 pid=""
 dir=""
 cleanup() {
@@ -44,8 +49,13 @@ run() { # LABEL NODES [cluster flags; DIR is replaced by a fresh data dir]
   dir=""
 }
 
-run "3 nodes, memory, 3 copies" 3
-run "3 nodes, disk, fsync, 3 copies (defaults)" 3 --data-dir DIR
-run "3 nodes, disk, --sync batched, 3 copies" 3 --data-dir DIR --sync batched
-run "1 node, disk, fsync" 1 --data-dir DIR
-run "3 nodes, disk, fsync, 1 copy" 3 --data-dir DIR --replication-factor 1
+for shape in $SHAPES; do
+  case $shape in
+    memory) run "3 nodes, memory, 3 copies" 3 ;;
+    defaults) run "3 nodes, disk, fsync, 3 copies (defaults)" 3 --data-dir DIR ;;
+    batched) run "3 nodes, disk, --sync batched, 3 copies" 3 --data-dir DIR --sync batched ;;
+    one-node) run "1 node, disk, fsync" 1 --data-dir DIR ;;
+    one-copy) run "3 nodes, disk, fsync, 1 copy" 3 --data-dir DIR --replication-factor 1 ;;
+    *) echo "unknown shape $shape (memory defaults batched one-node one-copy)" >&2; exit 2 ;;
+  esac
+done
