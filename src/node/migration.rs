@@ -24,7 +24,7 @@ use crate::ring::{Arc as RingArc, Member, Position};
 use crate::store::{
     Bucket, Entry, Store, StoreError, SyncFuture, Version, Written, bucket_count, buckets_arc,
 };
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -156,10 +156,17 @@ impl Node {
 #[derive(Debug)]
 struct Watch {
     arc: RingArc,
-    log: Vec<Entry>,
+    log: Mutex<Vec<Entry>>,
 }
 
 /// Notes the writes into an arc while it streams to a joiner.
+///
+/// Every write to the store runs under the recorder's read lock, and the
+/// write lock ends a recording: so a write is either in the store and noted
+/// before [`Recorder::stop`] returns, or made after it. None can land in the
+/// store yet miss the log (a replica or stray write racing the switch-over).
+/// A write must not call back into the recorded store: the lock is not
+/// re-entrant once `stop` waits for it.
 #[derive(Debug, Default)]
 pub(super) struct Recorder {
     watch: RwLock<Option<Watch>>,
@@ -170,44 +177,52 @@ impl Recorder {
     pub fn start(&self, arc: RingArc) {
         *self.watch.write().unwrap_or_else(|e| e.into_inner()) = Some(Watch {
             arc,
-            log: Vec::new(),
+            log: Mutex::new(Vec::new()),
         });
     }
 
-    /// Stops recording; returns the writes noted since [`Recorder::start`].
+    /// Stops recording once the writes under way are done; returns the writes
+    /// noted since [`Recorder::start`].
     pub fn stop(&self) -> Vec<Entry> {
         self.watch
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-            .map_or_else(Vec::new, |w| w.log)
+            .map_or_else(Vec::new, |w| {
+                w.log.into_inner().unwrap_or_else(|e| e.into_inner())
+            })
     }
 
-    fn note<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
-        // Most writes happen with nothing recorded: a read lock to find out.
-        let watching = self
-            .watch
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|w| w.arc);
-        let Some(arc) = watching else { return };
-        let noted: Vec<Entry> = entries
-            .into_iter()
-            .filter(|e| arc.contains(e.position))
-            .cloned()
-            .collect();
-        if noted.is_empty() {
-            return;
-        }
-        if let Some(w) = self
-            .watch
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-            .filter(|w| w.arc == arc)
-        {
-            w.log.extend(noted);
+    /// Runs the store write `write` as one step against [`Recorder::stop`];
+    /// it notes what it wrote through the [`Notes`] it is given.
+    fn write<T>(
+        &self,
+        write: impl FnOnce(&Notes<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let watch = self.watch.read().unwrap_or_else(|e| e.into_inner());
+        write(&Notes {
+            watch: watch.as_ref(),
+        })
+    }
+}
+
+/// Where a write notes its entries: the recording under way, if any.
+struct Notes<'a> {
+    watch: Option<&'a Watch>,
+}
+
+impl Notes<'_> {
+    /// Notes the entries that fall into the recorded arc (nothing when no
+    /// recording is under way).
+    fn note<'e>(&self, entries: impl IntoIterator<Item = &'e Entry>) {
+        if let Some(w) = self.watch {
+            let mut log = w.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.extend(
+                entries
+                    .into_iter()
+                    .filter(|e| w.arc.contains(e.position))
+                    .cloned(),
+            );
         }
     }
 }
@@ -237,15 +252,19 @@ impl Store for RecordedStore {
         value: Vec<u8>,
         writer: u64,
     ) -> Result<Written, StoreError> {
-        let written = self.inner.set(position, key, value, writer)?;
-        self.recorder.note([&written.entry]);
-        Ok(written)
+        self.recorder.write(|notes| {
+            let written = self.inner.set(position, key, value, writer)?;
+            notes.note([&written.entry]);
+            Ok(written)
+        })
     }
 
     fn delete(&self, position: Position, key: &[u8], writer: u64) -> Result<Written, StoreError> {
-        let written = self.inner.delete(position, key, writer)?;
-        self.recorder.note([&written.entry]);
-        Ok(written)
+        self.recorder.write(|notes| {
+            let written = self.inner.delete(position, key, writer)?;
+            notes.note([&written.entry]);
+            Ok(written)
+        })
     }
 
     fn entry(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
@@ -262,8 +281,10 @@ impl Store for RecordedStore {
 
     fn insert_all(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
         // Noted as offered: the joiner merges them newest-wins, as this store did.
-        self.recorder.note(&entries);
-        self.inner.insert_all(entries)
+        self.recorder.write(|notes| {
+            notes.note(&entries);
+            self.inner.insert_all(entries)
+        })
     }
 
     fn remove_in(&self, arc: RingArc) -> Result<usize, StoreError> {
@@ -343,6 +364,33 @@ mod tests {
             .set(Position(15), b"after".to_vec(), b"4".to_vec(), 1)
             .unwrap();
         assert!(recorder.stop().is_empty(), "nothing is noted once stopped");
+    }
+
+    #[test]
+    fn stopping_waits_for_a_write_under_way_and_returns_it_noted() {
+        // The store under the recorder (a write through `RecordedStore` itself
+        // would take the recorder's lock twice).
+        let (inner, recorder) = (MemoryStore::new(), Arc::new(Recorder::default()));
+        recorder.start(RingArc::new(Position(10), Position(20)));
+        let (started, writing) = std::sync::mpsc::channel();
+        let writer = {
+            let recorder = recorder.clone();
+            std::thread::spawn(move || {
+                recorder.write(|notes| {
+                    started.send(()).unwrap();
+                    // Still writing when `stop` is called.
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    let written = inner.set(Position(15), b"late".to_vec(), b"1".to_vec(), 1)?;
+                    notes.note([&written.entry]);
+                    Ok(())
+                })
+            })
+        };
+        writing.recv().unwrap();
+        let noted = recorder.stop();
+        writer.join().unwrap().unwrap();
+        assert_eq!(noted.len(), 1, "the write under way is in the log");
+        assert_eq!(noted[0].key, b"late");
     }
 
     #[test]
