@@ -19,6 +19,7 @@
 //! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI, page.
 //! - [`registry`]: the registry service: membership, ID assignment, liveness; a
 //!   replay of ID assignment that measures balance (`crustyring balance`).
+//! - [`metrics`]: what nodes and registries count, for Prometheus (`GET /metrics`).
 //! - [`server`]: serving a router on a listener until shutdown; reflection.
 //! - [`proto`]: generated gRPC code and wire/domain conversions.
 //! - [`cluster`]: a registry and nodes in one process (the default binary, tests).
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod gateway;
+pub mod metrics;
 pub mod node;
 pub mod proto;
 pub mod registry;

@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod page;
 pub mod problem;
 pub mod ring;
@@ -36,11 +37,12 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         ring::get_ring,
         ring::get_owner,
         health::healthz,
-        health::readyz
+        health::readyz,
+        metrics::metrics
     ),
     tags(
         (name = "keys", description = "Read, write and delete keys."),
-        (name = "health", description = "Liveness and readiness, for probes."),
+        (name = "health", description = "Liveness, readiness and metrics, for probes and Prometheus."),
         (name = "ring", description = "The ring's nodes and key ownership.")
     )
 )]
@@ -63,6 +65,14 @@ pub fn router(node: Arc<Node>) -> Router {
                 .put(keys::put_key)
                 .delete(keys::delete_key)
                 .fallback(|| async { method_not_allowed("GET,HEAD,PUT,DELETE") }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            metrics::count_request,
+        ))
+        .route(
+            "/metrics",
+            get(metrics::metrics).fallback(|| async { method_not_allowed("GET,HEAD") }),
         )
         .route(
             "/ring",

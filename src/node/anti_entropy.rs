@@ -121,10 +121,13 @@ impl Node {
             }
             for (owner, arc) in self.view_snapshot().replica_arcs(settings.factor) {
                 match self.sync_arc(&owner, arc, &mut pacer).await {
-                    Ok(x) if x != Exchanged::default() => tracing::info!(
-                        owner = %owner.addr, taken = x.taken, given = x.given,
-                        "anti-entropy repaired a replica arc"
-                    ),
+                    Ok(x) if x != Exchanged::default() => {
+                        self.metrics.repaired(x.taken as u64, x.given as u64);
+                        tracing::info!(
+                            owner = %owner.addr, taken = x.taken, given = x.given,
+                            "anti-entropy repaired a replica arc"
+                        )
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(owner = %owner.addr, error = %e, "anti-entropy round failed")

@@ -7,6 +7,7 @@ use super::Node;
 use super::entries::{batches, entry_from_wire};
 use super::error::NodeError;
 use super::view::NodeState;
+use crate::metrics::HandOff;
 use crate::proto::dht;
 use crate::ring::Member;
 use crate::store::Entry;
@@ -160,6 +161,11 @@ impl Node {
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
+        let reason = match (header.merge, &header.prev) {
+            (true, _) => HandOff::Merge,
+            (false, Some(_)) => HandOff::Join,
+            (false, None) => HandOff::Leave,
+        };
         match header.prev {
             _ if header.merge => self.take_merged_entries(&header.from, entries)?,
             Some(_) => self.take_joined_arc(header, entries).await?,
@@ -174,6 +180,7 @@ impl Node {
             .durable_point()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
+        self.metrics.handoff(false, reason, count);
         Ok(dht::HandOffAck { entries: count })
     }
 

@@ -36,6 +36,7 @@ use super::error::{JoinError, NodeError};
 use super::handoff::HandOffHeader;
 use super::view::{JoinRefusal, NodeState, View};
 use super::{Node, NodeConfig};
+use crate::metrics::HandOff;
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{ConnectionAddr, registry_client::RegistryClient};
 use crate::ring::{IdRule, Member, Position, predecessor};
@@ -429,6 +430,9 @@ impl Node {
                 info.prev.as_ref().is_some_and(|p| p.id == me.id.0)
             })
             .await;
+        if let Ok(n) = &handed {
+            self.metrics.handoff(true, HandOff::Join, *n);
+        }
         if let Err(e) = handed {
             self.update_view(|view| view.handoff = None);
             tracing::warn!(joiner = %joiner.addr, error = %e, "hand-off failed; keeping the arc");

@@ -19,6 +19,7 @@ use super::Node;
 use super::error::NodeError;
 use super::handoff::HandOffHeader;
 use super::view::NodeState;
+use crate::metrics::HandOff;
 use crate::ring::Member;
 use std::time::Duration;
 
@@ -94,7 +95,10 @@ impl Node {
             })
             .await;
         let handed = match result {
-            Ok(n) => n,
+            Ok(n) => {
+                self.metrics.handoff(true, HandOff::Leave, n);
+                n
+            }
             Err(e) => {
                 self.update_view(|v| {
                     v.state = NodeState::Serving;

@@ -20,6 +20,7 @@
 use super::Node;
 use super::handoff::HandOffHeader;
 use super::view::NodeState;
+use crate::metrics::HandOff;
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
 use crate::ring::{Arc, Member};
@@ -170,6 +171,7 @@ impl Node {
                 }
             }
             None => {
+                self.metrics.probe_failed(true);
                 misses.next += 1;
                 if misses.next >= self.config.maintenance.misses {
                     misses.next = 0;
@@ -214,6 +216,9 @@ impl Node {
             Ok(entries) => self.hand_off(&closer, header, entries).await,
             Err(e) => Err(e.into()),
         };
+        if let Ok(n) = &merged {
+            self.metrics.handoff(true, HandOff::Merge, *n);
+        }
         let length = self.config.maintenance.successors;
         let adopted = self.update_view(|v| {
             v.handoff = None;
@@ -263,6 +268,7 @@ impl Node {
             {
                 return;
             }
+            self.metrics.neighbour_failed(true);
             self.forget_route(&dead);
             let view = self.view_snapshot();
             tracing::warn!(dead = %dead.addr, next = %view.next.addr, "next neighbour failed; arc extended over it");
@@ -322,9 +328,11 @@ impl Node {
             });
             return;
         }
+        self.metrics.probe_failed(false);
         misses.prev += 1;
         if misses.prev >= self.config.maintenance.misses {
             misses.prev = 0;
+            self.metrics.neighbour_failed(false);
             self.update_view(|v| {
                 if v.prev == view.prev {
                     v.prev_failed();

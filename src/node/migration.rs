@@ -326,6 +326,10 @@ impl Store for RecordedStore {
     fn save_identity(&self, me: &Member) -> Result<(), StoreError> {
         self.inner.save_identity(me)
     }
+
+    fn commit_seconds(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        self.inner.commit_seconds()
+    }
 }
 
 #[cfg(test)]

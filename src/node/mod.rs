@@ -47,6 +47,7 @@ pub use replicate::ReplicationSettings;
 pub use service::grpc_routes;
 pub use view::{JoinRefusal, NodeState, Route, View};
 
+use crate::metrics::{NodeGauges, NodeMetrics};
 use crate::ring::Member;
 use crate::routing::RoutingTable;
 use crate::store::Store;
@@ -154,6 +155,8 @@ pub struct Node {
     /// A channel to the registry, if the node uses one (heartbeats, members):
     /// made once, reconnecting by itself, rather than a connection per call.
     registry: Option<tonic::transport::Channel>,
+    /// What the node counts, for `GET /metrics`.
+    metrics: Arc<NodeMetrics>,
 }
 
 impl std::fmt::Debug for Node {
@@ -177,9 +180,15 @@ impl Node {
     ) -> Self {
         let timeouts = config.timeouts;
         let recorder = Arc::new(migration::Recorder::default());
+        let metrics = Arc::new(NodeMetrics::new(store.commit_seconds()));
         Self {
             peers: Peers::new(config.timeouts, config.limits.max_message_bytes()),
-            pipes: pipeline::ReplicaPipes::new(config.limits, config.timeouts.request),
+            pipes: pipeline::ReplicaPipes::new(
+                config.limits,
+                config.timeouts.request,
+                metrics.clone(),
+            ),
+            metrics,
             config,
             routes: RwLock::new(RoutingTable::new(me.clone())),
             view: RwLock::new(View::joining(me)),
@@ -210,6 +219,27 @@ impl Node {
     /// A snapshot of the node's view.
     pub fn view_snapshot(&self) -> View {
         self.view().clone()
+    }
+
+    /// What the node counts.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    /// The node's metrics in the OpenMetrics text format, its gauges read now.
+    pub fn metrics_text(&self) -> String {
+        let view = self.view_snapshot();
+        let (owned_keys, replica_keys) = match view.state {
+            NodeState::Serving => self.key_counts(&view),
+            _ => (0, 0),
+        };
+        self.metrics.encode(&NodeGauges {
+            owned_keys,
+            replica_keys,
+            store_entries: self.key_count() as u64,
+            ring_members: self.routes().len() as u64,
+            state: view.state.as_str(),
+        })
     }
 
     /// How many entries the local store holds.
@@ -421,6 +451,7 @@ impl Node {
                     if query.hops >= self.config.max_hops {
                         return Err(NodeError::TooManyHops { hops: query.hops });
                     }
+                    self.metrics.forwarded();
                     match self.peers.forward(&to, query.to_forward()).await {
                         Ok((result, route)) => {
                             let outcome = Outcome::from_result(result, &query.op);

@@ -21,6 +21,7 @@
 use super::entries::{entry_from_wire, wire_size};
 use super::peers::Peers;
 use super::query::Limits;
+use crate::metrics::NodeMetrics;
 use crate::proto::dht;
 use crate::ring::Member;
 use crate::store::Entry;
@@ -60,15 +61,18 @@ pub struct ReplicaPipes {
     pipes: Mutex<HashMap<String, mpsc::Sender<Pending>>>,
     limits: Limits,
     timeout: Duration,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl ReplicaPipes {
-    /// No queues yet; calls are bounded by `timeout`, batches by `limits`.
-    pub fn new(limits: Limits, timeout: Duration) -> Self {
+    /// No queues yet; calls are bounded by `timeout`, batches by `limits`,
+    /// and counted in `metrics`.
+    pub fn new(limits: Limits, timeout: Duration, metrics: Arc<NodeMetrics>) -> Self {
         Self {
             pipes: Mutex::new(HashMap::new()),
             limits,
             timeout,
+            metrics,
         }
     }
 
@@ -124,6 +128,7 @@ impl ReplicaPipes {
             client,
             limits: self.limits,
             timeout: self.timeout,
+            metrics: self.metrics.clone(),
         };
         tokio::spawn(sender.run(writes));
         pipes.insert(addr.to_string(), queue.clone());
@@ -137,6 +142,7 @@ struct Sender {
     client: crate::proto::dht::dht_node_client::DhtNodeClient<tonic::transport::Channel>,
     limits: Limits,
     timeout: Duration,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Sender {
@@ -167,6 +173,7 @@ impl Sender {
             if batch.is_empty() {
                 continue;
             }
+            self.metrics.replicated(batch.len());
             let mut client = self.client.clone();
             let (addr, limits, timeout) = (self.addr.clone(), self.limits, self.timeout);
             tokio::spawn(async move {

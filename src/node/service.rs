@@ -1,13 +1,15 @@
 //! The `dht.DhtNode` gRPC service: a thin shell that converts messages and calls
 //! the node.
 
-use super::Node;
-use super::query::{Answer, Query};
+use super::query::{Answer, Outcome, Query};
+use super::{Node, NodeError};
+use crate::metrics::{Interface, outcome_of_code};
 use crate::proto::dht::{self, NeighborType, dht_node_server::DhtNode};
 use crate::ring::{Arc as RingArc, Member, Position};
 use crate::store::bucket_count;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -38,6 +40,42 @@ fn answer(answer: Answer) -> Response<dht::QueryResult> {
     response
 }
 
+/// The `operation` label of a query's wire type.
+fn operation_label(ty: i32) -> &'static str {
+    match dht::OperationType::try_from(ty) {
+        Ok(dht::OperationType::Get) => "get",
+        Ok(dht::OperationType::Set) => "set",
+        Ok(dht::OperationType::Delete) => "delete",
+        Err(_) => "other",
+    }
+}
+
+impl DhtService {
+    /// Answers `query` (or its validation error), counting it in the node's
+    /// metrics under `operation` and `interface`.
+    async fn answer_counted(
+        &self,
+        operation: &'static str,
+        interface: Interface,
+        query: Result<Query, NodeError>,
+    ) -> Result<Response<dht::QueryResult>, Status> {
+        let started = Instant::now();
+        let answered = match query {
+            Ok(query) => self.node.execute(query).await,
+            Err(e) => Err(e),
+        };
+        let (outcome, hops) = match &answered {
+            Ok(a) if a.outcome == Outcome::Absent => ("not_found", Some(a.route.hops)),
+            Ok(a) => ("ok", Some(a.route.hops)),
+            Err(e) => (outcome_of_code(e.code()), None),
+        };
+        self.node
+            .metrics()
+            .request(operation, interface, outcome, started.elapsed(), hops);
+        Ok(answer(answered?))
+    }
+}
+
 type EntryStream = Pin<Box<dyn Stream<Item = Result<dht::KeyValueEntry, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -46,16 +84,25 @@ impl DhtNode for DhtService {
         &self,
         request: Request<dht::Query>,
     ) -> Result<Response<dht::QueryResult>, Status> {
-        let query = Query::from_client(request.into_inner(), &self.node.config().limits)?;
-        Ok(answer(self.node.execute(query).await?))
+        let request = request.into_inner();
+        let operation = operation_label(request.ty);
+        let query = Query::from_client(request, &self.node.config().limits);
+        self.answer_counted(operation, Interface::Grpc, query).await
     }
 
     async fn forward_query(
         &self,
         request: Request<dht::EncodedQuery>,
     ) -> Result<Response<dht::QueryResult>, Status> {
-        let query = Query::from_forward(request.into_inner(), &self.node.config().limits)?;
-        Ok(answer(self.node.execute(query).await?))
+        let request = request.into_inner();
+        let operation = operation_label(request.ty);
+        // A peer's forward was counted where it entered the ring.
+        let interface = match request.hops {
+            0 => Interface::Grpc,
+            _ => Interface::Peer,
+        };
+        let query = Query::from_forward(request, &self.node.config().limits);
+        self.answer_counted(operation, interface, query).await
     }
 
     async fn register_as_neighbor(

@@ -8,6 +8,7 @@ pub mod replay;
 
 pub use membership::{Liveness, Membership, Registration, Relearning};
 
+use crate::metrics::RegistryMetrics;
 use crate::proto::registry::{self as pb, registry_server::Registry};
 use crate::ring::{IdRule, Member, Position};
 use std::future::Future;
@@ -23,6 +24,7 @@ pub const DEFAULT_SALT: &str = "crustyring";
 #[derive(Debug, Clone)]
 pub struct RegistryService {
     membership: Arc<Mutex<Membership>>,
+    metrics: Arc<RegistryMetrics>,
 }
 
 impl RegistryService {
@@ -30,7 +32,23 @@ impl RegistryService {
     pub fn new(ids: IdRule, liveness: Liveness) -> Self {
         Self {
             membership: Arc::new(Mutex::new(Membership::new(ids, liveness, Instant::now()))),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The registry's metrics in the OpenMetrics text format.
+    pub fn metrics_text(&self) -> String {
+        let members = self.membership().members(Instant::now()).len();
+        self.metrics.encode(members)
+    }
+
+    /// `answer`, counted as a call of `method`.
+    fn counted<T>(&self, method: &'static str, answer: Result<T, Status>) -> Result<T, Status> {
+        let code = answer
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.request(method, code);
+        answer
     }
 
     fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
@@ -61,11 +79,12 @@ impl Registry for RegistryService {
         request: Request<pb::ConnectionAddr>,
     ) -> Result<Response<pb::RegisterInfo>, Status> {
         let pb::ConnectionAddr { addr, id } = request.into_inner();
-        check_addr(&addr)?;
-        let registration = self
-            .membership()
-            .register(&addr, id.map(Position), Instant::now())
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let answer = check_addr(&addr).and_then(|()| {
+            self.membership()
+                .register(&addr, id.map(Position), Instant::now())
+                .map_err(|e| Status::unavailable(e.to_string()))
+        });
+        let registration = self.counted("RegisterNode", answer)?;
         tracing::info!(%addr, id = %registration.id, "registered node");
         Ok(Response::new(pb::RegisterInfo {
             id: registration.id.0,
@@ -80,15 +99,17 @@ impl Registry for RegistryService {
             .iter()
             .map(Into::into)
             .collect();
-        Ok(Response::new(pb::Nodes { nodes }))
+        self.counted("GetConnectedNodes", Ok(Response::new(pb::Nodes { nodes })))
     }
 
     async fn heartbeat(&self, request: Request<pb::Node>) -> Result<Response<()>, Status> {
         let node = request.into_inner();
-        check_addr(&node.addr)?;
-        self.membership()
-            .heartbeat(&Member::new(Position(node.id), node.addr), Instant::now());
-        Ok(Response::new(()))
+        let answer = check_addr(&node.addr).map(|()| {
+            self.membership()
+                .heartbeat(&Member::new(Position(node.id), node.addr), Instant::now());
+            Response::new(())
+        });
+        self.counted("Heartbeat", answer)
     }
 
     async fn deregister(&self, request: Request<pb::Node>) -> Result<Response<()>, Status> {
@@ -96,7 +117,7 @@ impl Registry for RegistryService {
         tracing::info!(addr = %node.addr, id = %Position(node.id), "node left");
         self.membership()
             .deregister(&Member::new(Position(node.id), node.addr));
-        Ok(Response::new(()))
+        self.counted("Deregister", Ok(Response::new(())))
     }
 }
 
@@ -158,11 +179,28 @@ pub async fn serve(
     health
         .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
         .await;
-    let routes = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(
-        RegistryService::new(config.ids, config.liveness),
-    ))
-    .add_service(health_service);
-    let router = crate::server::with_reflection(routes).into_axum_router();
+    let service = RegistryService::new(config.ids, config.liveness);
+    let routes =
+        tonic::service::Routes::new(pb::registry_server::RegistryServer::new(service.clone()))
+            .add_service(health_service);
+    let router = crate::server::with_reflection(routes)
+        .into_axum_router()
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        crate::metrics::CONTENT_TYPE,
+                    )],
+                    service.metrics_text(),
+                )
+            }),
+        )
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
+        );
     crate::server::serve(listener, router, shutdown).await
 }
 

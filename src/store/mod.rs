@@ -149,6 +149,11 @@ pub trait Store: Send + Sync + 'static {
     fn save_identity(&self, _me: &Member) -> Result<(), StoreError> {
         Ok(())
     }
+    /// The time each commit to disk took, for a store that commits to disk
+    /// (exported as `crustyring_store_commit_duration_seconds`).
+    fn commit_seconds(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        None
+    }
 }
 
 /// The conformance suite every [`Store`] implementation runs.

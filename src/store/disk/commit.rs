@@ -12,6 +12,7 @@ use super::overlay::Overlay;
 use super::{SyncMode, lock_write};
 use crate::ring::Member;
 use crate::store::Entry;
+use prometheus_client::metrics::histogram::Histogram;
 use redb::Database;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
@@ -53,6 +54,8 @@ pub(super) struct Committer {
     pub overlay: Arc<RwLock<Overlay>>,
     /// In batched mode, how long to let writes gather before each commit.
     pub mode: SyncMode,
+    /// Observes how long each commit took.
+    pub commits: Histogram,
 }
 
 impl Committer {
@@ -66,7 +69,10 @@ impl Committer {
             let mut batch = vec![first];
             batch.extend(self.queue.try_iter());
             let last = batch.last().map_or(0, |(seq, _)| *seq);
-            match self.commit(&batch) {
+            let started = std::time::Instant::now();
+            let committed = self.commit(&batch);
+            self.commits.observe(started.elapsed().as_secs_f64());
+            match committed {
                 Ok(()) => {
                     let mut overlay = lock_write(&self.overlay);
                     for (seq, m) in &batch {

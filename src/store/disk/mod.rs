@@ -32,6 +32,7 @@ use commit::{Committer, Mutation};
 use index::{Index, Meta, Slot};
 use layout::{ENTRIES, META, decode, header, identity};
 use overlay::{Overlay, Pending};
+use prometheus_client::metrics::histogram::Histogram;
 use read::Found;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::collections::{BTreeSet, HashSet};
@@ -90,6 +91,8 @@ pub struct DiskStore {
     failure: std::sync::Arc<Mutex<Option<String>>>,
     identity: Option<Member>,
     mode: SyncMode,
+    /// How long each commit (its fsync included) took.
+    commits: Histogram,
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -170,7 +173,9 @@ impl DiskStore {
         let (tx, rx) = mpsc::channel();
         let (committed_tx, committed) = watch::channel(0);
         let failure = std::sync::Arc::new(Mutex::new(None));
+        let commits = crate::metrics::latency_histogram();
         let committer = Committer {
+            commits: commits.clone(),
             db: db.clone(),
             queue: rx,
             committed: committed_tx,
@@ -193,6 +198,7 @@ impl DiskStore {
             failure,
             identity,
             mode: options.sync,
+            commits,
         })
     }
 
@@ -429,6 +435,10 @@ impl Store for DiskStore {
     fn save_identity(&self, me: &Member) -> Result<(), StoreError> {
         let log = self.order();
         self.queue(&log, vec![Mutation::Identity(me.clone())])
+    }
+
+    fn commit_seconds(&self) -> Option<Histogram> {
+        Some(self.commits.clone())
     }
 }
 
