@@ -3,6 +3,8 @@
 //! readiness (a joined node, a printed address), never on fixed sleeps.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use crustyring::client;
 use crustyring::cluster::{ClusterOptions, LocalCluster};
 use crustyring::node::NodeConfig;
