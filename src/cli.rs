@@ -245,12 +245,42 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Installs the `tracing` subscriber: `RUST_LOG` filters, `info` by default.
-pub fn init_logging() {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), for log
+    /// shippers.
+    Json,
+}
+
+/// The logging flag every binary takes.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct LogArgs {
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object per line) for log shippers. The level comes from RUST_LOG
+    /// (default `info`; `crustyring=debug` logs every request with its ID and
+    /// route).
+    #[arg(
+        long,
+        value_enum,
+        env = "CRUSTY_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Logs to stderr in `format`, at the levels RUST_LOG sets (default `info`).
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }

@@ -20,6 +20,8 @@
 //! - [`registry`]: the registry service: membership, ID assignment, liveness; a
 //!   replay of ID assignment that measures balance (`crustyring balance`).
 //! - [`metrics`]: what nodes and registries count, for Prometheus (`GET /metrics`).
+//! - [`request_id`]: request IDs (`x-request-id`) carried across forwards and
+//!   replica writes, and the per-request log line.
 //! - [`server`]: serving a router on a listener until shutdown; reflection.
 //! - [`proto`]: generated gRPC code and wire/domain conversions.
 //! - [`cluster`]: a registry and nodes in one process (the default binary, tests).
@@ -36,6 +38,7 @@ pub mod metrics;
 pub mod node;
 pub mod proto;
 pub mod registry;
+pub mod request_id;
 pub mod ring;
 pub mod routing;
 pub mod server;

@@ -20,6 +20,8 @@ use std::time::Duration;
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,8 +171,8 @@ struct ClusterArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cli::init_logging();
     let args = Args::parse();
+    cli::init_logging(args.log.log_format);
     let command = args
         .command
         .unwrap_or_else(|| Command::Cluster(ClusterArgs::parse_from(["cluster"])));

@@ -46,7 +46,8 @@ pub enum Interface {
 }
 
 impl Interface {
-    fn label(self) -> &'static str {
+    /// The label's value: `grpc`, `http` or `peer`.
+    pub fn label(self) -> &'static str {
         match self {
             Interface::Grpc => "grpc",
             Interface::Http => "http",

@@ -42,12 +42,14 @@ struct Args {
     node: cli::NodeArgs,
     #[command(flatten)]
     storage: cli::StorageArgs,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cli::init_logging();
     let args = Args::parse();
+    cli::init_logging(args.log.log_format);
     let bind = args.bind.as_deref().unwrap_or(&args.host);
     let listener = tokio::net::TcpListener::bind((bind, args.port)).await?;
     let port = listener.local_addr()?.port();

@@ -31,12 +31,14 @@ struct Args {
     /// relearns the members first).
     #[arg(long, default_value = "crustyring-data/registry")]
     data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cli::init_logging();
     let args = Args::parse();
+    cli::init_logging(args.log.log_format);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let port = listener.local_addr()?.port();
     println!("registry listening on http://{}:{port}", args.host);

@@ -3,10 +3,11 @@
 
 use super::problem::{ApiError, Problem};
 use crate::node::{Answer, Node, NodeError, Operation, Outcome, Query, RouteTaken};
+use crate::request_id::RequestId;
 use crate::ring::Position;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query as UrlQuery, State};
+use axum::extract::{Extension, Query as UrlQuery, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -93,6 +94,17 @@ pub struct KeyParam {
     pub key: String,
 }
 
+/// The request ID a client may send (`x-request-id`).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct RequestIdHeader {
+    /// The request's ID (1 to 128 visible ASCII characters, no commas): carried
+    /// on the request's forwards and replica writes, logged with its route,
+    /// and echoed in the answer's `x-request-id`. One is made up if none is sent.
+    #[param(rename = "x-request-id", example = "checkout-7f3a")]
+    pub x_request_id: Option<String>,
+}
+
 /// Options of `GET /keys/{key}`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -124,8 +136,8 @@ pub fn key_from_path(uri: &Uri, prefix: &str) -> Result<Vec<u8>, ApiError> {
     Ok(percent_decode(segment).collect())
 }
 
-fn query(op: Operation, key: Vec<u8>, node: &Node) -> Result<Query, ApiError> {
-    Ok(Query::new(op, key, &node.config().limits)?)
+fn query(op: Operation, key: Vec<u8>, node: &Node, id: RequestId) -> Result<Query, ApiError> {
+    Ok(Query::new(op, key, &node.config().limits)?.with_request_id(id))
 }
 
 /// `response` with the route the query took in its headers.
@@ -164,7 +176,7 @@ fn key_value(key: &[u8], position: Position, value: &[u8]) -> KeyValue {
     get,
     path = "/keys/{key}",
     tag = "keys",
-    params(KeyParam, GetOptions),
+    params(KeyParam, GetOptions, RequestIdHeader),
     responses(
         (status = 200, description = "The value (JSON; or its bytes alone with `?raw=true`).", body = KeyValue,
             content((KeyValue = "application/json"), (Vec<u8> = "application/octet-stream")),
@@ -180,12 +192,13 @@ fn key_value(key: &[u8], position: Position, value: &[u8]) -> KeyValue {
 )]
 pub async fn get_key(
     State(node): State<Arc<Node>>,
+    Extension(id): Extension<RequestId>,
     uri: Uri,
     options: Result<UrlQuery<GetOptions>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let UrlQuery(options) = options.map_err(|e| ApiError::BadQuery(e.body_text()))?;
     let key = key_from_path(&uri, "/keys/")?;
-    let q = query(Operation::Get, key.clone(), &node)?;
+    let q = query(Operation::Get, key.clone(), &node, id)?;
     let position = q.position;
     let Answer { outcome, route } = node.execute(q).await?;
     let response = match outcome {
@@ -203,7 +216,7 @@ pub async fn get_key(
     put,
     path = "/keys/{key}",
     tag = "keys",
-    params(KeyParam),
+    params(KeyParam, RequestIdHeader),
     request_body(content = String, content_type = "text/plain", description = "The value, as raw bytes (any content type).", example = "Ru1nnAfPu3Ya4v"),
     responses(
         (status = 201, description = "The key was created.", body = PutResult,
@@ -223,6 +236,7 @@ pub async fn get_key(
 )]
 pub async fn put_key(
     State(node): State<Arc<Node>>,
+    Extension(id): Extension<RequestId>,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -233,7 +247,7 @@ pub async fn put_key(
         },
         _ => ApiError::BadBody(e.body_text()),
     })?;
-    let q = query(Operation::Set(value.to_vec()), key.clone(), &node)?;
+    let q = query(Operation::Set(value.to_vec()), key.clone(), &node, id)?;
     let position = q.position;
     let Answer { outcome, route } = node.execute(q).await?;
     let (k, key_encoding) = encode(&key);
@@ -263,7 +277,7 @@ pub async fn put_key(
     delete,
     path = "/keys/{key}",
     tag = "keys",
-    params(KeyParam),
+    params(KeyParam, RequestIdHeader),
     responses(
         (status = 200, description = "The key was deleted; this was its value.", body = KeyValue,
             headers(
@@ -276,9 +290,13 @@ pub async fn put_key(
         (status = 504, description = "The key's owner did not answer in time.", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete_key(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response, ApiError> {
+pub async fn delete_key(
+    State(node): State<Arc<Node>>,
+    Extension(id): Extension<RequestId>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let key = key_from_path(&uri, "/keys/")?;
-    let q = query(Operation::Delete, key.clone(), &node)?;
+    let q = query(Operation::Delete, key.clone(), &node, id)?;
     let position = q.position;
     let Answer { outcome, route } = node.execute(q).await?;
     let response = match outcome {

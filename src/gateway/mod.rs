@@ -7,11 +7,13 @@
 pub mod health;
 pub mod keys;
 pub mod metrics;
+pub mod observe;
 pub mod page;
 pub mod problem;
 pub mod ring;
 
 use crate::node::{Node, RouteTaken};
+use crate::request_id::RequestId;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
@@ -68,7 +70,7 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
-            metrics::count_request,
+            observe::observe,
         ))
         .route(
             "/metrics",
@@ -102,6 +104,7 @@ pub fn router(node: Arc<Node>) -> Router {
                     HeaderName::from_static(RouteTaken::HOPS),
                     HeaderName::from_static(RouteTaken::OWNER),
                     HeaderName::from_static(RouteTaken::OWNER_ID),
+                    HeaderName::from_static(RequestId::HEADER),
                 ]),
         );
     Router::new()

@@ -44,6 +44,9 @@ pub enum NodeError {
         /// The position the request named.
         position: Position,
     },
+    /// The request's `x-request-id` is not one we can carry.
+    #[error(transparent)]
+    BadRequestId(#[from] crate::request_id::BadRequestId),
     /// The query has been forwarded too often: the ring is changing or broken.
     #[error(
         "the query was forwarded {hops} times without reaching the owner; the ring may be changing, retry shortly"
@@ -113,7 +116,8 @@ impl NodeError {
             | NodeError::MissingValue
             | NodeError::UnknownOperation(_)
             | NodeError::MissingRawKey
-            | NodeError::PositionMismatch { .. } => Code::InvalidArgument,
+            | NodeError::PositionMismatch { .. }
+            | NodeError::BadRequestId(_) => Code::InvalidArgument,
             NodeError::TooManyHops { .. }
             | NodeError::NotServing
             | NodeError::Unreachable { .. }

@@ -397,7 +397,9 @@ impl Node {
                         owner: Some(me),
                     };
                     if let Some(entry) = written {
-                        let newer = self.replicate_write(entry, started + stall).await?;
+                        let newer = self
+                            .replicate_write(entry, started + stall, query.request_id.as_ref())
+                            .await?;
                         // A replica held the key at a newer version (a clock
                         // ahead of ours, or a write this owner missed): take it
                         // and write again, past it, so the acknowledged write
@@ -452,7 +454,10 @@ impl Node {
                         return Err(NodeError::TooManyHops { hops: query.hops });
                     }
                     self.metrics.forwarded();
-                    match self.peers.forward(&to, query.to_forward()).await {
+                    let forwarded =
+                        self.peers
+                            .forward(&to, query.to_forward(), query.request_id.as_ref());
+                    match forwarded.await {
                         Ok((result, route)) => {
                             let outcome = Outcome::from_result(result, &query.op);
                             // A peer that reports no route was at least one hop.

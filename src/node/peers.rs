@@ -4,6 +4,7 @@
 use super::error::NodeError;
 use super::query::RouteTaken;
 use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
+use crate::request_id::RequestId;
 use crate::ring::Member;
 use std::collections::HashMap;
 use std::future::Future;
@@ -118,10 +119,15 @@ impl Peers {
         &self,
         to: &Member,
         query: dht::EncodedQuery,
+        request_id: Option<&RequestId>,
     ) -> Result<(dht::QueryResult, Option<RouteTaken>), NodeError> {
+        let mut request = tonic::Request::new(query);
+        if let Some(value) = request_id.and_then(|id| id.as_str().parse().ok()) {
+            request.metadata_mut().insert(RequestId::HEADER, value);
+        }
         let response = self
             .call(to, |mut c| async move {
-                c.forward_query(query).await.map(tonic::Response::new)
+                c.forward_query(request).await.map(tonic::Response::new)
             })
             .await?;
         let route = RouteTaken::read_metadata(response.metadata());

@@ -23,6 +23,7 @@ use super::peers::Peers;
 use super::query::Limits;
 use crate::metrics::NodeMetrics;
 use crate::proto::dht;
+use crate::request_id::RequestId;
 use crate::ring::Member;
 use crate::store::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -53,6 +54,8 @@ struct Pending {
     reply: oneshot::Sender<ReplicaAnswer>,
     /// When its writer stops waiting: a write still queued then is not sent.
     deadline: Instant,
+    /// The client request the write serves.
+    request_id: Option<RequestId>,
 }
 
 /// A queue and a sender per replica.
@@ -86,12 +89,14 @@ impl ReplicaPipes {
         to: &Member,
         entry: Entry,
         deadline: Instant,
+        request_id: Option<RequestId>,
     ) -> impl Future<Output = ReplicaAnswer> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             entry,
             reply,
             deadline,
+            request_id,
         };
         let queued = self.queue(peers, &to.addr).and_then(|queue| {
             queue.try_send(pending).map_err(|e| match e {
@@ -177,9 +182,14 @@ impl Sender {
             let mut client = self.client.clone();
             let (addr, limits, timeout) = (self.addr.clone(), self.limits, self.timeout);
             tokio::spawn(async move {
-                let request = dht::ReplicateRequest {
+                let mut request = tonic::Request::new(dht::ReplicateRequest {
                     entries: batch.iter().map(|p| p.entry.clone().into()).collect(),
-                };
+                });
+                let ids: Vec<&RequestId> =
+                    batch.iter().filter_map(|p| p.request_id.as_ref()).collect();
+                if let Ok(value) = RequestId::list(ids.into_iter()).parse() {
+                    request.metadata_mut().insert(RequestId::HEADER, value);
+                }
                 let outcome = tokio::time::timeout(timeout, client.replicate(request)).await;
                 drop(slot);
                 let answer = match outcome {
@@ -261,6 +271,7 @@ mod tests {
                 entry: e,
                 reply,
                 deadline,
+                request_id: None,
             },
             answer,
         )

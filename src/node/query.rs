@@ -4,6 +4,7 @@
 
 use super::error::NodeError;
 use crate::proto::dht;
+use crate::request_id::RequestId;
 use crate::ring::{Member, Position, key_position};
 
 /// Size limits, the same through every API.
@@ -72,6 +73,9 @@ pub struct Query {
     pub key: Option<Vec<u8>>,
     /// How many nodes have forwarded this query already.
     pub hops: u32,
+    /// The client request this query serves, carried on its forwards and
+    /// replica writes (`None`: a query made up inside the node).
+    pub request_id: Option<RequestId>,
 }
 
 /// The answer to a query.
@@ -137,6 +141,7 @@ impl Query {
             position: key_position(&key),
             key: Some(key),
             hops: 0,
+            request_id: None,
         })
     }
 
@@ -161,6 +166,7 @@ impl Query {
                     position,
                     key: Some(key),
                     hops: q.hops,
+                    request_id: None,
                 })
             }
             None if matches!(op, Operation::Set(_)) => Err(NodeError::MissingRawKey),
@@ -169,7 +175,16 @@ impl Query {
                 position,
                 key: None,
                 hops: q.hops,
+                request_id: None,
             }),
+        }
+    }
+
+    /// This query, serving the client request `id`.
+    pub fn with_request_id(self, id: RequestId) -> Self {
+        Self {
+            request_id: Some(id),
+            ..self
         }
     }
 

@@ -19,6 +19,7 @@ use super::entries::entry_from_wire;
 use super::error::NodeError;
 use super::view::NodeState;
 use crate::proto::dht;
+use crate::request_id::RequestId;
 use crate::ring::Position;
 use crate::store::Entry;
 use std::time::Duration;
@@ -66,18 +67,21 @@ impl ReplicationSettings {
 impl Node {
     /// Makes a write the owner has applied durable: locally, and on enough
     /// replicas for the write quorum, retrying replicas that fail as the replica
-    /// set is repaired, until `deadline`.
+    /// set is repaired, until `deadline`. `request_id` names the client request
+    /// on the replica calls.
     pub(super) async fn replicate_write(
         &self,
         entry: Entry,
         deadline: Instant,
+        request_id: Option<&RequestId>,
     ) -> Result<Option<Entry>, NodeError> {
         let local = self.store.sync_point();
         if self.config.replication.factor <= 1 {
             local.await?;
             return Ok(None);
         }
-        let (local, remote) = tokio::join!(local, self.send_to_replicas(entry, deadline));
+        let (local, remote) =
+            tokio::join!(local, self.send_to_replicas(entry, deadline, request_id));
         local?;
         remote
     }
@@ -89,6 +93,7 @@ impl Node {
         &self,
         entry: Entry,
         deadline: Instant,
+        request_id: Option<&RequestId>,
     ) -> Result<Option<Entry>, NodeError> {
         let settings = self.config.replication;
         let mut newer: Option<Entry> = None;
@@ -114,9 +119,13 @@ impl Node {
             let mut calls = JoinSet::new();
             for replica in replicas.into_iter().filter(|r| !acked.contains(&r.id)) {
                 // Queued with the other writes to this replica (`pipeline`).
-                let call = self
-                    .pipes
-                    .send(&self.peers, &replica, entry.clone(), deadline);
+                let call = self.pipes.send(
+                    &self.peers,
+                    &replica,
+                    entry.clone(),
+                    deadline,
+                    request_id.cloned(),
+                );
                 calls.spawn(async move { (replica, call.await) });
             }
             loop {
@@ -169,9 +178,11 @@ impl Node {
 
     /// A peer's `Replicate`: merges its entries newest-wins and answers once
     /// they are as durable as this node's `--sync` promises.
+    /// `requests` lists the client requests the writes serve (for the log).
     pub(super) async fn accept_replicas(
         &self,
         request: dht::ReplicateRequest,
+        requests: Option<&str>,
     ) -> Result<dht::ReplicateAck, Status> {
         // A node on its way out would be counted as a copy it will not keep.
         let state = self.view().state;
@@ -187,6 +198,11 @@ impl Node {
             .map(|e| entry_from_wire(e, &self.config.limits))
             .collect::<Result<Vec<Entry>, Status>>()?;
         let merged = entries.len() as u64;
+        tracing::debug!(
+            entries = merged,
+            requests = requests.unwrap_or("-"),
+            "taking replica writes"
+        );
         // Copies held at a newer version than what was sent: told back.
         let mut newer = Vec::new();
         for e in &entries {

@@ -5,6 +5,7 @@ use super::query::{Answer, Outcome, Query};
 use super::{Node, NodeError};
 use crate::metrics::{Interface, outcome_of_code};
 use crate::proto::dht::{self, NeighborType, dht_node_server::DhtNode};
+use crate::request_id::{BadRequestId, RequestId};
 use crate::ring::{Arc as RingArc, Member, Position};
 use crate::store::bucket_count;
 use std::pin::Pin;
@@ -33,11 +34,20 @@ pub fn grpc_routes(
     crate::server::with_reflection(tonic::service::Routes::new(dht).add_service(health))
 }
 
-/// A query's result, with the route it took in the response metadata.
-fn answer(answer: Answer) -> Response<dht::QueryResult> {
+/// A query's result, with the route it took and the request's ID in the
+/// response metadata.
+fn answer(answer: Answer, id: &RequestId) -> Response<dht::QueryResult> {
     let mut response = Response::new(answer.outcome.into());
     answer.route.write_metadata(response.metadata_mut());
+    if let Ok(value) = id.as_str().parse() {
+        response.metadata_mut().insert(RequestId::HEADER, value);
+    }
     response
+}
+
+/// The request's ID: the caller's `x-request-id`, checked, or a new one.
+fn request_id(metadata: &tonic::metadata::MetadataMap) -> Result<RequestId, BadRequestId> {
+    RequestId::from_header(metadata.get(RequestId::HEADER).map(|v| v.as_bytes()))
 }
 
 /// The `operation` label of a query's wire type.
@@ -51,28 +61,39 @@ fn operation_label(ty: i32) -> &'static str {
 }
 
 impl DhtService {
-    /// Answers `query` (or its validation error), counting it in the node's
-    /// metrics under `operation` and `interface`.
+    /// Answers `query` (or its validation error) as the request with the
+    /// ID in `metadata`, counting it in the node's metrics under `operation`
+    /// and `interface`, and logging it with its route.
     async fn answer_counted(
         &self,
         operation: &'static str,
         interface: Interface,
+        metadata: &tonic::metadata::MetadataMap,
         query: Result<Query, NodeError>,
     ) -> Result<Response<dht::QueryResult>, Status> {
         let started = Instant::now();
-        let answered = match query {
-            Ok(query) => self.node.execute(query).await,
-            Err(e) => Err(e),
+        let id = request_id(metadata);
+        let answered = match (query, &id) {
+            (Ok(query), Ok(id)) => self.node.execute(query.with_request_id(id.clone())).await,
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(NodeError::BadRequestId(e.clone())),
         };
         let (outcome, hops) = match &answered {
             Ok(a) if a.outcome == Outcome::Absent => ("not_found", Some(a.route.hops)),
             Ok(a) => ("ok", Some(a.route.hops)),
             Err(e) => (outcome_of_code(e.code()), None),
         };
+        let elapsed = started.elapsed();
         self.node
             .metrics()
-            .request(operation, interface, outcome, started.elapsed(), hops);
-        Ok(answer(answered?))
+            .request(operation, interface, outcome, elapsed, hops);
+        let id = id.unwrap_or_else(|_| RequestId::generate());
+        let owner = answered
+            .as_ref()
+            .ok()
+            .and_then(|a| a.route.owner.as_ref().map(|o| o.addr.as_str()));
+        crate::request_id::log_request(&id, operation, interface, outcome, elapsed, hops, owner);
+        Ok(answer(answered?, &id))
     }
 }
 
@@ -84,17 +105,18 @@ impl DhtNode for DhtService {
         &self,
         request: Request<dht::Query>,
     ) -> Result<Response<dht::QueryResult>, Status> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let operation = operation_label(request.ty);
         let query = Query::from_client(request, &self.node.config().limits);
-        self.answer_counted(operation, Interface::Grpc, query).await
+        self.answer_counted(operation, Interface::Grpc, &metadata, query)
+            .await
     }
 
     async fn forward_query(
         &self,
         request: Request<dht::EncodedQuery>,
     ) -> Result<Response<dht::QueryResult>, Status> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let operation = operation_label(request.ty);
         // A peer's forward was counted where it entered the ring.
         let interface = match request.hops {
@@ -102,7 +124,8 @@ impl DhtNode for DhtService {
             _ => Interface::Peer,
         };
         let query = Query::from_forward(request, &self.node.config().limits);
-        self.answer_counted(operation, interface, query).await
+        self.answer_counted(operation, interface, &metadata, query)
+            .await
     }
 
     async fn register_as_neighbor(
@@ -181,8 +204,16 @@ impl DhtNode for DhtService {
         &self,
         request: Request<dht::ReplicateRequest>,
     ) -> Result<Response<dht::ReplicateAck>, Status> {
+        let requests = request
+            .metadata()
+            .get(RequestId::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let request = request.into_inner();
         Ok(Response::new(
-            self.node.accept_replicas(request.into_inner()).await?,
+            self.node
+                .accept_replicas(request, requests.as_deref())
+                .await?,
         ))
     }
 

@@ -1,0 +1,185 @@
+//! Request IDs (`x-request-id`): one per client request, taken from the client
+//! when it sends one, made up otherwise; carried on every forward and replica
+//! write the request causes, echoed in the answer, and logged with its route, so
+//! that one request can be followed through the logs of every node it touched.
+
+use crate::metrics::Interface;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A request's ID: 1 to [`RequestId::MAX_LEN`] visible ASCII characters, no
+/// commas (a replica write carries the IDs of its batch as a comma-separated
+/// list).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+/// Why a client's request ID was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequestId {
+    /// The ID is empty.
+    #[error("the x-request-id header is empty")]
+    Empty,
+    /// The ID is too long.
+    #[error("the x-request-id header is {0} bytes long; the limit is 128")]
+    TooLong(usize),
+    /// The ID holds a character it may not.
+    #[error("the x-request-id header may hold only visible ASCII characters other than a comma")]
+    BadCharacter,
+}
+
+impl RequestId {
+    /// The header (and gRPC metadata key) an ID travels under.
+    pub const HEADER: &'static str = "x-request-id";
+    /// The longest ID accepted, in bytes.
+    pub const MAX_LEN: usize = 128;
+    /// How many IDs a replica write names at most: a batch of more writes
+    /// names its first ones and how many more it carried.
+    pub const MAX_LISTED: usize = 32;
+
+    /// A client's ID, checked.
+    pub fn parse(id: &str) -> Result<Self, BadRequestId> {
+        if id.is_empty() {
+            return Err(BadRequestId::Empty);
+        }
+        if id.len() > Self::MAX_LEN {
+            return Err(BadRequestId::TooLong(id.len()));
+        }
+        if !id.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            return Err(BadRequestId::BadCharacter);
+        }
+        Ok(Self(id.to_string()))
+    }
+
+    /// A new ID, unique within this process and, with a random start per
+    /// process, very likely across processes: 16 hex digits.
+    pub fn generate() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.finish()
+        });
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // An odd multiplier is a bijection: consecutive IDs do not look alike.
+        Self(format!(
+            "{:016x}",
+            start.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        ))
+    }
+
+    /// The client's ID if it sent one (checked), else a new one.
+    pub fn from_header(value: Option<&[u8]>) -> Result<Self, BadRequestId> {
+        match value {
+            None => Ok(Self::generate()),
+            Some(bytes) => {
+                Self::parse(std::str::from_utf8(bytes).map_err(|_| BadRequestId::BadCharacter)?)
+            }
+        }
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The IDs of a batch as one header value: comma-separated, at most
+    /// [`RequestId::MAX_LISTED`] of them, then `+N` for the N not listed.
+    pub fn list<'a>(ids: impl ExactSizeIterator<Item = &'a RequestId>) -> String {
+        let total = ids.len();
+        let mut out: Vec<&str> = ids.take(Self::MAX_LISTED).map(RequestId::as_str).collect();
+        let more = total - out.len();
+        let tail = format!("+{more}");
+        if more > 0 {
+            out.push(&tail);
+        }
+        out.join(",")
+    }
+}
+
+/// Logs an answered request with its ID and route: at `debug` (every request,
+/// with `RUST_LOG=crustyring=debug`), or at `info` when the node failed it
+/// (unavailable, timed out, internal), so failures show at the default level.
+pub fn log_request(
+    id: &RequestId,
+    operation: &'static str,
+    interface: Interface,
+    outcome: &'static str,
+    elapsed: Duration,
+    hops: Option<u32>,
+    owner: Option<&str>,
+) {
+    macro_rules! at {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                request_id = %id,
+                operation,
+                interface = interface.label(),
+                outcome,
+                hops,
+                owner,
+                elapsed_us = elapsed.as_micros() as u64,
+                "answered"
+            )
+        };
+    }
+    match outcome {
+        "ok" | "not_found" | "invalid_argument" | "failed_precondition" => {
+            at!(tracing::Level::DEBUG)
+        }
+        _ => at!(tracing::Level::INFO),
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_id_is_kept_when_it_is_printable_and_short() {
+        assert_eq!(
+            RequestId::parse("abc-123_x.y").unwrap().as_str(),
+            "abc-123_x.y"
+        );
+        assert_eq!(RequestId::parse(""), Err(BadRequestId::Empty));
+        assert_eq!(
+            RequestId::parse(&"a".repeat(129)),
+            Err(BadRequestId::TooLong(129))
+        );
+        assert_eq!(RequestId::parse("a b"), Err(BadRequestId::BadCharacter));
+        assert_eq!(RequestId::parse("a,b"), Err(BadRequestId::BadCharacter));
+        assert_eq!(
+            RequestId::from_header(Some(&[0xff, 0x41])),
+            Err(BadRequestId::BadCharacter)
+        );
+    }
+
+    #[test]
+    fn generated_ids_differ_and_parse() {
+        let a = RequestId::generate();
+        let b = RequestId::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 16);
+        assert_eq!(RequestId::parse(a.as_str()), Ok(a));
+        assert!(RequestId::from_header(None).is_ok());
+    }
+
+    #[test]
+    fn a_batch_lists_its_first_ids_and_counts_the_rest() {
+        let ids: Vec<RequestId> = (0..40)
+            .map(|i| RequestId::parse(&format!("r{i}")).unwrap())
+            .collect();
+        assert_eq!(RequestId::list(ids[..2].iter()), "r0,r1");
+        let listed = RequestId::list(ids.iter());
+        assert!(listed.starts_with("r0,r1,"));
+        assert!(listed.ends_with(",r31,+8"), "{listed}");
+    }
+}
