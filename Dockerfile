@@ -35,10 +35,10 @@ WORKDIR /data
 VOLUME ["/data"]
 # 50000: the registry (gRPC); 50001: a node (gRPC, HTTP/JSON, /healthz, /readyz, /metrics).
 EXPOSE 50000 50001
-# Liveness of a node on 50001 (CRUSTYRING_PORT overrides the port). The registry has
-# no HTTP routes: run it with `--health-cmd "crustyring-healthcheck grpc 50000"`.
+# Liveness: a node's /healthz on 50001 (CRUSTYRING_PORT to change), else the
+# registry's gRPC health on 50000 (it has no HTTP routes); deploy/healthcheck.sh.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["crustyring-healthcheck", "http", "/healthz"]
+  CMD ["crustyring-healthcheck"]
 # A node. Give it --host (the name others reach it by) and the registry, e.g.
 #   docker run -e NODE_HOSTNAME=node1 -e REGISTRY_HOSTNAME=registry crustyring
 # On SIGTERM it hands its keys to its predecessor first: stop it with a grace
