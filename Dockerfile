@@ -36,7 +36,7 @@ VOLUME ["/data"]
 # 50000: the registry (gRPC); 50001: a node (gRPC, HTTP/JSON, /healthz, /readyz, /metrics).
 EXPOSE 50000 50001
 # Liveness: a node's /healthz on 50001 (CRUSTYRING_PORT to change), else the
-# registry's gRPC health on 50000 (it has no HTTP routes); deploy/healthcheck.sh.
+# registry's gRPC health on 50000; see deploy/healthcheck.sh.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["crustyring-healthcheck"]
 # A node. Give it --host (the name others reach it by) and the registry, e.g.

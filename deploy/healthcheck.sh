@@ -7,8 +7,8 @@
 #   crustyring-healthcheck http [PATH [PORT]]    GET PATH (default /healthz) on a node
 #   crustyring-healthcheck grpc [PORT]           grpc.health.v1 Check (service "") is SERVING
 #
-# PORT defaults to $CRUSTYRING_PORT, else 50001 (http) or 50000 (grpc: the registry,
-# which has no HTTP routes; a node answers it too, SERVING only while it serves its arc).
+# PORT defaults to $CRUSTYRING_PORT, else 50001 (http) or 50000 (grpc: the registry;
+# a node answers it too, SERVING only while it serves its arc).
 set -eu
 
 http() { # PATH PORT
