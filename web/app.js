@@ -17,6 +17,8 @@
   let located = null;      // { key, position, ownerId, ownerAddr }
   let drawnState = '';     // what the SVG currently shows, to skip needless redraws
   let ringInFlight = false;
+  let traffic = {};        // node id -> { rate, latencyMs } from its /metrics, between two scrapes
+  const scraped = {};      // node id -> { at, requests, seconds, count }: the last scrape
   let queue = Promise.resolve(); // key operations run one after another, in click order
 
   // ---------- helpers ----------
@@ -56,7 +58,61 @@
     const text = await res.text();
     let data = null;
     try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
-    return { status: res.status, ok: res.ok, reason: res.statusText || REASONS[res.status] || '', data };
+    const route = res.headers.get('x-crusty-hops') === null ? null : {
+      hops: Number(res.headers.get('x-crusty-hops')),
+      owner: res.headers.get('x-crusty-owner'),
+      ownerId: res.headers.get('x-crusty-owner-id'),
+      id: res.headers.get('x-request-id'),
+    };
+    return { status: res.status, ok: res.ok, reason: res.statusText || REASONS[res.status] || '', data, route };
+  }
+
+  // The route of the last key request: which node answered it from its store,
+  // and how many times it was forwarded on the way.
+  function showRoute(res) {
+    const p = $('#route');
+    if (!res.route) return;
+    const r = res.route;
+    p.hidden = false;
+    p.dataset.hops = String(r.hops);
+    p.dataset.owner = r.owner || '';
+    const forwards = r.hops === 0 ? 'answered here (no forward)' : `${r.hops} forward${r.hops === 1 ? '' : 's'}`;
+    p.replaceChildren('Route: ', el('code', {}, location.host), ' → owner ',
+      el('code', {}, r.ownerId ? short(r.ownerId) : '?'), ` (${(r.owner || 'unknown').replace(/^https?:\/\//, '')}) · ${forwards}`,
+      r.id ? el('span', { class: 'reqid' }, ` · request ${r.id}`) : null);
+  }
+
+  // ---------- per-node traffic, from each node's own /metrics ----------
+  // Sums of every series of `name` in an OpenMetrics text.
+  function metricSum(text, name) {
+    let sum = 0;
+    for (const line of text.split('\n')) {
+      if (line.startsWith(name + '{') || line.startsWith(name + ' ')) {
+        const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+        if (Number.isFinite(v)) sum += v;
+      }
+    }
+    return sum;
+  }
+  async function scrape(n) {
+    try {
+      const res = await fetch(String(n.addr).replace(/\/$/, '') + '/metrics');
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const text = await res.text();
+      const now = { at: performance.now(), requests: metricSum(text, 'crustyring_requests_total'),
+        seconds: metricSum(text, 'crustyring_request_duration_seconds_sum'),
+        count: metricSum(text, 'crustyring_request_duration_seconds_count') };
+      const last = scraped[n.id];
+      scraped[n.id] = now;
+      if (!last) return;
+      const dt = (now.at - last.at) / 1000;
+      const dn = now.count - last.count;
+      traffic[n.id] = { rate: dt > 0 ? (now.requests - last.requests) / dt : 0,
+        latencyMs: dn > 0 ? (now.seconds - last.seconds) / dn * 1000 : null };
+    } catch (_) {
+      // A node this browser cannot reach (another host's name): no figures.
+      delete traffic[n.id];
+    }
   }
 
   // ---------- result panel ----------
@@ -137,7 +193,9 @@
       const path = '/keys/' + encodeURIComponent(key);
       startRequest();
       try {
-        showResult(method, path, await api(method, path, body), summaries[method]);
+        const res = await api(method, path, body);
+        showResult(method, path, res, summaries[method]);
+        showRoute(res);
       } catch (err) {
         showFailure(method, path, err);
       }
@@ -198,6 +256,7 @@
         ? { ratio: res.data.largest_share_ratio, mean: res.data.mean_share } : null;
       status.className = 'ring-status live';
       status.textContent = `live · ${new Date().toLocaleTimeString()}`;
+      await Promise.all(nodes.map(scrape));
       render();
     } catch (err) {
       status.className = 'ring-status down';
@@ -223,7 +282,7 @@
   }
 
   function render() {
-    const state = JSON.stringify([nodes, located, balance]);
+    const state = JSON.stringify([nodes, located, balance, traffic]);
     if (state === drawnState) return;
     drawnState = state;
     const svg = $('#ring');
@@ -306,6 +365,14 @@
       el('strong', {}, balance.ratio.toFixed(2) + '×'), ` the mean (${fmt(balance.mean * 100)}%)`);
   }
 
+  function trafficCells(t) {
+    if (!t) return [el('td', { class: 'num rate' }, '–'), el('td', { class: 'num latency' }, '–')];
+    return [
+      el('td', { class: 'num rate', 'data-rate': t.rate.toFixed(2), title: 'key requests answered per second (every interface)' }, t.rate.toFixed(1)),
+      el('td', { class: 'num latency', title: 'mean time to answer, over the last refresh' },
+        t.latencyMs === null ? '–' : t.latencyMs.toFixed(t.latencyMs < 10 ? 2 : 0))];
+  }
+
   function renderLegend(ownerId, replicaIds) {
     const rows = nodes.map((n, i) => {
       const isOwner = n.id === ownerId;
@@ -320,7 +387,8 @@
         el('td', {}, el('span', { class: 'pill ' + String(n.state).toLowerCase() }, String(n.state))),
         el('td', { class: 'num', title: 'live keys in the node\'s own arc' }, String(n.owned_keys ?? n.keys ?? '–')),
         el('td', { class: 'num', title: 'live keys held as a replica of the next nodes\' arcs' }, String(n.replica_keys ?? '–')),
-        el('td', { class: 'num' }, fmt(nodeShare(n, i) * 100) + '%'));
+        el('td', { class: 'num' }, fmt(nodeShare(n, i) * 100) + '%'),
+        trafficCells(traffic[n.id]));
     });
     $('#nodes tbody').replaceChildren(...rows);
   }

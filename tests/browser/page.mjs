@@ -33,6 +33,20 @@ try {
     return { owner: r.owner.id, replicas: r.replicas.map((n) => n.id) };
   });
   await page.waitForSelector(`#ring .node.owner[data-id="${owner}"]`);
+  const ownerAddr = await page.evaluate(async () =>
+    (await (await fetch('/ring/owner/' + encodeURIComponent('browser key/ü'))).json()).owner.addr);
+  const route = await page.$eval('#route', (e) => ({ hops: e.dataset.hops, owner: e.dataset.owner, text: e.textContent }));
+  check(route.owner === ownerAddr && (route.hops === '0' || route.hops === '1'),
+    `the page shows the last request's route (owner ${route.owner}, ${route.hops} forwards)`);
+  check(/request [0-9a-f]{16}/.test(route.text), 'and its request ID');
+  // Each node's request rate and latency come from its own /metrics: with
+  // reads going on through this node, its rate shows above zero.
+  await page.evaluate(() => { window.reads = setInterval(() => fetch('/keys/rate-probe'), 100); });
+  await page.waitForFunction(() => [...document.querySelectorAll('#nodes td.rate[data-rate]')]
+    .some((td) => Number(td.dataset.rate) > 0));
+  await page.evaluate(() => clearInterval(window.reads));
+  const rated = await page.$$eval('#nodes td.rate[data-rate]', (tds) => tds.length);
+  check(rated === expected.length, `the node table shows every node's request rate (${rated})`);
   check(await page.$('#ring .keymark') !== null, 'the key is marked on the ring at its owner');
   await page.waitForFunction((ids) => ids.every((id) =>
     document.querySelector(`#nodes tr[data-id="${id}"] .replica-tag`)), replicas);
