@@ -77,22 +77,27 @@ pub async fn query(
     key: &[u8],
     value: Option<&[u8]>,
 ) -> Result<dht::QueryResult, ClientError> {
-    Ok(query_counting_hops(client, ty, key, value).await?.0)
+    Ok(query_counting_hops(client, request(ty, key, value))
+        .await?
+        .0)
+}
+
+/// A `QueryDht` request with no conditions.
+pub fn request(ty: dht::OperationType, key: &[u8], value: Option<&[u8]>) -> dht::Query {
+    dht::Query {
+        ty: ty as i32,
+        key: key.to_vec(),
+        value: value.map(<[u8]>::to_vec),
+        ..dht::Query::default()
+    }
 }
 
 /// Sends one `QueryDht` and reads how many times the ring forwarded it
 /// (`x-crusty-hops`; `None` from a node that does not say).
 pub async fn query_counting_hops(
     client: &mut DhtNodeClient<Channel>,
-    ty: dht::OperationType,
-    key: &[u8],
-    value: Option<&[u8]>,
+    request: dht::Query,
 ) -> Result<(dht::QueryResult, Option<u32>), ClientError> {
-    let request = dht::Query {
-        ty: ty as i32,
-        key: key.to_vec(),
-        value: value.map(<[u8]>::to_vec),
-    };
     let response = client.query_dht(request).await?;
     let hops = crate::node::RouteTaken::read_metadata(response.metadata()).map(|r| r.hops);
     Ok((response.into_inner(), hops))
@@ -186,6 +191,15 @@ impl RingClient {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(dht::QueryResult, Option<u32>), ClientError> {
+        self.send(request(ty, key, value)).await
+    }
+
+    /// [`RingClient::query`] for a whole request (with conditions, say).
+    pub async fn send(
+        &mut self,
+        request: dht::Query,
+    ) -> Result<(dht::QueryResult, Option<u32>), ClientError> {
+        let (key, ty) = (request.key.as_slice(), request.ty);
         if self.seeds.is_empty() {
             return Err(ClientError::BadAddress {
                 addr: String::new(),
@@ -194,7 +208,7 @@ impl RingClient {
         }
         let addr = self.target(key);
         let first = match self.client(&addr).await {
-            Ok(mut c) => query_counting_hops(&mut c, ty, key, value).await,
+            Ok(mut c) => query_counting_hops(&mut c, request.clone()).await,
             Err(e) => Err(e),
         };
         // An owner that could not be reached (the query never left), or a
@@ -204,7 +218,7 @@ impl RingClient {
         let resend = match &first {
             Err(ClientError::Unreachable { .. }) => true,
             Err(ClientError::Status(s)) => {
-                s.code() == tonic::Code::Unavailable && ty == dht::OperationType::Get
+                s.code() == tonic::Code::Unavailable && ty == dht::OperationType::Get as i32
             }
             _ => false,
         };
@@ -216,7 +230,7 @@ impl RingClient {
         let mut last = first;
         for seed in self.seeds.clone() {
             last = match self.client(&seed).await {
-                Ok(mut c) => query_counting_hops(&mut c, ty, key, value).await,
+                Ok(mut c) => query_counting_hops(&mut c, request.clone()).await,
                 Err(e) => Err(e),
             };
             if !matches!(last, Err(ClientError::Unreachable { .. })) {

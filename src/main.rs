@@ -34,6 +34,16 @@ enum Command {
         key: String,
         /// The value.
         value: String,
+        /// Write only if the key's version is this one (as `get --with-version`
+        /// prints it), or, with `*`, only if the key is present.
+        #[arg(long, conflicts_with = "if_absent")]
+        if_match: Option<String>,
+        /// Write only if the key is absent (create only).
+        #[arg(long)]
+        if_absent: bool,
+        /// Also print the version written.
+        #[arg(long)]
+        with_version: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -41,6 +51,9 @@ enum Command {
     Get {
         /// The key.
         key: String,
+        /// Also print the value's version (for `put --if-match`).
+        #[arg(long)]
+        with_version: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -48,6 +61,9 @@ enum Command {
     Delete {
         /// The key.
         key: String,
+        /// Delete only if the key's version is this one.
+        #[arg(long)]
+        if_match: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -194,19 +210,49 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", crustyring::gateway::page::openapi_json());
             Ok(())
         }
-        Command::Put { key, value, target } => {
-            let r = query(&target, OperationType::Set, &key, Some(&value)).await?;
-            match r.value {
-                Some(prev) => println!("replaced {key} (was {})", show(&prev)),
+        Command::Put {
+            key,
+            value,
+            if_match,
+            if_absent,
+            with_version,
+            target,
+        } => {
+            let mut request =
+                client::request(OperationType::Set, key.as_bytes(), Some(value.as_bytes()));
+            request.if_match = if_match;
+            request.if_absent = if_absent;
+            let r = send(&target, request).await?;
+            match &r.value {
+                Some(prev) => println!("replaced {key} (was {})", show(prev)),
                 None => println!("created {key}"),
             }
+            print_version(&r, with_version);
             Ok(())
         }
-        Command::Get { key, target } => {
-            report(query(&target, OperationType::Get, &key, None).await?)
+        Command::Get {
+            key,
+            with_version,
+            target,
+        } => {
+            let r = send(
+                &target,
+                client::request(OperationType::Get, key.as_bytes(), None),
+            )
+            .await?;
+            let version = r.clone();
+            report(r)?;
+            print_version(&version, with_version);
+            Ok(())
         }
-        Command::Delete { key, target } => {
-            report(query(&target, OperationType::Delete, &key, None).await?)
+        Command::Delete {
+            key,
+            if_match,
+            target,
+        } => {
+            let mut request = client::request(OperationType::Delete, key.as_bytes(), None);
+            request.if_match = if_match;
+            report(send(&target, request).await?)
         }
         Command::Ring { target } => {
             let ring = client::ring(&target.node, client::WALK_LIMIT).await?;
@@ -322,18 +368,21 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn query(
+async fn send(
     target: &Target,
-    ty: OperationType,
-    key: &str,
-    value: Option<&str>,
+    request: crustyring::proto::dht::Query,
 ) -> anyhow::Result<crustyring::proto::dht::QueryResult> {
     // Straight to the key's owner, learned from the node given.
     let mut c = client::RingClient::new(vec![target.node.clone()], true).await;
-    let (result, _) = c
-        .query(ty, key.as_bytes(), value.map(str::as_bytes))
-        .await?;
+    let (result, _) = c.send(request).await?;
     Ok(result)
+}
+
+/// Prints `version <token>` for `r`, if asked and it has one.
+fn print_version(r: &crustyring::proto::dht::QueryResult, asked: bool) {
+    if let (true, Some(v)) = (asked, &r.version) {
+        println!("version {v}");
+    }
 }
 
 fn report(r: crustyring::proto::dht::QueryResult) -> anyhow::Result<()> {

@@ -84,6 +84,7 @@ async fn in_a_stable_ring_every_query_takes_at_most_one_forward() {
                 ty: OperationType::Get as i32,
                 key: key.clone().into_bytes(),
                 value: None,
+                ..dht::Query::default()
             })
             .await
             .unwrap();

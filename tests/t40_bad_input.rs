@@ -34,6 +34,7 @@ async fn malformed_queries_get_invalid_argument_saying_what_is_wrong() {
                 ty: 2,
                 key: b"k".to_vec(),
                 value: None,
+                ..dht::Query::default()
             },
             "needs a value",
         ),
@@ -42,6 +43,7 @@ async fn malformed_queries_get_invalid_argument_saying_what_is_wrong() {
                 ty: 7,
                 key: b"k".to_vec(),
                 value: None,
+                ..dht::Query::default()
             },
             "unknown operation type 7",
         ),
@@ -50,6 +52,7 @@ async fn malformed_queries_get_invalid_argument_saying_what_is_wrong() {
                 ty: 0,
                 key: Vec::new(),
                 value: None,
+                ..dht::Query::default()
             },
             "key is empty",
         ),
@@ -58,6 +61,7 @@ async fn malformed_queries_get_invalid_argument_saying_what_is_wrong() {
                 ty: 0,
                 key: vec![b'k'; 17],
                 value: None,
+                ..dht::Query::default()
             },
             "limit is 16 bytes",
         ),
@@ -66,6 +70,7 @@ async fn malformed_queries_get_invalid_argument_saying_what_is_wrong() {
                 ty: 2,
                 key: b"k".to_vec(),
                 value: Some(vec![0; 65]),
+                ..dht::Query::default()
             },
             "limit is 64 bytes",
         ),
@@ -84,6 +89,7 @@ async fn malformed_queries_get_invalid_argument_saying_what_is_wrong() {
         ty: 2,
         key: b"k".to_vec(),
         value: Some(vec![0; 1 << 20]),
+        ..dht::Query::default()
     };
     let status = raw_query(&addr, huge).await;
     assert!(
@@ -119,6 +125,7 @@ async fn malformed_peer_messages_are_refused() {
         value: Some(b"v".to_vec()),
         raw_key: Some(b"b".to_vec()),
         hops: 0,
+        ..dht::EncodedQuery::default()
     };
     let s = c.forward_query(mismatch).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
@@ -347,6 +354,7 @@ async fn a_silent_next_hop_times_out_and_a_dead_one_is_unavailable() {
             ty: 0,
             key: key.clone().into_bytes(),
             value: None,
+            ..dht::Query::default()
         })
         .await
         .unwrap_err();
@@ -360,6 +368,7 @@ async fn a_silent_next_hop_times_out_and_a_dead_one_is_unavailable() {
             ty: 0,
             key: key.into_bytes(),
             value: None,
+            ..dht::Query::default()
         })
         .await
         .unwrap_err();

@@ -71,6 +71,7 @@ async fn a_client_id_follows_the_request_to_the_owner_and_its_replicas() {
     let logs = logs();
     let cluster = common::cluster(3).await;
     let entry = cluster.addrs()[0].clone();
+    common::await_routing_tables(&cluster.addrs()).await;
     let key = key_owned_elsewhere(&entry).await;
 
     let id = "trace-me-4711";
@@ -154,6 +155,7 @@ async fn every_request_gets_an_id_and_a_bad_one_is_refused() {
         ty: OperationType::Set as i32,
         key: b"k".to_vec(),
         value: Some(b"v".to_vec()),
+        ..dht::Query::default()
     });
     request
         .metadata_mut()
@@ -164,6 +166,7 @@ async fn every_request_gets_an_id_and_a_bad_one_is_refused() {
         ty: OperationType::Get as i32,
         key: b"k".to_vec(),
         value: None,
+        ..dht::Query::default()
     });
     request
         .metadata_mut()

@@ -157,6 +157,7 @@
     const out = [el('div', { class: 'field' }, enc === 'base64' ? 'Value (base64: not valid UTF-8)' : 'Value'),
       el('pre', { class: 'value' }, String(d.value))];
     if (d.position) out.push(el('div', { class: 'pos' }, `position ${d.position}`));
+    if (d.version) out.push(el('div', { class: 'pos' }, `version ${d.version}`));
     return out;
   }
   const summaries = {
@@ -170,6 +171,7 @@
           el('pre', { class: 'value' }, String(d.previous.value)));
       }
       if (d.position) out.push(el('div', { class: 'pos' }, `position ${d.position}`));
+      if (d.version) out.push(el('div', { class: 'pos' }, `version ${d.version}`));
       return out;
     },
   };

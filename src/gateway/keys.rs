@@ -2,13 +2,14 @@
 //! `QueryDht`, through [`Node::execute`].
 
 use super::problem::{ApiError, Problem};
-use crate::node::{Answer, Node, NodeError, Operation, Outcome, Query, RouteTaken};
+use crate::node::{Answer, Condition, Node, NodeError, Operation, Outcome, Query, RouteTaken};
 use crate::request_id::RequestId;
 use crate::ring::Position;
+use crate::store::Version;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Query as UrlQuery, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode, percent_encode};
@@ -42,7 +43,7 @@ pub fn encode(bytes: &[u8]) -> (String, Encoding) {
 #[schema(example = json!({
     "key": "1", "key_encoding": "utf8",
     "value": "Ru1nnAfPu3Ya4v", "encoding": "utf8",
-    "position": "6b86b273ff34fce1"
+    "position": "6b86b273ff34fce1", "version": "00064a1b2c3d4e5f6b86b273ff34fce1"
 }))]
 pub struct KeyValue {
     /// The key.
@@ -55,6 +56,10 @@ pub struct KeyValue {
     pub encoding: Encoding,
     /// The key's ring position, 16 hex digits.
     pub position: String,
+    /// The version of the value (32 hex digits; also the `ETag`), for
+    /// compare-and-set with `If-Match`. Absent on a delete's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A value and how it is encoded.
@@ -70,7 +75,8 @@ pub struct EncodedValue {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "key": "1", "key_encoding": "utf8", "created": true,
-    "position": "6b86b273ff34fce1", "previous": null
+    "position": "6b86b273ff34fce1", "previous": null,
+    "version": "00064a1b2c3d4e5f6b86b273ff34fce1"
 }))]
 pub struct PutResult {
     /// The key.
@@ -83,6 +89,78 @@ pub struct PutResult {
     pub position: String,
     /// The value that was replaced, if any.
     pub previous: Option<EncodedValue>,
+    /// The version written (32 hex digits; also the `ETag`).
+    pub version: String,
+}
+
+/// Compare-and-set on a write (`PUT`, `DELETE`).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct Conditions {
+    /// Apply only if the key's version is this one (the `ETag` or `version`
+    /// a read answered, quoted or not), or, with `*`, only if the key is
+    /// present. Otherwise 412 with the current version in `ETag`.
+    #[param(rename = "If-Match")]
+    pub if_match: Option<String>,
+    /// `*`: a `PUT` applies only if the key is absent (create only).
+    #[param(rename = "If-None-Match")]
+    pub if_none_match: Option<String>,
+}
+
+/// `version` as an HTTP entity tag.
+pub fn etag(version: Version) -> String {
+    format!("\"{}\"", version.token())
+}
+
+/// The condition the `If-Match` and `If-None-Match` headers set on `op`.
+fn condition(headers: &HeaderMap, op: &Operation) -> Result<Condition, ApiError> {
+    let text = |name: header::HeaderName| -> Result<Option<&str>, ApiError> {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str().map(str::trim).map_err(|_| {
+                    NodeError::BadCondition(format!("the {name} header is not visible ASCII"))
+                })
+            })
+            .transpose()
+            .map_err(ApiError::from)
+    };
+    let if_match = match text(header::IF_MATCH)? {
+        None => None,
+        Some(v) if v.starts_with("W/") => {
+            return Err(NodeError::BadCondition(
+                "If-Match with a weak entity tag (W/...) cannot guard a write: send the strong tag"
+                    .into(),
+            )
+            .into());
+        }
+        Some(v) if v.contains(',') => {
+            return Err(NodeError::BadCondition(
+                "If-Match takes one entity tag (or *), not a list".into(),
+            )
+            .into());
+        }
+        Some(v) => Some(v.trim_matches('"')),
+    };
+    let if_absent = match text(header::IF_NONE_MATCH)? {
+        None => false,
+        Some("*") => true,
+        Some(_) => {
+            return Err(NodeError::BadCondition(
+                "a write takes If-None-Match: * only (create if absent)".into(),
+            )
+            .into());
+        }
+    };
+    Ok(Condition::from_wire(if_match, if_absent, op)?)
+}
+
+/// `response` with `version` as its `ETag`.
+fn with_etag(mut response: Response, version: Option<Version>) -> Response {
+    if let Some(tag) = version.and_then(|v| HeaderValue::from_str(&etag(v)).ok()) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    response
 }
 
 /// The key in a path: `/keys/{key}`, `/ring/owner/{key}`.
@@ -159,7 +237,7 @@ fn shown(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
 
-fn key_value(key: &[u8], position: Position, value: &[u8]) -> KeyValue {
+fn key_value(key: &[u8], position: Position, value: &[u8], version: Option<Version>) -> KeyValue {
     let (key, key_encoding) = encode(key);
     let (value, encoding) = encode(value);
     KeyValue {
@@ -168,6 +246,7 @@ fn key_value(key: &[u8], position: Position, value: &[u8]) -> KeyValue {
         value,
         encoding,
         position: position.to_hex(),
+        version: version.map(|v| v.token()),
     }
 }
 
@@ -200,15 +279,21 @@ pub async fn get_key(
     let key = key_from_path(&uri, "/keys/")?;
     let q = query(Operation::Get, key.clone(), &node, id)?;
     let position = q.position;
-    let Answer { outcome, route } = node.execute(q).await?;
+    let Answer {
+        outcome,
+        route,
+        version,
+    } = node.execute(q).await?;
     let response = match outcome {
         Outcome::Value(value) if options.raw == Some(true) => {
             ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response()
         }
-        Outcome::Value(value) => axum::Json(key_value(&key, position, &value)).into_response(),
+        Outcome::Value(value) => {
+            axum::Json(key_value(&key, position, &value, version)).into_response()
+        }
         Outcome::Absent | Outcome::Created => ApiError::KeyNotFound(shown(&key)).into_response(),
     };
-    Ok(with_route(response, &route))
+    Ok(with_route(with_etag(response, version), &route))
 }
 
 /// Writes a key: the body is the value, as raw bytes.
@@ -216,7 +301,7 @@ pub async fn get_key(
     put,
     path = "/keys/{key}",
     tag = "keys",
-    params(KeyParam, RequestIdHeader),
+    params(KeyParam, Conditions, RequestIdHeader),
     request_body(content = String, content_type = "text/plain", description = "The value, as raw bytes (any content type).", example = "Ru1nnAfPu3Ya4v"),
     responses(
         (status = 201, description = "The key was created.", body = PutResult,
@@ -229,6 +314,7 @@ pub async fn get_key(
             example = json!({"key": "1", "key_encoding": "utf8", "created": false, "position": "6b86b273ff34fce1",
                              "previous": {"value": "Ru1nnAfPu3Ya4v", "encoding": "utf8"}})),
         (status = 400, description = "Bad key.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The condition (`If-Match`, `If-None-Match`) does not hold; nothing was written. `ETag` holds the key's current version, if it is present.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The value is over the limit.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The key's owner is unreachable.", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The key's owner did not answer in time.", body = Problem, content_type = "application/problem+json"),
@@ -238,6 +324,7 @@ pub async fn put_key(
     State(node): State<Arc<Node>>,
     Extension(id): Extension<RequestId>,
     uri: Uri,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(&uri, "/keys/")?;
@@ -247,9 +334,15 @@ pub async fn put_key(
         },
         _ => ApiError::BadBody(e.body_text()),
     })?;
-    let q = query(Operation::Set(value.to_vec()), key.clone(), &node, id)?;
+    let op = Operation::Set(value.to_vec());
+    let condition = condition(&headers, &op)?;
+    let q = query(op, key.clone(), &node, id)?.on_condition(condition);
     let position = q.position;
-    let Answer { outcome, route } = node.execute(q).await?;
+    let Answer {
+        outcome,
+        route,
+        version,
+    } = node.execute(q).await?;
     let (k, key_encoding) = encode(&key);
     let mut result = PutResult {
         key: k,
@@ -257,19 +350,21 @@ pub async fn put_key(
         created: true,
         position: position.to_hex(),
         previous: None,
+        version: version.map(|v| v.token()).unwrap_or_default(),
     };
     if let Outcome::Value(previous) = outcome {
         let (value, encoding) = encode(&previous);
         result.created = false;
         result.previous = Some(EncodedValue { value, encoding });
-        return Ok(with_route(axum::Json(result).into_response(), &route));
+        let response = with_etag(axum::Json(result).into_response(), version);
+        return Ok(with_route(response, &route));
     }
     let mut response = (StatusCode::CREATED, axum::Json(result)).into_response();
     let location = format!("/keys/{}", percent_encode(&key, NON_ALPHANUMERIC));
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
-    Ok(with_route(response, &route))
+    Ok(with_route(with_etag(response, version), &route))
 }
 
 /// Deletes a key; answers what was deleted.
@@ -277,7 +372,7 @@ pub async fn put_key(
     delete,
     path = "/keys/{key}",
     tag = "keys",
-    params(KeyParam, RequestIdHeader),
+    params(KeyParam, Conditions, RequestIdHeader),
     responses(
         (status = 200, description = "The key was deleted; this was its value.", body = KeyValue,
             headers(
@@ -285,6 +380,7 @@ pub async fn put_key(
                 ("x-crusty-owner" = String, description = "The address of the node that answered from its store."),
                 ("x-crusty-owner-id" = String, description = "That node's ID, 16 hex digits."))),
         (status = 400, description = "Bad key.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The condition (`If-Match`) does not hold; nothing was deleted. `ETag` holds the key's current version, if it is present.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The key is not present.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The key's owner is unreachable.", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The key's owner did not answer in time.", body = Problem, content_type = "application/problem+json"),
@@ -294,13 +390,17 @@ pub async fn delete_key(
     State(node): State<Arc<Node>>,
     Extension(id): Extension<RequestId>,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(&uri, "/keys/")?;
-    let q = query(Operation::Delete, key.clone(), &node, id)?;
+    let condition = condition(&headers, &Operation::Delete)?;
+    let q = query(Operation::Delete, key.clone(), &node, id)?.on_condition(condition);
     let position = q.position;
-    let Answer { outcome, route } = node.execute(q).await?;
+    let Answer { outcome, route, .. } = node.execute(q).await?;
     let response = match outcome {
-        Outcome::Value(value) => axum::Json(key_value(&key, position, &value)).into_response(),
+        Outcome::Value(value) => {
+            axum::Json(key_value(&key, position, &value, None)).into_response()
+        }
         Outcome::Absent | Outcome::Created => ApiError::KeyNotFound(shown(&key)).into_response(),
     };
     Ok(with_route(response, &route))

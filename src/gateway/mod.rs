@@ -101,6 +101,7 @@ pub fn router(node: Arc<Node>) -> Router {
                 .allow_headers(Any)
                 .expose_headers([
                     header::LOCATION,
+                    header::ETAG,
                     HeaderName::from_static(RouteTaken::HOPS),
                     HeaderName::from_static(RouteTaken::OWNER),
                     HeaderName::from_static(RouteTaken::OWNER_ID),

@@ -84,8 +84,10 @@ impl ApiError {
 /// `NodeError::code`). A value over the limit is 413 rather than 400; a peer's
 /// failure that is no client error or unavailability is a bad gateway.
 fn node_status(e: &NodeError) -> StatusCode {
-    if matches!(e, NodeError::ValueTooLarge { .. }) {
-        return StatusCode::PAYLOAD_TOO_LARGE;
+    match e {
+        NodeError::ValueTooLarge { .. } => return StatusCode::PAYLOAD_TOO_LARGE,
+        NodeError::PreconditionFailed { .. } => return StatusCode::PRECONDITION_FAILED,
+        _ => {}
     }
     match e.code() {
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
@@ -101,7 +103,14 @@ fn node_status(e: &NodeError) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        problem(self.status(), self.to_string())
+        let mut response = problem(self.status(), self.to_string());
+        // A failed condition says what the key's version is now.
+        if let ApiError::Node(NodeError::PreconditionFailed { current: Some(v) }) = &self
+            && let Ok(etag) = HeaderValue::from_str(&super::keys::etag(*v))
+        {
+            response.headers_mut().insert(header::ETAG, etag);
+        }
+        response
     }
 }
 

@@ -80,12 +80,12 @@ impl Node {
 
     /// A read by an owner that is behind: the newest of its own copy of `key` and
     /// its replicas' copies, stored locally if newer (read repair). Replicas
-    /// that do not answer are passed over. Returns the newest live value.
+    /// that do not answer are passed over. Returns the newest live entry.
     pub(super) async fn read_with_replicas(
         &self,
         position: Position,
         key: &[u8],
-    ) -> Result<Option<Vec<u8>>, NodeError> {
+    ) -> Result<Option<Entry>, NodeError> {
         let point = Arc::point(position);
         let mine = self.store.entry(position, key)?;
         let replicas = self.view().replicas(self.config.replication.factor);
@@ -107,7 +107,7 @@ impl Node {
         {
             self.store.insert_all(vec![repair])?;
         }
-        Ok(newest.and_then(|e| e.value))
+        Ok(newest.filter(|e| e.value.is_some()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The node layer's one error type, and its single mapping to gRPC `Status`.
 
 use crate::ring::Position;
-use crate::store::StoreError;
+use crate::store::{StoreError, Version};
 use std::time::Duration;
 use tonic::{Code, Status};
 
@@ -35,7 +35,7 @@ pub enum NodeError {
     UnknownOperation(i32),
     /// A position-only ForwardQuery tried to write.
     #[error(
-        "a ForwardQuery Set needs the raw key (field 4, `raw_key`): a position alone cannot keep the key"
+        "a ForwardQuery Set or conditional write needs the raw key (field 4, `raw_key`): a position alone names no single key"
     )]
     MissingRawKey,
     /// A ForwardQuery's raw key does not hash to its position.
@@ -47,6 +47,15 @@ pub enum NodeError {
     /// The request's `x-request-id` is not one we can carry.
     #[error(transparent)]
     BadRequestId(#[from] crate::request_id::BadRequestId),
+    /// The query's condition (compare-and-set) is malformed.
+    #[error("bad condition: {0}")]
+    BadCondition(String),
+    /// The query's condition did not hold: nothing was written.
+    #[error("{}", precondition_failed(current))]
+    PreconditionFailed {
+        /// The key's version (`None`: absent).
+        current: Option<Version>,
+    },
     /// The query has been forwarded too often: the ring is changing or broken.
     #[error(
         "the query was forwarded {hops} times without reaching the owner; the ring may be changing, retry shortly"
@@ -117,7 +126,9 @@ impl NodeError {
             | NodeError::UnknownOperation(_)
             | NodeError::MissingRawKey
             | NodeError::PositionMismatch { .. }
-            | NodeError::BadRequestId(_) => Code::InvalidArgument,
+            | NodeError::BadRequestId(_)
+            | NodeError::BadCondition(_) => Code::InvalidArgument,
+            NodeError::PreconditionFailed { .. } => Code::FailedPrecondition,
             NodeError::TooManyHops { .. }
             | NodeError::NotServing
             | NodeError::Unreachable { .. }
@@ -131,10 +142,50 @@ impl NodeError {
     }
 }
 
+fn precondition_failed(current: &Option<Version>) -> String {
+    match current {
+        Some(v) => format!(
+            "the condition does not hold: the key's version is {}; nothing was written",
+            v.token()
+        ),
+        None => "the condition does not hold: the key is absent; nothing was written".into(),
+    }
+}
+
+impl NodeError {
+    /// The metadata key a failed condition's current version travels under.
+    pub const VERSION: &'static str = "x-crusty-version";
+
+    /// The failed condition a peer's status reports, if it reports one.
+    pub fn from_peer_status(status: Status) -> NodeError {
+        if status.code() == Code::FailedPrecondition
+            && status.metadata().get(Self::VERSION).is_some()
+        {
+            let current = status
+                .metadata()
+                .get(Self::VERSION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Version::from_token);
+            return NodeError::PreconditionFailed { current };
+        }
+        NodeError::Peer(status)
+    }
+}
+
 impl From<NodeError> for Status {
     fn from(e: NodeError) -> Self {
         match e {
             NodeError::Peer(status) => status,
+            NodeError::PreconditionFailed { current } => {
+                let mut status =
+                    Status::new(Code::FailedPrecondition, precondition_failed(&current));
+                // "-": absent (metadata cannot be empty-valued portably).
+                let token = current.map_or_else(|| "-".to_string(), |v| v.token());
+                if let Ok(value) = token.parse() {
+                    status.metadata_mut().insert(NodeError::VERSION, value);
+                }
+                status
+            }
             e => Status::new(e.code(), e.to_string()),
         }
     }

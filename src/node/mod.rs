@@ -42,7 +42,9 @@ pub use error::{JoinError, NodeError};
 pub use join::{Discovery, JoinSettings, RunningNode, start};
 pub use maintain::MaintenanceSettings;
 pub use peers::{PeerTimeouts, Peers};
-pub use query::{Answer, KEY_NOT_PRESENT, Limits, Operation, Outcome, Query, RouteTaken};
+pub use query::{
+    Answer, Condition, KEY_NOT_PRESENT, Limits, Operation, Outcome, Query, RouteTaken,
+};
 pub use replicate::ReplicationSettings;
 pub use service::grpc_routes;
 pub use view::{JoinRefusal, NodeState, Route, View};
@@ -50,7 +52,7 @@ pub use view::{JoinRefusal, NodeState, Route, View};
 use crate::metrics::{NodeGauges, NodeMetrics};
 use crate::ring::Member;
 use crate::routing::RoutingTable;
-use crate::store::Store;
+use crate::store::{Entry, Store, Version};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -66,6 +68,26 @@ struct KeyCounts {
     replicated: Vec<crate::ring::Arc>,
     owned: u64,
     replica: u64,
+}
+
+/// What applying a query locally gives: the outcome, the key's version after
+/// it, and the entry a write wrote.
+type Applied = (Outcome, Option<Version>, Option<Entry>);
+
+/// Locks over key positions, striped: an owner decides the writes to one key
+/// one at a time, so that a condition (compare-and-set) checked before a write
+/// still holds when it lands.
+struct KeyLocks([std::sync::Mutex<()>; 64]);
+
+impl KeyLocks {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| std::sync::Mutex::new(())))
+    }
+
+    fn lock(&self, position: crate::ring::Position) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = (position.0 % self.0.len() as u64) as usize;
+        self.0[stripe].lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// How many times a write is made again after a replica held a newer version.
@@ -157,6 +179,8 @@ pub struct Node {
     registry: Option<tonic::transport::Channel>,
     /// What the node counts, for `GET /metrics`.
     metrics: Arc<NodeMetrics>,
+    /// Serialise the writes to each key (see [`KeyLocks`]).
+    key_locks: KeyLocks,
 }
 
 impl std::fmt::Debug for Node {
@@ -189,6 +213,7 @@ impl Node {
                 metrics.clone(),
             ),
             metrics,
+            key_locks: KeyLocks::new(),
             config,
             routes: RwLock::new(RoutingTable::new(me.clone())),
             view: RwLock::new(View::joining(me)),
@@ -391,7 +416,7 @@ impl Node {
             let route = match route {
                 // Applied under the view lock; acknowledged once durable here
                 // and on the key's replicas.
-                Ok(((outcome, written), caught_up, me)) => {
+                Ok(((outcome, version, written), caught_up, me)) => {
                     let route = RouteTaken {
                         hops: query.hops,
                         owner: Some(me),
@@ -400,12 +425,16 @@ impl Node {
                         let newer = self
                             .replicate_write(entry, started + stall, query.request_id.as_ref())
                             .await?;
-                        // A replica held the key at a newer version (a clock
-                        // ahead of ours, or a write this owner missed): take it
-                        // and write again, past it, so the acknowledged write
-                        // is the one that wins.
+                        // A replica held the key at a newer version that this
+                        // owner does not know (a clock ahead of ours, or a
+                        // write this owner missed): take it and write again,
+                        // past it, so the acknowledged write is the one that
+                        // wins. A newer version this owner holds already is
+                        // its own later write, made after this one: this
+                        // write stands, in its place in the key's history.
                         if let Some(newer) = newer
                             && rewrites < MAX_REWRITES
+                            && !self.holds_at_least(&newer)?
                         {
                             rewrites += 1;
                             self.store.insert_all(vec![newer])?;
@@ -414,11 +443,22 @@ impl Node {
                     }
                     // An owner that is behind reads with its replicas.
                     if let (Operation::Get, Some(key), false) = (&query.op, &query.key, caught_up) {
-                        let value = self.read_with_replicas(query.position, key).await?;
-                        let outcome = value.map_or(Outcome::Absent, Outcome::Value);
-                        return Ok(Answer { outcome, route });
+                        let newest = self.read_with_replicas(query.position, key).await?;
+                        let version = newest.as_ref().map(|e| e.version);
+                        let outcome = newest
+                            .and_then(|e| e.value)
+                            .map_or(Outcome::Absent, Outcome::Value);
+                        return Ok(Answer {
+                            outcome,
+                            route,
+                            version,
+                        });
                     }
-                    return Ok(Answer { outcome, route });
+                    return Ok(Answer {
+                        outcome,
+                        route,
+                        version,
+                    });
                 }
                 Err(route) => route,
             };
@@ -459,13 +499,18 @@ impl Node {
                             .forward(&to, query.to_forward(), query.request_id.as_ref());
                     match forwarded.await {
                         Ok((result, route)) => {
+                            let version = result.version.as_deref().and_then(Version::from_token);
                             let outcome = Outcome::from_result(result, &query.op);
                             // A peer that reports no route was at least one hop.
                             let route = route.unwrap_or(RouteTaken {
                                 hops: query.hops + 1,
                                 owner: None,
                             });
-                            return Ok(Answer { outcome, route });
+                            return Ok(Answer {
+                                outcome,
+                                route,
+                                version,
+                            });
                         }
                         Err(NodeError::Unreachable { .. })
                             if started.elapsed() + delay < retry_budget =>
@@ -485,15 +530,18 @@ impl Node {
         }
     }
 
+    /// Whether the store holds `entry`'s key at its version or a later one.
+    fn holds_at_least(&self, entry: &Entry) -> Result<bool, NodeError> {
+        let stored = self.store.entry(entry.position, &entry.key)?;
+        Ok(stored.is_some_and(|e| e.version >= entry.version))
+    }
+
     /// Applies a query this node owns to the local store. Called with the view read
     /// guard held, so no hand-off can start half-way through.
-    /// `me` is this node's ID, the writer of the versions. Returns the outcome and,
-    /// for a write, the entry written (for the replicas).
-    fn apply_local(
-        &self,
-        query: &Query,
-        me: u64,
-    ) -> Result<(Outcome, Option<crate::store::Entry>), NodeError> {
+    /// `me` is this node's ID, the writer of the versions. Returns the outcome,
+    /// the key's version after it, and, for a write, the entry written (for the
+    /// replicas).
+    fn apply_local(&self, query: &Query, me: u64) -> Result<Applied, NodeError> {
         let position = query.position;
         let key = match &query.key {
             Some(key) => key.clone(),
@@ -501,25 +549,51 @@ impl Node {
             // whichever entry sits at that position.
             None => match self.store.at_position(position)?.into_iter().next() {
                 Some(entry) => entry.key,
-                None => return Ok((Outcome::Absent, None)),
+                None => return Ok((Outcome::Absent, None, None)),
             },
         };
-        let written = match &query.op {
-            Operation::Get => {
-                let found = self.store.get(position, &key)?;
-                return Ok((found.map_or(Outcome::Absent, Outcome::Value), None));
+        if let Operation::Get = &query.op {
+            let found = self
+                .store
+                .entry(position, &key)?
+                .filter(|e| e.value.is_some());
+            return Ok(match found {
+                Some(e) => (
+                    Outcome::Value(e.value.unwrap_or_default()),
+                    Some(e.version),
+                    None,
+                ),
+                None => (Outcome::Absent, None, None),
+            });
+        }
+        // Writes to one key are decided one at a time: a condition checked
+        // here still holds when the write lands.
+        let _key = self.key_locks.lock(position);
+        if query.condition != Condition::Always {
+            let current = self.store.entry(position, &key)?;
+            let current = current.filter(|e| e.value.is_some()).map(|e| e.version);
+            if !query.condition.holds(current) {
+                return Err(NodeError::PreconditionFailed { current });
             }
+        }
+        let (outcome, written) = match &query.op {
+            Operation::Get => unreachable!("answered above"),
             Operation::Delete => {
                 let written = self.store.delete(position, &key, me)?;
-                let outcome = written.previous.map_or(Outcome::Absent, Outcome::Value);
-                (outcome, written.entry)
+                (
+                    written.previous.map_or(Outcome::Absent, Outcome::Value),
+                    written.entry,
+                )
             }
             Operation::Set(value) => {
                 let written = self.store.set(position, key, value.clone(), me)?;
-                let outcome = written.previous.map_or(Outcome::Created, Outcome::Value);
-                (outcome, written.entry)
+                (
+                    written.previous.map_or(Outcome::Created, Outcome::Value),
+                    written.entry,
+                )
             }
         };
-        Ok((written.0, Some(written.1)))
+        let version = written.value.is_some().then_some(written.version);
+        Ok((outcome, version, Some(written)))
     }
 }

@@ -197,6 +197,6 @@ pub(super) fn peer_error(addr: &str, status: tonic::Status) -> NodeError {
             status.message()
         )))
     } else {
-        NodeError::Peer(status)
+        NodeError::from_peer_status(status)
     }
 }

@@ -6,6 +6,7 @@ use super::error::NodeError;
 use crate::proto::dht;
 use crate::request_id::RequestId;
 use crate::ring::{Member, Position, key_position};
+use crate::store::Version;
 
 /// Size limits, the same through every API.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,74 @@ pub enum Operation {
     Delete,
 }
 
+/// When a write applies (compare-and-set), decided by the key's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Condition {
+    /// Always.
+    #[default]
+    Always,
+    /// Only if the key is present (`If-Match: *`).
+    Present,
+    /// Only if the key's current version is this one (`If-Match`).
+    Version(Version),
+    /// Only if the key is absent (`If-None-Match: *`; Set only).
+    Absent,
+}
+
+impl Condition {
+    /// The condition a request's `if_match` and `if_absent` fields name, for
+    /// operation `op`.
+    pub fn from_wire(
+        if_match: Option<&str>,
+        if_absent: bool,
+        op: &Operation,
+    ) -> Result<Self, NodeError> {
+        let condition = match (if_match, if_absent) {
+            (None, false) => return Ok(Condition::Always),
+            (Some(_), true) => return Err(NodeError::BadCondition(
+                "if_match and if_absent cannot both be set: a key cannot be both".into(),
+            )),
+            (Some("*"), false) => Condition::Present,
+            (Some(token), false) => Condition::Version(Version::from_token(token).ok_or_else(|| {
+                NodeError::BadCondition(format!(
+                    "{token:?} is not a version: a version is the 32 hex digits a read answers (or * for any)"
+                ))
+            })?),
+            (None, true) => Condition::Absent,
+        };
+        match (op, condition) {
+            (Operation::Get, _) => Err(NodeError::BadCondition(
+                "conditions apply to Set and Delete only".into(),
+            )),
+            (Operation::Delete, Condition::Absent) => Err(NodeError::BadCondition(
+                "a Delete on condition that the key is absent would never apply".into(),
+            )),
+            _ => Ok(condition),
+        }
+    }
+
+    /// The `(if_match, if_absent)` fields that carry this condition.
+    pub fn to_wire(self) -> (Option<String>, bool) {
+        match self {
+            Condition::Always => (None, false),
+            Condition::Present => (Some("*".into()), false),
+            Condition::Version(v) => (Some(v.token()), false),
+            Condition::Absent => (None, true),
+        }
+    }
+
+    /// Whether a write on this condition applies to a key whose current
+    /// version is `current` (`None`: absent or deleted).
+    pub fn holds(self, current: Option<Version>) -> bool {
+        match self {
+            Condition::Always => true,
+            Condition::Present => current.is_some(),
+            Condition::Version(v) => current == Some(v),
+            Condition::Absent => current.is_none(),
+        }
+    }
+}
+
 /// A validated query, routed by `position`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
@@ -76,6 +145,8 @@ pub struct Query {
     /// The client request this query serves, carried on its forwards and
     /// replica writes (`None`: a query made up inside the node).
     pub request_id: Option<RequestId>,
+    /// When a write applies.
+    pub condition: Condition,
 }
 
 /// The answer to a query.
@@ -96,6 +167,10 @@ pub struct Answer {
     pub outcome: Outcome,
     /// How the query got there.
     pub route: RouteTaken,
+    /// The key's version after the query: what a Get read, or what a Set
+    /// wrote (`None`: the key is absent, or a peer of the original protocol
+    /// answered).
+    pub version: Option<Version>,
 }
 
 /// How a query reached the node that answered it from its store.
@@ -142,18 +217,27 @@ impl Query {
             key: Some(key),
             hops: 0,
             request_id: None,
+            condition: Condition::Always,
         })
     }
 
     /// A client's `QueryDht` request.
     pub fn from_client(q: dht::Query, limits: &Limits) -> Result<Self, NodeError> {
-        Self::new(operation(q.ty, q.value)?, q.key, limits)
+        let op = operation(q.ty, q.value)?;
+        let condition = Condition::from_wire(q.if_match.as_deref(), q.if_absent, &op)?;
+        Ok(Self::new(op, q.key, limits)?.on_condition(condition))
+    }
+
+    /// This query, applied only if `condition` holds.
+    pub fn on_condition(self, condition: Condition) -> Self {
+        Self { condition, ..self }
     }
 
     /// A peer's (or an original client's) `ForwardQuery` request.
     pub fn from_forward(q: dht::EncodedQuery, limits: &Limits) -> Result<Self, NodeError> {
         let op = operation(q.ty, q.value)?;
         check_op(&op, limits)?;
+        let condition = Condition::from_wire(q.if_match.as_deref(), q.if_absent, &op)?;
         let position = Position(q.key);
         match q.raw_key {
             Some(key) => {
@@ -167,15 +251,19 @@ impl Query {
                     key: Some(key),
                     hops: q.hops,
                     request_id: None,
+                    condition,
                 })
             }
-            None if matches!(op, Operation::Set(_)) => Err(NodeError::MissingRawKey),
+            None if matches!(op, Operation::Set(_)) || condition != Condition::Always => {
+                Err(NodeError::MissingRawKey)
+            }
             None => Ok(Self {
                 op,
                 position,
                 key: None,
                 hops: q.hops,
                 request_id: None,
+                condition,
             }),
         }
     }
@@ -195,12 +283,15 @@ impl Query {
             Operation::Delete => (dht::OperationType::Delete, None),
             Operation::Set(v) => (dht::OperationType::Set, Some(v.clone())),
         };
+        let (if_match, if_absent) = self.condition.to_wire();
         dht::EncodedQuery {
             ty: ty as i32,
             key: self.position.0,
             value,
             raw_key: self.key.clone(),
             hops: self.hops + 1,
+            if_match,
+            if_absent,
         }
     }
 }
@@ -232,17 +323,23 @@ impl From<Outcome> for dht::QueryResult {
     fn from(o: Outcome) -> Self {
         match o {
             Outcome::Value(v) => Self {
-                error: None,
                 value: Some(v),
+                ..Self::default()
             },
-            Outcome::Created => Self {
-                error: None,
-                value: None,
-            },
+            Outcome::Created => Self::default(),
             Outcome::Absent => Self {
                 error: Some(KEY_NOT_PRESENT.to_string()),
-                value: None,
+                ..Self::default()
             },
+        }
+    }
+}
+
+impl From<&Answer> for dht::QueryResult {
+    fn from(a: &Answer) -> Self {
+        Self {
+            version: a.version.map(|v| v.token()),
+            ..a.outcome.clone().into()
         }
     }
 }
@@ -278,6 +375,7 @@ mod tests {
                 ty,
                 key: key.to_vec(),
                 value: value.map(<[u8]>::to_vec),
+                ..dht::Query::default()
             },
             &limits(),
         )
@@ -351,6 +449,65 @@ mod tests {
         };
         assert!(matches!(
             Query::from_forward(set, &limits()),
+            Err(NodeError::MissingRawKey)
+        ));
+    }
+
+    #[test]
+    fn versions_travel_as_32_hex_digits() {
+        let v = Version {
+            micros: 1_700_000_000_000_000,
+            node: u64::MAX,
+        };
+        assert_eq!(v.token().len(), 32);
+        assert_eq!(Version::from_token(&v.token()), Some(v));
+        assert_eq!(Version::from_token("12"), None);
+        assert_eq!(Version::from_token(&"g".repeat(32)), None);
+    }
+
+    #[test]
+    fn conditions_hold_on_the_version_they_name() {
+        let v = Version { micros: 5, node: 1 };
+        let w = Version { micros: 6, node: 1 };
+        assert!(Condition::Always.holds(None));
+        assert!(Condition::Present.holds(Some(v)) && !Condition::Present.holds(None));
+        assert!(Condition::Version(v).holds(Some(v)));
+        assert!(!Condition::Version(v).holds(Some(w)) && !Condition::Version(v).holds(None));
+        assert!(Condition::Absent.holds(None) && !Condition::Absent.holds(Some(v)));
+    }
+
+    #[test]
+    fn conditions_round_trip_and_bad_ones_are_named() {
+        let set = Operation::Set(vec![]);
+        for c in [
+            Condition::Always,
+            Condition::Present,
+            Condition::Version(Version { micros: 9, node: 3 }),
+            Condition::Absent,
+        ] {
+            let (m, a) = c.to_wire();
+            assert_eq!(Condition::from_wire(m.as_deref(), a, &set).unwrap(), c);
+        }
+        let bad = |m: Option<&str>, a, op: &Operation| {
+            matches!(
+                Condition::from_wire(m, a, op),
+                Err(NodeError::BadCondition(_))
+            )
+        };
+        assert!(bad(Some("*"), true, &set), "both");
+        assert!(bad(Some("zz"), false, &set), "not a version");
+        assert!(bad(Some("*"), false, &Operation::Get), "on a read");
+        assert!(bad(None, true, &Operation::Delete), "delete if absent");
+        // A conditional forward must name its key.
+        let mut f = client(2, b"k", Some(b"v"))
+            .unwrap()
+            .on_condition(Condition::Present)
+            .to_forward();
+        f.raw_key = None;
+        f.ty = 1;
+        f.value = None;
+        assert!(matches!(
+            Query::from_forward(f, &limits()),
             Err(NodeError::MissingRawKey)
         ));
     }

@@ -37,7 +37,7 @@ pub fn grpc_routes(
 /// A query's result, with the route it took and the request's ID in the
 /// response metadata.
 fn answer(answer: Answer, id: &RequestId) -> Response<dht::QueryResult> {
-    let mut response = Response::new(answer.outcome.into());
+    let mut response = Response::new((&answer).into());
     answer.route.write_metadata(response.metadata_mut());
     if let Ok(value) = id.as_str().parse() {
         response.metadata_mut().insert(RequestId::HEADER, value);

@@ -50,6 +50,25 @@ impl Version {
     }
 }
 
+impl Version {
+    /// The version as clients see it (`QueryResult.version`, the HTTP `ETag`):
+    /// 32 hex digits, the microseconds then the writer.
+    pub fn token(&self) -> String {
+        format!("{:016x}{:016x}", self.micros, self.node)
+    }
+
+    /// The version a [`Version::token`] names; `None` if `token` is not one.
+    pub fn from_token(token: &str) -> Option<Version> {
+        if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(Version {
+            micros: u64::from_str_radix(&token[..16], 16).ok()?,
+            node: u64::from_str_radix(&token[16..], 16).ok()?,
+        })
+    }
+}
+
 /// One stored key: its value, or a tombstone if it was deleted, and the version
 /// of the write that put it there.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -589,3 +589,29 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Waits (at most 10 s) until every node at `addrs` has all of them in its
+/// routing table (its `crustyring_ring_members` gauge): from then on, in a
+/// stable ring, every forward goes straight to the owner.
+pub async fn await_routing_tables(addrs: &[String]) {
+    let members = format!("crustyring_ring_members {}", addrs.len());
+    eventually(Duration::from_secs(10), "routing tables complete", || {
+        let (addrs, members) = (addrs.to_vec(), members.clone());
+        async move {
+            for addr in &addrs {
+                let scrape = http("GET", &format!("{addr}/metrics"), b"").await;
+                if !String::from_utf8_lossy(&scrape.body)
+                    .lines()
+                    .any(|l| l == members)
+                {
+                    return Err(format!(
+                        "{addr} does not know all {} members yet",
+                        addrs.len()
+                    ));
+                }
+            }
+            Ok(())
+        }
+    })
+    .await;
+}
