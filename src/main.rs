@@ -67,6 +67,21 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// List the ring's keys (in the order of their ring positions), one per
+    /// line; with --values, key and value separated by a tab.
+    List {
+        /// Only keys that start with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// At most this many keys (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        /// Print the values too.
+        #[arg(long)]
+        values: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Show the ring as the nodes see it: each node's ID, neighbours, state, the
     /// keys it owns and the replica keys it holds.
     Ring {
@@ -253,6 +268,28 @@ async fn main() -> anyhow::Result<()> {
             let mut request = client::request(OperationType::Delete, key.as_bytes(), None);
             request.if_match = if_match;
             report(send(&target, request).await?)
+        }
+        Command::List {
+            prefix,
+            limit,
+            values,
+            target,
+        } => {
+            let mut c = client::connect(&target.node).await?;
+            let request = crustyring::proto::dht::ListKeysRequest {
+                prefix: prefix.into_bytes(),
+                limit,
+                values,
+                ..Default::default()
+            };
+            let mut keys = c.list_keys(request).await?.into_inner();
+            while let Some(key) = keys.message().await? {
+                match key.value {
+                    Some(v) if values => println!("{}\t{}", show(&key.key), show(&v)),
+                    _ => println!("{}", show(&key.key)),
+                }
+            }
+            Ok(())
         }
         Command::Ring { target } => {
             let ring = client::ring(&target.node, client::WALK_LIMIT).await?;

@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod keys;
+pub mod list;
 pub mod metrics;
 pub mod observe;
 pub mod page;
@@ -36,6 +37,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         keys::get_key,
         keys::put_key,
         keys::delete_key,
+        list::list_keys,
         ring::get_ring,
         ring::get_owner,
         health::healthz,
@@ -72,6 +74,10 @@ pub fn router(node: Arc<Node>) -> Router {
             node.clone(),
             observe::observe,
         ))
+        .route(
+            "/keys",
+            get(list::list_keys).fallback(|| async { method_not_allowed("GET,HEAD") }),
+        )
         .route(
             "/metrics",
             get(metrics::metrics).fallback(|| async { method_not_allowed("GET,HEAD") }),

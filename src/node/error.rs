@@ -56,6 +56,19 @@ pub enum NodeError {
         /// The key's version (`None`: absent).
         current: Option<Version>,
     },
+    /// A listing's cursor is not one a listing returned.
+    #[error("bad cursor: {0}")]
+    BadCursor(String),
+    /// A listing asked for something it cannot have.
+    #[error("bad listing: {0}")]
+    BadListing(String),
+    /// A range was asked of a node that does not own its start (a stale
+    /// routing table).
+    #[error("this node does not own position {position} (now); ask its owner")]
+    NotOwner {
+        /// The range's start.
+        position: Position,
+    },
     /// The query has been forwarded too often: the ring is changing or broken.
     #[error(
         "the query was forwarded {hops} times without reaching the owner; the ring may be changing, retry shortly"
@@ -127,10 +140,13 @@ impl NodeError {
             | NodeError::MissingRawKey
             | NodeError::PositionMismatch { .. }
             | NodeError::BadRequestId(_)
-            | NodeError::BadCondition(_) => Code::InvalidArgument,
+            | NodeError::BadCondition(_)
+            | NodeError::BadCursor(_)
+            | NodeError::BadListing(_) => Code::InvalidArgument,
             NodeError::PreconditionFailed { .. } => Code::FailedPrecondition,
             NodeError::TooManyHops { .. }
             | NodeError::NotServing
+            | NodeError::NotOwner { .. }
             | NodeError::Unreachable { .. }
             | NodeError::HandOffStalled(_)
             | NodeError::ReplicationIncomplete { .. }

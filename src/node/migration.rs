@@ -330,6 +330,16 @@ impl Store for RecordedStore {
     fn commit_seconds(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
         self.inner.commit_seconds()
     }
+
+    fn page(
+        &self,
+        range: std::ops::RangeInclusive<u64>,
+        after: Option<&[u8]>,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.inner.page(range, after, prefix, limit)
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ mod handoff;
 mod health;
 mod join;
 mod leave;
+mod listing;
 mod maintain;
 mod migration;
 mod peers;
@@ -40,6 +41,7 @@ mod view;
 
 pub use error::{JoinError, NodeError};
 pub use join::{Discovery, JoinSettings, RunningNode, start};
+pub use listing::{Cursor, ListRequest, MAX_PAGE, Page};
 pub use maintain::MaintenanceSettings;
 pub use peers::{PeerTimeouts, Peers};
 pub use query::{

@@ -242,6 +242,80 @@ impl DhtNode for DhtService {
         }))
     }
 
+    async fn list_range(
+        &self,
+        request: Request<dht::ListRangeRequest>,
+    ) -> Result<Response<dht::ListRangeReply>, Status> {
+        Ok(Response::new(self.node.list_range(request.get_ref())?))
+    }
+
+    type ListKeysStream = Pin<Box<dyn Stream<Item = Result<dht::ListedKey, Status>> + Send>>;
+
+    async fn list_keys(
+        &self,
+        request: Request<dht::ListKeysRequest>,
+    ) -> Result<Response<Self::ListKeysStream>, Status> {
+        let request = request.into_inner();
+        let after = match request.cursor.as_str() {
+            "" => None,
+            text => Some(super::Cursor::decode(text)?),
+        };
+        let max = self.node.config().limits.max_key_bytes;
+        if request.prefix.len() > max {
+            return Err(NodeError::BadListing(format!(
+                "the prefix is {} bytes long; keys are at most {max} bytes",
+                request.prefix.len()
+            ))
+            .into());
+        }
+        // Pages of up to 256 keys, each sent as soon as it is read; a client
+        // that goes away ends the listing.
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let mut left = match request.limit {
+                0 => usize::MAX,
+                n => n as usize,
+            };
+            let mut page = super::ListRequest {
+                prefix: request.prefix,
+                limit: 0,
+                after,
+                values: request.values,
+            };
+            while left > 0 {
+                page.limit = left.min(256);
+                let listed = match node.list(page.clone()).await {
+                    Ok(listed) => listed,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                for e in listed.entries {
+                    let key = dht::ListedKey {
+                        cursor: super::Cursor::after(&e).encode(),
+                        position: e.position.0,
+                        version: e.version.token(),
+                        value: if request.values { e.value } else { None },
+                        key: e.key,
+                    };
+                    if tx.send(Ok(key)).await.is_err() {
+                        return;
+                    }
+                    left -= 1;
+                }
+                match listed.next {
+                    Some(next) => page.after = Some(next),
+                    None => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     type ReadRangeStream = EntryStream;
 
     async fn read_range(

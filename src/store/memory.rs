@@ -173,6 +173,36 @@ fn bounds(range: &std::ops::RangeInclusive<u64>) -> MapBounds {
 }
 
 impl Store for MemoryStore {
+    fn page(
+        &self,
+        range: std::ops::RangeInclusive<u64>,
+        after: Option<&[u8]>,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let (_, end) = bounds(&range);
+        let start = match after {
+            Some(key) => Bound::Excluded((*range.start(), key.to_vec())),
+            None => Bound::Included((*range.start(), Vec::new())),
+        };
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let table = self.read();
+        Ok(table
+            .map
+            .range((start, end))
+            .filter(|((_, k), (v, _))| v.is_some() && k.starts_with(prefix))
+            .take(limit)
+            .map(|((p, k), (v, version))| Entry {
+                position: Position(*p),
+                key: k.clone(),
+                value: v.clone(),
+                version: *version,
+            })
+            .collect())
+    }
+
     fn get(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .read()

@@ -168,6 +168,17 @@ pub trait Store: Send + Sync + 'static {
     fn save_identity(&self, _me: &Member) -> Result<(), StoreError> {
         Ok(())
     }
+    /// One page of a listing: up to `limit` live entries with positions in
+    /// `range`, in (position, key) order, whose keys start with `prefix`,
+    /// leaving out those at `range.start()` whose keys are `after` or before.
+    /// Stops scanning once the page is full.
+    fn page(
+        &self,
+        range: std::ops::RangeInclusive<u64>,
+        after: Option<&[u8]>,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
     /// The time each commit to disk took, for a store that commits to disk
     /// (exported as `crustyring_store_commit_duration_seconds`).
     fn commit_seconds(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
@@ -208,6 +219,47 @@ pub(crate) mod conformance {
         digests_and_counts_cover_exactly_their_arc(&*make());
         writes_report_the_entry_they_wrote(&*make());
         exact_removal_keeps_newer_writes(&*make());
+        pages_list_live_keys_in_order_from_a_cursor(&*make());
+    }
+
+    fn pages_list_live_keys_in_order_from_a_cursor(store: &dyn Store) {
+        store
+            .insert_all(vec![
+                entry(5, "a/1", Some("x"), 5),
+                entry(5, "a/0", Some("x"), 5),
+                entry(5, "b/0", Some("x"), 5),
+                entry(7, "a/2", None, 5),
+                entry(9, "a/3", Some("x"), 5),
+                entry(u64::MAX, "a/4", Some("x"), 5),
+            ])
+            .unwrap();
+        let keys = |page: Vec<Entry>| -> Vec<String> {
+            page.into_iter()
+                .map(|e| String::from_utf8(e.key).unwrap())
+                .collect()
+        };
+        assert_eq!(
+            keys(store.page(0..=u64::MAX, None, b"a/", 10).unwrap()),
+            ["a/0", "a/1", "a/3", "a/4"],
+            "live keys with the prefix, in (position, key) order"
+        );
+        assert_eq!(
+            keys(store.page(0..=u64::MAX, None, b"", 2).unwrap()),
+            ["a/0", "a/1"]
+        );
+        assert_eq!(
+            keys(store.page(5..=u64::MAX, Some(b"a/1"), b"", 10).unwrap()),
+            ["b/0", "a/3", "a/4"],
+            "after the cursor's key at its position"
+        );
+        assert_eq!(keys(store.page(6..=9, None, b"", 10).unwrap()), ["a/3"]);
+        assert_eq!(
+            keys(store.page(u64::MAX..=u64::MAX, None, b"", 10).unwrap()),
+            ["a/4"]
+        );
+        #[allow(clippy::reversed_empty_ranges)]
+        let empty = 10..=9;
+        assert!(store.page(empty, None, b"", 10).unwrap().is_empty());
     }
 
     fn exact_removal_keeps_newer_writes(store: &dyn Store) {

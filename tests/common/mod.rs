@@ -337,6 +337,19 @@ impl dht::dht_node_server::DhtNode for SilentPeer {
     ) -> Result<Response<Self::ReadRangeStream>, Status> {
         Err(Status::unimplemented("silent"))
     }
+    async fn list_range(
+        &self,
+        _: Request<dht::ListRangeRequest>,
+    ) -> Result<Response<dht::ListRangeReply>, Status> {
+        std::future::pending().await
+    }
+    type ListKeysStream = tokio_stream::Empty<Result<dht::ListedKey, Status>>;
+    async fn list_keys(
+        &self,
+        _: Request<dht::ListKeysRequest>,
+    ) -> Result<Response<Self::ListKeysStream>, Status> {
+        Err(Status::unimplemented("silent"))
+    }
 }
 
 /// A running [`SilentPeer`]; `stop` takes it down (its port then refuses).

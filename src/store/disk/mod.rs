@@ -36,6 +36,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use read::Found;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::collections::{BTreeSet, HashSet};
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -319,7 +320,7 @@ impl Store for DiskStore {
                 Found::Disk(stored) => decode(position, key, stored)?,
                 Found::Pending(e) => e.clone(),
             });
-            Ok(())
+            Ok(true)
         })?;
         Ok(out)
     }
@@ -351,7 +352,7 @@ impl Store for DiskStore {
         let mut ids = Vec::new();
         self.scan(arc, |position, key, _| {
             ids.push((position, key.to_vec()));
-            Ok(())
+            Ok(true)
         })?;
         self.remove_ids(&log, ids)
     }
@@ -399,7 +400,7 @@ impl Store for DiskStore {
                 if expired.contains(&Index::slot_with(&keys, Position(p), key)) {
                     ids.push((p, key.to_vec()));
                 }
-                Ok(())
+                Ok(true)
             })?;
         }
         self.remove_ids(&log, ids)
@@ -435,6 +436,37 @@ impl Store for DiskStore {
     fn save_identity(&self, me: &Member) -> Result<(), StoreError> {
         let log = self.order();
         self.queue(&log, vec![Mutation::Identity(me.clone())])
+    }
+
+    fn page(
+        &self,
+        range: RangeInclusive<u64>,
+        after: Option<&[u8]>,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let (start, end) = (*range.start(), *range.end());
+        let arc = Arc::new(Position(start), Position(end.wrapping_add(1)));
+        let whole = start == 0 && end == u64::MAX;
+        let mut out = Vec::new();
+        if limit == 0 || (start > end) || (arc.start == arc.end && !whole) {
+            return Ok(out);
+        }
+        self.scan(arc, |position, key, found| {
+            let skip =
+                (position == start && after.is_some_and(|a| key <= a)) || !key.starts_with(prefix);
+            if !skip {
+                let entry = match found {
+                    Found::Disk(stored) => decode(position, key, stored)?,
+                    Found::Pending(e) => e.clone(),
+                };
+                if entry.value.is_some() {
+                    out.push(entry);
+                }
+            }
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
     }
 
     fn commit_seconds(&self) -> Option<Histogram> {

@@ -42,10 +42,11 @@ impl DiskStore {
     }
 
     /// Visits every entry (tombstones too) in `arc`, in ring order from its
-    /// start, as the overlay and redb together hold them.
+    /// start, as the overlay and redb together hold them, until `visit`
+    /// answers `false`.
     pub(super) fn scan<V>(&self, arc: Arc, mut visit: V) -> Result<(), StoreError>
     where
-        V: FnMut(u64, &[u8], Found<'_>) -> Result<(), StoreError>,
+        V: FnMut(u64, &[u8], Found<'_>) -> Result<bool, StoreError>,
     {
         for r in arc.ranges() {
             let (pending, txn) = {
@@ -62,7 +63,7 @@ impl DiskStore {
             let mut pending = pending.into_iter().peekable();
             let put = |visit: &mut V, (position, key): (u64, Vec<u8>), p: Pending| match p {
                 Pending::Put(e) => visit(position, &key, Found::Pending(&e)),
-                Pending::Removed => Ok(()),
+                Pending::Removed => Ok(true),
             };
             for row in rows {
                 let (k, v) = row.map_err(engine)?;
@@ -71,16 +72,25 @@ impl DiskStore {
                 while let Some((id, p)) =
                     pending.next_if(|((pp, pk), _)| (*pp, pk.as_slice()) < (position, key))
                 {
-                    put(&mut visit, id, p)?;
+                    if !put(&mut visit, id, p)? {
+                        return Ok(());
+                    }
                 }
                 // A pending mutation of this very entry replaces it.
-                match pending.next_if(|((pp, pk), _)| *pp == position && pk.as_slice() == key) {
+                let more = match pending
+                    .next_if(|((pp, pk), _)| *pp == position && pk.as_slice() == key)
+                {
                     Some((id, p)) => put(&mut visit, id, p)?,
                     None => visit(position, key, Found::Disk(v.value()))?,
+                };
+                if !more {
+                    return Ok(());
                 }
             }
             for (id, p) in pending {
-                put(&mut visit, id, p)?;
+                if !put(&mut visit, id, p)? {
+                    return Ok(());
+                }
             }
         }
         Ok(())
