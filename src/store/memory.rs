@@ -6,8 +6,12 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+/// An entry's place: its position and key.
+type Id = (u64, Vec<u8>);
+/// An entry's value (`None`: a tombstone) and version.
+type Stored = (Option<Vec<u8>>, Version);
 /// Entries by (position, raw key): the value (`None`: a tombstone) and its version.
-type Map = BTreeMap<(u64, Vec<u8>), (Option<Vec<u8>>, Version)>;
+type Map = BTreeMap<Id, Stored>;
 
 /// The map and how many of its entries are live (not tombstones).
 #[derive(Debug, Default)]
@@ -172,6 +176,16 @@ fn bounds(range: &std::ops::RangeInclusive<u64>) -> MapBounds {
     (start, end)
 }
 
+/// The entry a map row holds.
+fn stored_entry(((p, k), (v, version)): (&Id, &Stored)) -> Entry {
+    Entry {
+        position: Position(*p),
+        key: k.clone(),
+        value: v.clone(),
+        version: *version,
+    }
+}
+
 impl Store for MemoryStore {
     fn page(
         &self,
@@ -194,12 +208,7 @@ impl Store for MemoryStore {
             .range((start, end))
             .filter(|((_, k), (v, _))| v.is_some() && k.starts_with(prefix))
             .take(limit)
-            .map(|((p, k), (v, version))| Entry {
-                position: Position(*p),
-                key: k.clone(),
-                value: v.clone(),
-                version: *version,
-            })
+            .map(stored_entry)
             .collect())
     }
 
@@ -241,12 +250,7 @@ impl Store for MemoryStore {
             .ranges()
             .iter()
             .flat_map(|r| table.map.range(bounds(r)))
-            .map(|((p, k), (v, version))| Entry {
-                position: Position(*p),
-                key: k.clone(),
-                value: v.clone(),
-                version: *version,
-            })
+            .map(stored_entry)
             .collect())
     }
 
