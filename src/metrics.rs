@@ -46,6 +46,8 @@ pub enum Interface {
 }
 
 impl Interface {
+    const ALL: [Interface; 3] = [Interface::Grpc, Interface::Http, Interface::Peer];
+
     /// The label's value: `grpc`, `http` or `peer`.
     pub fn label(self) -> &'static str {
         match self {
@@ -170,13 +172,27 @@ pub struct NodeGauges {
     pub state: &'static str,
 }
 
+/// The `operation` labels of key requests.
+const OPERATIONS: [&str; 4] = ["get", "set", "delete", "other"];
+
+/// The series every answered key request of one operation and interface
+/// touches, resolved once: the key path does not hash labels or take the
+/// families' locks (and the series exist, at 0, from the start).
+#[derive(Debug)]
+struct Hot {
+    latency: Histogram,
+    hops: Histogram,
+    ok: Counter,
+    not_found: Counter,
+}
+
 /// A node's metrics.
 #[derive(Debug)]
 pub struct NodeMetrics {
+    /// By operation, then interface (see [`OPERATIONS`], [`Interface::ALL`]).
+    hot: Vec<Hot>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    hops: Family<InterfaceLabels, Histogram, fn() -> Histogram>,
     forwards: Counter,
     keys: Family<ArcLabels, Gauge>,
     store_entries: Gauge,
@@ -297,11 +313,32 @@ impl NodeMetrics {
                 commits,
             );
         }
+        let hot = OPERATIONS
+            .iter()
+            .flat_map(|&operation| Interface::ALL.map(|i| (operation, i.label())))
+            .map(|(operation, interface)| {
+                let counter = |outcome| {
+                    requests.get_or_create_owned(&RequestLabels {
+                        operation,
+                        interface,
+                        outcome,
+                    })
+                };
+                Hot {
+                    latency: latency.get_or_create_owned(&OperationLabels {
+                        operation,
+                        interface,
+                    }),
+                    hops: hops.get_or_create_owned(&InterfaceLabels { interface }),
+                    ok: counter("ok"),
+                    not_found: counter("not_found"),
+                }
+            })
+            .collect();
         Self {
+            hot,
             registry,
             requests,
-            latency,
-            hops,
             forwards,
             keys,
             store_entries,
@@ -318,7 +355,7 @@ impl NodeMetrics {
     }
 
     /// Counts one answered key request. `operation` is `get`, `set`, `delete`
-    /// (or `other` for a request that named none); `hops` is the route's
+    /// (or `other` for a request that named none; any other is not counted); `hops` is the route's
     /// forwards, when the request got that far.
     pub fn request(
         &self,
@@ -328,24 +365,29 @@ impl NodeMetrics {
         elapsed: Duration,
         hops: Option<u32>,
     ) {
-        let interface = interface.label();
-        self.requests
-            .get_or_create(&RequestLabels {
-                operation,
-                interface,
-                outcome,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&OperationLabels {
-                operation,
-                interface,
-            })
-            .observe(elapsed.as_secs_f64());
+        let op = OPERATIONS.iter().position(|&o| o == operation);
+        let i = Interface::ALL.iter().position(|&i| i == interface);
+        let Some(hot) = op
+            .zip(i)
+            .map(|(op, i)| &self.hot[op * Interface::ALL.len() + i])
+        else {
+            return;
+        };
+        match outcome {
+            "ok" => hot.ok.inc(),
+            "not_found" => hot.not_found.inc(),
+            _ => self
+                .requests
+                .get_or_create(&RequestLabels {
+                    operation,
+                    interface: interface.label(),
+                    outcome,
+                })
+                .inc(),
+        };
+        hot.latency.observe(elapsed.as_secs_f64());
         if let Some(hops) = hops {
-            self.hops
-                .get_or_create(&InterfaceLabels { interface })
-                .observe(f64::from(hops));
+            hot.hops.observe(f64::from(hops));
         }
     }
 

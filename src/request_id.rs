@@ -4,14 +4,16 @@
 //! that one request can be followed through the logs of every node it touched.
 
 use crate::metrics::Interface;
+use axum::http::HeaderValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A request's ID: 1 to [`RequestId::MAX_LEN`] visible ASCII characters, no
 /// commas (a replica write carries the IDs of its batch as a comma-separated
-/// list).
+/// list). Held as the header value it travels as: a client's shares its
+/// request's header bytes, and echoing it copies nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(String);
+pub struct RequestId(HeaderValue);
 
 /// Why a client's request ID was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,16 +40,23 @@ impl RequestId {
 
     /// A client's ID, checked.
     pub fn parse(id: &str) -> Result<Self, BadRequestId> {
+        Self::check(id.as_bytes())?;
+        HeaderValue::from_str(id)
+            .map(Self)
+            .map_err(|_| BadRequestId::BadCharacter)
+    }
+
+    fn check(id: &[u8]) -> Result<(), BadRequestId> {
         if id.is_empty() {
             return Err(BadRequestId::Empty);
         }
         if id.len() > Self::MAX_LEN {
             return Err(BadRequestId::TooLong(id.len()));
         }
-        if !id.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+        if !id.iter().all(|b| b.is_ascii_graphic() && *b != b',') {
             return Err(BadRequestId::BadCharacter);
         }
-        Ok(Self(id.to_string()))
+        Ok(())
     }
 
     /// A new ID, unique within this process and, with a random start per
@@ -63,25 +72,32 @@ impl RequestId {
         });
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         // An odd multiplier is a bijection: consecutive IDs do not look alike.
-        Self(format!(
-            "{:016x}",
-            start.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        ))
+        let id = start.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digits: [u8; 16] = std::array::from_fn(|i| HEX[((id >> (60 - 4 * i)) & 0xf) as usize]);
+        Self(HeaderValue::from_bytes(&digits).expect("hex digits make a header value"))
     }
 
     /// The client's ID if it sent one (checked), else a new one.
-    pub fn from_header(value: Option<&[u8]>) -> Result<Self, BadRequestId> {
+    pub fn from_header(value: Option<&HeaderValue>) -> Result<Self, BadRequestId> {
         match value {
             None => Ok(Self::generate()),
-            Some(bytes) => {
-                Self::parse(std::str::from_utf8(bytes).map_err(|_| BadRequestId::BadCharacter)?)
+            Some(v) => {
+                Self::check(v.as_bytes())?;
+                Ok(Self(v.clone()))
             }
         }
     }
 
     /// The ID as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Checked to be visible ASCII when made.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The ID as a header value.
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.clone()
     }
 
     /// The IDs of a batch as one header value: comma-separated, at most
@@ -135,7 +151,7 @@ pub fn log_request(
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -156,8 +172,9 @@ mod tests {
         );
         assert_eq!(RequestId::parse("a b"), Err(BadRequestId::BadCharacter));
         assert_eq!(RequestId::parse("a,b"), Err(BadRequestId::BadCharacter));
+        let bad = HeaderValue::from_bytes(&[0xff, 0x41]).unwrap();
         assert_eq!(
-            RequestId::from_header(Some(&[0xff, 0x41])),
+            RequestId::from_header(Some(&bad)),
             Err(BadRequestId::BadCharacter)
         );
     }

@@ -1,6 +1,7 @@
 //! `PUT`, `GET` (and `HEAD`) and `DELETE /keys/{key}`: the same query path as gRPC
 //! `QueryDht`, through [`Node::execute`].
 
+use super::observe::{Observed, observe};
 use super::problem::{ApiError, Problem};
 use crate::node::{Answer, Condition, Node, NodeError, Operation, Outcome, Query, RouteTaken};
 use crate::request_id::RequestId;
@@ -8,7 +9,7 @@ use crate::ring::Position;
 use crate::store::Version;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Extension, Query as UrlQuery, State};
+use axum::extract::{Query as UrlQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -108,8 +109,10 @@ pub struct Conditions {
 }
 
 /// `version` as an HTTP entity tag.
-pub fn etag(version: Version) -> String {
-    format!("\"{}\"", version.token())
+pub fn etag(version: Version) -> HeaderValue {
+    let mut tag = [b'"'; 34];
+    tag[1..33].copy_from_slice(&version.hex());
+    HeaderValue::from_bytes(&tag).expect("hex digits make a header value")
 }
 
 /// The condition the `If-Match` and `If-None-Match` headers set on `op`.
@@ -157,8 +160,8 @@ fn condition(headers: &HeaderMap, op: &Operation) -> Result<Condition, ApiError>
 
 /// `response` with `version` as its `ETag`.
 fn with_etag(mut response: Response, version: Option<Version>) -> Response {
-    if let Some(tag) = version.and_then(|v| HeaderValue::from_str(&etag(v)).ok()) {
-        response.headers_mut().insert(header::ETAG, tag);
+    if let Some(v) = version {
+        response.headers_mut().insert(header::ETAG, etag(v));
     }
     response
 }
@@ -221,6 +224,8 @@ fn query(op: Operation, key: Vec<u8>, node: &Node, id: RequestId) -> Result<Quer
 /// `response` with the route the query took in its headers.
 fn with_route(mut response: Response, route: &RouteTaken) -> Response {
     let headers = response.headers_mut();
+    // The route, ETag and request ID headers, in one allocation.
+    headers.reserve(6);
     headers.insert(RouteTaken::HOPS, HeaderValue::from(route.hops));
     if let Some(owner) = &route.owner {
         if let Ok(addr) = HeaderValue::from_str(&owner.addr) {
@@ -271,7 +276,16 @@ fn key_value(key: &[u8], position: Position, value: &[u8], version: Option<Versi
 )]
 pub async fn get_key(
     State(node): State<Arc<Node>>,
-    Extension(id): Extension<RequestId>,
+    Observed(id): Observed,
+    uri: Uri,
+    options: Result<UrlQuery<GetOptions>, QueryRejection>,
+) -> Response {
+    observe(node.clone(), "get", id, |id| get(node, id, uri, options)).await
+}
+
+async fn get(
+    node: Arc<Node>,
+    id: RequestId,
     uri: Uri,
     options: Result<UrlQuery<GetOptions>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -322,7 +336,20 @@ pub async fn get_key(
 )]
 pub async fn put_key(
     State(node): State<Arc<Node>>,
-    Extension(id): Extension<RequestId>,
+    Observed(id): Observed,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    observe(node.clone(), "set", id, |id| {
+        put(node, id, uri, headers, body)
+    })
+    .await
+}
+
+async fn put(
+    node: Arc<Node>,
+    id: RequestId,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -388,7 +415,19 @@ pub async fn put_key(
 )]
 pub async fn delete_key(
     State(node): State<Arc<Node>>,
-    Extension(id): Extension<RequestId>,
+    Observed(id): Observed,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    observe(node.clone(), "delete", id, |id| {
+        delete(node, id, uri, headers)
+    })
+    .await
+}
+
+async fn delete(
+    node: Arc<Node>,
+    id: RequestId,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

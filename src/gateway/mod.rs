@@ -70,10 +70,6 @@ pub fn router(node: Arc<Node>) -> Router {
                 .delete(keys::delete_key)
                 .fallback(|| async { method_not_allowed("GET,HEAD,PUT,DELETE") }),
         )
-        .route_layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            observe::observe,
-        ))
         .route(
             "/keys",
             get(list::list_keys).fallback(|| async { method_not_allowed("GET,HEAD") }),

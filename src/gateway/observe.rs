@@ -1,36 +1,49 @@
-//! The layer around every `/keys` request: it gives the request its ID (the
-//! client's `x-request-id`, checked, or a new one) and echoes it, counts the
-//! request in the node's metrics, and logs it with its route. Working at the
-//! HTTP layer it sees what the client saw: a path or body refused before it
-//! became a query is counted and logged too.
+//! What happens around every `/keys` request: it gets its ID (the client's
+//! `x-request-id`, checked, or a new one), echoed in the answer; it is counted
+//! in the node's metrics and logged with its route once answered. Done in the
+//! handlers (through [`observe`]) rather than in a middleware layer: the key
+//! path is the hot path, and a layer costs a boxed future and a cloned
+//! service per request.
 
 use super::problem::ApiError;
 use crate::metrics::{Interface, outcome_of_status};
 use crate::node::{Node, NodeError, RouteTaken};
-use crate::request_id::{RequestId, log_request};
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
+use crate::request_id::{BadRequestId, RequestId, log_request};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Runs a `/keys` request with its ID in the request's extensions (see the
-/// module docs).
-pub async fn observe(State(node): State<Arc<Node>>, mut request: Request, next: Next) -> Response {
-    let operation = match *request.method() {
-        Method::GET | Method::HEAD => "get",
-        Method::PUT => "set",
-        Method::DELETE => "delete",
-        _ => "other",
-    };
+/// The request's ID as its `x-request-id` header gives it (or a new one), or
+/// why the header is refused.
+#[derive(Debug)]
+pub struct Observed(pub Result<RequestId, BadRequestId>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Observed {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Observed(RequestId::from_header(
+            parts.headers.get(RequestId::HEADER),
+        )))
+    }
+}
+
+/// Answers a `/keys` request for `operation` with `handle`, given the
+/// request's ID (see the module docs).
+pub async fn observe<F>(
+    node: Arc<Node>,
+    operation: &'static str,
+    id: Result<RequestId, BadRequestId>,
+    handle: impl FnOnce(RequestId) -> F,
+) -> Response
+where
+    F: Future<Output = Result<Response, ApiError>>,
+{
     let started = Instant::now();
-    let sent = request.headers().get(RequestId::HEADER);
-    let (id, mut response) = match RequestId::from_header(sent.map(HeaderValue::as_bytes)) {
-        Ok(id) => {
-            request.extensions_mut().insert(id.clone());
-            (id, next.run(request).await)
-        }
+    let (id, mut response) = match id {
+        Ok(id) => (id.clone(), handle(id).await.into_response()),
         Err(e) => (
             RequestId::generate(),
             ApiError::Node(NodeError::BadRequestId(e)).into_response(),
@@ -54,8 +67,8 @@ pub async fn observe(State(node): State<Arc<Node>>, mut request: Request, next: 
     );
     node.metrics()
         .request(operation, Interface::Http, outcome, elapsed, hops);
-    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-        response.headers_mut().insert(RequestId::HEADER, value);
-    }
+    response
+        .headers_mut()
+        .insert(RequestId::HEADER, id.header_value());
     response
 }

@@ -105,10 +105,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = problem(self.status(), self.to_string());
         // A failed condition says what the key's version is now.
-        if let ApiError::Node(NodeError::PreconditionFailed { current: Some(v) }) = &self
-            && let Ok(etag) = HeaderValue::from_str(&super::keys::etag(*v))
-        {
-            response.headers_mut().insert(header::ETAG, etag);
+        if let ApiError::Node(NodeError::PreconditionFailed { current: Some(v) }) = &self {
+            response
+                .headers_mut()
+                .insert(header::ETAG, super::keys::etag(*v));
         }
         response
     }

@@ -271,6 +271,14 @@ impl Store for RecordedStore {
         self.inner.entry(position, key)
     }
 
+    fn get_versioned(
+        &self,
+        position: Position,
+        key: &[u8],
+    ) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        self.inner.get_versioned(position, key)
+    }
+
     fn at_position(&self, position: Position) -> Result<Vec<Entry>, StoreError> {
         self.inner.at_position(position)
     }

@@ -555,16 +555,8 @@ impl Node {
             },
         };
         if let Operation::Get = &query.op {
-            let found = self
-                .store
-                .entry(position, &key)?
-                .filter(|e| e.value.is_some());
-            return Ok(match found {
-                Some(e) => (
-                    Outcome::Value(e.value.unwrap_or_default()),
-                    Some(e.version),
-                    None,
-                ),
+            return Ok(match self.store.get_versioned(position, &key)? {
+                Some((value, version)) => (Outcome::Value(value), Some(version), None),
                 None => (Outcome::Absent, None, None),
             });
         }

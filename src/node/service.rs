@@ -47,7 +47,13 @@ fn answer(answer: Answer, id: &RequestId) -> Response<dht::QueryResult> {
 
 /// The request's ID: the caller's `x-request-id`, checked, or a new one.
 fn request_id(metadata: &tonic::metadata::MetadataMap) -> Result<RequestId, BadRequestId> {
-    RequestId::from_header(metadata.get(RequestId::HEADER).map(|v| v.as_bytes()))
+    let sent = metadata.get(RequestId::HEADER).map(|v| v.as_bytes());
+    match sent {
+        None => Ok(RequestId::generate()),
+        Some(bytes) => {
+            RequestId::parse(std::str::from_utf8(bytes).map_err(|_| BadRequestId::BadCharacter)?)
+        }
+    }
 }
 
 /// The `operation` label of a query's wire type.

@@ -212,6 +212,16 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn get_versioned(
+        &self,
+        position: Position,
+        key: &[u8],
+    ) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        let table = self.read();
+        let found = table.map.get(&(position.0, key.to_vec()));
+        Ok(found.and_then(|(v, version)| v.clone().map(|v| (v, *version))))
+    }
+
     fn get(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .read()

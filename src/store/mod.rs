@@ -51,10 +51,20 @@ impl Version {
 }
 
 impl Version {
+    /// The version's token as 32 hex digits, without allocating.
+    pub fn hex(&self) -> [u8; 32] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let (m, n) = (self.micros, self.node);
+        std::array::from_fn(|i| {
+            let word = if i < 16 { m } else { n };
+            HEX[((word >> (60 - 4 * (i % 16))) & 0xf) as usize]
+        })
+    }
+
     /// The version as clients see it (`QueryResult.version`, the HTTP `ETag`):
     /// 32 hex digits, the microseconds then the writer.
     pub fn token(&self) -> String {
-        format!("{:016x}{:016x}", self.micros, self.node)
+        self.hex().iter().map(|&b| char::from(b)).collect()
     }
 
     /// The version a [`Version::token`] names; `None` if `token` is not one.
@@ -119,6 +129,16 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes `key` (leaving a tombstone), by node `writer`; returns the removed
     /// value and the tombstone written.
     fn delete(&self, position: Position, key: &[u8], writer: u64) -> Result<Written, StoreError>;
+    /// The live value of `key` and its version, if present.
+    fn get_versioned(
+        &self,
+        position: Position,
+        key: &[u8],
+    ) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        Ok(self
+            .entry(position, key)?
+            .and_then(|e| e.value.map(|v| (v, e.version))))
+    }
     /// The stored entry (value or tombstone, with its version) of `key`, if any.
     fn entry(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError>;
     /// The live entries at `position` whatever their raw key (for position-only
