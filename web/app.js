@@ -395,7 +395,43 @@
     $('#nodes tbody').replaceChildren(...rows);
   }
 
+  // ---------- listing ----------
+  let listNext = null; // the cursor of the next page, if there is one
+  async function listKeys(cursor) {
+    const q = new URLSearchParams({ limit: '20' });
+    const prefix = $('#list-prefix').value;
+    if (prefix) q.set('prefix', prefix);
+    if (cursor) q.set('cursor', cursor);
+    const path = '/keys?' + q;
+    let res;
+    try {
+      res = await api('GET', path);
+    } catch (err) {
+      showFailure('GET', path, err);
+      return;
+    }
+    if (!res.ok || !res.data || !Array.isArray(res.data.keys)) {
+      showResult('GET', path, res);
+      return;
+    }
+    listNext = res.data.next || null;
+    $('#list-next').disabled = listNext === null;
+    const items = res.data.keys.map((k) => {
+      const li = el('li', { 'data-key': k.key, title: `version ${k.version}` },
+        el('span', {}, k.key_encoding === 'base64' ? `(base64) ${k.key}` : k.key),
+        el('span', { class: 'pos' }, short(k.position)));
+      if (k.key_encoding !== 'base64') {
+        li.addEventListener('click', () => { $('#key').value = k.key; keyOp('GET'); });
+      }
+      return li;
+    });
+    if (items.length === 0) items.push(el('li', { class: 'empty' }, cursor ? 'no more keys' : 'no keys'));
+    $('#keys-list').replaceChildren(...items);
+  }
+
   // ---------- wiring ----------
+  $('#list-form').addEventListener('submit', (e) => { e.preventDefault(); enqueue(() => listKeys(null)); });
+  $('#list-next').addEventListener('click', () => { if (listNext) enqueue(() => listKeys(listNext)); });
   $('#put').addEventListener('click', () => keyOp('PUT'));
   $('#get').addEventListener('click', () => keyOp('GET'));
   $('#delete').addEventListener('click', () => keyOp('DELETE'));

@@ -57,6 +57,14 @@ try {
     await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
   }
 
+  // The key list (GET /keys) shows the key; clicking it reads it.
+  await page.fill('#list-prefix', 'browser');
+  await page.click('#list');
+  await page.waitForSelector('#keys-list li[data-key="browser key/ü"]');
+  check(true, 'the key list shows the key put through the form');
+  await page.click('#keys-list li[data-key="browser key/ü"]');
+  await page.waitForSelector('#result[data-status="200"]');
+
   await page.click('#delete');
   await page.waitForSelector('#result[data-status="200"]');
   await page.click('#get');
