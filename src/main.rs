@@ -41,6 +41,10 @@ enum Command {
         /// Write only if the key is absent (create only).
         #[arg(long)]
         if_absent: bool,
+        /// A time to live (`500ms`, `30s`, `10m`, `2h`, `7d`): the key reads as
+        /// absent once it has passed.
+        #[arg(long, value_parser = |s: &str| crustyring::gateway::keys::parse_ttl(s).map_err(|e| e.to_string()))]
+        ttl: Option<std::time::Duration>,
         /// Also print the version written.
         #[arg(long)]
         with_version: bool,
@@ -230,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
             value,
             if_match,
             if_absent,
+            ttl,
             with_version,
             target,
         } => {
@@ -237,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
                 client::request(OperationType::Set, key.as_bytes(), Some(value.as_bytes()));
             request.if_match = if_match;
             request.if_absent = if_absent;
+            request.ttl_ms = ttl.map(|t| t.as_millis() as u64);
             let r = send(&target, request).await?;
             match &r.value {
                 Some(prev) => println!("replaced {key} (was {})", show(prev)),
@@ -419,6 +425,9 @@ async fn send(
 fn print_version(r: &crustyring::proto::dht::QueryResult, asked: bool) {
     if let (true, Some(v)) = (asked, &r.version) {
         println!("version {v}");
+    }
+    if let (true, Some(ms)) = (asked, r.ttl_ms) {
+        println!("ttl {ms} ms");
     }
 }
 

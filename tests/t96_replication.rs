@@ -272,6 +272,7 @@ async fn an_acknowledged_write_wins_over_a_replicas_newer_clock() {
             version_micros: ten_minutes_ahead,
             version_node: 1,
             tombstone: false,
+            expires_micros: None,
         }],
     })
     .await

@@ -61,6 +61,9 @@ pub struct KeyValue {
     /// compare-and-set with `If-Match`. Absent on a delete's answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// How long the key has left to live, in milliseconds, if it expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 /// A value and how it is encoded.
@@ -92,6 +95,58 @@ pub struct PutResult {
     pub previous: Option<EncodedValue>,
     /// The version written (32 hex digits; also the `ETag`).
     pub version: String,
+    /// The time to live the key was written with, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// Options of `PUT /keys/{key}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PutOptions {
+    /// A time to live: the key reads as absent on every node once it has
+    /// passed, and is purged. A number and a unit (`500ms`, `30s`, `10m`,
+    /// `2h`, `7d`; a bare number is seconds), up to ten years.
+    #[param(example = "30s")]
+    pub ttl: Option<String>,
+}
+
+/// The header that says how long a key read has left to live.
+pub const TTL_HEADER: &str = "x-crusty-ttl-ms";
+
+/// A time to live as `PUT ?ttl=` writes it.
+pub fn parse_ttl(text: &str) -> Result<std::time::Duration, NodeError> {
+    let bad = || {
+        NodeError::BadTtl(format!(
+            "ttl={text:?}: write a number and a unit, e.g. 500ms, 30s, 10m, 2h or 7d"
+        ))
+    };
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    let ttl = std::time::Duration::from_millis(ms);
+    if ttl.is_zero() || ttl > crate::node::MAX_TTL {
+        return Err(NodeError::BadTtl(format!(
+            "ttl={text}: a time to live is 1 ms to {} days",
+            crate::node::MAX_TTL.as_secs() / 86_400
+        )));
+    }
+    Ok(ttl)
+}
+
+/// The milliseconds left until `expires`.
+fn ttl_left(expires: Option<u64>) -> Option<u64> {
+    let now = crate::store::now_micros();
+    expires.map(|at| at.saturating_sub(now).div_ceil(1000))
 }
 
 /// Compare-and-set on a write (`PUT`, `DELETE`).
@@ -242,7 +297,13 @@ fn shown(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
 
-fn key_value(key: &[u8], position: Position, value: &[u8], version: Option<Version>) -> KeyValue {
+fn key_value(
+    key: &[u8],
+    position: Position,
+    value: &[u8],
+    version: Option<Version>,
+    expires: Option<u64>,
+) -> KeyValue {
     let (key, key_encoding) = encode(key);
     let (value, encoding) = encode(value);
     KeyValue {
@@ -252,6 +313,7 @@ fn key_value(key: &[u8], position: Position, value: &[u8], version: Option<Versi
         encoding,
         position: position.to_hex(),
         version: version.map(|v| v.token()),
+        ttl_ms: ttl_left(expires),
     }
 }
 
@@ -297,16 +359,22 @@ async fn get(
         outcome,
         route,
         version,
+        expires,
     } = node.execute(q).await?;
-    let response = match outcome {
+    let mut response = match outcome {
         Outcome::Value(value) if options.raw == Some(true) => {
             ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response()
         }
         Outcome::Value(value) => {
-            axum::Json(key_value(&key, position, &value, version)).into_response()
+            axum::Json(key_value(&key, position, &value, version, expires)).into_response()
         }
         Outcome::Absent | Outcome::Created => ApiError::KeyNotFound(shown(&key)).into_response(),
     };
+    if let Some(ms) = ttl_left(expires) {
+        response
+            .headers_mut()
+            .insert(TTL_HEADER, HeaderValue::from(ms));
+    }
     Ok(with_route(with_etag(response, version), &route))
 }
 
@@ -315,7 +383,7 @@ async fn get(
     put,
     path = "/keys/{key}",
     tag = "keys",
-    params(KeyParam, Conditions, RequestIdHeader),
+    params(KeyParam, PutOptions, Conditions, RequestIdHeader),
     request_body(content = String, content_type = "text/plain", description = "The value, as raw bytes (any content type).", example = "Ru1nnAfPu3Ya4v"),
     responses(
         (status = 201, description = "The key was created.", body = PutResult,
@@ -339,10 +407,11 @@ pub async fn put_key(
     Observed(id): Observed,
     uri: Uri,
     headers: HeaderMap,
+    options: Result<UrlQuery<PutOptions>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     observe(node.clone(), "set", id, |id| {
-        put(node, id, uri, headers, body)
+        put(node, id, uri, headers, options, body)
     })
     .await
 }
@@ -352,8 +421,11 @@ async fn put(
     id: RequestId,
     uri: Uri,
     headers: HeaderMap,
+    options: Result<UrlQuery<PutOptions>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let UrlQuery(options) = options.map_err(|e| ApiError::BadQuery(e.body_text()))?;
+    let ttl = options.ttl.as_deref().map(parse_ttl).transpose()?;
     let key = key_from_path(&uri, "/keys/")?;
     let value = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge {
@@ -363,12 +435,16 @@ async fn put(
     })?;
     let op = Operation::Set(value.to_vec());
     let condition = condition(&headers, &op)?;
-    let q = query(op, key.clone(), &node, id)?.on_condition(condition);
+    let q = Query {
+        ttl,
+        ..query(op, key.clone(), &node, id)?.on_condition(condition)
+    };
     let position = q.position;
     let Answer {
         outcome,
         route,
         version,
+        ..
     } = node.execute(q).await?;
     let (k, key_encoding) = encode(&key);
     let mut result = PutResult {
@@ -378,6 +454,7 @@ async fn put(
         position: position.to_hex(),
         previous: None,
         version: version.map(|v| v.token()).unwrap_or_default(),
+        ttl_ms: ttl.map(|t| t.as_millis() as u64),
     };
     if let Outcome::Value(previous) = outcome {
         let (value, encoding) = encode(&previous);
@@ -438,7 +515,7 @@ async fn delete(
     let Answer { outcome, route, .. } = node.execute(q).await?;
     let response = match outcome {
         Outcome::Value(value) => {
-            axum::Json(key_value(&key, position, &value, None)).into_response()
+            axum::Json(key_value(&key, position, &value, None, None)).into_response()
         }
         Outcome::Absent | Outcome::Created => ApiError::KeyNotFound(shown(&key)).into_response(),
     };

@@ -107,7 +107,8 @@ impl Node {
         {
             self.store.insert_all(vec![repair])?;
         }
-        Ok(newest.filter(|e| e.value.is_some()))
+        let now = crate::store::now_micros();
+        Ok(newest.filter(|e| e.is_live(now)))
     }
 }
 

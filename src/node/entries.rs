@@ -53,6 +53,7 @@ pub(super) fn entry_from_wire(e: dht::KeyValueEntry, limits: &Limits) -> Result<
             micros: e.version_micros,
             node: e.version_node,
         },
+        expires: e.expires_micros.filter(|_| !e.tombstone),
     })
 }
 
@@ -97,6 +98,7 @@ impl From<Entry> for dht::KeyValueEntry {
             raw_key: Some(e.key),
             version_micros: e.version.micros,
             version_node: e.version.node,
+            expires_micros: e.expires,
         }
     }
 }
@@ -109,6 +111,7 @@ pub(super) fn test_entry(i: u8, value_len: usize) -> Entry {
         key: vec![i],
         value: Some(vec![0; value_len]),
         version: Version::default(),
+        expires: None,
     }
 }
 

@@ -56,6 +56,9 @@ pub enum NodeError {
         /// The key's version (`None`: absent).
         current: Option<Version>,
     },
+    /// A time to live that cannot be.
+    #[error("bad time to live: {0}")]
+    BadTtl(String),
     /// A listing's cursor is not one a listing returned.
     #[error("bad cursor: {0}")]
     BadCursor(String),
@@ -142,6 +145,7 @@ impl NodeError {
             | NodeError::BadRequestId(_)
             | NodeError::BadCondition(_)
             | NodeError::BadCursor(_)
+            | NodeError::BadTtl(_)
             | NodeError::BadListing(_) => Code::InvalidArgument,
             NodeError::PreconditionFailed { .. } => Code::FailedPrecondition,
             NodeError::TooManyHops { .. }

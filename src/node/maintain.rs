@@ -97,6 +97,7 @@ impl Node {
                 last_purge = Instant::now();
                 self.purge_tombstones();
             }
+            self.purge_lapsed();
         }
     }
 
@@ -110,6 +111,17 @@ impl Node {
             Ok(0) => {}
             Ok(n) => tracing::debug!(tombstones = n, "purged expired tombstones"),
             Err(e) => tracing::warn!(error = %e, "could not purge tombstones"),
+        }
+    }
+
+    /// Frees the entries whose time to live has passed (they read as absent
+    /// from then on already). Every copy does this by its own clock, so
+    /// replicas free them at about the same time.
+    fn purge_lapsed(&self) {
+        match self.store.purge_lapsed(crate::store::now_micros()) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(entries = n, "purged entries whose time to live passed"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired entries"),
         }
     }
 

@@ -245,15 +245,18 @@ impl Store for RecordedStore {
         self.inner.get(position, key)
     }
 
-    fn set(
+    fn set_expiring(
         &self,
         position: Position,
         key: Vec<u8>,
         value: Vec<u8>,
         writer: u64,
+        expires: Option<u64>,
     ) -> Result<Written, StoreError> {
         self.recorder.write(|notes| {
-            let written = self.inner.set(position, key, value, writer)?;
+            let written = self
+                .inner
+                .set_expiring(position, key, value, writer, expires)?;
             notes.note([&written.entry]);
             Ok(written)
         })
@@ -275,7 +278,7 @@ impl Store for RecordedStore {
         &self,
         position: Position,
         key: &[u8],
-    ) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+    ) -> Result<Option<crate::store::Live>, StoreError> {
         self.inner.get_versioned(position, key)
     }
 
@@ -317,6 +320,10 @@ impl Store for RecordedStore {
 
     fn purge_tombstones(&self, before_micros: u64) -> Result<usize, StoreError> {
         self.inner.purge_tombstones(before_micros)
+    }
+
+    fn purge_lapsed(&self, now_micros: u64) -> Result<usize, StoreError> {
+        self.inner.purge_lapsed(now_micros)
     }
 
     fn sync_point(&self) -> SyncFuture {
@@ -424,6 +431,7 @@ mod tests {
             key: vec![p as u8],
             value: Some(vec![1]),
             version: Version { micros: 5, node: 1 },
+            expires: None,
         };
         store.insert_all(vec![entry(12), entry(30)]).unwrap();
         assert_eq!(recorder.stop(), vec![entry(12)]);

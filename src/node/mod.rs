@@ -45,7 +45,7 @@ pub use listing::{Cursor, ListRequest, MAX_PAGE, Page};
 pub use maintain::MaintenanceSettings;
 pub use peers::{PeerTimeouts, Peers};
 pub use query::{
-    Answer, Condition, KEY_NOT_PRESENT, Limits, Operation, Outcome, Query, RouteTaken,
+    Answer, Condition, KEY_NOT_PRESENT, Limits, MAX_TTL, Operation, Outcome, Query, RouteTaken,
 };
 pub use replicate::ReplicationSettings;
 pub use service::grpc_routes;
@@ -72,9 +72,9 @@ struct KeyCounts {
     replica: u64,
 }
 
-/// What applying a query locally gives: the outcome, the key's version after
-/// it, and the entry a write wrote.
-type Applied = (Outcome, Option<Version>, Option<Entry>);
+/// What applying a query locally gives: the outcome, the key's version and
+/// expiry after it, and the entry a write wrote.
+type Applied = (Outcome, Option<Version>, Option<u64>, Option<Entry>);
 
 /// Locks over key positions, striped: an owner decides the writes to one key
 /// one at a time, so that a condition (compare-and-set) checked before a write
@@ -418,7 +418,7 @@ impl Node {
             let route = match route {
                 // Applied under the view lock; acknowledged once durable here
                 // and on the key's replicas.
-                Ok(((outcome, version, written), caught_up, me)) => {
+                Ok(((outcome, version, expires, written), caught_up, me)) => {
                     let route = RouteTaken {
                         hops: query.hops,
                         owner: Some(me),
@@ -447,6 +447,7 @@ impl Node {
                     if let (Operation::Get, Some(key), false) = (&query.op, &query.key, caught_up) {
                         let newest = self.read_with_replicas(query.position, key).await?;
                         let version = newest.as_ref().map(|e| e.version);
+                        let expires = newest.as_ref().and_then(|e| e.expires);
                         let outcome = newest
                             .and_then(|e| e.value)
                             .map_or(Outcome::Absent, Outcome::Value);
@@ -454,12 +455,14 @@ impl Node {
                             outcome,
                             route,
                             version,
+                            expires,
                         });
                     }
                     return Ok(Answer {
                         outcome,
                         route,
                         version,
+                        expires,
                     });
                 }
                 Err(route) => route,
@@ -502,6 +505,9 @@ impl Node {
                     match forwarded.await {
                         Ok((result, route)) => {
                             let version = result.version.as_deref().and_then(Version::from_token);
+                            let expires = result
+                                .ttl_ms
+                                .map(|ms| crate::store::now_micros().saturating_add(ms * 1000));
                             let outcome = Outcome::from_result(result, &query.op);
                             // A peer that reports no route was at least one hop.
                             let route = route.unwrap_or(RouteTaken {
@@ -512,6 +518,7 @@ impl Node {
                                 outcome,
                                 route,
                                 version,
+                                expires,
                             });
                         }
                         Err(NodeError::Unreachable { .. })
@@ -551,13 +558,15 @@ impl Node {
             // whichever entry sits at that position.
             None => match self.store.at_position(position)?.into_iter().next() {
                 Some(entry) => entry.key,
-                None => return Ok((Outcome::Absent, None, None)),
+                None => return Ok((Outcome::Absent, None, None, None)),
             },
         };
         if let Operation::Get = &query.op {
             return Ok(match self.store.get_versioned(position, &key)? {
-                Some((value, version)) => (Outcome::Value(value), Some(version), None),
-                None => (Outcome::Absent, None, None),
+                Some((value, version, expires)) => {
+                    (Outcome::Value(value), Some(version), expires, None)
+                }
+                None => (Outcome::Absent, None, None, None),
             });
         }
         // Writes to one key are decided one at a time: a condition checked
@@ -565,7 +574,8 @@ impl Node {
         let _key = self.key_locks.lock(position);
         if query.condition != Condition::Always {
             let current = self.store.entry(position, &key)?;
-            let current = current.filter(|e| e.value.is_some()).map(|e| e.version);
+            let now = crate::store::now_micros();
+            let current = current.filter(|e| e.is_live(now)).map(|e| e.version);
             if !query.condition.holds(current) {
                 return Err(NodeError::PreconditionFailed { current });
             }
@@ -580,7 +590,12 @@ impl Node {
                 )
             }
             Operation::Set(value) => {
-                let written = self.store.set(position, key, value.clone(), me)?;
+                let expires = query
+                    .ttl
+                    .map(|ttl| crate::store::now_micros().saturating_add(ttl.as_micros() as u64));
+                let written = self
+                    .store
+                    .set_expiring(position, key, value.clone(), me, expires)?;
                 (
                     written.previous.map_or(Outcome::Created, Outcome::Value),
                     written.entry,
@@ -588,6 +603,6 @@ impl Node {
             }
         };
         let version = written.value.is_some().then_some(written.version);
-        Ok((outcome, version, Some(written)))
+        Ok((outcome, version, written.expires, Some(written)))
     }
 }

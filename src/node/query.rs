@@ -7,6 +7,7 @@ use crate::proto::dht;
 use crate::request_id::RequestId;
 use crate::ring::{Member, Position, key_position};
 use crate::store::Version;
+use std::time::Duration;
 
 /// Size limits, the same through every API.
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +148,9 @@ pub struct Query {
     pub request_id: Option<RequestId>,
     /// When a write applies.
     pub condition: Condition,
+    /// A Set's time to live: the key expires that long after the owner
+    /// applies it.
+    pub ttl: Option<Duration>,
 }
 
 /// The answer to a query.
@@ -171,6 +175,8 @@ pub struct Answer {
     /// wrote (`None`: the key is absent, or a peer of the original protocol
     /// answered).
     pub version: Option<Version>,
+    /// When the key expires (microseconds since the epoch), if it does.
+    pub expires: Option<u64>,
 }
 
 /// How a query reached the node that answered it from its store.
@@ -218,6 +224,7 @@ impl Query {
             hops: 0,
             request_id: None,
             condition: Condition::Always,
+            ttl: None,
         })
     }
 
@@ -225,7 +232,11 @@ impl Query {
     pub fn from_client(q: dht::Query, limits: &Limits) -> Result<Self, NodeError> {
         let op = operation(q.ty, q.value)?;
         let condition = Condition::from_wire(q.if_match.as_deref(), q.if_absent, &op)?;
-        Ok(Self::new(op, q.key, limits)?.on_condition(condition))
+        let ttl = ttl(q.ttl_ms, &op)?;
+        Ok(Self {
+            ttl,
+            ..Self::new(op, q.key, limits)?.on_condition(condition)
+        })
     }
 
     /// This query, applied only if `condition` holds.
@@ -238,6 +249,7 @@ impl Query {
         let op = operation(q.ty, q.value)?;
         check_op(&op, limits)?;
         let condition = Condition::from_wire(q.if_match.as_deref(), q.if_absent, &op)?;
+        let ttl = ttl(q.ttl_ms, &op)?;
         let position = Position(q.key);
         match q.raw_key {
             Some(key) => {
@@ -252,6 +264,7 @@ impl Query {
                     hops: q.hops,
                     request_id: None,
                     condition,
+                    ttl,
                 })
             }
             None if matches!(op, Operation::Set(_)) || condition != Condition::Always => {
@@ -264,6 +277,7 @@ impl Query {
                 hops: q.hops,
                 request_id: None,
                 condition,
+                ttl,
             }),
         }
     }
@@ -292,8 +306,30 @@ impl Query {
             hops: self.hops + 1,
             if_match,
             if_absent,
+            ttl_ms: self.ttl.map(|t| t.as_millis() as u64),
         }
     }
+}
+
+/// The longest time to live: ten years.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A request's time to live, checked: Set only, 1 ms to [`MAX_TTL`].
+fn ttl(ms: Option<u64>, op: &Operation) -> Result<Option<Duration>, NodeError> {
+    let Some(ms) = ms else { return Ok(None) };
+    if !matches!(op, Operation::Set(_)) {
+        return Err(NodeError::BadTtl(
+            "a time to live applies to Set only".into(),
+        ));
+    }
+    let ttl = Duration::from_millis(ms);
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(NodeError::BadTtl(format!(
+            "{ms} ms: a time to live is 1 ms to {} s",
+            MAX_TTL.as_secs()
+        )));
+    }
+    Ok(Some(ttl))
 }
 
 fn check_key(key: &[u8], limits: &Limits) -> Result<(), NodeError> {
@@ -337,8 +373,10 @@ impl From<Outcome> for dht::QueryResult {
 
 impl From<&Answer> for dht::QueryResult {
     fn from(a: &Answer) -> Self {
+        let now = crate::store::now_micros();
         Self {
             version: a.version.map(|v| v.token()),
+            ttl_ms: a.expires.map(|at| at.saturating_sub(now).div_ceil(1000)),
             ..a.outcome.clone().into()
         }
     }

@@ -159,6 +159,7 @@ mod tests {
             key: key.into(),
             value: value.map(Into::into),
             version: Version { micros, node: 1 },
+            expires: None,
         }
     }
 

@@ -97,6 +97,7 @@ pub async fn measure(plan: &FootprintPlan) -> Result<Vec<Step>, StoreError> {
                             micros: 1 + i as u64,
                             node: 1,
                         },
+                        expires: None,
                     }
                 })
                 .collect();

@@ -1,6 +1,6 @@
 //! The in-memory store: an ordered map behind a read-write lock.
 
-use super::{Bucket, Entry, Store, StoreError, Version, Written, digest};
+use super::{Bucket, Entry, Store, StoreError, Version, Written, digest, now_micros};
 use crate::ring::{Arc, Position};
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -8,8 +8,8 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// An entry's place: its position and key.
 type Id = (u64, Vec<u8>);
-/// An entry's value (`None`: a tombstone) and version.
-type Stored = (Option<Vec<u8>>, Version);
+/// An entry's value (`None`: a tombstone), version and expiry.
+type Stored = (Option<Vec<u8>>, Version, Option<u64>);
 /// Entries by (position, raw key): the value (`None`: a tombstone) and its version.
 type Map = BTreeMap<Id, Stored>;
 
@@ -21,24 +21,26 @@ struct Table {
 }
 
 impl Table {
-    /// Puts `value` at `version` if it is newer than what is there; returns the
-    /// live value it replaced, if it replaced one.
+    /// Puts `value` at `version` (expiring at `expires`) if it is newer than
+    /// what is there; returns the live value it replaced, if it replaced one
+    /// (an expired one does not count).
     fn put(
         &mut self,
         id: (u64, Vec<u8>),
         value: Option<Vec<u8>>,
         version: Version,
+        expires: Option<u64>,
     ) -> Option<Vec<u8>> {
         let adds = usize::from(value.is_some());
         match self.map.get_mut(&id) {
-            Some((_, v)) if *v >= version => None,
+            Some((_, v, _)) if *v >= version => None,
             Some(slot) => {
-                let (old, _) = std::mem::replace(slot, (value, version));
+                let (old, _, lapse) = std::mem::replace(slot, (value, version, expires));
                 self.live = self.live + adds - usize::from(old.is_some());
-                old
+                old.filter(|_| !super::expired(lapse, now_micros()))
             }
             None => {
-                self.map.insert(id, (value, version));
+                self.map.insert(id, (value, version, expires));
                 self.live += adds;
                 None
             }
@@ -81,7 +83,7 @@ impl MemoryStore {
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in doomed {
-                if let Some((Some(_), _)) = table.map.remove(&k) {
+                if let Some((Some(_), _, _)) = table.map.remove(&k) {
                     table.live -= 1;
                 }
                 removed.push(k);
@@ -100,8 +102,8 @@ impl MemoryStore {
         let mut removed = Vec::new();
         for (position, key, version) in entries {
             let id = (position.0, key.clone());
-            if table.map.get(&id).is_some_and(|(_, v)| v == version) {
-                if let Some((Some(_), _)) = table.map.remove(&id) {
+            if table.map.get(&id).is_some_and(|(_, v, _)| v == version) {
+                if let Some((Some(_), _, _)) = table.map.remove(&id) {
                     table.live -= 1;
                 }
                 removed.push(id);
@@ -116,7 +118,7 @@ impl MemoryStore {
         let expired: Vec<(u64, Vec<u8>)> = table
             .map
             .iter()
-            .filter(|(_, (value, version))| value.is_none() && version.micros < before_micros)
+            .filter(|(_, (value, version, _))| value.is_none() && version.micros < before_micros)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {
@@ -130,11 +132,12 @@ impl MemoryStore {
         self.read()
             .map
             .get(&(position.0, key.to_vec()))
-            .map(|(value, version)| Entry {
+            .map(|(value, version, expires)| Entry {
                 position,
                 key: key.to_vec(),
                 value: value.clone(),
                 version: *version,
+                expires: *expires,
             })
     }
 
@@ -146,19 +149,22 @@ impl MemoryStore {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         writer: u64,
+        expires: Option<u64>,
     ) -> Written {
         let mut table = self.write();
         let id = (position.0, key);
-        let previous = table.map.get(&id).map(|(_, v)| *v);
+        let previous = table.map.get(&id).map(|(_, v, _)| *v);
         let version = Version::next(previous, writer);
+        let expires = expires.filter(|_| value.is_some());
         let entry = Entry {
             position,
             key: id.1.clone(),
             value: value.clone(),
             version,
+            expires,
         };
         Written {
-            previous: table.put(id, value, version),
+            previous: table.put(id, value, version, expires),
             entry,
         }
     }
@@ -177,12 +183,13 @@ fn bounds(range: &std::ops::RangeInclusive<u64>) -> MapBounds {
 }
 
 /// The entry a map row holds.
-fn stored_entry(((p, k), (v, version)): (&Id, &Stored)) -> Entry {
+fn stored_entry(((p, k), (v, version, expires)): (&Id, &Stored)) -> Entry {
     Entry {
         position: Position(*p),
         key: k.clone(),
         value: v.clone(),
         version: *version,
+        expires: *expires,
     }
 }
 
@@ -202,11 +209,14 @@ impl Store for MemoryStore {
         if range.is_empty() {
             return Ok(Vec::new());
         }
+        let now = now_micros();
         let table = self.read();
         Ok(table
             .map
             .range((start, end))
-            .filter(|((_, k), (v, _))| v.is_some() && k.starts_with(prefix))
+            .filter(|((_, k), (v, _, lapse))| {
+                v.is_some() && !super::expired(*lapse, now) && k.starts_with(prefix)
+            })
             .take(limit)
             .map(stored_entry)
             .collect())
@@ -216,10 +226,13 @@ impl Store for MemoryStore {
         &self,
         position: Position,
         key: &[u8],
-    ) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+    ) -> Result<Option<super::Live>, StoreError> {
         let table = self.read();
         let found = table.map.get(&(position.0, key.to_vec()));
-        Ok(found.and_then(|(v, version)| v.clone().map(|v| (v, *version))))
+        let now = now_micros();
+        Ok(found
+            .filter(|(_, _, lapse)| !super::expired(*lapse, now))
+            .and_then(|(v, version, lapse)| v.clone().map(|v| (v, *version, *lapse))))
     }
 
     fn get(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -227,21 +240,38 @@ impl Store for MemoryStore {
             .read()
             .map
             .get(&(position.0, key.to_vec()))
-            .and_then(|(v, _)| v.clone()))
+            .filter(|(_, _, lapse)| !super::expired(*lapse, now_micros()))
+            .and_then(|(v, _, _)| v.clone()))
     }
 
-    fn set(
+    fn set_expiring(
         &self,
         position: Position,
         key: Vec<u8>,
         value: Vec<u8>,
         writer: u64,
+        expires: Option<u64>,
     ) -> Result<Written, StoreError> {
-        Ok(self.write_next(position, key, Some(value), writer))
+        Ok(self.write_next(position, key, Some(value), writer, expires))
     }
 
     fn delete(&self, position: Position, key: &[u8], writer: u64) -> Result<Written, StoreError> {
-        Ok(self.write_next(position, key.to_vec(), None, writer))
+        Ok(self.write_next(position, key.to_vec(), None, writer, None))
+    }
+
+    fn purge_lapsed(&self, now_micros: u64) -> Result<usize, StoreError> {
+        let mut table = self.write();
+        let lapsed: Vec<Id> = table
+            .map
+            .iter()
+            .filter(|(_, (value, _, lapse))| value.is_some() && super::expired(*lapse, now_micros))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &lapsed {
+            table.map.remove(id);
+            table.live -= 1;
+        }
+        Ok(lapsed.len())
     }
 
     fn entry(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
@@ -267,7 +297,7 @@ impl Store for MemoryStore {
     fn insert_all(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
         let mut table = self.write();
         for e in entries {
-            table.put((e.position.0, e.key), e.value, e.version);
+            table.put((e.position.0, e.key), e.value, e.version, e.expires);
         }
         Ok(())
     }
@@ -292,7 +322,7 @@ impl Store for MemoryStore {
         arc.ranges()
             .iter()
             .flat_map(|r| table.map.range(bounds(r)))
-            .filter(|(_, (value, _))| value.is_some())
+            .filter(|(_, (value, _, _))| value.is_some())
             .count()
     }
 
@@ -304,7 +334,7 @@ impl Store for MemoryStore {
             arc.ranges()
                 .into_iter()
                 .flat_map(|r| table.map.range(bounds(&r)))
-                .map(|((p, k), (v, version))| (Position(*p), k.clone(), *version, v.is_none()))
+                .map(|((p, k), (v, version, _))| (Position(*p), k.clone(), *version, v.is_none()))
                 .collect()
         };
         let entries = ids.iter().map(|(p, k, v, t)| (*p, &k[..], *v, *t));

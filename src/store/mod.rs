@@ -91,6 +91,33 @@ pub struct Entry {
     pub value: Option<Vec<u8>>,
     /// The version of the write.
     pub version: Version,
+    /// When the key expires, in microseconds since the Unix epoch (`None`:
+    /// never). An expired entry reads as absent everywhere, and is purged.
+    pub expires: Option<u64>,
+}
+
+impl Entry {
+    /// Whether the entry is a live value at `now_micros`: not a tombstone, not
+    /// expired.
+    pub fn is_live(&self, now_micros: u64) -> bool {
+        self.value.is_some() && !expired(self.expires, now_micros)
+    }
+}
+
+/// A live value, its version and its expiry.
+pub type Live = (Vec<u8>, Version, Option<u64>);
+
+/// Whether an expiry has passed at `now_micros`.
+pub fn expired(expires: Option<u64>, now_micros: u64) -> bool {
+    expires.is_some_and(|at| at <= now_micros)
+}
+
+/// The wall clock in microseconds since the Unix epoch (what versions and
+/// expiries are measured in).
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// What a local write did: the live value it replaced, and the entry as written
@@ -115,29 +142,42 @@ pub enum StoreError {
 /// node may call it while holding its view lock. Deletes leave tombstones, so
 /// that a delete wins over an older copy of the value arriving later.
 pub trait Store: Send + Sync + 'static {
-    /// The value of `key` at `position`, if present (not deleted).
+    /// The value of `key` at `position`, if present (not deleted, not expired).
     fn get(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores `value` under `key`, written by node `writer` (versioned with
-    /// [`Version::next`]); returns the previous value and the entry written.
+    /// [`Version::next`]), expiring at `expires` (microseconds since the epoch)
+    /// if given; returns the previous live value and the entry written.
+    fn set_expiring(
+        &self,
+        position: Position,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        writer: u64,
+        expires: Option<u64>,
+    ) -> Result<Written, StoreError>;
+    /// [`Store::set_expiring`] with no expiry.
     fn set(
         &self,
         position: Position,
         key: Vec<u8>,
         value: Vec<u8>,
         writer: u64,
-    ) -> Result<Written, StoreError>;
+    ) -> Result<Written, StoreError> {
+        self.set_expiring(position, key, value, writer, None)
+    }
+    /// Removes the entries whose expiry has passed at `now_micros`; returns
+    /// how many. (They read as absent from their expiry on; this frees them.)
+    fn purge_lapsed(&self, now_micros: u64) -> Result<usize, StoreError>;
     /// Deletes `key` (leaving a tombstone), by node `writer`; returns the removed
     /// value and the tombstone written.
     fn delete(&self, position: Position, key: &[u8], writer: u64) -> Result<Written, StoreError>;
-    /// The live value of `key` and its version, if present.
-    fn get_versioned(
-        &self,
-        position: Position,
-        key: &[u8],
-    ) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+    /// The live value of `key`, its version and its expiry, if present.
+    fn get_versioned(&self, position: Position, key: &[u8]) -> Result<Option<Live>, StoreError> {
+        let now = now_micros();
         Ok(self
             .entry(position, key)?
-            .and_then(|e| e.value.map(|v| (v, e.version))))
+            .filter(|e| e.is_live(now))
+            .and_then(|e| e.value.map(|v| (v, e.version, e.expires))))
     }
     /// The stored entry (value or tombstone, with its version) of `key`, if any.
     fn entry(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError>;
@@ -225,6 +265,7 @@ pub(crate) mod conformance {
             key: key.into(),
             value: value.map(Into::into),
             version: Version { micros, node: 9 },
+            expires: None,
         }
     }
 
@@ -240,6 +281,61 @@ pub(crate) mod conformance {
         writes_report_the_entry_they_wrote(&*make());
         exact_removal_keeps_newer_writes(&*make());
         pages_list_live_keys_in_order_from_a_cursor(&*make());
+        expired_values_read_as_absent_and_are_purged(&*make());
+    }
+
+    fn expired_values_read_as_absent_and_are_purged(store: &dyn Store) {
+        let now = now_micros();
+        let hour = 3_600_000_000;
+        let at = |k: &str| key_position(k.as_bytes());
+        let set = |k: &str, expires| {
+            store
+                .set_expiring(at(k), k.into(), b"v".to_vec(), 1, expires)
+                .unwrap()
+        };
+        set("gone", Some(now - 1));
+        set("later", Some(now + hour));
+        set("again", Some(now - 1));
+        assert_eq!(store.get(at("gone"), b"gone").unwrap(), None);
+        assert!(store.get_versioned(at("gone"), b"gone").unwrap().is_none());
+        assert_eq!(
+            store.entry(at("gone"), b"gone").unwrap().unwrap().expires,
+            Some(now - 1),
+            "the entry keeps its expiry (for replicas and hand-offs)"
+        );
+        let (_, _, expires) = store.get_versioned(at("later"), b"later").unwrap().unwrap();
+        assert_eq!(expires, Some(now + hour));
+        let listed: Vec<Vec<u8>> = store
+            .page(0..=u64::MAX, None, b"", 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(listed, vec![b"later".to_vec()]);
+        let rewritten = set("again", None);
+        assert_eq!(
+            rewritten.previous, None,
+            "an expired value is no previous value"
+        );
+        store
+            .insert_all(vec![Entry {
+                expires: Some(now + hour),
+                ..entry(7, "copied", Some("c"), now)
+            }])
+            .unwrap();
+        assert_eq!(
+            store
+                .entry(Position(7), b"copied")
+                .unwrap()
+                .unwrap()
+                .expires,
+            Some(now + hour),
+            "a replica's copy keeps its expiry"
+        );
+        assert_eq!(store.purge_lapsed(now).unwrap(), 1, "only the expired one");
+        assert!(store.entry(at("gone"), b"gone").unwrap().is_none());
+        assert!(store.get(at("again"), b"again").unwrap().is_some());
+        assert!(store.get(at("later"), b"later").unwrap().is_some());
     }
 
     fn pages_list_live_keys_in_order_from_a_cursor(store: &dyn Store) {

@@ -40,21 +40,46 @@ pub(super) fn identity(
 /// The length of an encoded entry's header: tag, micros, node.
 const HEADER: usize = 17;
 
-/// A stored entry: a tag (1: value, 0: tombstone), the version's microseconds
-/// and node (big-endian), then the value's bytes.
+/// Tags: what follows the version.
+const TOMBSTONE: u8 = 0;
+const VALUE: u8 = 1;
+/// A value with an expiry (8 bytes, big-endian microseconds) before it.
+const EXPIRING: u8 = 2;
+
+/// What an encoded entry's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Header {
+    /// The write's version.
+    pub version: Version,
+    /// A delete's tombstone.
+    pub tombstone: bool,
+    /// When the value expires.
+    pub expires: Option<u64>,
+}
+
+/// A stored entry: a tag (1: value, 0: tombstone, 2: value with an expiry), the
+/// version's microseconds and node (big-endian), for tag 2 the expiry
+/// (microseconds, big-endian), then the value's bytes.
 pub(super) fn encode(e: &Entry) -> Vec<u8> {
     let value = e.value.as_deref().unwrap_or_default();
-    let mut out = Vec::with_capacity(HEADER + value.len());
-    out.push(u8::from(e.value.is_some()));
+    let mut out = Vec::with_capacity(HEADER + 8 + value.len());
+    out.push(match (&e.value, e.expires) {
+        (None, _) => TOMBSTONE,
+        (Some(_), None) => VALUE,
+        (Some(_), Some(_)) => EXPIRING,
+    });
     out.extend_from_slice(&e.version.micros.to_be_bytes());
     out.extend_from_slice(&e.version.node.to_be_bytes());
+    if let (Some(_), Some(at)) = (&e.value, e.expires) {
+        out.extend_from_slice(&at.to_be_bytes());
+    }
     out.extend_from_slice(value);
     out
 }
 
-/// The version of a stored entry and whether it is a tombstone, without copying
+/// The header of a stored entry and where its value starts, without copying
 /// its value.
-pub(super) fn header(position: u64, stored: &[u8]) -> Result<(Version, bool), StoreError> {
+pub(super) fn header(position: u64, stored: &[u8]) -> Result<(Header, usize), StoreError> {
     let corrupt = || {
         StoreError::Engine(format!(
             "corrupt entry at position {position:016x}: {} bytes",
@@ -65,20 +90,38 @@ pub(super) fn header(position: u64, stored: &[u8]) -> Result<(Version, bool), St
     let word = |at: usize| -> Option<u64> {
         Some(u64::from_be_bytes(rest.get(at..at + 8)?.try_into().ok()?))
     };
-    match (tag, word(0), word(8)) {
-        (0 | 1, Some(micros), Some(node)) => Ok((Version { micros, node }, tag == 0)),
+    let (micros, node) = word(0).zip(word(8)).ok_or_else(corrupt)?;
+    let version = Version { micros, node };
+    match tag {
+        TOMBSTONE | VALUE => Ok((
+            Header {
+                version,
+                tombstone: tag == TOMBSTONE,
+                expires: None,
+            },
+            HEADER,
+        )),
+        EXPIRING => Ok((
+            Header {
+                version,
+                tombstone: false,
+                expires: Some(word(16).ok_or_else(corrupt)?),
+            },
+            HEADER + 8,
+        )),
         _ => Err(corrupt()),
     }
 }
 
 /// The entry `(position, key)` stored as `stored`.
 pub(super) fn decode(position: u64, key: &[u8], stored: &[u8]) -> Result<Entry, StoreError> {
-    let (version, tombstone) = header(position, stored)?;
+    let (h, start) = header(position, stored)?;
     Ok(Entry {
         position: Position(position),
         key: key.to_vec(),
-        value: (!tombstone).then(|| stored[HEADER..].to_vec()),
-        version,
+        value: (!h.tombstone).then(|| stored[start..].to_vec()),
+        version: h.version,
+        expires: h.expires,
     })
 }
 
@@ -93,10 +136,23 @@ mod tests {
             key: b"k".to_vec(),
             value: Some(b"v".to_vec()),
             version: Version { micros: 5, node: 6 },
+            expires: None,
         };
         assert_eq!(decode(3, b"k", &encode(&e)).unwrap(), e);
-        let gone = Entry { value: None, ..e };
+        let gone = Entry {
+            value: None,
+            ..e.clone()
+        };
         assert_eq!(decode(3, b"k", &encode(&gone)).unwrap(), gone);
+        let expiring = Entry {
+            expires: Some(1 << 60),
+            ..e
+        };
+        assert_eq!(decode(3, b"k", &encode(&expiring)).unwrap(), expiring);
+        assert!(
+            decode(3, b"k", &encode(&expiring)[..20]).is_err(),
+            "a cut expiry"
+        );
         assert!(decode(3, b"k", &[1, 2, 3]).is_err());
         assert!(decode(3, b"k", &[7; 20]).is_err());
         assert!(decode(3, b"k", &[]).is_err());

@@ -26,7 +26,7 @@ mod read;
 
 pub(super) use layout::FILE_NAME;
 
-use super::{Bucket, Entry, Store, StoreError, SyncFuture, Version, Written};
+use super::{Bucket, Entry, Store, StoreError, SyncFuture, Version, Written, now_micros};
 use crate::ring::{Arc, Member, Position};
 use commit::{Committer, Mutation};
 use index::{Index, Meta, Slot};
@@ -91,6 +91,9 @@ pub struct DiskStore {
     committed: watch::Receiver<u64>,
     failure: std::sync::Arc<Mutex<Option<String>>>,
     identity: Option<Member>,
+    /// Keys written with an expiry, by expiry: what `purge_lapsed` removes
+    /// (a key written again since is checked before it goes).
+    expiring: Mutex<BTreeSet<(u64, u64, Vec<u8>)>>,
     mode: SyncMode,
     /// How long each commit (its fsync included) took.
     commits: Histogram,
@@ -150,6 +153,7 @@ impl DiskStore {
         let read = db.begin_read().map_err(engine)?;
         let keys = Index::hasher();
         let mut slots = Vec::new();
+        let mut expiring = BTreeSet::new();
         for row in read
             .open_table(ENTRIES)
             .map_err(engine)?
@@ -158,11 +162,14 @@ impl DiskStore {
         {
             let (k, v) = row.map_err(engine)?;
             let (position, key) = k.value();
-            let (version, tombstone) = header(position, v.value())?;
+            let (h, _) = header(position, v.value())?;
+            if let Some(at) = h.expires {
+                expiring.insert((at, position, key.to_vec()));
+            }
             let position = Position(position);
             slots.push((
                 Index::slot_with(&keys, position, key),
-                Meta::of(position, key, version, tombstone),
+                Meta::of(position, key, h.version, h.tombstone),
             ));
         }
         let index = Index::new(keys, slots);
@@ -198,6 +205,7 @@ impl DiskStore {
             committed,
             failure,
             identity,
+            expiring: Mutex::new(expiring),
             mode: options.sync,
             commits,
         })
@@ -238,11 +246,16 @@ impl DiskStore {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         writer: u64,
+        expires: Option<u64>,
     ) -> Result<Written, StoreError> {
         let log = self.order();
         let before = lock_read(&self.index).get(position, &key);
+        let now = now_micros();
         let previous = match before {
-            Some(m) if !m.tombstone => self.stored(position, &key)?.and_then(|e| e.value),
+            Some(m) if !m.tombstone => self
+                .stored(position, &key)?
+                .filter(|e| e.is_live(now))
+                .and_then(|e| e.value),
             _ => None,
         };
         let version = Version::next(before.map(|m| m.version), writer);
@@ -251,11 +264,21 @@ impl DiskStore {
         let entry = Entry {
             position,
             key,
+            expires: expires.filter(|_| value.is_some()),
             value,
             version,
         };
+        self.note_expiry(&entry);
         self.queue(&log, vec![Mutation::Put(entry.clone())])?;
         Ok(Written { previous, entry })
+    }
+
+    /// Remembers when `entry` expires, if it does.
+    fn note_expiry(&self, entry: &Entry) {
+        if let (Some(at), Some(_)) = (entry.expires, &entry.value) {
+            let mut expiring = self.expiring.lock().unwrap_or_else(|e| e.into_inner());
+            expiring.insert((at, entry.position.0, entry.key.clone()));
+        }
     }
 
     /// Forgets `ids` in the index and on disk; call with the order lock held.
@@ -286,21 +309,51 @@ impl DiskStore {
 
 impl Store for DiskStore {
     fn get(&self, position: Position, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.stored(position, key)?.and_then(|e| e.value))
+        let now = now_micros();
+        Ok(self
+            .stored(position, key)?
+            .filter(|e| e.is_live(now))
+            .and_then(|e| e.value))
     }
 
-    fn set(
+    fn set_expiring(
         &self,
         position: Position,
         key: Vec<u8>,
         value: Vec<u8>,
         writer: u64,
+        expires: Option<u64>,
     ) -> Result<Written, StoreError> {
-        self.write_next(position, key, Some(value), writer)
+        self.write_next(position, key, Some(value), writer, expires)
     }
 
     fn delete(&self, position: Position, key: &[u8], writer: u64) -> Result<Written, StoreError> {
-        self.write_next(position, key.to_vec(), None, writer)
+        self.write_next(position, key.to_vec(), None, writer, None)
+    }
+
+    fn purge_lapsed(&self, now_micros: u64) -> Result<usize, StoreError> {
+        let due: Vec<(u64, u64, Vec<u8>)> = {
+            let mut expiring = self.expiring.lock().unwrap_or_else(|e| e.into_inner());
+            let later = expiring.split_off(&(now_micros.saturating_add(1), 0, Vec::new()));
+            std::mem::replace(&mut *expiring, later)
+                .into_iter()
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let log = self.order();
+        // Only what still holds that expiry: a key written since stays.
+        let mut ids = Vec::new();
+        for (at, position, key) in due {
+            if self
+                .stored(Position(position), &key)?
+                .is_some_and(|e| e.expires == Some(at))
+            {
+                ids.push((position, key));
+            }
+        }
+        self.remove_ids(&log, ids)
     }
 
     fn entry(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
@@ -341,6 +394,7 @@ impl Store for DiskStore {
                     continue;
                 }
                 index.put(e.position, &e.key, meta);
+                self.note_expiry(&e);
                 winners.push(Mutation::Put(e));
             }
         }
@@ -449,6 +503,7 @@ impl Store for DiskStore {
         let arc = Arc::new(Position(start), Position(end.wrapping_add(1)));
         let whole = start == 0 && end == u64::MAX;
         let mut out = Vec::new();
+        let now = now_micros();
         if limit == 0 || (start > end) || (arc.start == arc.end && !whole) {
             return Ok(out);
         }
@@ -460,7 +515,7 @@ impl Store for DiskStore {
                     Found::Disk(stored) => decode(position, key, stored)?,
                     Found::Pending(e) => e.clone(),
                 };
-                if entry.value.is_some() {
+                if entry.is_live(now) {
                     out.push(entry);
                 }
             }

@@ -56,6 +56,39 @@ async fn entries_and_identity_survive_a_reopen() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test]
+async fn expiries_survive_a_reopen_and_are_still_purged() {
+    let dir = temp_dir("expiry");
+    let now = now_micros();
+    {
+        let store = DiskStore::open(&dir, SyncMode::Always).unwrap();
+        store
+            .set_expiring(
+                Position(5),
+                b"a".to_vec(),
+                b"1".to_vec(),
+                1,
+                Some(now + 60_000_000),
+            )
+            .unwrap();
+        store
+            .set_expiring(Position(6), b"b".to_vec(), b"2".to_vec(), 1, Some(now + 1))
+            .unwrap();
+        store.sync_point().await.unwrap();
+    }
+    let store = reopen(&dir).await;
+    let a = store.entry(Position(5), b"a").unwrap().unwrap();
+    assert_eq!(a.expires, Some(now + 60_000_000));
+    assert_eq!(
+        store.purge_lapsed(now + 2).unwrap(),
+        1,
+        "b, found again on reopen"
+    );
+    assert!(store.entry(Position(6), b"b").unwrap().is_none());
+    assert_eq!(store.purge_lapsed(now + 60_000_001).unwrap(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Writes `value` under `key` at `position`, as node 1.
 fn put(store: &DiskStore, position: u64, key: &str, value: &str) -> Written {
     store
@@ -93,6 +126,7 @@ fn writes_are_read_before_their_commit() {
         key: b"c".to_vec(),
         value: Some(b"3".to_vec()),
         version: Version { micros: 1, node: 2 },
+        expires: None,
     };
     store.insert_all(vec![c.clone()]).unwrap();
     assert_eq!(committed_entries(&store), 0);
