@@ -205,6 +205,7 @@ pub struct NodeMetrics {
     neighbour_failures: Family<NeighbourLabels, Counter>,
     replicate_batches: Counter,
     replicate_entries: Counter,
+    batch_calls: Counter,
 }
 
 impl NodeMetrics {
@@ -305,6 +306,12 @@ impl NodeMetrics {
             "Writes sent to replicas in Replicate calls",
             replicate_entries.clone(),
         );
+        let batch_calls = Counter::default();
+        registry.register(
+            "batch_calls",
+            "Batch calls this node sent to owners, each carrying the queries of one batch that owner owns",
+            batch_calls.clone(),
+        );
         if let Some(commits) = commits {
             registry.register_with_unit(
                 "store_commit_duration",
@@ -351,6 +358,7 @@ impl NodeMetrics {
             neighbour_failures,
             replicate_batches,
             replicate_entries,
+            batch_calls,
         }
     }
 
@@ -434,6 +442,11 @@ impl NodeMetrics {
                 neighbour: neighbour(next),
             })
             .inc();
+    }
+
+    /// Counts a `Batch` call sent to an owner.
+    pub fn batch_sent(&self) {
+        self.batch_calls.inc();
     }
 
     /// Counts a `Replicate` call carrying `entries` writes.

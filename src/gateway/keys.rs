@@ -19,7 +19,7 @@ use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 /// How a byte string is written in JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// The bytes are valid UTF-8 and written as they are.

@@ -4,6 +4,7 @@
 //! Handlers are thin: keys go through [`crate::node::Node::execute`], the same path
 //! as gRPC `QueryDht`; errors become problem+json in one place ([`problem`]).
 
+pub mod batch;
 pub mod health;
 pub mod keys;
 pub mod list;
@@ -38,6 +39,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         keys::put_key,
         keys::delete_key,
         list::list_keys,
+        batch::run_batch,
         ring::get_ring,
         ring::get_owner,
         health::healthz,
@@ -71,6 +73,10 @@ pub fn router(node: Arc<Node>) -> Router {
                 .fallback(|| async { method_not_allowed("GET,HEAD,PUT,DELETE") }),
         )
         .route(
+            "/batch",
+            axum::routing::post(batch::run_batch).fallback(|| async { method_not_allowed("POST") }),
+        )
+        .route(
             "/keys",
             get(list::list_keys).fallback(|| async { method_not_allowed("GET,HEAD") }),
         )
@@ -99,7 +105,13 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
-                .allow_methods([Method::GET, Method::HEAD, Method::PUT, Method::DELETE])
+                .allow_methods([
+                    Method::GET,
+                    Method::HEAD,
+                    Method::PUT,
+                    Method::DELETE,
+                    Method::POST,
+                ])
                 .allow_headers(Any)
                 .expose_headers([
                     header::LOCATION,

@@ -56,6 +56,9 @@ pub enum NodeError {
         /// The key's version (`None`: absent).
         current: Option<Version>,
     },
+    /// A batch that cannot be run.
+    #[error("bad batch: {0}")]
+    BadBatch(String),
     /// A time to live that cannot be.
     #[error("bad time to live: {0}")]
     BadTtl(String),
@@ -146,6 +149,7 @@ impl NodeError {
             | NodeError::BadCondition(_)
             | NodeError::BadCursor(_)
             | NodeError::BadTtl(_)
+            | NodeError::BadBatch(_)
             | NodeError::BadListing(_) => Code::InvalidArgument,
             NodeError::PreconditionFailed { .. } => Code::FailedPrecondition,
             NodeError::TooManyHops { .. }

@@ -7,7 +7,11 @@
 //! `anti_entropy` (replicas catching up with owners by digests); `catch_up` (an
 //! owner that may be behind reads with its replicas); `strays` (entries outside
 //! the kept arc go to their owners); `service` and `entries` (the gRPC shell and
-//! its wire checks); `peers` (channels to other nodes).
+//! its wire checks); `peers` (channels to other nodes); `listing` (pages of
+//! the ring's keys, each range asked of its owner); `pipeline` (queues of
+//! replica writes); `migration` (a join's hand-off while the arc stays served);
+//! `routes` (the routing table's upkeep); `health` (what `grpc.health.v1` says);
+//! `batch` (several queries, one call per owner).
 //!
 //! # Concurrency
 //!
@@ -20,6 +24,7 @@
 //! mutex, so two joiners into one arc are handled one after the other.
 
 mod anti_entropy;
+mod batch;
 mod catch_up;
 mod entries;
 mod error;
@@ -39,6 +44,7 @@ mod service;
 mod strays;
 mod view;
 
+pub use batch::MAX_BATCH;
 pub use error::{JoinError, NodeError};
 pub use join::{Discovery, JoinSettings, RunningNode, start};
 pub use listing::{Cursor, ListRequest, MAX_PAGE, Page};
@@ -504,22 +510,12 @@ impl Node {
                             .forward(&to, query.to_forward(), query.request_id.as_ref());
                     match forwarded.await {
                         Ok((result, route)) => {
-                            let version = result.version.as_deref().and_then(Version::from_token);
-                            let expires = result
-                                .ttl_ms
-                                .map(|ms| crate::store::now_micros().saturating_add(ms * 1000));
-                            let outcome = Outcome::from_result(result, &query.op);
                             // A peer that reports no route was at least one hop.
                             let route = route.unwrap_or(RouteTaken {
                                 hops: query.hops + 1,
                                 owner: None,
                             });
-                            return Ok(Answer {
-                                outcome,
-                                route,
-                                version,
-                                expires,
-                            });
+                            return Ok(Answer::from_result(result, &query.op, route));
                         }
                         Err(NodeError::Unreachable { .. })
                             if started.elapsed() + delay < retry_budget =>

@@ -179,6 +179,22 @@ pub struct Answer {
     pub expires: Option<u64>,
 }
 
+impl Answer {
+    /// The answer a peer's `result` gives for `op`, reached by `route`.
+    pub fn from_result(result: dht::QueryResult, op: &Operation, route: RouteTaken) -> Self {
+        let version = result.version.as_deref().and_then(Version::from_token);
+        let expires = result
+            .ttl_ms
+            .map(|ms| crate::store::now_micros().saturating_add(ms.saturating_mul(1000)));
+        Self {
+            outcome: Outcome::from_result(result, op),
+            route,
+            version,
+            expires,
+        }
+    }
+}
+
 /// How a query reached the node that answered it from its store.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteTaken {

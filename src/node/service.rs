@@ -322,6 +322,15 @@ impl DhtNode for DhtService {
         )))
     }
 
+    async fn batch(
+        &self,
+        request: Request<dht::BatchRequest>,
+    ) -> Result<Response<dht::BatchReply>, Status> {
+        Ok(Response::new(
+            self.node.accept_batch(request.into_inner()).await?,
+        ))
+    }
+
     type ReadRangeStream = EntryStream;
 
     async fn read_range(

@@ -343,6 +343,12 @@ impl dht::dht_node_server::DhtNode for SilentPeer {
     ) -> Result<Response<dht::ListRangeReply>, Status> {
         std::future::pending().await
     }
+    async fn batch(
+        &self,
+        _: Request<dht::BatchRequest>,
+    ) -> Result<Response<dht::BatchReply>, Status> {
+        std::future::pending().await
+    }
     type ListKeysStream = tokio_stream::Empty<Result<dht::ListedKey, Status>>;
     async fn list_keys(
         &self,

@@ -1,0 +1,128 @@
+//! `POST /batch`: several operations in one request, each answered on its own,
+//! sent to each owner in one call.
+
+mod common;
+
+use common::http;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+async fn batch(addr: &str, body: Value) -> common::HttpAnswer {
+    http(
+        "POST",
+        &format!("{addr}/batch"),
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+fn metric(text: &[u8], series: &str) -> f64 {
+    String::from_utf8_lossy(text)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_goes_to_each_owner_in_one_call_and_answers_each_operation() {
+    let cluster = common::cluster(3).await;
+    let addrs = cluster.addrs();
+    common::await_routing_tables(&addrs).await;
+    let entry = &addrs[0];
+    let keys: Vec<String> = (0..30).map(|i| format!("b/{i}")).collect();
+    let mut owners = BTreeSet::new();
+    for k in &keys {
+        let owner = http("GET", &format!("{entry}/ring/owner/{k}"), b"")
+            .await
+            .json();
+        owners.insert(owner["owner"]["addr"].as_str().unwrap().to_string());
+    }
+    owners.remove(entry);
+    let before = http("GET", &format!("{entry}/metrics"), b"").await.body;
+
+    let puts: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({"op": "put", "key": k, "value": k}))
+        .collect();
+    let answer = batch(entry, json!({ "ops": puts })).await;
+    assert_eq!(answer.status, 200);
+    let results = answer.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 30);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["status"] == 201 && r["version"].is_string())
+    );
+    assert!(results.iter().all(|r| r["hops"].as_u64().unwrap() <= 1));
+
+    let after = http("GET", &format!("{entry}/metrics"), b"").await.body;
+    let calls = metric(&after, "crustyring_batch_calls_total")
+        - metric(&before, "crustyring_batch_calls_total");
+    assert_eq!(calls, owners.len() as f64, "one call per other owner");
+    let forwards =
+        metric(&after, "crustyring_forwards_total") - metric(&before, "crustyring_forwards_total");
+    assert_eq!(forwards, 0.0, "no query forwarded on its own");
+
+    let mixed = json!({ "ops": [
+        {"op": "get", "key": "b/0"},
+        {"op": "get", "key": "nothing"},
+        {"op": "delete", "key": "b/1"},
+        {"op": "put", "key": "b/2", "value": "x", "if_absent": true},
+        {"op": "put", "key": "/wA=", "key_encoding": "base64", "value": "/wA=", "encoding": "base64", "ttl": "1h"},
+        {"op": "put", "key": "bad", "value": "!!", "encoding": "base64"},
+        {"op": "put", "key": "novalue"},
+        {"op": "get", "key": ""},
+    ]});
+    let results = batch(&addrs[1], mixed).await.json()["results"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let status: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(status, [200, 404, 200, 412, 201, 400, 400, 400]);
+    assert_eq!(results[0]["value"], "b/0");
+    assert_eq!(results[2]["value"], "b/1", "what the delete removed");
+    assert!(results[5]["detail"].as_str().unwrap().contains("base64"));
+    let raw = http("GET", &format!("{entry}/keys/%FF%00?raw=true"), b"").await;
+    assert!(raw.header("x-crusty-ttl-ms").is_some());
+    assert_eq!(
+        (raw.status, raw.body),
+        (200, vec![0xff, 0x00]),
+        "bytes in and out"
+    );
+    assert_eq!(
+        http("GET", &format!("{entry}/keys/b/1"), b"").await.status,
+        404
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_no_batch_is_refused() {
+    let cluster = common::cluster(1).await;
+    let node = &cluster.addrs()[0];
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| json!({"op": "get", "key": i.to_string()}))
+        .collect();
+    for body in [
+        json!({"ops": []}),
+        json!({ "ops": too_many }),
+        json!({"ops": [{"op": "get", "key": "a", "color": "red"}]}),
+        json!({"ops": [{"op": "fly", "key": "a"}]}),
+        json!({"nope": 1}),
+    ] {
+        let answer = batch(node, body).await;
+        assert_eq!(answer.status, 400);
+        assert!(answer.json()["detail"].is_string());
+    }
+    assert_eq!(
+        http("POST", &format!("{node}/batch"), b"not json")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(http("GET", &format!("{node}/batch"), b"").await.status, 405);
+    cluster.shutdown().await;
+}
