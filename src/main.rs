@@ -71,6 +71,17 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Watch a key: print each change (its version, then the value, or
+    /// `deleted`) as it happens, following the key's owner, until Ctrl-C.
+    Watch {
+        /// The key.
+        key: String,
+        /// Resume after this version (as a change printed it).
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List the ring's keys (in the order of their ring positions), one per
     /// line; with --values, key and value separated by a tab.
     List {
@@ -274,6 +285,23 @@ async fn main() -> anyhow::Result<()> {
             let mut request = client::request(OperationType::Delete, key.as_bytes(), None);
             request.if_match = if_match;
             report(send(&target, request).await?)
+        }
+        Command::Watch { key, since, target } => {
+            let mut c = client::connect(&target.node).await?;
+            let request = crustyring::proto::dht::WatchRequest {
+                key: key.into_bytes(),
+                since,
+                local: false,
+            };
+            let mut changes = c.watch(request).await?.into_inner();
+            while let Some(change) = changes.message().await? {
+                match (&change.value, change.deleted) {
+                    (_, true) => println!("{} deleted", change.version),
+                    (Some(v), false) => println!("{} {}", change.version, show(v)),
+                    (None, false) => println!("{} (no value)", change.version),
+                }
+            }
+            Ok(())
         }
         Command::List {
             prefix,

@@ -248,6 +248,14 @@ pub struct GetOptions {
     /// `true`: answer the value's bytes alone (`application/octet-stream`).
     #[param(example = false)]
     pub raw: Option<bool>,
+    /// `true`: the key's changes as Server-Sent Events (`text/event-stream`;
+    /// `event: put` or `delete`, `id` the version), starting with its current
+    /// state, following its owner as the ring changes.
+    #[param(example = false)]
+    pub watch: Option<bool>,
+    /// With `watch`: resume after this version (an event's `id`; a
+    /// `Last-Event-ID` header does the same).
+    pub since: Option<String>,
 }
 
 /// The key bytes named by the path after `prefix`, percent-decoded.
@@ -324,8 +332,8 @@ fn key_value(
     tag = "keys",
     params(KeyParam, GetOptions, RequestIdHeader),
     responses(
-        (status = 200, description = "The value (JSON; or its bytes alone with `?raw=true`).", body = KeyValue,
-            content((KeyValue = "application/json"), (Vec<u8> = "application/octet-stream")),
+        (status = 200, description = "The value (JSON; or its bytes alone with `?raw=true`; or, with `?watch=true`, its changes as Server-Sent Events).", body = KeyValue,
+            content((KeyValue = "application/json"), (Vec<u8> = "application/octet-stream"), (String = "text/event-stream")),
             headers(
                 ("x-crusty-hops" = u32, description = "How many times the request was forwarded after it entered the ring."),
                 ("x-crusty-owner" = String, description = "The address of the node that answered from its store."),
@@ -340,8 +348,26 @@ pub async fn get_key(
     State(node): State<Arc<Node>>,
     Observed(id): Observed,
     uri: Uri,
+    headers: HeaderMap,
     options: Result<UrlQuery<GetOptions>, QueryRejection>,
 ) -> Response {
+    if let Ok(UrlQuery(GetOptions {
+        watch: Some(true),
+        since,
+        ..
+    })) = &options
+    {
+        let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+        let watched = key_from_path(&uri, "/keys/").and_then(|key| {
+            query(Operation::Get, key.clone(), &node, RequestId::generate())?;
+            let since = super::watch::resume_from(last_event, since.as_deref())?;
+            Ok((key, since))
+        });
+        return match watched {
+            Ok((key, since)) => super::watch::stream(&node, key, since),
+            Err(e) => e.into_response(),
+        };
+    }
     observe(node.clone(), "get", id, |id| get(node, id, uri, options)).await
 }
 

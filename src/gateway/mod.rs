@@ -13,6 +13,7 @@ pub mod observe;
 pub mod page;
 pub mod problem;
 pub mod ring;
+pub mod watch;
 
 use crate::node::{Node, RouteTaken};
 use crate::request_id::RequestId;

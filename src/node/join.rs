@@ -165,8 +165,12 @@ pub async fn start(
         router,
         wait_for(stopped.clone()),
     ));
+    let closing = node.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // Endless streams (watches) end first, so the server's graceful
+        // shutdown does not wait for them.
+        closing.close_streams();
         let _ = stop.send(true);
     });
     tokio::spawn(node.clone().report_health(stopped.clone()));

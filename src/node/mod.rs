@@ -11,7 +11,8 @@
 //! the ring's keys, each range asked of its owner); `pipeline` (queues of
 //! replica writes); `migration` (a join's hand-off while the arc stays served);
 //! `routes` (the routing table's upkeep); `health` (what `grpc.health.v1` says);
-//! `batch` (several queries, one call per owner).
+//! `batch` (several queries, one call per owner); `watching` (a key's changes,
+//! following its owner).
 //!
 //! # Concurrency
 //!
@@ -43,6 +44,7 @@ mod routes;
 mod service;
 mod strays;
 mod view;
+mod watching;
 
 pub use batch::MAX_BATCH;
 pub use error::{JoinError, NodeError};
@@ -56,6 +58,7 @@ pub use query::{
 pub use replicate::ReplicationSettings;
 pub use service::grpc_routes;
 pub use view::{JoinRefusal, NodeState, Route, View};
+pub use watching::event as watch_event;
 
 use crate::metrics::{NodeGauges, NodeMetrics};
 use crate::ring::Member;
@@ -189,6 +192,11 @@ pub struct Node {
     metrics: Arc<NodeMetrics>,
     /// Serialise the writes to each key (see [`KeyLocks`]).
     key_locks: KeyLocks,
+    /// The changes this node applied lately, for watches (`watching`).
+    change_log: watching::ChangeLog,
+    /// Set when the node shuts down: streams that would never end (watches)
+    /// end then.
+    closing: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -222,6 +230,8 @@ impl Node {
             ),
             metrics,
             key_locks: KeyLocks::new(),
+            change_log: watching::ChangeLog::default(),
+            closing: watch::channel(false).0,
             config,
             routes: RwLock::new(RoutingTable::new(me.clone())),
             view: RwLock::new(View::joining(me)),
@@ -599,6 +609,7 @@ impl Node {
             }
         };
         let version = written.value.is_some().then_some(written.version);
+        self.change_log.record(&written);
         Ok((outcome, version, written.expires, Some(written)))
     }
 }

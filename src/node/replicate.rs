@@ -205,18 +205,24 @@ impl Node {
         );
         // Copies held at a newer version than what was sent: told back.
         let mut newer = Vec::new();
+        let mut taken = Vec::new();
         for e in &entries {
             let stored = self
                 .store
                 .entry(e.position, &e.key)
                 .map_err(|e| Status::internal(e.to_string()))?;
-            if let Some(mine) = stored.filter(|m| m.version > e.version) {
-                newer.push(mine.into());
+            match stored {
+                Some(mine) if mine.version > e.version => newer.push(mine.into()),
+                Some(mine) if mine.version == e.version => {}
+                _ => taken.push(e.clone()),
             }
         }
         self.store
             .insert_all(entries)
             .map_err(|e| Status::internal(e.to_string()))?;
+        for e in &taken {
+            self.change_log.record(e);
+        }
         self.store
             .sync_point()
             .await

@@ -11,7 +11,7 @@ use crate::store::bucket_count;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 /// The gRPC face of a [`Node`].
@@ -329,6 +329,32 @@ impl DhtNode for DhtService {
         Ok(Response::new(
             self.node.accept_batch(request.into_inner()).await?,
         ))
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<dht::WatchEvent, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        request: Request<dht::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let limits = self.node.config().limits;
+        Query::new(super::Operation::Get, request.key.clone(), &limits)?;
+        let since = match request.since.as_deref() {
+            None => None,
+            Some(token) => Some(crate::store::Version::from_token(token).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "since {token:?} is not a version: a version is the 32 hex digits an event or read answers"
+                ))
+            })?),
+        };
+        let changes = match request.local {
+            true => self.node.watch_local(request.key, since),
+            false => self.node.watch(request.key, since),
+        };
+        let events = tokio_stream::wrappers::ReceiverStream::new(changes)
+            .map(|change| change.map(|e| super::watch_event(&e)).map_err(Status::from));
+        Ok(Response::new(Box::pin(events)))
     }
 
     type ReadRangeStream = EntryStream;

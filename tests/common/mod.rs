@@ -349,6 +349,13 @@ impl dht::dht_node_server::DhtNode for SilentPeer {
     ) -> Result<Response<dht::BatchReply>, Status> {
         std::future::pending().await
     }
+    type WatchStream = tokio_stream::Empty<Result<dht::WatchEvent, Status>>;
+    async fn watch(
+        &self,
+        _: Request<dht::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("silent"))
+    }
     type ListKeysStream = tokio_stream::Empty<Result<dht::ListedKey, Status>>;
     async fn list_keys(
         &self,

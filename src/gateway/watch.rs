@@ -1,0 +1,90 @@
+//! `GET /keys/{key}?watch=true`: a key's changes as Server-Sent Events,
+//! through [`Node::watch`](crate::node::Node::watch), which follows the key's
+//! owner. Each event's `id` is the change's version, so a client that
+//! reconnects (sending `Last-Event-ID`, as browsers do, or `?since=`) misses
+//! nothing the owner still retains.
+
+use super::keys::{Encoding, encode};
+use super::problem::ApiError;
+use crate::node::{Node, NodeError};
+use crate::store::{Entry, Version, now_micros};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio_stream::StreamExt;
+use utoipa::ToSchema;
+
+/// One change, as an event's data (`event: put` or `event: delete`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Change {
+    /// The key.
+    pub key: String,
+    /// How `key` is encoded.
+    pub key_encoding: Encoding,
+    /// The value written (absent for a delete).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// How `value` is encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+    /// The change's version (also the event's `id`).
+    pub version: String,
+    /// Whether the change deleted the key.
+    pub deleted: bool,
+    /// For a value with a time to live: milliseconds left when sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// The version a watch resumes after: `Last-Event-ID`, else `since`.
+pub fn resume_from(
+    last_event: Option<&str>,
+    since: Option<&str>,
+) -> Result<Option<Version>, ApiError> {
+    match last_event.or(since) {
+        None => Ok(None),
+        Some(token) => Version::from_token(token).map(Some).ok_or_else(|| {
+            NodeError::BadCondition(format!(
+                "since={token:?} is not a version: a version is the 32 hex digits an event or read answers"
+            ))
+            .into()
+        }),
+    }
+}
+
+fn change(e: &Entry) -> Change {
+    let (key, key_encoding) = encode(&e.key);
+    let (value, encoding) = match &e.value {
+        Some(v) => {
+            let (v, enc) = encode(v);
+            (Some(v), Some(enc))
+        }
+        None => (None, None),
+    };
+    let now = now_micros();
+    Change {
+        key,
+        key_encoding,
+        value,
+        encoding,
+        version: e.version.token(),
+        deleted: e.value.is_none(),
+        ttl_ms: e.expires.map(|at| at.saturating_sub(now).div_ceil(1000)),
+    }
+}
+
+/// The event stream of `key`'s changes after `since`.
+pub fn stream(node: &Arc<Node>, key: Vec<u8>, since: Option<Version>) -> Response {
+    let changes = tokio_stream::wrappers::ReceiverStream::new(node.watch(key, since));
+    let events = changes.filter_map(|c| c.ok()).map(|e| {
+        let kind = if e.value.is_some() { "put" } else { "delete" };
+        Event::default()
+            .event(kind)
+            .id(e.version.token())
+            .json_data(change(&e))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}

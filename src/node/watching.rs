@@ -1,0 +1,261 @@
+//! Watching a key: its changes as they happen. Every node keeps a log of the
+//! last [`RETAINED`] changes it applied (as owner, or as a replica taking
+//! newer copies) and broadcasts each new one. A watch asked of any node follows
+//! the key's owner: it streams from the owner's log (`Watch` with `local`),
+//! and when that stream ends (the owner failed, left, or no longer holds the
+//! key) it asks the key's owner again, resuming after the last version it
+//! delivered. The new owner was a replica of the key, so its log holds the
+//! same changes; a resume from a version older than the log reaches back gets
+//! the key's current state instead of the changes in between.
+
+use super::{Node, NodeError};
+use crate::proto::dht;
+use crate::ring::key_position;
+use crate::store::{Entry, Version, now_micros};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// How many changes a node's log keeps at most.
+pub const RETAINED: usize = 4096;
+/// How many bytes of keys and values the log keeps at most: the oldest
+/// changes go first.
+pub const RETAINED_BYTES: usize = 8 << 20;
+/// How often a local watch checks that its node still holds the key.
+const HOLD_CHECK: Duration = Duration::from_millis(500);
+
+/// A node's recent changes, and a broadcast of new ones.
+#[derive(Debug)]
+pub(super) struct ChangeLog {
+    recent: Mutex<(VecDeque<Entry>, usize)>,
+    tx: broadcast::Sender<Entry>,
+}
+
+impl Default for ChangeLog {
+    fn default() -> Self {
+        Self {
+            recent: Mutex::new((VecDeque::with_capacity(64), 0)),
+            tx: broadcast::channel(1024).0,
+        }
+    }
+}
+
+fn size(e: &Entry) -> usize {
+    e.key.len() + e.value.as_ref().map_or(0, Vec::len)
+}
+
+impl ChangeLog {
+    /// Notes a change this node applied.
+    pub fn record(&self, entry: &Entry) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(entry.clone());
+        }
+        let mut guard = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let (recent, bytes) = &mut *guard;
+        *bytes += size(entry);
+        recent.push_back(entry.clone());
+        while recent.len() > RETAINED || (*bytes > RETAINED_BYTES && recent.len() > 1) {
+            if let Some(old) = recent.pop_front() {
+                *bytes -= size(&old);
+            }
+        }
+    }
+
+    /// The retained changes of `key` after `since`, oldest first, and whether
+    /// the log reaches back to `since` (it holds an older change of anything).
+    fn since(&self, key: &[u8], since: Version) -> (Vec<Entry>, bool) {
+        let guard = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = &guard.0;
+        let reaches = recent.front().is_some_and(|e| e.version <= since);
+        let changes = recent
+            .iter()
+            .filter(|e| e.key == key && e.version > since)
+            .cloned()
+            .collect();
+        (changes, reaches)
+    }
+}
+
+/// A change as a `WatchEvent`.
+pub fn event(e: &Entry) -> dht::WatchEvent {
+    let now = now_micros();
+    dht::WatchEvent {
+        key: e.key.clone(),
+        deleted: e.value.is_none(),
+        value: e.value.clone(),
+        version: e.version.token(),
+        ttl_ms: e.expires.map(|at| at.saturating_sub(now).div_ceil(1000)),
+    }
+}
+
+impl Node {
+    /// Ends every watch this node serves (it is shutting down).
+    pub(super) fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// This node's own changes of `key` after `since` (or, without `since`,
+    /// its current state first), until it no longer holds the key.
+    pub fn watch_local(
+        self: &std::sync::Arc<Self>,
+        key: Vec<u8>,
+        since: Option<Version>,
+    ) -> mpsc::Receiver<Result<Entry, NodeError>> {
+        let (tx, rx) = mpsc::channel(64);
+        let node = self.clone();
+        let mut closing = self.closing.subscribe();
+        tokio::spawn(async move {
+            if *closing.borrow_and_update() {
+                return;
+            }
+            let position = key_position(&key);
+            let mut live = node.change_log.tx.subscribe();
+            let mut last = since;
+            let (backlog, reaches) = match since {
+                Some(v) => node.change_log.since(&key, v),
+                None => (Vec::new(), false),
+            };
+            // Where the log does not reach back: the current state.
+            let mut first = backlog;
+            if first.is_empty() && !reaches {
+                match node.store.entry(position, &key) {
+                    Ok(Some(e)) if since.is_none_or(|v| e.version > v) => first.push(e),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+            }
+            for e in first {
+                last = Some(e.version);
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            let mut check = tokio::time::interval(HOLD_CHECK);
+            loop {
+                tokio::select! {
+                    _ = closing.changed() => return,
+                    got = live.recv() => match got {
+                        Ok(e) if e.key == key && last.is_none_or(|v| e.version > v) => {
+                            last = Some(e.version);
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        // Fell behind the broadcast: end, so the watcher
+                        // resumes from its last version.
+                        Err(_) => return,
+                    },
+                    _ = check.tick() => {
+                        let factor = node.config.replication.factor;
+                        if !node.view().kept_arc(factor).contains(position) || tx.is_closed() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// `key`'s changes after `since`, following its owner (see the module
+    /// docs), until the receiver is dropped.
+    pub fn watch(
+        self: &std::sync::Arc<Self>,
+        key: Vec<u8>,
+        since: Option<Version>,
+    ) -> mpsc::Receiver<Result<Entry, NodeError>> {
+        let (tx, rx) = mpsc::channel(64);
+        let node = self.clone();
+        let mut closing = self.closing.subscribe();
+        tokio::spawn(async move {
+            if *closing.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                _ = closing.changed() => {}
+                () = node.follow(key, since, tx) => {}
+            }
+        });
+        rx
+    }
+
+    /// Streams `key`'s changes into `tx` from its owner, asking the owner
+    /// again whenever its stream ends, until `tx` is closed.
+    async fn follow(
+        self: std::sync::Arc<Self>,
+        key: Vec<u8>,
+        since: Option<Version>,
+        tx: mpsc::Sender<Result<Entry, NodeError>>,
+    ) {
+        let node = self;
+        {
+            let position = key_position(&key);
+            let mut last = since;
+            let mut delay = Duration::from_millis(50);
+            while !tx.is_closed() {
+                let owner = node.routes().owner(position).clone();
+                let mut delivered = false;
+                if owner == node.me() {
+                    let mut local = node.watch_local(key.clone(), last);
+                    while let Some(e) = local.recv().await {
+                        let Ok(e) = e else { break };
+                        last = Some(e.version);
+                        delivered = true;
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                } else if let Ok(mut client) = node.peers.client(&owner.addr) {
+                    let request = dht::WatchRequest {
+                        key: key.clone(),
+                        since: last.map(|v| v.token()),
+                        local: true,
+                    };
+                    if let Ok(stream) = client.watch(request).await {
+                        let mut stream = stream.into_inner();
+                        while let Ok(Some(ev)) = stream.message().await {
+                            let Some(e) = entry_of(ev, position) else {
+                                break;
+                            };
+                            last = Some(e.version);
+                            delivered = true;
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                // The owner's stream ended: it failed, left or moved the key.
+                // Ask again once the ring has had a moment to repair.
+                if delivered {
+                    delay = Duration::from_millis(50);
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// The change a peer's event describes.
+fn entry_of(ev: dht::WatchEvent, position: crate::ring::Position) -> Option<Entry> {
+    let now = now_micros();
+    Some(Entry {
+        position,
+        version: Version::from_token(&ev.version)?,
+        value: if ev.deleted {
+            None
+        } else {
+            ev.value.or(Some(Vec::new()))
+        },
+        expires: ev
+            .ttl_ms
+            .map(|ms| now.saturating_add(ms.saturating_mul(1000))),
+        key: ev.key,
+    })
+}
