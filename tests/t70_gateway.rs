@@ -377,6 +377,8 @@ async fn the_served_openapi_document_is_the_checked_in_one() {
         ("/keys/{key}", &["get", "put", "delete"][..]),
         ("/ring", &["get"][..]),
         ("/ring/owner/{key}", &["get"][..]),
+        ("/keys", &["get"][..]),
+        ("/batch", &["post"][..]),
     ] {
         for m in methods {
             let op = &doc["paths"][path][m];
@@ -390,6 +392,9 @@ async fn the_served_openapi_document_is_the_checked_in_one() {
                 }
             }
         }
+    }
+    for (path, m) in [("/metrics", "get"), ("/healthz", "get"), ("/readyz", "get")] {
+        assert!(doc["paths"][path][m].is_object(), "{m} {path} documented");
     }
     cluster.shutdown().await;
 }
