@@ -43,6 +43,7 @@ pub struct BatchOp {
     /// How `value` is written (default `utf8`; `base64` for bytes).
     pub encoding: Option<Encoding>,
     /// For `put`: a time to live (`30s`, `10m`, ...).
+    #[schema(pattern = "^[0-9]+(ms|s|m|h|d)?$")]
     pub ttl: Option<String>,
     /// For `put` and `delete`: apply only on this version (or `*`: if present).
     pub if_match: Option<String>,
@@ -61,6 +62,7 @@ pub struct BatchOp {
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// The operations, 1 to 1000.
+    #[schema(min_items = 1, max_items = 1000)]
     pub ops: Vec<BatchOp>,
 }
 

@@ -107,7 +107,7 @@ pub struct PutOptions {
     /// A time to live: the key reads as absent on every node once it has
     /// passed, and is purged. A number and a unit (`500ms`, `30s`, `10m`,
     /// `2h`, `7d`; a bare number is seconds), up to ten years.
-    #[param(example = "30s")]
+    #[param(example = "30s", pattern = "^[0-9]+(ms|s|m|h|d)?$")]
     pub ttl: Option<String>,
 }
 
@@ -156,10 +156,10 @@ pub struct Conditions {
     /// Apply only if the key's version is this one (the `ETag` or `version`
     /// a read answered, quoted or not), or, with `*`, only if the key is
     /// present. Otherwise 412 with the current version in `ETag`.
-    #[param(rename = "If-Match")]
+    #[param(rename = "If-Match", pattern = "^(\\*|\"?[0-9a-f]{32}\"?)$")]
     pub if_match: Option<String>,
     /// `*`: a `PUT` applies only if the key is absent (create only).
-    #[param(rename = "If-None-Match")]
+    #[param(rename = "If-None-Match", pattern = "^\\*$")]
     pub if_none_match: Option<String>,
 }
 
@@ -175,6 +175,7 @@ fn condition(headers: &HeaderMap, op: &Operation) -> Result<Condition, ApiError>
     let text = |name: header::HeaderName| -> Result<Option<&str>, ApiError> {
         headers
             .get(&name)
+            .filter(|v| !v.is_empty())
             .map(|v| {
                 v.to_str().map(str::trim).map_err(|_| {
                     NodeError::BadCondition(format!("the {name} header is not visible ASCII"))
@@ -237,7 +238,11 @@ pub struct RequestIdHeader {
     /// The request's ID (1 to 128 visible ASCII characters, no commas): carried
     /// on the request's forwards and replica writes, logged with its route,
     /// and echoed in the answer's `x-request-id`. One is made up if none is sent.
-    #[param(rename = "x-request-id", example = "checkout-7f3a")]
+    #[param(
+        rename = "x-request-id",
+        example = "checkout-7f3a",
+        pattern = "^[!-+\\--~]{1,128}$"
+    )]
     pub x_request_id: Option<String>,
 }
 
@@ -255,6 +260,7 @@ pub struct GetOptions {
     pub watch: Option<bool>,
     /// With `watch`: resume after this version (an event's `id`; a
     /// `Last-Event-ID` header does the same).
+    #[param(pattern = "^[0-9a-f]{32}$")]
     pub since: Option<String>,
 }
 
@@ -333,7 +339,7 @@ fn key_value(
     params(KeyParam, GetOptions, RequestIdHeader),
     responses(
         (status = 200, description = "The value (JSON; or its bytes alone with `?raw=true`; or, with `?watch=true`, its changes as Server-Sent Events).", body = KeyValue,
-            content((KeyValue = "application/json"), (Vec<u8> = "application/octet-stream"), (String = "text/event-stream")),
+            content((KeyValue = "application/json"), (Vec<u8> = "application/octet-stream")),
             headers(
                 ("x-crusty-hops" = u32, description = "How many times the request was forwarded after it entered the ring."),
                 ("x-crusty-owner" = String, description = "The address of the node that answered from its store."),

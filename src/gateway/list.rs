@@ -22,7 +22,7 @@ pub struct ListOptions {
     #[param(example = "user/")]
     pub prefix: Option<String>,
     /// At most this many keys (1 to 1000; default 100).
-    #[param(example = 100)]
+    #[param(example = 100, minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Resume after the page that answered this `next`.
     pub cursor: Option<String>,
@@ -96,7 +96,9 @@ pub async fn list_keys(
         ))
         .into());
     }
-    let after = options.cursor.as_deref().map(Cursor::decode).transpose()?;
+    // An empty cursor is no cursor: the first page.
+    let cursor = options.cursor.as_deref().filter(|c| !c.is_empty());
+    let after = cursor.map(Cursor::decode).transpose()?;
     let values = options.values == Some(true);
     let page = node
         .list(ListRequest {
