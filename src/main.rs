@@ -292,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
                 key: key.into_bytes(),
                 since,
                 local: false,
+                prefix: None,
             };
             let mut changes = c.watch(request).await?.into_inner();
             while let Some(change) = changes.message().await? {

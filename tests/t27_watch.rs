@@ -21,7 +21,7 @@ async fn watch(addr: &str, key: &str, since: Option<String>) -> Streaming<dht::W
     let request = dht::WatchRequest {
         key: key.as_bytes().to_vec(),
         since,
-        local: false,
+        ..Default::default()
     };
     common::connect(addr)
         .await
@@ -91,12 +91,58 @@ async fn a_watch_sees_every_change_in_order_and_resumes_after_a_version() {
     let bad = dht::WatchRequest {
         key: b"w".to_vec(),
         since: Some("yesterday".into()),
-        local: false,
+        ..Default::default()
     };
     assert_eq!(
         c.watch(bad).await.unwrap_err().code(),
         tonic::Code::InvalidArgument
     );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_watch_sees_each_change_of_its_keys_once_from_every_owner() {
+    let cluster = common::cluster(3).await;
+    let addrs = cluster.addrs();
+    common::await_routing_tables(&addrs).await;
+    let request = dht::WatchRequest {
+        prefix: Some(b"p/".to_vec()),
+        ..Default::default()
+    };
+    let mut events = common::connect(&addrs[0])
+        .await
+        .watch(request)
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..6 {
+        let addr = &addrs[i % 3];
+        assert_eq!(
+            http("PUT", &format!("{addr}/keys/p/{i}"), b"v")
+                .await
+                .status,
+            201
+        );
+        assert_eq!(
+            http("PUT", &format!("{addr}/keys/q/{i}"), b"v")
+                .await
+                .status,
+            201
+        );
+    }
+    let mut keys = Vec::new();
+    for _ in 0..6 {
+        keys.push(String::from_utf8(next(&mut events).await.key).unwrap());
+    }
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["p/0", "p/1", "p/2", "p/3", "p/4", "p/5"],
+        "each once, only the prefix"
+    );
+    // Each change is logged by its owner and two replicas: no copy comes twice.
+    let extra = tokio::time::timeout(Duration::from_millis(500), events.message()).await;
+    assert!(extra.is_err(), "no duplicate: {extra:?}");
     cluster.shutdown().await;
 }
 

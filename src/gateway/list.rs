@@ -29,6 +29,14 @@ pub struct ListOptions {
     /// `true`: the values too.
     #[param(example = false)]
     pub values: Option<bool>,
+    /// `true`: instead of a page, the changes of keys with the prefix as
+    /// Server-Sent Events, from now (or after `since`), from every node.
+    #[param(example = false)]
+    pub watch: Option<bool>,
+    /// With `watch`: resume after this version (an event's `id`; a
+    /// `Last-Event-ID` header does the same).
+    #[param(pattern = "^[0-9a-f]{32}$")]
+    pub since: Option<String>,
 }
 
 /// A listed key.
@@ -78,6 +86,31 @@ pub struct KeyList {
 )]
 pub async fn list_keys(
     State(node): State<Arc<Node>>,
+    headers: axum::http::HeaderMap,
+    options: Result<UrlQuery<ListOptions>, QueryRejection>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let watched = match &options {
+        Ok(UrlQuery(o)) if o.watch == Some(true) => o,
+        _ => return list(node, options).await.into_response(),
+    };
+    let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let since = match super::watch::resume_from(last_event, watched.since.as_deref()) {
+        Ok(since) => since,
+        Err(e) => return e.into_response(),
+    };
+    let prefix = watched.prefix.clone().unwrap_or_default().into_bytes();
+    if prefix.len() > node.config().limits.max_key_bytes {
+        return ApiError::from(NodeError::BadListing(
+            "the prefix is longer than a key may be".into(),
+        ))
+        .into_response();
+    }
+    super::watch::stream_prefix(&node, prefix, since)
+}
+
+async fn list(
+    node: Arc<Node>,
     options: Result<UrlQuery<ListOptions>, QueryRejection>,
 ) -> Result<Json<KeyList>, ApiError> {
     let UrlQuery(options) = options.map_err(|e| ApiError::BadQuery(e.body_text()))?;

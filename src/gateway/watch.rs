@@ -76,7 +76,17 @@ fn change(e: &Entry) -> Change {
 
 /// The event stream of `key`'s changes after `since`.
 pub fn stream(node: &Arc<Node>, key: Vec<u8>, since: Option<Version>) -> Response {
-    let changes = tokio_stream::wrappers::ReceiverStream::new(node.watch(key, since));
+    events(node.watch(key, since))
+}
+
+/// The event stream of the changes of keys starting with `prefix` after
+/// `since` (from now if none).
+pub fn stream_prefix(node: &Arc<Node>, prefix: Vec<u8>, since: Option<Version>) -> Response {
+    events(node.watch_prefix(prefix, since))
+}
+
+fn events(changes: tokio::sync::mpsc::Receiver<Result<Entry, NodeError>>) -> Response {
+    let changes = tokio_stream::wrappers::ReceiverStream::new(changes);
     let events = changes.filter_map(|c| c.ok()).map(|e| {
         let kind = if e.value.is_some() { "put" } else { "delete" };
         Event::default()

@@ -339,7 +339,19 @@ impl DhtNode for DhtService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let request = request.into_inner();
         let limits = self.node.config().limits;
-        Query::new(super::Operation::Get, request.key.clone(), &limits)?;
+        match &request.prefix {
+            Some(p) if p.len() > limits.max_key_bytes => {
+                return Err(Status::invalid_argument(format!(
+                    "the prefix is {} bytes long; keys are at most {} bytes",
+                    p.len(),
+                    limits.max_key_bytes
+                )));
+            }
+            Some(_) => {}
+            None => {
+                Query::new(super::Operation::Get, request.key.clone(), &limits)?;
+            }
+        }
         let since = match request.since.as_deref() {
             None => None,
             Some(token) => Some(crate::store::Version::from_token(token).ok_or_else(|| {
@@ -348,9 +360,11 @@ impl DhtNode for DhtService {
                 ))
             })?),
         };
-        let changes = match request.local {
-            true => self.node.watch_local(request.key, since),
-            false => self.node.watch(request.key, since),
+        let changes = match (request.prefix, request.local) {
+            (Some(prefix), true) => self.node.watch_local_prefix(prefix, since),
+            (Some(prefix), false) => self.node.watch_prefix(prefix, since),
+            (None, true) => self.node.watch_local(request.key, since),
+            (None, false) => self.node.watch(request.key, since),
         };
         let events = tokio_stream::wrappers::ReceiverStream::new(changes)
             .map(|change| change.map(|e| super::watch_event(&e)).map_err(Status::from));

@@ -10,9 +10,10 @@
 
 use super::{Node, NodeError};
 use crate::proto::dht;
+use crate::ring::Member;
 use crate::ring::key_position;
 use crate::store::{Entry, Version, now_micros};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -22,6 +23,9 @@ pub const RETAINED: usize = 4096;
 /// How many bytes of keys and values the log keeps at most: the oldest
 /// changes go first.
 pub const RETAINED_BYTES: usize = 8 << 20;
+/// A prefix watch remembers the last version it delivered of at most this
+/// many keys (to deliver each change once); past that it starts afresh.
+const DEDUPE_KEYS: usize = 100_000;
 /// How often a local watch checks that its node still holds the key.
 const HOLD_CHECK: Duration = Duration::from_millis(500);
 
@@ -60,6 +64,18 @@ impl ChangeLog {
                 *bytes -= size(&old);
             }
         }
+    }
+
+    /// The retained changes of keys starting with `prefix` after `since`,
+    /// oldest first.
+    fn prefixed(&self, prefix: &[u8], since: Version) -> Vec<Entry> {
+        let guard = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .0
+            .iter()
+            .filter(|e| e.key.starts_with(prefix) && e.version > since)
+            .cloned()
+            .collect()
     }
 
     /// The retained changes of `key` after `since`, oldest first, and whether
@@ -162,6 +178,162 @@ impl Node {
         rx
     }
 
+    /// This node's own changes of keys starting with `prefix`: the retained
+    /// ones after `since` (if given), then live ones, until the node shuts
+    /// down or falls behind the broadcast.
+    pub fn watch_local_prefix(
+        self: &std::sync::Arc<Self>,
+        prefix: Vec<u8>,
+        since: Option<Version>,
+    ) -> mpsc::Receiver<Result<Entry, NodeError>> {
+        let (tx, rx) = mpsc::channel(256);
+        let node = self.clone();
+        let mut closing = self.closing.subscribe();
+        tokio::spawn(async move {
+            if *closing.borrow_and_update() {
+                return;
+            }
+            let mut live = node.change_log.tx.subscribe();
+            let backlog = since.map_or_else(Vec::new, |v| node.change_log.prefixed(&prefix, v));
+            for e in backlog {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                tokio::select! {
+                    _ = closing.changed() => return,
+                    got = live.recv() => match got {
+                        Ok(e) if e.key.starts_with(&prefix) => {
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    },
+                }
+            }
+        });
+        rx
+    }
+
+    /// The changes of keys starting with `prefix` after `since` (from now if
+    /// none), gathered from every member: each change is logged by the key's
+    /// owner and replicas, so a member's failure loses none, and each is
+    /// delivered once (the newest version per key). Members are relearned
+    /// from the routing table every second.
+    pub fn watch_prefix(
+        self: &std::sync::Arc<Self>,
+        prefix: Vec<u8>,
+        since: Option<Version>,
+    ) -> mpsc::Receiver<Result<Entry, NodeError>> {
+        let (tx, rx) = mpsc::channel(256);
+        let node = self.clone();
+        let mut closing = self.closing.subscribe();
+        tokio::spawn(async move {
+            if *closing.borrow_and_update() {
+                return;
+            }
+            // From now, when no version is given: changes before the watch
+            // began are not replayed.
+            let since = since.unwrap_or(Version {
+                micros: now_micros(),
+                node: 0,
+            });
+            let (merged, mut events) = mpsc::channel::<(String, Option<Entry>)>(256);
+            let mut running: HashMap<String, Version> = HashMap::new();
+            let mut streams: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+            let mut delivered: HashMap<Vec<u8>, Version> = HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = closing.changed() => break,
+                    () = tx.closed() => break,
+                    _ = tick.tick() => {
+                        let members: Vec<Member> = node.routes().members().cloned().collect();
+                        for m in members {
+                            if streams.get(&m.addr).is_some_and(|h| !h.is_finished()) {
+                                continue;
+                            }
+                            let from = *running.entry(m.addr.clone()).or_insert(since);
+                            let handle = node.clone().relay_prefix(m, prefix.clone(), from, merged.clone());
+                            streams.insert(handle.0, handle.1);
+                        }
+                    }
+                    got = events.recv() => match got {
+                        Some((addr, Some(e))) => {
+                            let last = running.entry(addr).or_insert(since);
+                            *last = (*last).max(e.version);
+                            if delivered.get(&e.key).is_some_and(|v| *v >= e.version) {
+                                continue;
+                            }
+                            if delivered.len() > DEDUPE_KEYS {
+                                delivered.clear();
+                            }
+                            delivered.insert(e.key.clone(), e.version);
+                            if tx.send(Ok(e)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Some((addr, None)) => {
+                            streams.remove(&addr);
+                        }
+                        None => break,
+                    },
+                }
+            }
+            for (_, h) in streams {
+                h.abort();
+            }
+        });
+        rx
+    }
+
+    /// Relays `member`'s local prefix stream into `merged` (`None` when it
+    /// ends).
+    fn relay_prefix(
+        self: std::sync::Arc<Self>,
+        member: Member,
+        prefix: Vec<u8>,
+        since: Version,
+        merged: mpsc::Sender<(String, Option<Entry>)>,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        let addr = member.addr.clone();
+        let handle = tokio::spawn(async move {
+            let addr = member.addr.clone();
+            if member == self.me() {
+                let mut local = self.watch_local_prefix(prefix, Some(since));
+                while let Some(Ok(e)) = local.recv().await {
+                    if merged.send((addr.clone(), Some(e))).await.is_err() {
+                        return;
+                    }
+                }
+            } else if let Ok(mut client) = self.peers.client(&addr) {
+                let request = dht::WatchRequest {
+                    prefix: Some(prefix.clone()),
+                    since: Some(since.token()),
+                    local: true,
+                    ..dht::WatchRequest::default()
+                };
+                if let Ok(stream) = client.watch(request).await {
+                    let mut stream = stream.into_inner();
+                    while let Ok(Some(ev)) = stream.message().await {
+                        let position = key_position(&ev.key);
+                        let Some(e) = entry_of(ev, position) else {
+                            break;
+                        };
+                        if merged.send((addr.clone(), Some(e))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = merged.send((addr, None)).await;
+        });
+        (addr, handle)
+    }
+
     /// `key`'s changes after `since`, following its owner (see the module
     /// docs), until the receiver is dropped.
     pub fn watch(
@@ -215,6 +387,7 @@ impl Node {
                         key: key.clone(),
                         since: last.map(|v| v.token()),
                         local: true,
+                        prefix: None,
                     };
                     if let Ok(stream) = client.watch(request).await {
                         let mut stream = stream.into_inner();
