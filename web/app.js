@@ -172,6 +172,7 @@
       }
       if (d.position) out.push(el('div', { class: 'pos' }, `position ${d.position}`));
       if (d.version) out.push(el('div', { class: 'pos' }, `version ${d.version}`));
+      if (d.ttl_ms) out.push(el('div', { class: 'pos' }, `expires in ${Math.round(d.ttl_ms / 1000)} s`));
       return out;
     },
   };
@@ -191,8 +192,9 @@
     const key = keyOrComplain();
     if (key === null) return;
     const body = method === 'PUT' ? $('#value').value : undefined;
+    const ttl = $('#ttl').value.trim();
     enqueue(async () => {
-      const path = '/keys/' + encodeURIComponent(key);
+      const path = '/keys/' + encodeURIComponent(key) + (method === 'PUT' && ttl ? '?ttl=' + encodeURIComponent(ttl) : '');
       startRequest();
       try {
         const res = await api(method, path, body);
@@ -395,6 +397,33 @@
     $('#nodes tbody').replaceChildren(...rows);
   }
 
+  // ---------- watching ----------
+  let watching = null; // the EventSource of the watched key
+  function unwatch() {
+    if (watching) watching.close();
+    watching = null;
+    $('#watch-box').hidden = true;
+  }
+  function watchKey() {
+    const key = keyOrComplain();
+    if (key === null) return;
+    unwatch();
+    $('#watch-log').replaceChildren();
+    $('#watch-title').textContent = `Changes of “${key}”`;
+    $('#watch-box').hidden = false;
+    watching = new EventSource('/keys/' + encodeURIComponent(key) + '?watch=true');
+    const show = (kind) => (ev) => {
+      const d = JSON.parse(ev.data);
+      const what = kind === 'delete' ? 'deleted' : (d.encoding === 'base64' ? `(base64) ${d.value}` : d.value);
+      const li = el('li', { 'data-version': d.version }, el('span', {}, what), el('span', { class: 'pos' }, short(d.version.slice(0, 16))));
+      const log = $('#watch-log');
+      log.prepend(li);
+      while (log.children.length > 20) log.lastChild.remove();
+    };
+    watching.addEventListener('put', show('put'));
+    watching.addEventListener('delete', show('delete'));
+  }
+
   // ---------- listing ----------
   let listNext = null; // the cursor of the next page, if there is one
   async function listKeys(cursor) {
@@ -430,6 +459,8 @@
   }
 
   // ---------- wiring ----------
+  $('#watch').addEventListener('click', watchKey);
+  $('#unwatch').addEventListener('click', unwatch);
   $('#list-form').addEventListener('submit', (e) => { e.preventDefault(); enqueue(() => listKeys(null)); });
   $('#list-next').addEventListener('click', () => { if (listNext) enqueue(() => listKeys(listNext)); });
   $('#put').addEventListener('click', () => keyOp('PUT'));

@@ -348,8 +348,11 @@ impl Node {
             if *closing.borrow_and_update() {
                 return;
             }
+            // The watcher going away ends it at once, not at the next change.
+            let watcher = tx.clone();
             tokio::select! {
                 _ = closing.changed() => {}
+                () = watcher.closed() => {}
                 () = node.follow(key, since, tx) => {}
             }
         });

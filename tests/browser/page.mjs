@@ -65,6 +65,24 @@ try {
   await page.click('#keys-list li[data-key="browser key/ü"]');
   await page.waitForSelector('#result[data-status="200"]');
 
+  // A watch shows the key's changes as they happen (Server-Sent Events).
+  await page.click('#watch');
+  await page.waitForSelector('#watch-log li');
+  await page.evaluate(async () => {
+    await fetch('/keys/' + encodeURIComponent('browser key/ü'), { method: 'PUT', body: 'changed while watched' });
+  });
+  await page.waitForFunction(() => document.querySelector('#watch-log').textContent.includes('changed while watched'));
+  check(true, 'the watch shows a change made elsewhere');
+  await page.click('#unwatch');
+
+  // A time to live from the form.
+  await page.fill('#value', 'short-lived');
+  await page.fill('#ttl', '1h');
+  await page.click('#put');
+  await page.waitForSelector('#result[data-status="200"]');
+  check((await page.textContent('#result')).includes('expires in'), 'a put with a time to live says when it expires');
+  await page.fill('#ttl', '');
+
   await page.click('#delete');
   await page.waitForSelector('#result[data-status="200"]');
   await page.click('#get');
