@@ -173,7 +173,7 @@ impl Node {
                 limit: (request.limit - entries.len()) as u32,
                 values: request.values,
             };
-            let reply = match self.ask_owner(ask).await {
+            let reply = match self.ask_owner(ask.clone()).await {
                 Ok(reply) => reply,
                 Err(e) if retryable(&e) && tokio::time::Instant::now() + delay < deadline => {
                     tokio::time::sleep(delay).await;
@@ -182,12 +182,20 @@ impl Node {
                 }
                 Err(e) => return Err(e),
             };
+            let (covered_end, more) = (reply.covered_end, reply.more);
             let got = reply
                 .entries
                 .into_iter()
                 .map(|e| entry_from_wire(e, &self.config.limits))
                 .collect::<Result<Vec<Entry>, _>>()
                 .map_err(NodeError::Peer)?;
+            // A reply that would move the listing backwards, skip past what it
+            // covers, or stand still would loop or lose keys: refused.
+            check_reply(&ask, &got, covered_end, more).map_err(|why| {
+                NodeError::Peer(tonic::Status::internal(format!(
+                    "a listing's range [{at:016x}, ...] came back malformed: {why}"
+                )))
+            })?;
             let last = got.last().map(Cursor::after);
             entries.extend(got);
             if entries.len() >= request.limit {
@@ -195,14 +203,14 @@ impl Node {
                 return Ok(Page { entries, next });
             }
             match last {
-                Some(c) if reply.more => (at, after) = (c.position.0, Some(c.key)),
-                _ if reply.covered_end == u64::MAX => {
+                Some(c) if more => (at, after) = (c.position.0, Some(c.key)),
+                _ if covered_end == u64::MAX => {
                     return Ok(Page {
                         entries,
                         next: None,
                     });
                 }
-                _ => (at, after) = (reply.covered_end + 1, None),
+                _ => (at, after) = (covered_end + 1, None),
             }
         }
     }
@@ -223,6 +231,51 @@ impl Node {
     }
 }
 
+/// Whether `got` (from a `ListRange` reply covering up to `covered_end`,
+/// `more` to come) answers `ask`: live keys with its prefix, no more than
+/// asked for, in strictly increasing (position, key) order after where it
+/// starts, within what the reply covers, and progress if `more` is set.
+fn check_reply(
+    ask: &dht::ListRangeRequest,
+    got: &[Entry],
+    covered_end: u64,
+    more: bool,
+) -> Result<(), String> {
+    if covered_end < ask.start || covered_end > ask.end {
+        return Err(format!(
+            "it covers up to {covered_end:016x}, outside [{:016x}, {:016x}]",
+            ask.start, ask.end
+        ));
+    }
+    if got.len() > ask.limit as usize {
+        return Err(format!("{} keys for a limit of {}", got.len(), ask.limit));
+    }
+    if more && got.is_empty() {
+        return Err("more to come, but no keys".into());
+    }
+    let mut floor: (u64, &[u8]) = (ask.start, ask.after_key.as_deref().unwrap_or_default());
+    let mut first = ask.after_key.is_none();
+    for e in got {
+        let at = (e.position.0, e.key.as_slice());
+        let ordered = if first { at >= floor } else { at > floor };
+        if !ordered || e.position.0 > covered_end {
+            return Err(format!(
+                "key at {:016x} out of order or range",
+                e.position.0
+            ));
+        }
+        if e.value.is_none() || !e.key.starts_with(&ask.prefix) {
+            return Err(format!(
+                "key at {:016x} is deleted or lacks the prefix",
+                e.position.0
+            ));
+        }
+        floor = at;
+        first = false;
+    }
+    Ok(())
+}
+
 /// Whether a failed range may succeed when asked again: its node was not the
 /// owner, or could not be reached.
 fn retryable(e: &NodeError) -> bool {
@@ -237,6 +290,72 @@ fn retryable(e: &NodeError) -> bool {
 mod tests {
     use super::*;
     use crate::ring::key_position;
+
+    fn entry(position: u64, key: &[u8]) -> Entry {
+        Entry {
+            position: Position(position),
+            key: key.to_vec(),
+            value: Some(Vec::new()),
+            version: crate::store::Version::default(),
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn a_reply_that_would_loop_or_lose_keys_is_refused() {
+        let ask = dht::ListRangeRequest {
+            start: 10,
+            end: u64::MAX,
+            after_key: Some(b"k/1".to_vec()),
+            prefix: b"k/".to_vec(),
+            limit: 3,
+            values: false,
+        };
+        let ok = [entry(10, b"k/2"), entry(12, b"k/0")];
+        assert_eq!(check_reply(&ask, &ok, 20, false), Ok(()));
+        assert!(
+            check_reply(&ask, &[], 5, false).is_err(),
+            "covers backwards"
+        );
+        assert!(
+            check_reply(&ask, &[], 20, true).is_err(),
+            "more but no progress"
+        );
+        assert!(
+            check_reply(&ask, &[entry(10, b"k/1")], 20, false).is_err(),
+            "repeats the cursor"
+        );
+        assert!(
+            check_reply(&ask, &[entry(12, b"k/0"), entry(10, b"k/2")], 20, false).is_err(),
+            "unordered"
+        );
+        assert!(
+            check_reply(&ask, &[entry(30, b"k/3")], 20, false).is_err(),
+            "past its cover"
+        );
+        assert!(
+            check_reply(&ask, &[entry(11, b"x/0")], 20, false).is_err(),
+            "not the prefix"
+        );
+        let four = [
+            entry(11, b"k/1"),
+            entry(12, b"k/1"),
+            entry(13, b"k/1"),
+            entry(14, b"k/1"),
+        ];
+        assert!(
+            check_reply(&ask, &four, 20, false).is_err(),
+            "over the limit"
+        );
+        let from_start = dht::ListRangeRequest {
+            after_key: None,
+            ..ask
+        };
+        assert_eq!(
+            check_reply(&from_start, &[entry(10, b"k/1")], 20, false),
+            Ok(())
+        );
+    }
 
     #[test]
     fn a_cursor_round_trips_and_a_forged_one_is_refused() {
