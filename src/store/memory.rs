@@ -1,5 +1,6 @@
 //! The in-memory store: an ordered map behind a read-write lock.
 
+use super::expiring::Expiring;
 use super::{Bucket, Entry, Store, StoreError, Version, Written, digest, now_micros};
 use crate::ring::{Arc, Position};
 use std::collections::BTreeMap;
@@ -53,6 +54,8 @@ impl Table {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     table: RwLock<Table>,
+    /// Its entries with an expiry, by expiry.
+    expiring: Expiring,
 }
 
 impl MemoryStore {
@@ -163,6 +166,7 @@ impl MemoryStore {
             version,
             expires,
         };
+        self.expiring.note(&entry);
         Written {
             previous: table.put(id, value, version, expires),
             entry,
@@ -260,18 +264,24 @@ impl Store for MemoryStore {
     }
 
     fn purge_lapsed(&self, now_micros: u64) -> Result<usize, StoreError> {
-        let mut table = self.write();
-        let lapsed: Vec<Id> = table
-            .map
-            .iter()
-            .filter(|(_, (value, _, lapse))| value.is_some() && super::expired(*lapse, now_micros))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &lapsed {
-            table.map.remove(id);
-            table.live -= 1;
+        let due = self.expiring.due(now_micros);
+        if due.is_empty() {
+            return Ok(0);
         }
-        Ok(lapsed.len())
+        let mut table = self.write();
+        let mut freed = 0;
+        for (at, position, key) in due {
+            let id = (position, key);
+            // Only what still holds that expiry: a key written since stays.
+            if let Some((Some(_), _, Some(lapse))) = table.map.get(&id)
+                && *lapse == at
+            {
+                table.map.remove(&id);
+                table.live -= 1;
+                freed += 1;
+            }
+        }
+        Ok(freed)
     }
 
     fn entry(&self, position: Position, key: &[u8]) -> Result<Option<Entry>, StoreError> {
@@ -297,6 +307,7 @@ impl Store for MemoryStore {
     fn insert_all(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
         let mut table = self.write();
         for e in entries {
+            self.expiring.note(&e);
             table.put((e.position.0, e.key), e.value, e.version, e.expires);
         }
         Ok(())

@@ -7,6 +7,7 @@
 
 mod digest;
 mod disk;
+mod expiring;
 pub mod footprint;
 mod memory;
 

@@ -26,6 +26,7 @@ mod read;
 
 pub(super) use layout::FILE_NAME;
 
+use super::expiring::Expiring;
 use super::{Bucket, Entry, Store, StoreError, SyncFuture, Version, Written, now_micros};
 use crate::ring::{Arc, Member, Position};
 use commit::{Committer, Mutation};
@@ -93,7 +94,7 @@ pub struct DiskStore {
     identity: Option<Member>,
     /// Keys written with an expiry, by expiry: what `purge_lapsed` removes
     /// (a key written again since is checked before it goes).
-    expiring: Mutex<BTreeSet<(u64, u64, Vec<u8>)>>,
+    expiring: Expiring,
     mode: SyncMode,
     /// How long each commit (its fsync included) took.
     commits: Histogram,
@@ -153,7 +154,7 @@ impl DiskStore {
         let read = db.begin_read().map_err(engine)?;
         let keys = Index::hasher();
         let mut slots = Vec::new();
-        let mut expiring = BTreeSet::new();
+        let expiring = Expiring::default();
         for row in read
             .open_table(ENTRIES)
             .map_err(engine)?
@@ -164,7 +165,7 @@ impl DiskStore {
             let (position, key) = k.value();
             let (h, _) = header(position, v.value())?;
             if let Some(at) = h.expires {
-                expiring.insert((at, position, key.to_vec()));
+                expiring.note_at(at, position, key);
             }
             let position = Position(position);
             slots.push((
@@ -205,7 +206,7 @@ impl DiskStore {
             committed,
             failure,
             identity,
-            expiring: Mutex::new(expiring),
+            expiring,
             mode: options.sync,
             commits,
         })
@@ -268,17 +269,9 @@ impl DiskStore {
             value,
             version,
         };
-        self.note_expiry(&entry);
+        self.expiring.note(&entry);
         self.queue(&log, vec![Mutation::Put(entry.clone())])?;
         Ok(Written { previous, entry })
-    }
-
-    /// Remembers when `entry` expires, if it does.
-    fn note_expiry(&self, entry: &Entry) {
-        if let (Some(at), Some(_)) = (entry.expires, &entry.value) {
-            let mut expiring = self.expiring.lock().unwrap_or_else(|e| e.into_inner());
-            expiring.insert((at, entry.position.0, entry.key.clone()));
-        }
     }
 
     /// Forgets `ids` in the index and on disk; call with the order lock held.
@@ -332,13 +325,7 @@ impl Store for DiskStore {
     }
 
     fn purge_lapsed(&self, now_micros: u64) -> Result<usize, StoreError> {
-        let due: Vec<(u64, u64, Vec<u8>)> = {
-            let mut expiring = self.expiring.lock().unwrap_or_else(|e| e.into_inner());
-            let later = expiring.split_off(&(now_micros.saturating_add(1), 0, Vec::new()));
-            std::mem::replace(&mut *expiring, later)
-                .into_iter()
-                .collect()
-        };
+        let due = self.expiring.due(now_micros);
         if due.is_empty() {
             return Ok(0);
         }
@@ -394,7 +381,7 @@ impl Store for DiskStore {
                     continue;
                 }
                 index.put(e.position, &e.key, meta);
-                self.note_expiry(&e);
+                self.expiring.note(&e);
                 winners.push(Mutation::Put(e));
             }
         }
