@@ -365,7 +365,8 @@ pub async fn get_key(
     {
         let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok());
         let watched = key_from_path(&uri, "/keys/").and_then(|key| {
-            query(Operation::Get, key.clone(), &node, RequestId::generate())?;
+            // The key is checked as a read of it would be.
+            Query::new(Operation::Get, key.clone(), &node.config().limits)?;
             let since = super::watch::resume_from(last_event, since.as_deref())?;
             Ok((key, since))
         });

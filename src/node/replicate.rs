@@ -214,14 +214,15 @@ impl Node {
             match stored {
                 Some(mine) if mine.version > e.version => newer.push(mine.into()),
                 Some(mine) if mine.version == e.version => {}
-                _ => taken.push(e.clone()),
+                // Newer here: a change, for watches, once stored.
+                _ => taken.push(std::sync::Arc::new(e.clone())),
             }
         }
         self.store
             .insert_all(entries)
             .map_err(|e| Status::internal(e.to_string()))?;
-        for e in &taken {
-            self.change_log.record(e);
+        for change in taken {
+            self.change_log.record_shared(change);
         }
         self.store
             .sync_point()

@@ -360,11 +360,14 @@ impl DhtNode for DhtService {
                 ))
             })?),
         };
-        let changes = match (request.prefix, request.local) {
-            (Some(prefix), true) => self.node.watch_local_prefix(prefix, since),
-            (Some(prefix), false) => self.node.watch_prefix(prefix, since),
-            (None, true) => self.node.watch_local(request.key, since),
-            (None, false) => self.node.watch(request.key, since),
+        let watched = match request.prefix {
+            Some(prefix) => super::Watched::Prefix(prefix),
+            None => super::Watched::Key(request.key),
+        };
+        let changes = match (request.local, watched) {
+            (true, watched) => self.node.watch_local(watched, since),
+            (false, super::Watched::Key(key)) => self.node.watch(key, since),
+            (false, super::Watched::Prefix(prefix)) => self.node.watch_prefix(prefix, since),
         };
         let events = tokio_stream::wrappers::ReceiverStream::new(changes)
             .map(|change| change.map(|e| super::watch_event(&e)).map_err(Status::from));

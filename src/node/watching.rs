@@ -1,20 +1,28 @@
-//! Watching a key: its changes as they happen. Every node keeps a log of the
-//! last [`RETAINED`] changes it applied (as owner, or as a replica taking
-//! newer copies) and broadcasts each new one. A watch asked of any node follows
-//! the key's owner: it streams from the owner's log (`Watch` with `local`),
-//! and when that stream ends (the owner failed, left, or no longer holds the
-//! key) it asks the key's owner again, resuming after the last version it
-//! delivered. The new owner was a replica of the key, so its log holds the
-//! same changes; a resume from a version older than the log reaches back gets
-//! the key's current state instead of the changes in between.
+//! Watching a key (or every key with a prefix): its changes as they happen.
+//!
+//! Every node keeps a log of the last [`RETAINED`] changes it applied (as
+//! owner, or as a replica taking newer copies) and broadcasts each new one
+//! ([`ChangeLog`], plain state). A member's *local* stream serves that log
+//! (`Watch` with `local`).
+//!
+//! A key watch asked of any node follows the key's owner: it relays the
+//! owner's local stream, and when that ends (the owner failed, left, or no
+//! longer holds the key) it asks the owner again, resuming after the last
+//! version it delivered. The new owner was a replica of the key, so its log
+//! holds the same changes; a resume from further back than the log reaches
+//! gets the key's current state instead of the changes in between.
+//!
+//! A prefix watch relays the local streams of every member (each change comes
+//! from the key's owner and its replicas, so a member's failure loses none) and
+//! delivers each change once ([`Deliveries`]).
 
 use super::{Node, NodeError};
 use crate::proto::dht;
-use crate::ring::Member;
-use crate::ring::key_position;
+use crate::ring::{Member, key_position};
 use crate::store::{Entry, Version, now_micros};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
@@ -26,20 +34,46 @@ pub const RETAINED_BYTES: usize = 8 << 20;
 /// A prefix watch remembers the last version it delivered of at most this
 /// many keys (to deliver each change once); past that it starts afresh.
 const DEDUPE_KEYS: usize = 100_000;
-/// How often a local watch checks that its node still holds the key.
+/// How often a local key watch checks that its node still holds the key.
 const HOLD_CHECK: Duration = Duration::from_millis(500);
 
-/// A node's recent changes, and a broadcast of new ones.
+/// What a watch follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watched {
+    /// One key.
+    Key(Vec<u8>),
+    /// Every key that starts with these bytes.
+    Prefix(Vec<u8>),
+}
+
+impl Watched {
+    fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            Watched::Key(k) => k == key,
+            Watched::Prefix(p) => key.starts_with(p),
+        }
+    }
+}
+
+/// A node's recent changes, and a broadcast of new ones. Each change is
+/// copied once, when recorded, and shared from then on.
 #[derive(Debug)]
 pub(super) struct ChangeLog {
-    recent: Mutex<(VecDeque<Entry>, usize)>,
-    tx: broadcast::Sender<Entry>,
+    recent: Mutex<Recent>,
+    tx: broadcast::Sender<Arc<Entry>>,
+}
+
+/// The retained changes, oldest first, and the bytes of their keys and values.
+#[derive(Debug, Default)]
+struct Recent {
+    changes: VecDeque<Arc<Entry>>,
+    bytes: usize,
 }
 
 impl Default for ChangeLog {
     fn default() -> Self {
         Self {
-            recent: Mutex::new((VecDeque::with_capacity(64), 0)),
+            recent: Mutex::new(Recent::default()),
             tx: broadcast::channel(1024).0,
         }
     }
@@ -52,44 +86,61 @@ fn size(e: &Entry) -> usize {
 impl ChangeLog {
     /// Notes a change this node applied.
     pub fn record(&self, entry: &Entry) {
+        self.record_shared(Arc::new(entry.clone()));
+    }
+
+    /// [`ChangeLog::record`] for a change already copied out.
+    pub fn record_shared(&self, change: Arc<Entry>) {
         if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(entry.clone());
+            let _ = self.tx.send(change.clone());
         }
-        let mut guard = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let (recent, bytes) = &mut *guard;
-        *bytes += size(entry);
-        recent.push_back(entry.clone());
-        while recent.len() > RETAINED || (*bytes > RETAINED_BYTES && recent.len() > 1) {
-            if let Some(old) = recent.pop_front() {
-                *bytes -= size(&old);
+        let mut recent = self.recent();
+        recent.bytes += size(&change);
+        recent.changes.push_back(change);
+        while recent.changes.len() > RETAINED
+            || (recent.bytes > RETAINED_BYTES && recent.changes.len() > 1)
+        {
+            if let Some(old) = recent.changes.pop_front() {
+                recent.bytes -= size(&old);
             }
         }
     }
 
-    /// The retained changes of keys starting with `prefix` after `since`,
-    /// oldest first.
-    fn prefixed(&self, prefix: &[u8], since: Version) -> Vec<Entry> {
-        let guard = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        guard
-            .0
-            .iter()
-            .filter(|e| e.key.starts_with(prefix) && e.version > since)
-            .cloned()
-            .collect()
-    }
-
-    /// The retained changes of `key` after `since`, oldest first, and whether
-    /// the log reaches back to `since` (it holds an older change of anything).
-    fn since(&self, key: &[u8], since: Version) -> (Vec<Entry>, bool) {
-        let guard = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let recent = &guard.0;
-        let reaches = recent.front().is_some_and(|e| e.version <= since);
+    /// The retained changes `watched` follows after `since`, oldest first, and
+    /// whether the log reaches back to `since` (it holds an older change).
+    fn since(&self, watched: &Watched, since: Version) -> (Vec<Arc<Entry>>, bool) {
+        let recent = self.recent();
+        let reaches = recent.changes.front().is_some_and(|e| e.version <= since);
         let changes = recent
+            .changes
             .iter()
-            .filter(|e| e.key == key && e.version > since)
+            .filter(|e| watched.matches(&e.key) && e.version > since)
             .cloned()
             .collect();
         (changes, reaches)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a prefix watch has delivered: the newest version of each key, so
+/// that a change arriving again (from another replica) is not delivered twice.
+#[derive(Debug, Default)]
+struct Deliveries(HashMap<Vec<u8>, Version>);
+
+impl Deliveries {
+    /// Whether `e` is new, noting it if so.
+    fn first_time(&mut self, e: &Entry) -> bool {
+        if self.0.get(&e.key).is_some_and(|v| *v >= e.version) {
+            return false;
+        }
+        if self.0.len() >= DEDUPE_KEYS {
+            self.0.clear();
+        }
+        self.0.insert(e.key.clone(), e.version);
+        true
     }
 }
 
@@ -105,324 +156,11 @@ pub fn event(e: &Entry) -> dht::WatchEvent {
     }
 }
 
-impl Node {
-    /// Ends every watch this node serves (it is shutting down).
-    pub(super) fn close_streams(&self) {
-        self.closing.send_replace(true);
-    }
-
-    /// This node's own changes of `key` after `since` (or, without `since`,
-    /// its current state first), until it no longer holds the key.
-    pub fn watch_local(
-        self: &std::sync::Arc<Self>,
-        key: Vec<u8>,
-        since: Option<Version>,
-    ) -> mpsc::Receiver<Result<Entry, NodeError>> {
-        let (tx, rx) = mpsc::channel(64);
-        let node = self.clone();
-        let mut closing = self.closing.subscribe();
-        tokio::spawn(async move {
-            if *closing.borrow_and_update() {
-                return;
-            }
-            let position = key_position(&key);
-            let mut live = node.change_log.tx.subscribe();
-            let mut last = since;
-            let (backlog, reaches) = match since {
-                Some(v) => node.change_log.since(&key, v),
-                None => (Vec::new(), false),
-            };
-            // Where the log does not reach back: the current state.
-            let mut first = backlog;
-            if first.is_empty() && !reaches {
-                match node.store.entry(position, &key) {
-                    Ok(Some(e)) if since.is_none_or(|v| e.version > v) => first.push(e),
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                }
-            }
-            for e in first {
-                last = Some(e.version);
-                if tx.send(Ok(e)).await.is_err() {
-                    return;
-                }
-            }
-            let mut check = tokio::time::interval(HOLD_CHECK);
-            loop {
-                tokio::select! {
-                    _ = closing.changed() => return,
-                    got = live.recv() => match got {
-                        Ok(e) if e.key == key && last.is_none_or(|v| e.version > v) => {
-                            last = Some(e.version);
-                            if tx.send(Ok(e)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                        // Fell behind the broadcast: end, so the watcher
-                        // resumes from its last version.
-                        Err(_) => return,
-                    },
-                    _ = check.tick() => {
-                        let factor = node.config.replication.factor;
-                        if !node.view().kept_arc(factor).contains(position) || tx.is_closed() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        rx
-    }
-
-    /// This node's own changes of keys starting with `prefix`: the retained
-    /// ones after `since` (if given), then live ones, until the node shuts
-    /// down or falls behind the broadcast.
-    pub fn watch_local_prefix(
-        self: &std::sync::Arc<Self>,
-        prefix: Vec<u8>,
-        since: Option<Version>,
-    ) -> mpsc::Receiver<Result<Entry, NodeError>> {
-        let (tx, rx) = mpsc::channel(256);
-        let node = self.clone();
-        let mut closing = self.closing.subscribe();
-        tokio::spawn(async move {
-            if *closing.borrow_and_update() {
-                return;
-            }
-            let mut live = node.change_log.tx.subscribe();
-            let backlog = since.map_or_else(Vec::new, |v| node.change_log.prefixed(&prefix, v));
-            for e in backlog {
-                if tx.send(Ok(e)).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                tokio::select! {
-                    _ = closing.changed() => return,
-                    got = live.recv() => match got {
-                        Ok(e) if e.key.starts_with(&prefix) => {
-                            if tx.send(Ok(e)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(_) => return,
-                    },
-                }
-            }
-        });
-        rx
-    }
-
-    /// The changes of keys starting with `prefix` after `since` (from now if
-    /// none), gathered from every member: each change is logged by the key's
-    /// owner and replicas, so a member's failure loses none, and each is
-    /// delivered once (the newest version per key). Members are relearned
-    /// from the routing table every second.
-    pub fn watch_prefix(
-        self: &std::sync::Arc<Self>,
-        prefix: Vec<u8>,
-        since: Option<Version>,
-    ) -> mpsc::Receiver<Result<Entry, NodeError>> {
-        let (tx, rx) = mpsc::channel(256);
-        let node = self.clone();
-        let mut closing = self.closing.subscribe();
-        tokio::spawn(async move {
-            if *closing.borrow_and_update() {
-                return;
-            }
-            // From now, when no version is given: changes before the watch
-            // began are not replayed.
-            let since = since.unwrap_or(Version {
-                micros: now_micros(),
-                node: 0,
-            });
-            let (merged, mut events) = mpsc::channel::<(String, Option<Entry>)>(256);
-            let mut running: HashMap<String, Version> = HashMap::new();
-            let mut streams: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-            let mut delivered: HashMap<Vec<u8>, Version> = HashMap::new();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = closing.changed() => break,
-                    () = tx.closed() => break,
-                    _ = tick.tick() => {
-                        let members: Vec<Member> = node.routes().members().cloned().collect();
-                        for m in members {
-                            if streams.get(&m.addr).is_some_and(|h| !h.is_finished()) {
-                                continue;
-                            }
-                            let from = *running.entry(m.addr.clone()).or_insert(since);
-                            let handle = node.clone().relay_prefix(m, prefix.clone(), from, merged.clone());
-                            streams.insert(handle.0, handle.1);
-                        }
-                    }
-                    got = events.recv() => match got {
-                        Some((addr, Some(e))) => {
-                            let last = running.entry(addr).or_insert(since);
-                            *last = (*last).max(e.version);
-                            if delivered.get(&e.key).is_some_and(|v| *v >= e.version) {
-                                continue;
-                            }
-                            if delivered.len() > DEDUPE_KEYS {
-                                delivered.clear();
-                            }
-                            delivered.insert(e.key.clone(), e.version);
-                            if tx.send(Ok(e)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Some((addr, None)) => {
-                            streams.remove(&addr);
-                        }
-                        None => break,
-                    },
-                }
-            }
-            for (_, h) in streams {
-                h.abort();
-            }
-        });
-        rx
-    }
-
-    /// Relays `member`'s local prefix stream into `merged` (`None` when it
-    /// ends).
-    fn relay_prefix(
-        self: std::sync::Arc<Self>,
-        member: Member,
-        prefix: Vec<u8>,
-        since: Version,
-        merged: mpsc::Sender<(String, Option<Entry>)>,
-    ) -> (String, tokio::task::JoinHandle<()>) {
-        let addr = member.addr.clone();
-        let handle = tokio::spawn(async move {
-            let addr = member.addr.clone();
-            if member == self.me() {
-                let mut local = self.watch_local_prefix(prefix, Some(since));
-                while let Some(Ok(e)) = local.recv().await {
-                    if merged.send((addr.clone(), Some(e))).await.is_err() {
-                        return;
-                    }
-                }
-            } else if let Ok(mut client) = self.peers.client(&addr) {
-                let request = dht::WatchRequest {
-                    prefix: Some(prefix.clone()),
-                    since: Some(since.token()),
-                    local: true,
-                    ..dht::WatchRequest::default()
-                };
-                if let Ok(stream) = client.watch(request).await {
-                    let mut stream = stream.into_inner();
-                    while let Ok(Some(ev)) = stream.message().await {
-                        let position = key_position(&ev.key);
-                        let Some(e) = entry_of(ev, position) else {
-                            break;
-                        };
-                        if merged.send((addr.clone(), Some(e))).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = merged.send((addr, None)).await;
-        });
-        (addr, handle)
-    }
-
-    /// `key`'s changes after `since`, following its owner (see the module
-    /// docs), until the receiver is dropped.
-    pub fn watch(
-        self: &std::sync::Arc<Self>,
-        key: Vec<u8>,
-        since: Option<Version>,
-    ) -> mpsc::Receiver<Result<Entry, NodeError>> {
-        let (tx, rx) = mpsc::channel(64);
-        let node = self.clone();
-        let mut closing = self.closing.subscribe();
-        tokio::spawn(async move {
-            if *closing.borrow_and_update() {
-                return;
-            }
-            // The watcher going away ends it at once, not at the next change.
-            let watcher = tx.clone();
-            tokio::select! {
-                _ = closing.changed() => {}
-                () = watcher.closed() => {}
-                () = node.follow(key, since, tx) => {}
-            }
-        });
-        rx
-    }
-
-    /// Streams `key`'s changes into `tx` from its owner, asking the owner
-    /// again whenever its stream ends, until `tx` is closed.
-    async fn follow(
-        self: std::sync::Arc<Self>,
-        key: Vec<u8>,
-        since: Option<Version>,
-        tx: mpsc::Sender<Result<Entry, NodeError>>,
-    ) {
-        let node = self;
-        {
-            let position = key_position(&key);
-            let mut last = since;
-            let mut delay = Duration::from_millis(50);
-            while !tx.is_closed() {
-                let owner = node.routes().owner(position).clone();
-                let mut delivered = false;
-                if owner == node.me() {
-                    let mut local = node.watch_local(key.clone(), last);
-                    while let Some(e) = local.recv().await {
-                        let Ok(e) = e else { break };
-                        last = Some(e.version);
-                        delivered = true;
-                        if tx.send(Ok(e)).await.is_err() {
-                            return;
-                        }
-                    }
-                } else if let Ok(mut client) = node.peers.client(&owner.addr) {
-                    let request = dht::WatchRequest {
-                        key: key.clone(),
-                        since: last.map(|v| v.token()),
-                        local: true,
-                        prefix: None,
-                    };
-                    if let Ok(stream) = client.watch(request).await {
-                        let mut stream = stream.into_inner();
-                        while let Ok(Some(ev)) = stream.message().await {
-                            let Some(e) = entry_of(ev, position) else {
-                                break;
-                            };
-                            last = Some(e.version);
-                            delivered = true;
-                            if tx.send(Ok(e)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                // The owner's stream ended: it failed, left or moved the key.
-                // Ask again once the ring has had a moment to repair.
-                if delivered {
-                    delay = Duration::from_millis(50);
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
 /// The change a peer's event describes.
-fn entry_of(ev: dht::WatchEvent, position: crate::ring::Position) -> Option<Entry> {
+fn entry_of(ev: dht::WatchEvent) -> Option<Entry> {
     let now = now_micros();
     Some(Entry {
-        position,
+        position: key_position(&ev.key),
         version: Version::from_token(&ev.version)?,
         value: if ev.deleted {
             None
@@ -434,4 +172,307 @@ fn entry_of(ev: dht::WatchEvent, position: crate::ring::Position) -> Option<Entr
             .map(|ms| now.saturating_add(ms.saturating_mul(1000))),
         key: ev.key,
     })
+}
+
+type Changes = mpsc::Receiver<Result<Entry, NodeError>>;
+
+impl Node {
+    /// Ends every watch this node serves (it is shutting down).
+    pub(super) fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Runs `stream` (which feeds the returned receiver) until it ends, its
+    /// receiver goes away, or the node shuts down: a watch must not keep
+    /// graceful shutdown waiting.
+    fn spawn_stream<F>(
+        self: &Arc<Self>,
+        capacity: usize,
+        stream: impl FnOnce(Arc<Self>, mpsc::Sender<Result<Entry, NodeError>>) -> F,
+    ) -> Changes
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(capacity);
+        let mut closing = self.closing.subscribe();
+        let watcher = tx.clone();
+        let run = stream(self.clone(), tx);
+        tokio::spawn(async move {
+            if *closing.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                _ = closing.changed() => {}
+                () = watcher.closed() => {}
+                () = run => {}
+            }
+        });
+        rx
+    }
+
+    /// This node's own changes that `watched` follows: for a key, those after
+    /// `since` it retains (or, if its log does not reach back that far or no
+    /// `since` is given, the key's current state), then live ones until it no
+    /// longer keeps the key; for a prefix, those after `since` it retains,
+    /// then live ones. Ends if it falls behind its broadcast.
+    pub fn watch_local(self: &Arc<Self>, watched: Watched, since: Option<Version>) -> Changes {
+        self.spawn_stream(256, move |node, tx| async move {
+            let mut live = node.change_log.tx.subscribe();
+            let mut last = since;
+            let (backlog, reaches) = match since {
+                Some(v) => node.change_log.since(&watched, v),
+                None => (Vec::new(), false),
+            };
+            let mut first: Vec<Entry> = backlog.iter().map(|e| (**e).clone()).collect();
+            if let Watched::Key(key) = &watched
+                && first.is_empty()
+                && !reaches
+            {
+                match node.store.entry(key_position(key), key) {
+                    Ok(Some(e)) if since.is_none_or(|v| e.version > v) => first.push(e),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+            }
+            for e in first {
+                last = Some(last.map_or(e.version, |l| l.max(e.version)));
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            let mut check = tokio::time::interval(HOLD_CHECK);
+            loop {
+                tokio::select! {
+                    got = live.recv() => match got {
+                        Ok(e) if watched.matches(&e.key) => {
+                            // A key's changes in version order; a prefix's as
+                            // they come.
+                            if let Watched::Key(_) = watched {
+                                if last.is_some_and(|v| e.version <= v) {
+                                    continue;
+                                }
+                                last = Some(e.version);
+                            }
+                            if tx.send(Ok((*e).clone())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        // Fell behind the broadcast: end, so the watcher
+                        // resumes from its last version.
+                        Err(_) => return,
+                    },
+                    _ = check.tick() => {
+                        let factor = node.config.replication.factor;
+                        if let Watched::Key(key) = &watched
+                            && !node.view().kept_arc(factor).contains(key_position(key))
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// `member`'s local stream of what `watched` follows after `since`
+    /// (this node's own if it is `member`). Ends when that stream ends or
+    /// cannot be opened.
+    fn member_stream(
+        self: &Arc<Self>,
+        member: &Member,
+        watched: &Watched,
+        since: Option<Version>,
+    ) -> Changes {
+        if *member == self.me() {
+            return self.watch_local(watched.clone(), since);
+        }
+        let request = match watched {
+            Watched::Key(key) => dht::WatchRequest {
+                key: key.clone(),
+                ..dht::WatchRequest::default()
+            },
+            Watched::Prefix(prefix) => dht::WatchRequest {
+                prefix: Some(prefix.clone()),
+                ..dht::WatchRequest::default()
+            },
+        };
+        let request = dht::WatchRequest {
+            since: since.map(|v| v.token()),
+            local: true,
+            ..request
+        };
+        let addr = member.addr.clone();
+        self.spawn_stream(256, move |node, tx| async move {
+            let Ok(mut client) = node.peers.client(&addr) else {
+                return;
+            };
+            let Ok(stream) = client.watch(request).await else {
+                return;
+            };
+            let mut stream = stream.into_inner();
+            while let Ok(Some(ev)) = stream.message().await {
+                let Some(e) = entry_of(ev) else { return };
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// `key`'s changes after `since`, following its owner (see the module
+    /// docs), until the receiver is dropped.
+    pub fn watch(self: &Arc<Self>, key: Vec<u8>, since: Option<Version>) -> Changes {
+        self.spawn_stream(64, move |node, tx| async move {
+            let watched = Watched::Key(key.clone());
+            let position = key_position(&key);
+            let mut last = since;
+            let mut delay = Duration::from_millis(50);
+            while !tx.is_closed() {
+                let owner = node.routes().owner(position).clone();
+                let mut changes = node.member_stream(&owner, &watched, last);
+                while let Some(change) = changes.recv().await {
+                    let Ok(e) = change else { break };
+                    last = Some(e.version);
+                    delay = Duration::from_millis(50);
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+                // The owner's stream ended: it failed, left or moved the key.
+                // Ask again once the ring has had a moment to repair.
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        })
+    }
+
+    /// The changes of keys starting with `prefix` after `since` (from now if
+    /// none), gathered from every member of the routing table (relearned
+    /// every second; a member's stream that ends is opened again from the
+    /// last version it sent), each delivered once.
+    pub fn watch_prefix(self: &Arc<Self>, prefix: Vec<u8>, since: Option<Version>) -> Changes {
+        self.spawn_stream(256, move |node, tx| async move {
+            let watched = Watched::Prefix(prefix);
+            // Changes before the watch began are not replayed.
+            let since = since.unwrap_or(Version {
+                micros: now_micros(),
+                node: 0,
+            });
+            let (merged, mut events) = mpsc::channel::<(String, Option<Entry>)>(256);
+            let mut resume: HashMap<String, Version> = HashMap::new();
+            let mut open: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+            let mut delivered = Deliveries::default();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let members: Vec<Member> = node.routes().members().cloned().collect();
+                        for m in members {
+                            if open.get(&m.addr).is_some_and(|h| !h.is_finished()) {
+                                continue;
+                            }
+                            let from = *resume.entry(m.addr.clone()).or_insert(since);
+                            let mut changes = node.member_stream(&m, &watched, Some(from));
+                            let merged = merged.clone();
+                            let addr = m.addr.clone();
+                            open.insert(m.addr, tokio::spawn(async move {
+                                while let Some(Ok(e)) = changes.recv().await {
+                                    if merged.send((addr.clone(), Some(e))).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                let _ = merged.send((addr, None)).await;
+                            }));
+                        }
+                    }
+                    got = events.recv() => match got {
+                        Some((addr, Some(e))) => {
+                            let from = resume.entry(addr).or_insert(since);
+                            *from = (*from).max(e.version);
+                            if delivered.first_time(&e) && tx.send(Ok(e)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Some((addr, None)) => {
+                            open.remove(&addr);
+                        }
+                        None => break,
+                    },
+                }
+            }
+            for (_, relay) in open {
+                relay.abort();
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::Position;
+
+    fn change(key: &str, micros: u64, value_len: usize) -> Entry {
+        Entry {
+            position: Position(0),
+            key: key.into(),
+            value: Some(vec![0; value_len]),
+            version: Version { micros, node: 1 },
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn the_log_keeps_the_newest_changes_within_its_count_and_bytes() {
+        let log = ChangeLog::default();
+        for i in 0..(RETAINED as u64 + 10) {
+            log.record(&change("k", i + 1, 1));
+        }
+        let (kept, reaches) = log.since(&Watched::Key(b"k".to_vec()), Version::default());
+        assert_eq!(kept.len(), RETAINED);
+        assert_eq!(kept[0].version.micros, 11, "the oldest went first");
+        assert!(!reaches, "it no longer reaches back to the start");
+        let big = ChangeLog::default();
+        big.record(&change("a", 1, RETAINED_BYTES / 2));
+        big.record(&change("b", 2, RETAINED_BYTES / 2));
+        big.record(&change("c", 3, 10));
+        let (kept, _) = big.since(&Watched::Prefix(Vec::new()), Version::default());
+        let keys: Vec<&[u8]> = kept.iter().map(|e| e.key.as_slice()).collect();
+        assert_eq!(keys, [b"b".as_slice(), b"c"], "over 8 MiB: the oldest went");
+    }
+
+    #[test]
+    fn a_watch_gets_the_changes_after_its_version_of_what_it_follows() {
+        let log = ChangeLog::default();
+        log.record(&change("p/1", 5, 1));
+        log.record(&change("q/1", 6, 1));
+        log.record(&change("p/2", 7, 1));
+        log.record(&change("p/1", 8, 1));
+        let since = Version { micros: 5, node: 1 };
+        let (key, reaches) = log.since(&Watched::Key(b"p/1".to_vec()), since);
+        assert_eq!(
+            key.iter().map(|e| e.version.micros).collect::<Vec<_>>(),
+            [8]
+        );
+        assert!(reaches);
+        let (prefix, _) = log.since(&Watched::Prefix(b"p/".to_vec()), since);
+        assert_eq!(
+            prefix.iter().map(|e| e.version.micros).collect::<Vec<_>>(),
+            [7, 8]
+        );
+    }
+
+    #[test]
+    fn each_change_is_delivered_once_whichever_copy_comes_first() {
+        let mut d = Deliveries::default();
+        assert!(d.first_time(&change("k", 5, 1)));
+        assert!(!d.first_time(&change("k", 5, 1)), "a replica's copy");
+        assert!(!d.first_time(&change("k", 4, 1)), "an older change, late");
+        assert!(d.first_time(&change("k", 6, 1)));
+        assert!(d.first_time(&change("other", 1, 1)));
+    }
 }
