@@ -172,8 +172,32 @@ pub struct NodeGauges {
     pub state: &'static str,
 }
 
-/// The `operation` labels of key requests.
-const OPERATIONS: [&str; 4] = ["get", "set", "delete", "other"];
+/// What a key request asked for (the `operation` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A read.
+    Get,
+    /// A write.
+    Set,
+    /// A delete.
+    Delete,
+    /// None of those (a request that named no valid operation).
+    Other,
+}
+
+impl Op {
+    const ALL: [Op; 4] = [Op::Get, Op::Set, Op::Delete, Op::Other];
+
+    /// The label's value: `get`, `set`, `delete` or `other`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Set => "set",
+            Op::Delete => "delete",
+            Op::Other => "other",
+        }
+    }
+}
 
 /// The series every answered key request of one operation and interface
 /// touches, resolved once: the key path does not hash labels or take the
@@ -189,7 +213,7 @@ struct Hot {
 /// A node's metrics.
 #[derive(Debug)]
 pub struct NodeMetrics {
-    /// By operation, then interface (see [`OPERATIONS`], [`Interface::ALL`]).
+    /// By operation, then interface (see [`Op::ALL`], [`Interface::ALL`]).
     hot: Vec<Hot>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -320,9 +344,9 @@ impl NodeMetrics {
                 commits,
             );
         }
-        let hot = OPERATIONS
+        let hot = Op::ALL
             .iter()
-            .flat_map(|&operation| Interface::ALL.map(|i| (operation, i.label())))
+            .flat_map(|op| Interface::ALL.map(|i| (op.label(), i.label())))
             .map(|(operation, interface)| {
                 let counter = |outcome| {
                     requests.get_or_create_owned(&RequestLabels {
@@ -362,32 +386,24 @@ impl NodeMetrics {
         }
     }
 
-    /// Counts one answered key request. `operation` is `get`, `set`, `delete`
-    /// (or `other` for a request that named none; any other is not counted); `hops` is the route's
-    /// forwards, when the request got that far.
+    /// Counts one answered key request; `hops` is the route's forwards, when
+    /// the request got that far.
     pub fn request(
         &self,
-        operation: &'static str,
+        op: Op,
         interface: Interface,
         outcome: &'static str,
         elapsed: Duration,
         hops: Option<u32>,
     ) {
-        let op = OPERATIONS.iter().position(|&o| o == operation);
-        let i = Interface::ALL.iter().position(|&i| i == interface);
-        let Some(hot) = op
-            .zip(i)
-            .map(|(op, i)| &self.hot[op * Interface::ALL.len() + i])
-        else {
-            return;
-        };
+        let hot = &self.hot[op as usize * Interface::ALL.len() + interface as usize];
         match outcome {
             "ok" => hot.ok.inc(),
             "not_found" => hot.not_found.inc(),
             _ => self
                 .requests
                 .get_or_create(&RequestLabels {
-                    operation,
+                    operation: op.label(),
                     interface: interface.label(),
                     outcome,
                 })
@@ -558,21 +574,21 @@ mod tests {
     fn requests_are_counted_by_operation_interface_and_outcome() {
         let m = NodeMetrics::new(None);
         m.request(
-            "get",
+            Op::Get,
             Interface::Http,
             "ok",
             Duration::from_micros(300),
             Some(1),
         );
         m.request(
-            "get",
+            Op::Get,
             Interface::Http,
             "ok",
             Duration::from_millis(2),
             Some(0),
         );
         m.request(
-            "set",
+            Op::Set,
             Interface::Grpc,
             "unavailable",
             Duration::from_secs(5),
@@ -601,6 +617,25 @@ mod tests {
             Some(0.0)
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_series_each_request_touches_are_found_by_declaration_order() {
+        for (i, op) in Op::ALL.iter().enumerate() {
+            assert_eq!(*op as usize, i);
+        }
+        for (i, interface) in Interface::ALL.iter().enumerate() {
+            assert_eq!(*interface as usize, i);
+        }
+        let m = NodeMetrics::new(None);
+        m.request(Op::Delete, Interface::Peer, "ok", Duration::ZERO, Some(1));
+        let text = m.encode(&NodeGauges {
+            state: "serving",
+            ..NodeGauges::default()
+        });
+        let series =
+            r#"crustyring_requests_total{operation="delete",interface="peer",outcome="ok"} 1"#;
+        assert!(text.lines().any(|l| l == series), "{text}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! write the request causes, echoed in the answer, and logged with its route, so
 //! that one request can be followed through the logs of every node it touched.
 
-use crate::metrics::Interface;
+use crate::metrics::{Interface, Op};
 use axum::http::HeaderValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -119,7 +119,7 @@ impl RequestId {
 /// (unavailable, timed out, internal), so failures show at the default level.
 pub fn log_request(
     id: &RequestId,
-    operation: &'static str,
+    operation: Op,
     interface: Interface,
     outcome: &'static str,
     elapsed: Duration,
@@ -131,7 +131,7 @@ pub fn log_request(
             tracing::event!(
                 $level,
                 request_id = %id,
-                operation,
+                operation = operation.label(),
                 interface = interface.label(),
                 outcome,
                 hops,

@@ -3,6 +3,7 @@
 
 use super::observe::{Observed, observe};
 use super::problem::{ApiError, Problem};
+use crate::metrics::Op;
 use crate::node::{Answer, Condition, Node, NodeError, Operation, Outcome, Query, RouteTaken};
 use crate::request_id::RequestId;
 use crate::ring::Position;
@@ -375,7 +376,7 @@ pub async fn get_key(
             Err(e) => e.into_response(),
         };
     }
-    observe(node.clone(), "get", id, |id| get(node, id, uri, options)).await
+    observe(node.clone(), Op::Get, id, |id| get(node, id, uri, options)).await
 }
 
 async fn get(
@@ -443,7 +444,7 @@ pub async fn put_key(
     options: Result<UrlQuery<PutOptions>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    observe(node.clone(), "set", id, |id| {
+    observe(node.clone(), Op::Set, id, |id| {
         put(node, id, uri, headers, options, body)
     })
     .await
@@ -529,7 +530,7 @@ pub async fn delete_key(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    observe(node.clone(), "delete", id, |id| {
+    observe(node.clone(), Op::Delete, id, |id| {
         delete(node, id, uri, headers)
     })
     .await

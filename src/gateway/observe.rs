@@ -6,7 +6,7 @@
 //! service per request.
 
 use super::problem::ApiError;
-use crate::metrics::{Interface, outcome_of_status};
+use crate::metrics::{Interface, Op, outcome_of_status};
 use crate::node::{Node, NodeError, RouteTaken};
 use crate::request_id::{BadRequestId, RequestId, log_request};
 use axum::extract::FromRequestParts;
@@ -34,7 +34,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Observed {
 /// request's ID (see the module docs).
 pub async fn observe<F>(
     node: Arc<Node>,
-    operation: &'static str,
+    operation: Op,
     id: Result<RequestId, BadRequestId>,
     handle: impl FnOnce(RequestId) -> F,
 ) -> Response

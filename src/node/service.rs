@@ -3,7 +3,7 @@
 
 use super::query::{Answer, Outcome, Query};
 use super::{Node, NodeError};
-use crate::metrics::{Interface, outcome_of_code};
+use crate::metrics::{Interface, Op, outcome_of_code};
 use crate::proto::dht::{self, NeighborType, dht_node_server::DhtNode};
 use crate::request_id::{BadRequestId, RequestId};
 use crate::ring::{Arc as RingArc, Member, Position};
@@ -56,13 +56,13 @@ fn request_id(metadata: &tonic::metadata::MetadataMap) -> Result<RequestId, BadR
     }
 }
 
-/// The `operation` label of a query's wire type.
-fn operation_label(ty: i32) -> &'static str {
+/// What a query's wire type asks for, as metrics count it.
+fn operation_label(ty: i32) -> Op {
     match dht::OperationType::try_from(ty) {
-        Ok(dht::OperationType::Get) => "get",
-        Ok(dht::OperationType::Set) => "set",
-        Ok(dht::OperationType::Delete) => "delete",
-        Err(_) => "other",
+        Ok(dht::OperationType::Get) => Op::Get,
+        Ok(dht::OperationType::Set) => Op::Set,
+        Ok(dht::OperationType::Delete) => Op::Delete,
+        Err(_) => Op::Other,
     }
 }
 
@@ -72,7 +72,7 @@ impl DhtService {
     /// and `interface`, and logging it with its route.
     async fn answer_counted(
         &self,
-        operation: &'static str,
+        operation: Op,
         interface: Interface,
         metadata: &tonic::metadata::MetadataMap,
         query: Result<Query, NodeError>,
