@@ -122,8 +122,9 @@ impl Peers {
         request_id: Option<&RequestId>,
     ) -> Result<(dht::QueryResult, Option<RouteTaken>), NodeError> {
         let mut request = tonic::Request::new(query);
-        if let Some(value) = request_id.and_then(|id| id.as_str().parse().ok()) {
-            request.metadata_mut().insert(RequestId::HEADER, value);
+        if let Some(id) = request_id {
+            let metadata: &mut axum::http::HeaderMap = request.metadata_mut().as_mut();
+            metadata.insert(RequestId::HEADER, id.header_value());
         }
         let response = self
             .call(to, |mut c| async move {

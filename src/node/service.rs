@@ -39,21 +39,16 @@ pub fn grpc_routes(
 fn answer(answer: Answer, id: &RequestId) -> Response<dht::QueryResult> {
     let mut response = Response::new((&answer).into());
     answer.route.write_metadata(response.metadata_mut());
-    if let Ok(value) = id.as_str().parse() {
-        response.metadata_mut().insert(RequestId::HEADER, value);
-    }
+    let metadata: &mut axum::http::HeaderMap = response.metadata_mut().as_mut();
+    metadata.insert(RequestId::HEADER, id.header_value());
     response
 }
 
-/// The request's ID: the caller's `x-request-id`, checked, or a new one.
+/// The request's ID: the caller's `x-request-id`, checked, or a new one (as
+/// over HTTP: gRPC metadata are HTTP/2 headers).
 fn request_id(metadata: &tonic::metadata::MetadataMap) -> Result<RequestId, BadRequestId> {
-    let sent = metadata.get(RequestId::HEADER).map(|v| v.as_bytes());
-    match sent {
-        None => Ok(RequestId::generate()),
-        Some(bytes) => {
-            RequestId::parse(std::str::from_utf8(bytes).map_err(|_| BadRequestId::BadCharacter)?)
-        }
-    }
+    let headers: &axum::http::HeaderMap = metadata.as_ref();
+    RequestId::from_header(headers.get(RequestId::HEADER))
 }
 
 /// What a query's wire type asks for, as metrics count it.
