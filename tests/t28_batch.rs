@@ -96,6 +96,25 @@ async fn a_batch_goes_to_each_owner_in_one_call_and_answers_each_operation() {
         http("GET", &format!("{entry}/keys/b/1"), b"").await.status,
         404
     );
+    // A refused operation before valid ones leaves their answers in place.
+    let refused_first = json!({ "ops": [
+        {"op": "put", "key": "no-value"},
+        {"op": "get", "key": "b/3"},
+        {"op": "get", "key": "b/4"},
+    ]});
+    let results = batch(entry, refused_first).await.json()["results"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let status: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(status, [400, 200, 200]);
+    assert_eq!(
+        (&results[1]["value"], &results[2]["value"]),
+        (&json!("b/3"), &json!("b/4"))
+    );
     cluster.shutdown().await;
 }
 

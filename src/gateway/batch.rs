@@ -131,22 +131,27 @@ pub async fn run_batch(
         ))
         .into());
     }
-    let parsed: Vec<Result<Query, NodeError>> =
-        batch.ops.into_iter().map(|op| query(op, &node)).collect();
-    let valid: Vec<Query> = parsed
-        .iter()
-        .filter_map(|q| q.as_ref().ok().cloned())
-        .collect();
+    // The valid queries go to the node; each operation keeps its place, and
+    // whether it was a put (an absent previous value then means "created").
+    let mut valid = Vec::new();
+    let mut places: Vec<Result<bool, NodeError>> = Vec::new();
+    for op in batch.ops {
+        places.push(query(op, &node).map(|q| {
+            let put = matches!(q.op, Operation::Set(_));
+            valid.push(q);
+            put
+        }));
+    }
     let mut answers = node.batch(valid).await.into_iter();
-    let results = parsed
+    let results = places
         .into_iter()
-        .map(|q| match q {
-            Ok(q) => result(
-                &q.op,
-                answers
-                    .next()
-                    .unwrap_or_else(|| Err(NodeError::BadBatch("unanswered".into()))),
-            ),
+        .map(|place| match place {
+            Ok(put) => match answers.next() {
+                Some(answer) => result(put, answer),
+                None => failed(NodeError::BadBatch(
+                    "the node answered fewer queries than it was given".into(),
+                )),
+            },
             Err(e) => failed(e),
         })
         .collect();
@@ -193,13 +198,13 @@ fn query(op: BatchOp, node: &Node) -> Result<Query, NodeError> {
 }
 
 /// One operation's result.
-fn result(op: &Operation, answer: Result<Answer, NodeError>) -> BatchResult {
+fn result(put: bool, answer: Result<Answer, NodeError>) -> BatchResult {
     let a = match answer {
         Ok(a) => a,
         Err(e) => return failed(e),
     };
-    let status = match (&a.outcome, op) {
-        (Outcome::Absent, Operation::Set(_)) | (Outcome::Created, _) => StatusCode::CREATED,
+    let status = match (&a.outcome, put) {
+        (Outcome::Absent, true) | (Outcome::Created, _) => StatusCode::CREATED,
         (Outcome::Absent, _) => StatusCode::NOT_FOUND,
         (Outcome::Value(_), _) => StatusCode::OK,
     };

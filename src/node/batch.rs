@@ -10,6 +10,7 @@
 use super::{Answer, Node, NodeError, Query, RouteTaken};
 use crate::proto::dht;
 use crate::ring::Member;
+use crate::routing::RoutingTable;
 use crate::store::Version;
 use futures_util::future::join_all;
 use std::collections::HashMap;
@@ -26,20 +27,9 @@ impl Node {
             return queries.iter().map(|_| Err(e())).collect();
         }
         let me = self.me();
-        let mut groups: HashMap<String, (Member, Vec<usize>)> = HashMap::new();
-        {
-            let table = self.routes();
-            for (i, q) in queries.iter().enumerate() {
-                let owner = table.owner(q.position).clone();
-                groups
-                    .entry(owner.addr.clone())
-                    .or_insert((owner, Vec::new()))
-                    .1
-                    .push(i);
-            }
-        }
+        let groups = by_owner(&self.routes(), &queries);
         let (queries, me) = (&queries, &me);
-        let answered = join_all(groups.into_values().map(|(owner, indices)| async move {
+        let answered = join_all(groups.into_iter().map(|(owner, indices)| async move {
             let answers = if owner == *me {
                 join_all(indices.iter().map(|&i| self.execute(queries[i].clone()))).await
             } else {
@@ -48,18 +38,11 @@ impl Node {
             indices.into_iter().zip(answers).collect::<Vec<_>>()
         }))
         .await;
-        let mut out: Vec<Option<Result<Answer, NodeError>>> =
-            queries.iter().map(|_| None).collect();
-        for (i, answer) in answered.into_iter().flatten() {
-            out[i] = Some(answer);
-        }
-        out.into_iter()
-            .map(|a| {
-                a.unwrap_or_else(|| {
-                    Err(NodeError::RingWalk("a batch query went unanswered".into()))
-                })
-            })
-            .collect()
+        // Every query is in exactly one group, answered once: back in order.
+        let mut answered: Vec<(usize, Result<Answer, NodeError>)> =
+            answered.into_iter().flatten().collect();
+        answered.sort_by_key(|(i, _)| *i);
+        answered.into_iter().map(|(_, answer)| answer).collect()
     }
 
     /// Sends the queries at `indices` to `owner` in one call; if the call
@@ -92,12 +75,12 @@ impl Node {
                 .zip(indices)
                 .map(|(a, &i)| answer_from_wire(a, &queries[i]))
                 .collect(),
-            Ok(reply) => failed(&NodeError::RingWalk(format!(
+            Ok(reply) => failed(&NodeError::Peer(Status::internal(format!(
                 "{} answered {} of {} batch queries",
                 owner.addr,
                 reply.answers.len(),
                 indices.len()
-            ))),
+            )))),
             // Never delivered: each query finds its own way.
             Err(NodeError::Unreachable { .. }) => {
                 join_all(indices.iter().map(|&i| self.execute(queries[i].clone()))).await
@@ -131,6 +114,22 @@ impl Node {
             answers: answers.into_iter().map(answer_to_wire).collect(),
         })
     }
+}
+
+/// The queries (by index) each owner owns, as `table` says, in the order
+/// owners first appear.
+fn by_owner(table: &RoutingTable, queries: &[Query]) -> Vec<(Member, Vec<usize>)> {
+    let mut groups: Vec<(Member, Vec<usize>)> = Vec::new();
+    let mut of: HashMap<String, usize> = HashMap::new();
+    for (i, q) in queries.iter().enumerate() {
+        let owner = table.owner(q.position);
+        let g = *of.entry(owner.addr.clone()).or_insert_with(|| {
+            groups.push((owner.clone(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
+    }
+    groups
 }
 
 /// One answer of a `Batch` reply.
@@ -176,5 +175,39 @@ fn answer_from_wire(a: dht::BatchAnswer, query: &Query) -> Result<Answer, NodeEr
             })
         }
         code => Err(NodeError::Peer(Status::new(code, a.message))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Limits, Operation};
+    use crate::ring::Position;
+
+    #[test]
+    fn each_query_goes_to_exactly_one_owner_group() {
+        let mut table = RoutingTable::new(Member::new(Position(0), "http://a"));
+        table.insert(Member::new(Position(u64::MAX / 2), "http://b"));
+        let queries: Vec<Query> = (0..40)
+            .map(|i| {
+                Query::new(
+                    Operation::Get,
+                    format!("k{i}").into_bytes(),
+                    &Limits::default(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let groups = by_owner(&table, &queries);
+        let mut all: Vec<usize> = groups.iter().flat_map(|(_, ix)| ix.clone()).collect();
+        all.sort();
+        assert_eq!(all, (0..40).collect::<Vec<_>>());
+        assert_eq!(groups.len(), 2, "40 hashed keys fall on both halves");
+        for (owner, ix) in &groups {
+            assert!(
+                ix.iter()
+                    .all(|&i| table.owner(queries[i].position) == owner)
+            );
+        }
     }
 }
