@@ -99,14 +99,24 @@ pub async fn list_keys(
         Ok(since) => since,
         Err(e) => return e.into_response(),
     };
-    let prefix = watched.prefix.clone().unwrap_or_default().into_bytes();
-    if prefix.len() > node.config().limits.max_key_bytes {
-        return ApiError::from(NodeError::BadListing(
-            "the prefix is longer than a key may be".into(),
-        ))
-        .into_response();
+    match checked_prefix(watched.prefix.clone(), &node) {
+        Ok(prefix) => super::watch::stream_prefix(&node, prefix, since),
+        Err(e) => e.into_response(),
     }
-    super::watch::stream_prefix(&node, prefix, since)
+}
+
+/// The prefix asked for, no longer than a key may be.
+fn checked_prefix(prefix: Option<String>, node: &Node) -> Result<Vec<u8>, ApiError> {
+    let prefix = prefix.unwrap_or_default().into_bytes();
+    let max = node.config().limits.max_key_bytes;
+    if prefix.len() > max {
+        return Err(NodeError::BadListing(format!(
+            "the prefix is {} bytes long; keys are at most {max} bytes",
+            prefix.len()
+        ))
+        .into());
+    }
+    Ok(prefix)
 }
 
 async fn list(
@@ -120,15 +130,7 @@ async fn list(
             NodeError::BadListing(format!("limit={limit}: ask for 1 to {MAX_PAGE} keys")).into(),
         );
     }
-    let prefix = options.prefix.unwrap_or_default().into_bytes();
-    let max = node.config().limits.max_key_bytes;
-    if prefix.len() > max {
-        return Err(NodeError::BadListing(format!(
-            "the prefix is {} bytes long; keys are at most {max} bytes",
-            prefix.len()
-        ))
-        .into());
-    }
+    let prefix = checked_prefix(options.prefix, &node)?;
     // An empty cursor is no cursor: the first page.
     let cursor = options.cursor.as_deref().filter(|c| !c.is_empty());
     let after = cursor.map(Cursor::decode).transpose()?;

@@ -42,15 +42,7 @@ pub fn resume_from(
     last_event: Option<&str>,
     since: Option<&str>,
 ) -> Result<Option<Version>, ApiError> {
-    match last_event.or(since) {
-        None => Ok(None),
-        Some(token) => Version::from_token(token).map(Some).ok_or_else(|| {
-            NodeError::BadCondition(format!(
-                "since={token:?} is not a version: a version is the 32 hex digits an event or read answers"
-            ))
-            .into()
-        }),
-    }
+    Ok(crate::node::resume_after(last_event.or(since))?)
 }
 
 fn change(e: &Entry) -> Change {

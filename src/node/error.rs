@@ -59,6 +59,9 @@ pub enum NodeError {
     /// A batch that cannot be run.
     #[error("bad batch: {0}")]
     BadBatch(String),
+    /// A version (to resume a watch after) that is not one.
+    #[error("bad version: {0}")]
+    BadVersion(String),
     /// A time to live that cannot be.
     #[error("bad time to live: {0}")]
     BadTtl(String),
@@ -149,6 +152,7 @@ impl NodeError {
             | NodeError::BadCondition(_)
             | NodeError::BadCursor(_)
             | NodeError::BadTtl(_)
+            | NodeError::BadVersion(_)
             | NodeError::BadBatch(_)
             | NodeError::BadListing(_) => Code::InvalidArgument,
             NodeError::PreconditionFailed { .. } => Code::FailedPrecondition,

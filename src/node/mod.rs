@@ -58,7 +58,7 @@ pub use query::{
 pub use replicate::ReplicationSettings;
 pub use service::grpc_routes;
 pub use view::{JoinRefusal, NodeState, Route, View};
-pub use watching::{Watched, event as watch_event};
+pub use watching::{Watched, event as watch_event, resume_after};
 
 use crate::metrics::{NodeGauges, NodeMetrics};
 use crate::ring::Member;

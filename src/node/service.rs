@@ -333,32 +333,9 @@ impl DhtNode for DhtService {
         request: Request<dht::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let request = request.into_inner();
-        let limits = self.node.config().limits;
-        match &request.prefix {
-            Some(p) if p.len() > limits.max_key_bytes => {
-                return Err(Status::invalid_argument(format!(
-                    "the prefix is {} bytes long; keys are at most {} bytes",
-                    p.len(),
-                    limits.max_key_bytes
-                )));
-            }
-            Some(_) => {}
-            None => {
-                Query::new(super::Operation::Get, request.key.clone(), &limits)?;
-            }
-        }
-        let since = match request.since.as_deref() {
-            None => None,
-            Some(token) => Some(crate::store::Version::from_token(token).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "since {token:?} is not a version: a version is the 32 hex digits an event or read answers"
-                ))
-            })?),
-        };
-        let watched = match request.prefix {
-            Some(prefix) => super::Watched::Prefix(prefix),
-            None => super::Watched::Key(request.key),
-        };
+        let watched =
+            super::Watched::checked(request.key, request.prefix, &self.node.config().limits)?;
+        let since = super::resume_after(request.since.as_deref())?;
         let changes = match (request.local, watched) {
             (true, watched) => self.node.watch_local(watched, since),
             (false, super::Watched::Key(key)) => self.node.watch(key, since),

@@ -47,6 +47,26 @@ pub enum Watched {
 }
 
 impl Watched {
+    /// What a request asks to watch: `prefix` if given, else `key`, checked
+    /// against `limits` as a key is.
+    pub fn checked(
+        key: Vec<u8>,
+        prefix: Option<Vec<u8>>,
+        limits: &super::Limits,
+    ) -> Result<Self, NodeError> {
+        match prefix {
+            Some(p) if p.len() > limits.max_key_bytes => Err(NodeError::KeyTooLong {
+                len: p.len(),
+                max: limits.max_key_bytes,
+            }),
+            Some(p) => Ok(Watched::Prefix(p)),
+            None => {
+                super::Query::new(super::Operation::Get, key.clone(), limits)?;
+                Ok(Watched::Key(key))
+            }
+        }
+    }
+
     fn matches(&self, key: &[u8]) -> bool {
         match self {
             Watched::Key(k) => k == key,
@@ -142,6 +162,20 @@ impl Deliveries {
         self.0.insert(e.key.clone(), e.version);
         true
     }
+}
+
+/// The version a watch resumes after, as a client names it (an event's
+/// version: 32 hex digits).
+pub fn resume_after(token: Option<&str>) -> Result<Option<Version>, NodeError> {
+    token
+        .map(|t| {
+            Version::from_token(t).ok_or_else(|| {
+                NodeError::BadVersion(format!(
+                    "{t:?}: a version is the 32 hex digits an event or a read answers"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// A change as a `WatchEvent`.
