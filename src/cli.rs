@@ -2,6 +2,7 @@
 
 use crate::node::{
     JoinSettings, Limits, MaintenanceSettings, NodeConfig, PeerTimeouts, ReplicationSettings,
+    WatchSettings,
 };
 use crate::ring::IdRule;
 use crate::store::{
@@ -69,6 +70,15 @@ pub struct NodeArgs {
     /// after joins, leaves and failures), so foreground requests keep flowing.
     #[arg(long, default_value_t = 20_000)]
     pub repair_rate: u32,
+    /// How many of its recent changes each node keeps for watches: a watch
+    /// that reconnects (its owner failed, or the client came back with a
+    /// version) misses nothing still kept, and otherwise starts again from the
+    /// key's current state.
+    #[arg(long, default_value_t = crate::node::WatchSettings::default().retained)]
+    pub watch_retained: usize,
+    /// At most this many MiB of keys and values in those changes.
+    #[arg(long, default_value_t = 8)]
+    pub watch_retained_mb: usize,
 }
 
 impl NodeArgs {
@@ -103,6 +113,10 @@ impl NodeArgs {
                 write_quorum: self.write_quorum.map(|q| q as usize),
                 anti_entropy_interval: Duration::from_millis(self.anti_entropy_interval_ms.max(10)),
                 repair_rate: self.repair_rate.max(1),
+            },
+            watch: WatchSettings {
+                retained: self.watch_retained.max(1),
+                retained_bytes: self.watch_retained_mb.saturating_mul(1 << 20),
             },
         }
     }

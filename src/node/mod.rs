@@ -58,7 +58,7 @@ pub use query::{
 pub use replicate::ReplicationSettings;
 pub use service::grpc_routes;
 pub use view::{JoinRefusal, NodeState, Route, View};
-pub use watching::{Watched, event as watch_event, resume_after};
+pub use watching::{WatchSettings, Watched, event as watch_event, resume_after};
 
 use crate::metrics::{NodeGauges, NodeMetrics};
 use crate::ring::Member;
@@ -119,6 +119,8 @@ pub struct NodeConfig {
     pub maintenance: MaintenanceSettings,
     /// How many copies of each key are kept, and how they are kept in step.
     pub replication: ReplicationSettings,
+    /// How much of its recent changes a node keeps for watches.
+    pub watch: WatchSettings,
 }
 
 impl Default for NodeConfig {
@@ -133,6 +135,7 @@ impl Default for NodeConfig {
             join: JoinSettings::default(),
             maintenance: MaintenanceSettings::default(),
             replication: ReplicationSettings::default(),
+            watch: WatchSettings::default(),
         }
     }
 }
@@ -230,7 +233,7 @@ impl Node {
             ),
             metrics,
             key_locks: KeyLocks::new(),
-            change_log: watching::ChangeLog::default(),
+            change_log: watching::ChangeLog::new(config.watch),
             closing: watch::channel(false).0,
             config,
             routes: RwLock::new(RoutingTable::new(me.clone())),

@@ -26,11 +26,30 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
-/// How many changes a node's log keeps at most.
+/// How many changes a node's log keeps by default (`--watch-retained`).
 pub const RETAINED: usize = 4096;
-/// How many bytes of keys and values the log keeps at most: the oldest
-/// changes go first.
+/// How many bytes of keys and values the log keeps by default
+/// (`--watch-retained-mb`): past either bound, the oldest changes go first.
 pub const RETAINED_BYTES: usize = 8 << 20;
+
+/// How much a node's change log keeps: what a watch that reconnects can still
+/// resume from rather than start again from the key's current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// Changes kept at most.
+    pub retained: usize,
+    /// Bytes of keys and values kept at most.
+    pub retained_bytes: usize,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            retained: RETAINED,
+            retained_bytes: RETAINED_BYTES,
+        }
+    }
+}
 /// A prefix watch remembers the last version it delivered of at most this
 /// many keys (to deliver each change once); past that it starts afresh.
 const DEDUPE_KEYS: usize = 100_000;
@@ -81,6 +100,7 @@ impl Watched {
 pub(super) struct ChangeLog {
     recent: Mutex<Recent>,
     tx: broadcast::Sender<Arc<Entry>>,
+    keep: WatchSettings,
 }
 
 /// The retained changes, oldest first, and the bytes of their keys and values.
@@ -90,11 +110,13 @@ struct Recent {
     bytes: usize,
 }
 
-impl Default for ChangeLog {
-    fn default() -> Self {
+impl ChangeLog {
+    /// An empty log keeping what `keep` says.
+    pub fn new(keep: WatchSettings) -> Self {
         Self {
             recent: Mutex::new(Recent::default()),
             tx: broadcast::channel(1024).0,
+            keep,
         }
     }
 }
@@ -117,8 +139,8 @@ impl ChangeLog {
         let mut recent = self.recent();
         recent.bytes += size(&change);
         recent.changes.push_back(change);
-        while recent.changes.len() > RETAINED
-            || (recent.bytes > RETAINED_BYTES && recent.changes.len() > 1)
+        while recent.changes.len() > self.keep.retained
+            || (recent.bytes > self.keep.retained_bytes && recent.changes.len() > 1)
         {
             if let Some(old) = recent.changes.pop_front() {
                 recent.bytes -= size(&old);
@@ -462,7 +484,7 @@ mod tests {
 
     #[test]
     fn the_log_keeps_the_newest_changes_within_its_count_and_bytes() {
-        let log = ChangeLog::default();
+        let log = ChangeLog::new(WatchSettings::default());
         for i in 0..(RETAINED as u64 + 10) {
             log.record(&change("k", i + 1, 1));
         }
@@ -470,7 +492,7 @@ mod tests {
         assert_eq!(kept.len(), RETAINED);
         assert_eq!(kept[0].version.micros, 11, "the oldest went first");
         assert!(!reaches, "it no longer reaches back to the start");
-        let big = ChangeLog::default();
+        let big = ChangeLog::new(WatchSettings::default());
         big.record(&change("a", 1, RETAINED_BYTES / 2));
         big.record(&change("b", 2, RETAINED_BYTES / 2));
         big.record(&change("c", 3, 10));
@@ -481,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_watch_gets_the_changes_after_its_version_of_what_it_follows() {
-        let log = ChangeLog::default();
+        let log = ChangeLog::new(WatchSettings::default());
         log.record(&change("p/1", 5, 1));
         log.record(&change("q/1", 6, 1));
         log.record(&change("p/2", 7, 1));
