@@ -6,7 +6,7 @@
 # directory and pass both binaries.
 #
 #   bench/ab.sh OLD_BIN NEW_BIN          # e.g. /tmp/old/crustyring target/release/crustyring
-#   ROUNDS=3 DURATION=5 PORT=24100 bench/ab.sh A B
+#   ROUNDS=3 DURATION=5 PORT=24100 NODES=1 bench/ab.sh A B   # NODES: ring size (one process each)
 #
 # Needs wrk (Debian: apt-get install wrk) and curl. Loopback only; every process
 # it starts is stopped by PID.
@@ -17,6 +17,7 @@ B=$2
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 PORT=${PORT:-24100}
+NODES=${NODES:-1}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 pids=()
 cleanup() {
@@ -25,10 +26,10 @@ cleanup() {
 }
 trap cleanup EXIT
 start() { # BIN PORT
-  "$1" cluster --port "$2" --nodes 1 >/dev/null 2>&1 &
+  "$1" cluster --port "$2" --nodes "$NODES" >/dev/null 2>&1 &
   pids+=("$!")
-  local node="http://127.0.0.1:$(($2 + 1))"
-  for _ in $(seq 150); do curl -sf -o /dev/null "$node/readyz" && break; sleep 0.2; done
+  local node="http://127.0.0.1:$(($2 + 1))" last="http://127.0.0.1:$(($2 + NODES))"
+  for _ in $(seq 300); do curl -sf -o /dev/null "$last/readyz" && break; sleep 0.2; done
   curl -sf -X PUT "$node/keys/k" -d 0123456789abcdef >/dev/null
 }
 start "$A" "$PORT"
