@@ -95,9 +95,19 @@ impl RequestId {
         self.0.to_str().unwrap_or_default()
     }
 
-    /// The ID as a header value.
+    /// The ID as a header value, marked never to be indexed by HPACK: every
+    /// ID is new, so adding each to an HTTP/2 connection's header table only
+    /// evicts the entries worth keeping, and the encoder compared each answer's
+    /// ID with every one already in the table (8% of a node's time under load).
     pub fn header_value(&self) -> HeaderValue {
-        self.0.clone()
+        Self::never_indexed(self.0.clone())
+    }
+
+    /// `value` marked never to be indexed by HPACK (see
+    /// [`RequestId::header_value`]); for the lists a replica write carries.
+    pub fn never_indexed(mut value: HeaderValue) -> HeaderValue {
+        value.set_sensitive(true);
+        value
     }
 
     /// The IDs of a batch as one header value: comma-separated, at most
@@ -187,6 +197,15 @@ mod tests {
         assert_eq!(a.as_str().len(), 16);
         assert_eq!(RequestId::parse(a.as_str()), Ok(a));
         assert!(RequestId::from_header(None).is_ok());
+    }
+
+    #[test]
+    fn ids_travel_as_headers_that_http2_never_indexes() {
+        let id = RequestId::generate();
+        assert!(id.header_value().is_sensitive());
+        let client = RequestId::from_header(Some(&HeaderValue::from_static("abc"))).unwrap();
+        assert!(client.header_value().is_sensitive());
+        assert_eq!(client.header_value(), "abc");
     }
 
     #[test]

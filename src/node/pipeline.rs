@@ -26,6 +26,7 @@ use crate::proto::dht;
 use crate::request_id::RequestId;
 use crate::ring::Member;
 use crate::store::Entry;
+use axum::http::{HeaderMap, HeaderValue};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -187,8 +188,9 @@ impl Sender {
                 });
                 let ids: Vec<&RequestId> =
                     batch.iter().filter_map(|p| p.request_id.as_ref()).collect();
-                if let Ok(value) = RequestId::list(ids.into_iter()).parse() {
-                    request.metadata_mut().insert(RequestId::HEADER, value);
+                if let Ok(value) = HeaderValue::from_str(&RequestId::list(ids.into_iter())) {
+                    let metadata: &mut HeaderMap = request.metadata_mut().as_mut();
+                    metadata.insert(RequestId::HEADER, RequestId::never_indexed(value));
                 }
                 let outcome = tokio::time::timeout(timeout, client.replicate(request)).await;
                 drop(slot);
