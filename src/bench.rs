@@ -28,6 +28,8 @@ pub struct BenchPlan {
     pub keys: usize,
     /// Value size in bytes for `Set`.
     pub value_bytes: usize,
+    /// Sent with every request (the client token, if the ring requires one).
+    pub credentials: crate::security::Credentials,
 }
 
 /// What a run measured.
@@ -88,7 +90,8 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
     let value = vec![b'x'; plan.value_bytes];
     let concurrency = plan.concurrency.max(1);
     // The ring is learned once; every worker then gets a client of its own.
-    let learned = RingClient::new(plan.nodes.clone(), plan.route).await;
+    let learned =
+        RingClient::new_with(plan.nodes.clone(), plan.route, plan.credentials.clone()).await;
     if plan.op == OperationType::Get {
         // Write every key first, spread over the same number of connections.
         let mut writers = Vec::new();

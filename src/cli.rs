@@ -5,6 +5,7 @@ use crate::node::{
     WatchSettings,
 };
 use crate::ring::IdRule;
+use crate::security::{Required, Secret, SecretError};
 use crate::store::{
     DEFAULT_CACHE_MB, DiskOptions, DiskStore, MemoryStore, Store, StoreError, SyncMode,
 };
@@ -79,12 +80,16 @@ pub struct NodeArgs {
     /// At most this many MiB of keys and values in those changes.
     #[arg(long, default_value_t = 8)]
     pub watch_retained_mb: usize,
+    /// Credentials required of peers and clients.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 impl NodeArgs {
-    /// The node configuration these flags describe.
-    pub fn config(&self) -> NodeConfig {
-        NodeConfig {
+    /// The node configuration these flags describe; fails if a secret given
+    /// cannot be read or is not acceptable.
+    pub fn config(&self) -> Result<NodeConfig, SecretError> {
+        Ok(NodeConfig {
             limits: Limits {
                 max_key_bytes: self.max_key_bytes,
                 max_value_bytes: self.max_value_bytes,
@@ -118,7 +123,72 @@ impl NodeArgs {
                 retained: self.watch_retained.max(1),
                 retained_bytes: self.watch_retained_mb.saturating_mul(1 << 20),
             },
-        }
+            security: self.security.required()?,
+        })
+    }
+}
+
+/// The cluster secret, by value or file (nodes and the registry).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterSecretArgs {
+    /// A secret every member of the cluster shares (at least 16 visible ASCII
+    /// characters): when set, node-to-node and registry calls without it are
+    /// refused, and the process sends it on its own. Prefer the file or the
+    /// environment to the command line, which other users may see.
+    #[arg(long, env = "CRUSTY_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// A file holding the cluster secret (surrounding white space ignored).
+    #[arg(
+        long,
+        env = "CRUSTY_CLUSTER_SECRET_FILE",
+        conflicts_with = "cluster_secret"
+    )]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
+}
+
+impl ClusterSecretArgs {
+    /// The cluster secret, if one is given.
+    pub fn secret(&self) -> Result<Option<Secret>, SecretError> {
+        Secret::from_value_or_file(
+            "cluster secret",
+            self.cluster_secret.as_deref(),
+            self.cluster_secret_file.as_deref(),
+        )
+    }
+}
+
+/// What a node requires of peers and clients.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecurityArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub cluster: ClusterSecretArgs,
+    /// A token clients must send (`authorization: Bearer <token>`, at least 16
+    /// visible ASCII characters) to use the key API over gRPC and HTTP; health,
+    /// readiness, metrics, the page and the API description stay open. Every
+    /// node of a cluster needs the same one.
+    #[arg(long, env = "CRUSTY_CLIENT_TOKEN", hide_env_values = true)]
+    pub client_token: Option<String>,
+    /// A file holding the client token (surrounding white space ignored).
+    #[arg(
+        long,
+        env = "CRUSTY_CLIENT_TOKEN_FILE",
+        conflicts_with = "client_token"
+    )]
+    pub client_token_file: Option<std::path::PathBuf>,
+}
+
+impl SecurityArgs {
+    /// The credentials a node with these flags requires.
+    pub fn required(&self) -> Result<Required, SecretError> {
+        Ok(Required {
+            cluster_secret: self.cluster.secret()?,
+            client_token: Secret::from_value_or_file(
+                "client token",
+                self.client_token.as_deref(),
+                self.client_token_file.as_deref(),
+            )?,
+        })
     }
 }
 

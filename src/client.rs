@@ -3,9 +3,13 @@
 
 use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
 use crate::ring::{Member, Position, owner};
+use crate::security::{AuthChannel, Credentials};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+/// A client of one node, sending the process's credentials with every call.
+pub type NodeClient = DhtNodeClient<AuthChannel>;
 
 /// Errors a client call reports.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +44,15 @@ pub enum ClientError {
 pub const WALK_LIMIT: usize = 4096;
 
 /// Connects to the node at `addr` (a URL; `host:port` gets `http://` prepended).
-pub async fn connect(addr: &str) -> Result<DhtNodeClient<Channel>, ClientError> {
+pub async fn connect(addr: &str) -> Result<NodeClient, ClientError> {
+    connect_with(addr, &Credentials::default()).await
+}
+
+/// [`connect`], sending `credentials` (a client token, say) with every call.
+pub async fn connect_with(
+    addr: &str,
+    credentials: &Credentials,
+) -> Result<NodeClient, ClientError> {
     let url = normalise(addr);
     let endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| ClientError::BadAddress {
@@ -56,9 +68,11 @@ pub async fn connect(addr: &str) -> Result<DhtNodeClient<Channel>, ClientError> 
             addr: url,
             reason: std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string),
         })?;
-    Ok(DhtNodeClient::new(channel)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX))
+    Ok(
+        DhtNodeClient::with_interceptor(channel, credentials.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX),
+    )
 }
 
 /// `host:port` as `http://host:port`; URLs unchanged.
@@ -72,7 +86,7 @@ pub fn normalise(addr: &str) -> String {
 
 /// Sends one `QueryDht`.
 pub async fn query(
-    client: &mut DhtNodeClient<Channel>,
+    client: &mut NodeClient,
     ty: dht::OperationType,
     key: &[u8],
     value: Option<&[u8]>,
@@ -95,7 +109,7 @@ pub fn request(ty: dht::OperationType, key: &[u8], value: Option<&[u8]>) -> dht:
 /// Sends one `QueryDht` and reads how many times the ring forwarded it
 /// (`x-crusty-hops`; `None` from a node that does not say).
 pub async fn query_counting_hops(
-    client: &mut DhtNodeClient<Channel>,
+    client: &mut NodeClient,
     request: dht::Query,
 ) -> Result<(dht::QueryResult, Option<u32>), ClientError> {
     let response = client.query_dht(request).await?;
@@ -114,9 +128,11 @@ pub struct RingClient {
     /// The members by ID, as last learned (empty: send to the seeds).
     members: BTreeMap<Position, Member>,
     /// One connection per address.
-    clients: HashMap<String, DhtNodeClient<Channel>>,
+    clients: HashMap<String, NodeClient>,
     /// The seed to use next when routing by the ring is not possible.
     turn: usize,
+    /// Sent with every call.
+    credentials: Credentials,
 }
 
 impl RingClient {
@@ -124,11 +140,17 @@ impl RingClient {
     /// the ring from them (a ring whose nodes do not describe themselves, such
     /// as the original study project's, is then just asked through the seeds).
     pub async fn new(seeds: Vec<String>, route: bool) -> Self {
+        Self::new_with(seeds, route, Credentials::default()).await
+    }
+
+    /// [`RingClient::new`], sending `credentials` with every call.
+    pub async fn new_with(seeds: Vec<String>, route: bool, credentials: Credentials) -> Self {
         let mut client = Self {
             seeds: seeds.into_iter().map(|s| normalise(&s)).collect(),
             members: BTreeMap::new(),
             clients: HashMap::new(),
             turn: 0,
+            credentials,
         };
         if route {
             client.learn().await;
@@ -139,7 +161,7 @@ impl RingClient {
     /// Relearns the ring's members from the first seed that describes it.
     pub async fn learn(&mut self) {
         for seed in self.seeds.clone() {
-            if let Ok(members) = serving_members(&seed).await {
+            if let Ok(members) = serving_members(&seed, &self.credentials).await {
                 self.members = members;
                 return;
             }
@@ -154,6 +176,7 @@ impl RingClient {
             members: self.members.clone(),
             clients: HashMap::new(),
             turn: 0,
+            credentials: self.credentials.clone(),
         }
     }
 
@@ -162,11 +185,11 @@ impl RingClient {
         self.members.len()
     }
 
-    async fn client(&mut self, addr: &str) -> Result<DhtNodeClient<Channel>, ClientError> {
+    async fn client(&mut self, addr: &str) -> Result<NodeClient, ClientError> {
         if let Some(c) = self.clients.get(addr) {
             return Ok(c.clone());
         }
-        let c = connect(addr).await?;
+        let c = connect_with(addr, &self.credentials).await?;
         self.clients.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -242,9 +265,12 @@ impl RingClient {
 }
 
 /// The ring's serving members by ID, from a walk that starts at `addr`.
-pub async fn serving_members(addr: &str) -> Result<BTreeMap<Position, Member>, ClientError> {
+pub async fn serving_members(
+    addr: &str,
+    credentials: &Credentials,
+) -> Result<BTreeMap<Position, Member>, ClientError> {
     let serving = crate::node::NodeState::Serving.as_str();
-    Ok(ring(addr, WALK_LIMIT)
+    Ok(ring_with(addr, WALK_LIMIT, credentials)
         .await?
         .into_iter()
         .filter(|info| info.state == serving)
@@ -257,10 +283,23 @@ pub async fn serving_members(addr: &str) -> Result<BTreeMap<Position, Member>, C
 /// `next` links until the walk comes back to its first node (at most `limit` nodes).
 /// Returned in ring order from the smallest ID.
 pub async fn ring(addr: &str, limit: usize) -> Result<Vec<dht::NodeInfo>, ClientError> {
+    ring_with(addr, limit, &Credentials::default()).await
+}
+
+/// [`ring`], sending `credentials` with every call.
+pub async fn ring_with(
+    addr: &str,
+    limit: usize,
+    credentials: &Credentials,
+) -> Result<Vec<dht::NodeInfo>, ClientError> {
     let mut infos: Vec<dht::NodeInfo> = Vec::new();
     let mut at = normalise(addr);
     while infos.len() < limit {
-        let info = connect(&at).await?.get_node_info(()).await?.into_inner();
+        let info = connect_with(&at, credentials)
+            .await?
+            .get_node_info(())
+            .await?
+            .into_inner();
         let id = |n: &Option<crate::proto::registry::Node>| n.as_ref().map(|n| n.id);
         let first = infos.first().map_or(id(&info.node), |f| id(&f.node));
         let next = info.next.clone().unwrap_or_default();

@@ -58,7 +58,9 @@ impl LocalCluster {
         let listener = TcpListener::bind((options.host.as_str(), options.registry_port)).await?;
         let registry = format!("http://{}:{}", options.host, listener.local_addr()?.port());
         let (stop, _) = watch::channel(false);
-        let config = registry::RegistryConfig::fresh(options.ids.clone());
+        let mut config = registry::RegistryConfig::fresh(options.ids.clone());
+        // The registry requires the cluster secret the nodes present.
+        config.security.cluster_secret = options.node.security.cluster_secret.clone();
         let shutdown = stopped(stop.subscribe());
         let task = tokio::spawn(registry::serve(listener, config, shutdown));
         Ok(Self {

@@ -23,6 +23,8 @@
 //! - [`request_id`]: request IDs (`x-request-id`) carried across forwards and
 //!   replica writes, and the per-request log line.
 //! - [`server`]: serving a router on a listener until shutdown; reflection.
+//! - [`security`]: who may call what (open, client, peer), the gate that
+//!   enforces it on every server, and the credentials every client sends.
 //! - [`proto`]: generated gRPC code and wire/domain conversions.
 //! - [`cluster`]: a registry and nodes in one process (the default binary, tests).
 //! - [`cli`]: flags shared by the binaries, shutdown signal, logging.
@@ -41,5 +43,6 @@ pub mod registry;
 pub mod request_id;
 pub mod ring;
 pub mod routing;
+pub mod security;
 pub mod server;
 pub mod store;

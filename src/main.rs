@@ -7,6 +7,7 @@ use crustyring::proto::dht::OperationType;
 use crustyring::registry::replay::{BalanceTable, measure};
 use crustyring::ring::balance::largest_share_ratio;
 use crustyring::ring::{Arc, IdRule, Position};
+use crustyring::security::{Credentials, Secret};
 use crustyring::store::DiskOptions;
 use crustyring::store::footprint::{self, FootprintPlan};
 use crustyring::{cli, client};
@@ -152,6 +153,8 @@ enum Command {
         /// Value size in bytes.
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Fill an on-disk store through the `Store` trait, reopen it and read random
     /// keys; report resident memory and disk use after each step.
@@ -189,6 +192,32 @@ struct Target {
     /// Any node of the ring.
     #[arg(long, short = 'n', default_value = "http://127.0.0.1:50001")]
     node: String,
+    #[command(flatten)]
+    token: TokenArgs,
+}
+
+/// The client token, for a ring that requires one.
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The client token the ring's nodes require (sent as
+    /// `authorization: Bearer <token>`).
+    #[arg(long, env = "CRUSTY_CLIENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the client token.
+    #[arg(long, env = "CRUSTY_CLIENT_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+}
+
+impl TokenArgs {
+    /// What a client sends with each call.
+    fn credentials(&self) -> anyhow::Result<Credentials> {
+        let token = Secret::from_value_or_file(
+            "client token",
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+        )?;
+        Ok(Credentials::client(token.as_ref()))
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -287,7 +316,7 @@ async fn main() -> anyhow::Result<()> {
             report(send(&target, request).await?)
         }
         Command::Watch { key, since, target } => {
-            let mut c = client::connect(&target.node).await?;
+            let mut c = client::connect_with(&target.node, &target.token.credentials()?).await?;
             let request = crustyring::proto::dht::WatchRequest {
                 key: key.into_bytes(),
                 since,
@@ -310,7 +339,7 @@ async fn main() -> anyhow::Result<()> {
             values,
             target,
         } => {
-            let mut c = client::connect(&target.node).await?;
+            let mut c = client::connect_with(&target.node, &target.token.credentials()?).await?;
             let request = crustyring::proto::dht::ListKeysRequest {
                 prefix: prefix.into_bytes(),
                 limit,
@@ -327,7 +356,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ring { target } => {
-            let ring = client::ring(&target.node, client::WALK_LIMIT).await?;
+            let credentials = target.token.credentials()?;
+            let ring = client::ring_with(&target.node, client::WALK_LIMIT, &credentials).await?;
             println!(
                 "{:<16}  {:<24} {:<8} {:>7} {:>7} {:>6}  {:<16}  successors (next first)",
                 "id", "address", "state", "owned", "replica", "share", "prev"
@@ -409,6 +439,7 @@ async fn main() -> anyhow::Result<()> {
             duration,
             keys,
             value_bytes,
+            token,
         } => {
             let plan = BenchPlan {
                 nodes: node,
@@ -421,6 +452,7 @@ async fn main() -> anyhow::Result<()> {
                 duration: Duration::from_secs_f64(duration.clamp(0.1, 3600.0)),
                 keys,
                 value_bytes,
+                credentials: token.credentials()?,
             };
             println!(
                 "{:?} x {} in flight for {:.1} s against {}",
@@ -445,7 +477,8 @@ async fn send(
     request: crustyring::proto::dht::Query,
 ) -> anyhow::Result<crustyring::proto::dht::QueryResult> {
     // Straight to the key's owner, learned from the node given.
-    let mut c = client::RingClient::new(vec![target.node.clone()], true).await;
+    let credentials = target.token.credentials()?;
+    let mut c = client::RingClient::new_with(vec![target.node.clone()], true, credentials).await;
     let (result, _) = c.send(request).await?;
     Ok(result)
 }
@@ -490,7 +523,7 @@ async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {
     let options = ClusterOptions {
         host: c.host.clone(),
         registry_port: c.port,
-        node: c.node.config(),
+        node: c.node.config()?,
         data_dir: c.data_dir.clone(),
         disk: DiskOptions {
             sync: c.sync.mode(),

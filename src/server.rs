@@ -6,7 +6,8 @@ use std::future::Future;
 use tokio::net::TcpListener;
 
 /// Serves `router` (gRPC over HTTP/2, REST over HTTP/1.1 or h2) on `listener` until
-/// `shutdown` resolves; in-flight requests finish first.
+/// `shutdown` resolves; in-flight requests finish first. Every request first
+/// passes the gate for `required` ([`crate::security::gate`]).
 ///
 /// Every accepted connection gets `TCP_NODELAY`: an HTTP/2 answer goes out as
 /// several small frames (a gRPC reply: headers, data, trailers), and with
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
+    required: crate::security::Required,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = listener.tap_io(|tcp| {
@@ -22,7 +24,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
         }
     });
-    axum::serve(listener, router)
+    axum::serve(listener, crate::security::gate::guard(router, required))
         .with_graceful_shutdown(shutdown)
         .await
 }

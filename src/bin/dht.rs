@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         &args.host,
         discovery,
-        args.node.config(),
+        args.node.config()?,
         store,
         shutdown,
     )

@@ -32,6 +32,8 @@ struct Args {
     #[arg(long, default_value = "crustyring-data/registry")]
     data_dir: std::path::PathBuf,
     #[command(flatten)]
+    cluster: cli::ClusterSecretArgs,
+    #[command(flatten)]
     log: cli::LogArgs,
 }
 
@@ -39,6 +41,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     cli::init_logging(args.log.log_format);
+    let cluster_secret = args.cluster.secret()?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let port = listener.local_addr()?.port();
     println!("registry listening on http://{}:{port}", args.host);
@@ -53,6 +56,10 @@ async fn main() -> anyhow::Result<()> {
         liveness: registry::Liveness {
             ttl: Duration::from_millis(args.ttl_ms),
             relearn,
+        },
+        security: crustyring::security::Required {
+            cluster_secret,
+            client_token: None,
         },
     };
     registry::serve(listener, config, cli::shutdown_signal()).await?;

@@ -47,6 +47,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         health::readyz,
         metrics::metrics
     ),
+    modifiers(&ClientToken),
+    security((), ("client_token" = [])),
     tags(
         (name = "keys", description = "Read, write and delete keys."),
         (name = "health", description = "Liveness, readiness and metrics, for probes and Prometheus."),
@@ -54,6 +56,26 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
     )
 )]
 pub struct ApiDoc;
+
+/// Describes the client token: Swagger UI's "Authorize" takes it and sends it
+/// with every request it makes.
+struct ClientToken;
+
+impl utoipa::Modify for ClientToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "The client token, required by nodes started with --client-token (401 without it); health, readiness, metrics and this document stay open.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("client_token", SecurityScheme::Http(scheme));
+    }
+}
 
 /// The node's whole HTTP surface on one port: `grpc` (the gRPC routes), the
 /// gateway's routes, and the fallback, with bare 405s turned into problems.

@@ -163,6 +163,7 @@ pub async fn start(
     let server = tokio::spawn(crate::server::serve(
         listener,
         router,
+        node.config().security.clone(),
         wait_for(stopped.clone()),
     ));
     let closing = node.clone();
@@ -208,7 +209,8 @@ async fn register(
         super::peers::endpoint(registry, config.timeouts).map_err(|e| failed(e.to_string()))?;
     let info = with_retries(config, config.timeouts.request, || async {
         let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-        RegistryClient::new(channel)
+        let credentials = crate::security::Credentials::member(&config.security);
+        RegistryClient::with_interceptor(channel, credentials)
             .register_node(ConnectionAddr {
                 addr: addr.to_string(),
                 id: held.map(|id| id.0),
@@ -235,9 +237,12 @@ async fn choose_by_walk(
     config: &NodeConfig,
 ) -> Result<(Member, Option<Member>), JoinError> {
     let members = with_retries(config, config.join.timeout, || async {
-        crate::client::serving_members(contact)
-            .await
-            .map_err(|e| e.to_string())
+        crate::client::serving_members(
+            contact,
+            &crate::security::Credentials::member(&config.security),
+        )
+        .await
+        .map_err(|e| e.to_string())
     })
     .await
     .map_err(|reason| JoinError::RingWalk {

@@ -427,7 +427,7 @@ impl Node {
     }
 
     /// A client of the registry, if this node uses one.
-    pub(super) fn registry_client(&self) -> Option<RegistryClient<tonic::transport::Channel>> {
+    pub(super) fn registry_client(&self) -> Option<RegistryClient<crate::security::AuthChannel>> {
         self.registry.clone().map(RegistryClient::new)
     }
 

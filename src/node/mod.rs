@@ -63,6 +63,7 @@ pub use watching::{WatchSettings, Watched, event as watch_event, resume_after};
 use crate::metrics::{NodeGauges, NodeMetrics};
 use crate::ring::Member;
 use crate::routing::RoutingTable;
+use crate::security::AuthChannel;
 use crate::store::{Entry, Store, Version};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -121,6 +122,9 @@ pub struct NodeConfig {
     pub replication: ReplicationSettings,
     /// How much of its recent changes a node keeps for watches.
     pub watch: WatchSettings,
+    /// The credentials peers and clients must present (none by default); the
+    /// node presents them itself on its own calls.
+    pub security: crate::security::Required,
 }
 
 impl Default for NodeConfig {
@@ -136,6 +140,7 @@ impl Default for NodeConfig {
             maintenance: MaintenanceSettings::default(),
             replication: ReplicationSettings::default(),
             watch: WatchSettings::default(),
+            security: crate::security::Required::default(),
         }
     }
 }
@@ -190,7 +195,7 @@ pub struct Node {
     counts: std::sync::Mutex<Option<KeyCounts>>,
     /// A channel to the registry, if the node uses one (heartbeats, members):
     /// made once, reconnecting by itself, rather than a connection per call.
-    registry: Option<tonic::transport::Channel>,
+    registry: Option<crate::security::AuthChannel>,
     /// What the node counts, for `GET /metrics`.
     metrics: Arc<NodeMetrics>,
     /// Serialise the writes to each key (see [`KeyLocks`]).
@@ -222,10 +227,15 @@ impl Node {
         registry: Option<String>,
     ) -> Self {
         let timeouts = config.timeouts;
+        let credentials = crate::security::Credentials::member(&config.security);
         let recorder = Arc::new(migration::Recorder::default());
         let metrics = Arc::new(NodeMetrics::new(store.commit_seconds()));
         Self {
-            peers: Peers::new(config.timeouts, config.limits.max_message_bytes()),
+            peers: Peers::new(
+                config.timeouts,
+                config.limits.max_message_bytes(),
+                credentials.clone(),
+            ),
             pipes: pipeline::ReplicaPipes::new(
                 config.limits,
                 config.timeouts.request,
@@ -247,7 +257,9 @@ impl Node {
             health,
             registry: registry.and_then(|addr| {
                 let endpoint = peers::endpoint(&addr, timeouts);
-                endpoint.ok().map(|e| e.connect_lazy())
+                endpoint
+                    .ok()
+                    .map(|e| AuthChannel::new(e.connect_lazy(), credentials))
             }),
         }
     }

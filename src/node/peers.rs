@@ -6,6 +6,7 @@ use super::query::RouteTaken;
 use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
 use crate::request_id::RequestId;
 use crate::ring::Member;
+use crate::security::{AuthChannel, Credentials};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -30,20 +31,23 @@ pub struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
     timeouts: PeerTimeouts,
     max_message_bytes: usize,
+    /// Sent with every call: the cluster secret, and the client token.
+    credentials: Credentials,
 }
 
 impl Peers {
-    /// An empty pool.
-    pub fn new(timeouts: PeerTimeouts, max_message_bytes: usize) -> Self {
+    /// An empty pool whose calls carry `credentials`.
+    pub fn new(timeouts: PeerTimeouts, max_message_bytes: usize, credentials: Credentials) -> Self {
         Self {
             channels: Mutex::new(HashMap::new()),
             timeouts,
             max_message_bytes,
+            credentials,
         }
     }
 
     /// A client for the node at `addr`, reusing its channel.
-    pub fn client(&self, addr: &str) -> Result<DhtNodeClient<Channel>, NodeError> {
+    pub fn client(&self, addr: &str) -> Result<DhtNodeClient<AuthChannel>, NodeError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
@@ -57,16 +61,18 @@ impl Peers {
                 c
             }
         };
-        Ok(DhtNodeClient::new(channel)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes))
+        Ok(
+            DhtNodeClient::with_interceptor(channel, self.credentials.clone())
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes),
+        )
     }
 
     /// Runs `call` against the node `to`, within the request timeout, and turns
     /// transport failures into [`NodeError::Unreachable`] / [`NodeError::Timeout`].
     pub async fn call<T, F, Fut>(&self, to: &Member, call: F) -> Result<T, NodeError>
     where
-        F: FnOnce(DhtNodeClient<Channel>) -> Fut,
+        F: FnOnce(DhtNodeClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.call_within(to, self.timeouts.request, call).await
@@ -80,7 +86,7 @@ impl Peers {
         call: F,
     ) -> Result<T, NodeError>
     where
-        F: FnOnce(DhtNodeClient<Channel>) -> Fut,
+        F: FnOnce(DhtNodeClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = self.client(&to.addr)?;
@@ -101,7 +107,7 @@ impl Peers {
     ) -> impl Future<Output = Result<T, NodeError>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(DhtNodeClient<Channel>) -> Fut + Send + 'static,
+        F: FnOnce(DhtNodeClient<AuthChannel>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send,
     {
         let client = self.client(&to.addr);

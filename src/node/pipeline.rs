@@ -145,7 +145,7 @@ impl ReplicaPipes {
 /// The sender of one replica's queue.
 struct Sender {
     addr: String,
-    client: crate::proto::dht::dht_node_client::DhtNodeClient<tonic::transport::Channel>,
+    client: crate::proto::dht::dht_node_client::DhtNodeClient<crate::security::AuthChannel>,
     limits: Limits,
     timeout: Duration,
     metrics: Arc<NodeMetrics>,

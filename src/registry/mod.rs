@@ -128,6 +128,9 @@ pub struct RegistryConfig {
     pub ids: IdRule,
     /// Liveness judgement.
     pub liveness: Liveness,
+    /// The cluster secret nodes must present, if any (a client token is not
+    /// used: a registry serves nodes only).
+    pub security: crate::security::Required,
 }
 
 impl RegistryConfig {
@@ -142,6 +145,7 @@ impl RegistryConfig {
                 ttl: Self::DEFAULT_TTL,
                 relearn: Duration::ZERO,
             },
+            security: crate::security::Required::default(),
         }
     }
 }
@@ -201,7 +205,7 @@ pub async fn serve(
             "/healthz",
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
         );
-    crate::server::serve(listener, router, shutdown).await
+    crate::server::serve(listener, router, config.security, shutdown).await
 }
 
 #[cfg(test)]

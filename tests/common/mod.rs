@@ -8,11 +8,10 @@ pub mod netns;
 use crustyring::client;
 use crustyring::cluster::{ClusterOptions, LocalCluster};
 use crustyring::node::NodeConfig;
-use crustyring::proto::dht::{self, OperationType, dht_node_client::DhtNodeClient};
+use crustyring::proto::dht::{self, OperationType};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 /// A registry and `n` nodes started one after the other.
@@ -34,7 +33,7 @@ pub async fn cluster_with(n: usize, config: NodeConfig) -> LocalCluster {
 }
 
 /// A client of the node at `addr`.
-pub async fn connect(addr: &str) -> DhtNodeClient<Channel> {
+pub async fn connect(addr: &str) -> client::NodeClient {
     client::connect(addr).await.expect("node reachable")
 }
 
@@ -57,14 +56,14 @@ pub async fn grpc_health(addr: &str, service: &str) -> i32 {
 }
 
 /// `QueryDht` Set.
-pub async fn set(c: &mut DhtNodeClient<Channel>, key: &[u8], value: &[u8]) -> dht::QueryResult {
+pub async fn set(c: &mut client::NodeClient, key: &[u8], value: &[u8]) -> dht::QueryResult {
     client::query(c, OperationType::Set, key, Some(value))
         .await
         .expect("set succeeds")
 }
 
 /// `QueryDht` Get.
-pub async fn get(c: &mut DhtNodeClient<Channel>, key: &[u8]) -> dht::QueryResult {
+pub async fn get(c: &mut client::NodeClient, key: &[u8]) -> dht::QueryResult {
     client::query(c, OperationType::Get, key, None)
         .await
         .expect("get succeeds")

@@ -1,0 +1,105 @@
+//! The server side: one layer in front of every route of a node or registry
+//! that refuses calls without the credentials their path requires, before
+//! anything else runs (so a refused call changes nothing). A refused gRPC call
+//! gets `UNAUTHENTICATED` / `PERMISSION_DENIED`; a refused HTTP call a 401 / 403
+//! problem document with `WWW-Authenticate: Bearer`.
+
+use super::CLUSTER_SECRET_HEADER;
+use super::access::{Presented, Refusal, Required, access};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+
+/// `router` behind the gate for `required` (unchanged when nothing is required).
+pub fn guard(router: axum::Router, required: Required) -> axum::Router {
+    if required == Required::default() {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(required),
+        admit,
+    ))
+}
+
+async fn admit(State(required): State<Arc<Required>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let presented = Presented {
+        cluster_secret: headers
+            .get(CLUSTER_SECRET_HEADER)
+            .map(HeaderValue::as_bytes),
+        bearer: bearer(headers),
+    };
+    match required.admit(access(request.uri().path()), presented) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refuse(refusal, is_grpc(headers)),
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` header (the scheme in any
+/// case, as RFC 9110 allows).
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn refuse(refusal: Refusal, grpc: bool) -> Response {
+    let message = refusal.to_string();
+    if grpc {
+        let status = if refusal.unauthenticated() {
+            tonic::Status::unauthenticated(message)
+        } else {
+            tonic::Status::permission_denied(message)
+        };
+        return status.into_http::<Body>();
+    }
+    let status = if refusal.unauthenticated() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    let mut response = crate::gateway::problem::problem(status, message);
+    let challenge = match refusal {
+        Refusal::WrongToken => r#"Bearer realm="crustyring", error="invalid_token""#,
+        _ => r#"Bearer realm="crustyring""#,
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some(&b"abc"[..]));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some(&b"abc"[..]));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bear"));
+        assert_eq!(bearer(&h), None);
+    }
+}
