@@ -5,7 +5,7 @@ use crate::node::{
     WatchSettings,
 };
 use crate::ring::IdRule;
-use crate::security::{Required, Secret, SecretError};
+use crate::security::{Required, Secret, SecretError, SecurityError, Tls};
 use crate::store::{
     DEFAULT_CACHE_MB, DiskOptions, DiskStore, MemoryStore, Store, StoreError, SyncMode,
 };
@@ -86,9 +86,9 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    /// The node configuration these flags describe; fails if a secret given
-    /// cannot be read or is not acceptable.
-    pub fn config(&self) -> Result<NodeConfig, SecretError> {
+    /// The node configuration these flags describe; fails if a secret or a
+    /// TLS file given cannot be read or is not acceptable.
+    pub fn config(&self) -> Result<NodeConfig, SecurityError> {
         Ok(NodeConfig {
             limits: Limits {
                 max_key_bytes: self.max_key_bytes,
@@ -124,6 +124,7 @@ impl NodeArgs {
                 retained_bytes: self.watch_retained_mb.saturating_mul(1 << 20),
             },
             security: self.security.required()?,
+            tls: self.security.tls.tls()?,
         })
     }
 }
@@ -176,6 +177,36 @@ pub struct SecurityArgs {
         conflicts_with = "client_token"
     )]
     pub client_token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsArgs,
+}
+
+/// TLS on the served port, and the CA that servers called are verified with.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// Serve TLS only (gRPC and HTTP) with this certificate chain (PEM); the
+    /// process then advertises an `https://` address. Needs --tls-key.
+    #[arg(long, env = "CRUSTY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "CRUSTY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Verify `https://` peers and the registry against these CA certificates
+    /// (PEM).
+    #[arg(long, env = "CRUSTY_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS settings these flags describe.
+    pub fn tls(&self) -> Result<Tls, crate::security::TlsError> {
+        Tls::load(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+        )
+    }
 }
 
 impl SecurityArgs {

@@ -1,5 +1,9 @@
-//! Client calls behind the command line: key operations through `QueryDht`, and a
-//! walk of the ring through each node's `GetNodeInfo`.
+//! Client calls behind the command line: key operations through `QueryDht`, a
+//! walk of the ring through each node's `GetNodeInfo`, and [`batch`]es through
+//! `POST /batch`.
+
+pub mod batch;
+pub mod http;
 
 use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
 use crate::ring::{Member, Position, owner};
@@ -33,6 +37,14 @@ pub enum ClientError {
     /// The node answered with an error.
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
+    /// The node refused an HTTP request as a whole.
+    #[error("the node answered {status}: {detail}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// What the node said.
+        detail: String,
+    },
     /// Walking the ring did not come back to its start.
     #[error(
         "the ring walk did not come back to its start after {0} nodes; the ring may be repairing, retry shortly"
@@ -61,6 +73,12 @@ pub async fn connect_with(
         })?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
+    let endpoint = credentials
+        .secure(endpoint)
+        .map_err(|reason| ClientError::BadAddress {
+            addr: addr.to_string(),
+            reason,
+        })?;
     let channel = endpoint
         .connect()
         .await
@@ -82,6 +100,12 @@ pub fn normalise(addr: &str) -> String {
     } else {
         format!("http://{addr}")
     }
+}
+
+/// Bytes as `0x` and hex digits.
+pub fn hex(bytes: &[u8]) -> String {
+    let digits: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("0x{digits}")
 }
 
 /// Sends one `QueryDht`.

@@ -56,11 +56,18 @@ impl LocalCluster {
     /// Starts a registry; add nodes with [`LocalCluster::add_node`].
     pub async fn start(options: ClusterOptions) -> std::io::Result<Self> {
         let listener = TcpListener::bind((options.host.as_str(), options.registry_port)).await?;
-        let registry = format!("http://{}:{}", options.host, listener.local_addr()?.port());
+        let scheme = options.node.tls.scheme();
+        let registry = format!(
+            "{scheme}://{}:{}",
+            options.host,
+            listener.local_addr()?.port()
+        );
         let (stop, _) = watch::channel(false);
         let mut config = registry::RegistryConfig::fresh(options.ids.clone());
         // The registry requires the cluster secret the nodes present.
         config.security.cluster_secret = options.node.security.cluster_secret.clone();
+        // ... and serves TLS as they do.
+        config.tls = options.node.tls.clone();
         let shutdown = stopped(stop.subscribe());
         let task = tokio::spawn(registry::serve(listener, config, shutdown));
         Ok(Self {

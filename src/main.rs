@@ -1,8 +1,10 @@
 //! `crustyring`: a local cluster (the default), client commands and the load tool.
 
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 use crustyring::bench::{self, BenchPlan};
 use crustyring::cluster::{ClusterOptions, LocalCluster};
+use crustyring::gateway::batch::BatchRequest;
 use crustyring::proto::dht::OperationType;
 use crustyring::registry::replay::{BalanceTable, measure};
 use crustyring::ring::balance::largest_share_ratio;
@@ -28,7 +30,7 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start a registry and N nodes in this process (the default command).
-    Cluster(ClusterArgs),
+    Cluster(Box<ClusterArgs>),
     /// Write a key.
     Put {
         /// The key (UTF-8 text, used as its bytes).
@@ -69,6 +71,39 @@ enum Command {
         /// Delete only if the key's version is this one.
         #[arg(long)]
         if_match: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Run several gets, puts and deletes in one request (POST /batch): the
+    /// node sends each key's owner its share in one call. Prints one line per
+    /// operation, in order; exits with 1 if any failed (a missing key
+    /// included), 2 if the operations are not well written.
+    ///
+    /// Not atomic, and the operations run at the same time: two on one key
+    /// may apply in either order (send them in two batches).
+    #[command(after_help = BATCH_EXAMPLES)]
+    Batch {
+        /// The operations, one after the other: `get KEY`, `put KEY VALUE`,
+        /// `delete KEY`. After a put: `ttl=DURATION` (500ms, 30s, 10m, 2h,
+        /// 7d), `if-match=VERSION` (or `*`: only if present), `if-absent`;
+        /// after a delete: `if-match=VERSION`. Each key and value is one
+        /// argument: quote it for spaces; `=` is fine. A word that starts
+        /// with `-` (a negative number aside) goes after `--`, the options
+        /// before it.
+        #[arg(
+            value_name = "OP",
+            required_unless_present = "json",
+            allow_negative_numbers = true
+        )]
+        ops: Vec<String>,
+        /// Read the operations from a POST /batch JSON body in this file
+        /// instead (`-`: standard input), for bytes (base64) and many
+        /// operations.
+        #[arg(long, value_name = "FILE", conflicts_with = "ops")]
+        json: Option<std::path::PathBuf>,
+        /// Also print each key's version after its operation.
+        #[arg(long)]
+        with_version: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -180,6 +215,17 @@ enum Command {
     },
 }
 
+const BATCH_EXAMPLES: &str = r#"Examples:
+  crustyring batch get a put b 'a value' delete c
+  crustyring batch put session token ttl=30s put n 2 if-match=00064a... put new 1 if-absent
+  crustyring batch --json ops.json          # {"ops": [{"op": "get", "key": "a"}, ...]}
+  echo '{"ops": [{"op": "get", "key": "/wA=", "key_encoding": "base64"}]}' | crustyring batch --json -
+
+Each answer is one line, in order, texts quoted (bytes that are not UTF-8 in hex):
+  get "a": "1"
+  put "b": created
+  delete "c": not found"#;
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum BenchOp {
     Set,
@@ -206,6 +252,9 @@ struct TokenArgs {
     /// A file holding the client token.
     #[arg(long, env = "CRUSTY_CLIENT_TOKEN_FILE", conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
+    /// Verify `https://` nodes against these CA certificates (PEM).
+    #[arg(long, env = "CRUSTY_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl TokenArgs {
@@ -216,7 +265,8 @@ impl TokenArgs {
             self.token.as_deref(),
             self.token_file.as_deref(),
         )?;
-        Ok(Credentials::client(token.as_ref()))
+        let tls = crustyring::security::Tls::load(None, None, self.tls_ca.as_deref())?;
+        Ok(Credentials::client(token.as_ref(), &tls))
     }
 }
 
@@ -250,9 +300,9 @@ async fn main() -> anyhow::Result<()> {
     cli::init_logging(args.log.log_format);
     let command = args
         .command
-        .unwrap_or_else(|| Command::Cluster(ClusterArgs::parse_from(["cluster"])));
+        .unwrap_or_else(|| Command::Cluster(Box::new(ClusterArgs::parse_from(["cluster"]))));
     match command {
-        Command::Cluster(c) => run_cluster(c).await,
+        Command::Cluster(c) => run_cluster(*c).await,
         Command::Balance {
             nodes,
             choices,
@@ -314,6 +364,26 @@ async fn main() -> anyhow::Result<()> {
             let mut request = client::request(OperationType::Delete, key.as_bytes(), None);
             request.if_match = if_match;
             report(send(&target, request).await?)
+        }
+        Command::Batch {
+            ops,
+            json,
+            with_version,
+            target,
+        } => {
+            let batch =
+                batch_request(ops, json.as_deref()).unwrap_or_else(|e| usage_error("batch", e));
+            let credentials = target.token.credentials()?;
+            let answer = client::batch::send(&target.node, &batch, &credentials).await?;
+            let mut failed = 0;
+            for (op, result) in batch.ops.iter().zip(&answer.results) {
+                println!("{}", client::batch::describe(op, result, with_version));
+                failed += usize::from(!client::batch::succeeded(result));
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} operations failed", batch.ops.len());
+            }
+            Ok(())
         }
         Command::Watch { key, since, target } => {
             let mut c = client::connect_with(&target.node, &target.token.credentials()?).await?;
@@ -483,6 +553,36 @@ async fn send(
     Ok(result)
 }
 
+/// The batch the command line describes: its operation words, or a JSON body
+/// read from `json` (`-`: standard input).
+fn batch_request(ops: Vec<String>, json: Option<&std::path::Path>) -> Result<BatchRequest, String> {
+    let Some(path) = json else {
+        return Ok(BatchRequest {
+            ops: client::batch::parse_words(&ops)?,
+        });
+    };
+    let text = if path == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    client::batch::parse_json(&text).map_err(|e| match path.to_str() {
+        Some("-") => format!("standard input: {e}"),
+        _ => format!("{}: {e}", path.display()),
+    })
+}
+
+/// Exits as clap does for a usage error of `subcommand` (status 2).
+fn usage_error(subcommand: &str, message: String) -> ! {
+    let mut command = Args::command();
+    command.build();
+    match command.find_subcommand_mut(subcommand) {
+        Some(sub) => sub.error(ErrorKind::InvalidValue, message).exit(),
+        None => command.error(ErrorKind::InvalidValue, message).exit(),
+    }
+}
+
 /// Prints `version <token>` for `r`, if asked and it has one.
 fn print_version(r: &crustyring::proto::dht::QueryResult, asked: bool) {
     if let (true, Some(v)) = (asked, &r.version) {
@@ -503,12 +603,7 @@ fn report(r: crustyring::proto::dht::QueryResult) -> anyhow::Result<()> {
 }
 
 fn show(v: &[u8]) -> String {
-    String::from_utf8(v.to_vec()).unwrap_or_else(|_| {
-        format!(
-            "0x{}",
-            v.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        )
-    })
+    String::from_utf8(v.to_vec()).unwrap_or_else(|_| client::hex(v))
 }
 
 async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {

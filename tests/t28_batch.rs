@@ -145,3 +145,135 @@ async fn a_body_that_is_no_batch_is_refused() {
     assert_eq!(http("GET", &format!("{node}/batch"), b"").await.status, 405);
     cluster.shutdown().await;
 }
+
+/// `crustyring batch` against a real ring: exit status, stdout and stderr.
+fn crustyring_batch(node: &str, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crustyring"))
+        .arg("batch")
+        .args(args)
+        .args(["--node", node])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_command_prints_each_answer_and_fails_when_one_does() {
+    let cluster = common::cluster(3).await;
+    let node = cluster.addrs()[1].clone();
+    // The arguments, `|`-separated.
+    let run = |args: &'static str, stdin: &'static str| {
+        let node = node.clone();
+        let args: Vec<&str> = args.split('|').collect();
+        tokio::task::spawn_blocking(move || crustyring_batch(&node, &args, stdin))
+    };
+    let lines = |out: &str| out.lines().map(str::to_string).collect::<Vec<_>>();
+
+    let (code, out, err) = run("put|a key|two words = one|put|n|-1|ttl=1h", "")
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        lines(&out),
+        [r#"put "a key": created"#, r#"put "n": created"#]
+    );
+    let n = http("GET", &format!("{node}/keys/n"), b"").await;
+    assert!(n.header("x-crusty-ttl-ms").is_some(), "ttl=1h applied");
+    let version = |answer: &common::HttpAnswer| answer.header("etag").unwrap().replace('"', "");
+    let a_key = http("GET", &format!("{node}/keys/a%20key"), b"").await;
+    let (a_key, n) = (version(&a_key), version(&n));
+
+    // A missing key and a failed condition fail the command; every answer is
+    // printed, in order.
+    let (code, out, err) = run(
+        "get|a key|get|nothing|put|n|2|if-absent|get|n|--with-version",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{out}{err}");
+    let got = lines(&out);
+    assert_eq!(got.len(), 4, "{out}");
+    assert_eq!(
+        got[0],
+        format!(r#"get "a key": "two words = one" (version {a_key})"#)
+    );
+    assert_eq!(got[1], r#"get "nothing": not found"#);
+    assert!(
+        got[2].starts_with(
+            r#"put "n": failed, 412 Precondition Failed: the condition does not hold"#
+        ),
+        "{out}"
+    );
+    assert_eq!(got[3], format!(r#"get "n": "-1" (version {n})"#));
+    assert!(err.contains("2 of 4 operations failed"), "{err}");
+
+    // A bad operation is a usage error, and nothing is sent.
+    let (code, out, err) = run("put|fresh|1|fly|away", "").await.unwrap();
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("operation 2: `fly` is not an operation; write get KEY"),
+        "{err}"
+    );
+    let (code, _, err) = run("get|n|ttl=1h", "").await.unwrap();
+    assert_eq!(code, Some(2));
+    assert!(err.contains("a time to live applies to put only"), "{err}");
+    assert_eq!(
+        http("GET", &format!("{node}/keys/fresh"), b"").await.status,
+        404
+    );
+
+    // A POST /batch body on standard input, bytes included.
+    let body = r#"{"ops": [{"op": "delete", "key": "a key"},
+        {"op": "put", "key": "/wA=", "key_encoding": "base64", "value": "/w==", "encoding": "base64"}]}"#;
+    let (code, out, err) = run("--json|-", body).await.unwrap();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        lines(&out),
+        [
+            r#"delete "a key": deleted (was "two words = one")"#,
+            "put 0xff00: created"
+        ]
+    );
+    let raw = http("GET", &format!("{node}/keys/%FF%00?raw=true"), b"").await;
+    assert_eq!(raw.body, [0xff]);
+    let (code, out, _) = run("get|/wA=|--json|-", "").await.unwrap();
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(2), ""),
+        "ops or --json, not both"
+    );
+    let (code, _, err) = run("--json|-", r#"{"ops": [{"op": "fly"}]}"#)
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("standard input: not a batch: unknown variant `fly`"),
+        "{err}"
+    );
+    // A batch the node refuses as a whole (no operations): its reason.
+    let (code, _, err) = run("--json|-", r#"{"ops": []}"#).await.unwrap();
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("the node answered 400: bad batch: 0 operations"),
+        "{err}"
+    );
+    cluster.shutdown().await;
+}

@@ -12,7 +12,7 @@ use crustyring::cluster::{ClusterOptions, LocalCluster};
 use crustyring::node::{self, Discovery, NodeConfig};
 use crustyring::proto::dht::{self, dht_node_client::DhtNodeClient};
 use crustyring::proto::registry::{self as pb, registry_client::RegistryClient};
-use crustyring::security::{CLUSTER_SECRET_HEADER, Credentials, Required, Secret};
+use crustyring::security::{CLUSTER_SECRET_HEADER, Credentials, Required, Secret, Tls};
 use crustyring::store::MemoryStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,12 +45,15 @@ async fn secured_cluster(n: usize, token: bool) -> LocalCluster {
 }
 
 fn token_client() -> Credentials {
-    Credentials::client(Some(&Secret::new("client token", CLIENT_TOKEN).unwrap()))
+    Credentials::client(
+        Some(&Secret::new("client token", CLIENT_TOKEN).unwrap()),
+        &Tls::default(),
+    )
 }
 
 /// A member's credentials, as a node of the cluster sends them.
 fn member() -> Credentials {
-    Credentials::member(&required(false))
+    Credentials::member(&required(false), &Tls::default())
 }
 
 async fn raw_channel(addr: &str) -> Channel {
@@ -444,6 +447,14 @@ fn the_binaries_take_their_secrets_from_files_and_the_cli_sends_the_token() {
     assert!(ok && out == "v", "{out}");
     let (ok, _, err) = cli(&["get", "k"]);
     assert!(!ok && err.contains("client token"), "{err}");
+    // The batch command (over HTTP) sends it too.
+    let (ok, out, err) = cli(&["batch", "get", "k", "--token-file", &token_file]);
+    assert!(ok && out == r#"get "k": "v""#, "{out} {err}");
+    let (ok, _, err) = cli(&["batch", "get", "k"]);
+    assert!(
+        !ok && err.contains("401") && err.contains("client token"),
+        "{err}"
+    );
     let (ok, out, _) = cli(&["ring", "--token-file", &token_file]);
     assert!(
         ok && out.lines().filter(|l| l.contains("serving")).count() == 2,

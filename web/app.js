@@ -8,7 +8,7 @@
   const PALETTE = ['#5b4cdb', '#0ea5e9', '#10b981', '#f59e0b', '#ef4444', '#a855f7',
     '#14b8a6', '#ec4899', '#84cc16', '#f97316', '#3b82f6', '#64748b'];
   const REASONS = { 200: 'OK', 201: 'Created', 204: 'No Content', 400: 'Bad Request',
-    404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large',
+    404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 412: 'Precondition Failed', 413: 'Payload Too Large',
     422: 'Unprocessable Entity', 500: 'Internal Server Error', 502: 'Bad Gateway',
     503: 'Service Unavailable', 504: 'Gateway Timeout' };
 
@@ -458,7 +458,95 @@
     $('#keys-list').replaceChildren(...items);
   }
 
+  // ---------- batch ----------
+  // The batch box holds a POST /batch body, or operations one a line in
+  // `crustyring batch`'s words: a word with spaces in double quotes (JSON
+  // escapes), options after the key (and value).
+  const BATCH_SYNTAX = 'get KEY | put KEY VALUE [ttl=30s] [if-match=VERSION] [if-absent] | delete KEY [if-match=VERSION]';
+  function batchLine(line, n) {
+    const words = (line.match(/"(?:[^"\\]|\\.)*"|\S+/g) || []).map((w) => {
+      if (!w.startsWith('"')) return w;
+      try { return JSON.parse(w); } catch (_) { throw new Error(`line ${n}: ${w} is not a well-quoted word`); }
+    });
+    const [op, key, ...rest] = words;
+    if (!['get', 'put', 'delete'].includes(op)) throw new Error(`line ${n}: \`${op}\` is not an operation; write ${BATCH_SYNTAX}`);
+    if (key === undefined) throw new Error(`line ${n}: \`${op}\` needs a key; write ${BATCH_SYNTAX}`);
+    const out = { op, key };
+    if (op === 'put') {
+      if (!rest.length) throw new Error(`line ${n}: \`put\` needs a key and a value; write ${BATCH_SYNTAX}`);
+      out.value = rest.shift();
+    }
+    for (const w of rest) {
+      if (op === 'put' && w.startsWith('ttl=')) out.ttl = w.slice(4);
+      else if (op !== 'get' && w.startsWith('if-match=')) out.if_match = w.slice(9);
+      else if (op === 'put' && w === 'if-absent') out.if_absent = true;
+      else throw new Error(`line ${n}: \`${w}\` is no option of ${op}; write ${BATCH_SYNTAX}`);
+    }
+    return out;
+  }
+  // The body to send, and the operations it holds (to label the answers).
+  function batchBody(text) {
+    if (text.trim().startsWith('{')) {
+      let ops = [];
+      try { ops = JSON.parse(text).ops || []; } catch (_) { /* the node says what is wrong */ }
+      return { body: text, ops };
+    }
+    const ops = text.split('\n').map((line, i) => [line, i + 1]).filter(([line]) => line.trim())
+      .map(([line, n]) => batchLine(line, n));
+    if (!ops.length) throw new Error(`no operations; write one a line: ${BATCH_SYNTAX}`);
+    return { body: JSON.stringify({ ops }), ops };
+  }
+  function batchOutcome(op, r) {
+    const value = r.value === undefined ? '' : (r.encoding === 'base64' ? `(base64) ${r.value}` : r.value);
+    if (r.status === 404) return 'not found';
+    if (r.status >= 300) return `${r.status} ${REASONS[r.status] || ''}: ${r.detail || ''}`;
+    if (op.op === 'get') return value;
+    if (op.op === 'put') return r.status === 201 ? 'created' : `replaced (was ${value})`;
+    return `deleted (was ${value})`;
+  }
+  function batchAnswers(ops) {
+    return (d) => {
+      const results = (d && d.results) || [];
+      const failed = results.filter((r) => r.status >= 300).length;
+      const items = results.map((r, i) => {
+        const op = ops[i] || {};
+        const key = op.key_encoding === 'base64' ? `(base64) ${op.key}` : op.key;
+        return el('li', { class: r.status < 300 ? 'ok' : 'err', 'data-status': String(r.status),
+          title: r.version ? `version ${r.version}` : null },
+        el('span', {}, `${op.op || '?'} ${key === undefined ? '?' : key}`),
+        el('span', { class: 'outcome' }, batchOutcome(op, r)));
+      });
+      return [el('p', { class: 'res-summary' }, `${results.length} operation${results.length === 1 ? '' : 's'}, ${failed} failed`),
+        el('ul', { id: 'batch-results', class: 'keys-list batch-list',
+          'data-statuses': results.map((r) => r.status).join(',') }, items)];
+    };
+  }
+  function runBatch() {
+    let batch;
+    try {
+      batch = batchBody($('#batch-ops').value);
+    } catch (err) {
+      result.className = 'result err';
+      result.replaceChildren(el('p', { class: 'detail' }, err.message));
+      $('#batch-ops').focus();
+      return;
+    }
+    enqueue(async () => {
+      startRequest();
+      try {
+        showResult('POST', '/batch', await api('POST', '/batch', batch.body), batchAnswers(batch.ops));
+      } catch (err) {
+        showFailure('POST', '/batch', err);
+      }
+      refreshRing();
+    });
+  }
+
   // ---------- wiring ----------
+  $('#batch-form').addEventListener('submit', (e) => { e.preventDefault(); runBatch(); });
+  $('#batch-ops').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); runBatch(); }
+  });
   $('#watch').addEventListener('click', watchKey);
   $('#unwatch').addEventListener('click', unwatch);
   $('#list-form').addEventListener('submit', (e) => { e.preventDefault(); enqueue(() => listKeys(null)); });

@@ -56,36 +56,28 @@ async fn main() -> anyhow::Result<()> {
     let store = args
         .storage
         .open(Some(format!("crustyring-data/node-{port}").into()))?;
-    let discovery = match (&args.join, args.new_ring) {
-        (Some(contact), _) => Discovery::Join {
-            contact: crustyring::client::normalise(contact),
-            ids: args.ids.rule(),
-            registry: args.registry.clone(),
-        },
-        (None, true) => Discovery::NewRing {
-            ids: args.ids.rule(),
-            registry: args.registry.clone(),
-        },
-        (None, false) => Discovery::Registry(
-            args.registry
-                .clone()
-                .unwrap_or_else(|| format!("http://{}:50000", args.registry_host)),
-        ),
-    };
+    let config = args.node.config()?;
+    let discovery =
+        match (&args.join, args.new_ring) {
+            (Some(contact), _) => Discovery::Join {
+                contact: crustyring::client::normalise(contact),
+                ids: args.ids.rule(),
+                registry: args.registry.clone(),
+            },
+            (None, true) => Discovery::NewRing {
+                ids: args.ids.rule(),
+                registry: args.registry.clone(),
+            },
+            (None, false) => Discovery::Registry(args.registry.clone().unwrap_or_else(|| {
+                format!("{}://{}:50000", config.tls.scheme(), args.registry_host)
+            })),
+        };
     let (stop, stopped) = watch::channel(false);
     let shutdown = async move {
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
     };
-    let running = node::start(
-        listener,
-        &args.host,
-        discovery,
-        args.node.config()?,
-        store,
-        shutdown,
-    )
-    .await?;
+    let running = node::start(listener, &args.host, discovery, config, store, shutdown).await?;
     let me = running.node.me();
     println!("node {} listening on {} (id {})", me.id, me.addr, me.id.0);
     cli::shutdown_signal().await;

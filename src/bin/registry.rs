@@ -34,6 +34,8 @@ struct Args {
     #[command(flatten)]
     cluster: cli::ClusterSecretArgs,
     #[command(flatten)]
+    tls: cli::TlsArgs,
+    #[command(flatten)]
     log: cli::LogArgs,
 }
 
@@ -42,9 +44,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     cli::init_logging(args.log.log_format);
     let cluster_secret = args.cluster.secret()?;
+    let tls = args.tls.tls()?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let port = listener.local_addr()?.port();
-    println!("registry listening on http://{}:{port}", args.host);
+    println!(
+        "registry listening on {}://{}:{port}",
+        tls.scheme(),
+        args.host
+    );
     let restarted = registry::has_run_before(&args.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot use --data-dir {}: {e}", args.data_dir.display()))?;
     let relearn = match restarted {
@@ -61,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
             cluster_secret,
             client_token: None,
         },
+        tls,
     };
     registry::serve(listener, config, cli::shutdown_signal()).await?;
     Ok(())

@@ -17,10 +17,11 @@ use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// What one operation of a batch does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchOpKind {
     /// Read the key.
+    #[default]
     Get,
     /// Write the value.
     Put,
@@ -29,7 +30,7 @@ pub enum BatchOpKind {
 }
 
 /// One operation of a batch.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchOp {
     /// What to do.
@@ -37,23 +38,28 @@ pub struct BatchOp {
     /// The key.
     pub key: String,
     /// How `key` is written (default `utf8`; `base64` for bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_encoding: Option<Encoding>,
     /// The value, for `put`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// How `value` is written (default `utf8`; `base64` for bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<Encoding>,
     /// For `put`: a time to live (`30s`, `10m`, ...).
     #[schema(pattern = "^[0-9]+(ms|s|m|h|d)?$")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
     /// For `put` and `delete`: apply only on this version (or `*`: if present).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub if_match: Option<String>,
     /// For `put`: apply only if the key is absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub if_absent: bool,
 }
 
 /// A batch.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"ops": [
     {"op": "put", "key": "a", "value": "1"},
     {"op": "get", "key": "b"},
@@ -67,7 +73,7 @@ pub struct BatchRequest {
 }
 
 /// What one operation of a batch got.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BatchResult {
     /// The status the operation would have had on its own (200, 201, 404,
     /// 412, 400, 503, ...).
@@ -93,7 +99,7 @@ pub struct BatchResult {
 }
 
 /// The results, one per operation, in order.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BatchResponse {
     /// One per operation, in the order they were sent.
     pub results: Vec<BatchResult>,

@@ -119,7 +119,8 @@ pub struct RunningNode {
     pub server: JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts a node on `listener`, advertising `http://{host}:{port}`: finds the
+/// Starts a node on `listener`, advertising `http://{host}:{port}` (`https` with
+/// TLS on): finds the
 /// ring as `discovery` says, serves the listener, joins, and starts ring
 /// maintenance. Returns once the node serves its arc. The server and maintenance
 /// stop when `shutdown` resolves (call [`Node::leave`] first for a graceful leave).
@@ -131,7 +132,8 @@ pub async fn start(
     store: Arc<dyn Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningNode, JoinError> {
-    let addr = format!("http://{host}:{}", listener.local_addr()?.port());
+    let scheme = config.tls.scheme();
+    let addr = format!("{scheme}://{host}:{}", listener.local_addr()?.port());
     // A node restarted from its data keeps its ID, and says so.
     let saved = store.identity().map(|m| m.id);
     let (me, contact) = match &discovery {
@@ -164,6 +166,7 @@ pub async fn start(
         listener,
         router,
         node.config().security.clone(),
+        node.config().tls.clone(),
         wait_for(stopped.clone()),
     ));
     let closing = node.clone();
@@ -205,12 +208,12 @@ async fn register(
         addr: registry.to_string(),
         reason,
     };
-    let endpoint =
-        super::peers::endpoint(registry, config.timeouts).map_err(|e| failed(e.to_string()))?;
+    let credentials = crate::security::Credentials::member(&config.security, &config.tls);
+    let endpoint = super::peers::endpoint(registry, config.timeouts, &credentials)
+        .map_err(|e| failed(e.to_string()))?;
     let info = with_retries(config, config.timeouts.request, || async {
         let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-        let credentials = crate::security::Credentials::member(&config.security);
-        RegistryClient::with_interceptor(channel, credentials)
+        RegistryClient::with_interceptor(channel, credentials.clone())
             .register_node(ConnectionAddr {
                 addr: addr.to_string(),
                 id: held.map(|id| id.0),
@@ -239,7 +242,7 @@ async fn choose_by_walk(
     let members = with_retries(config, config.join.timeout, || async {
         crate::client::serving_members(
             contact,
-            &crate::security::Credentials::member(&config.security),
+            &crate::security::Credentials::member(&config.security, &config.tls),
         )
         .await
         .map_err(|e| e.to_string())

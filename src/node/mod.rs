@@ -125,6 +125,8 @@ pub struct NodeConfig {
     /// The credentials peers and clients must present (none by default); the
     /// node presents them itself on its own calls.
     pub security: crate::security::Required,
+    /// TLS on the node's port and on its calls (none by default).
+    pub tls: crate::security::Tls,
 }
 
 impl Default for NodeConfig {
@@ -141,6 +143,7 @@ impl Default for NodeConfig {
             replication: ReplicationSettings::default(),
             watch: WatchSettings::default(),
             security: crate::security::Required::default(),
+            tls: crate::security::Tls::default(),
         }
     }
 }
@@ -227,7 +230,7 @@ impl Node {
         registry: Option<String>,
     ) -> Self {
         let timeouts = config.timeouts;
-        let credentials = crate::security::Credentials::member(&config.security);
+        let credentials = crate::security::Credentials::member(&config.security, &config.tls);
         let recorder = Arc::new(migration::Recorder::default());
         let metrics = Arc::new(NodeMetrics::new(store.commit_seconds()));
         Self {
@@ -256,7 +259,7 @@ impl Node {
             recorder,
             health,
             registry: registry.and_then(|addr| {
-                let endpoint = peers::endpoint(&addr, timeouts);
+                let endpoint = peers::endpoint(&addr, timeouts, &credentials);
                 endpoint
                     .ok()
                     .map(|e| AuthChannel::new(e.connect_lazy(), credentials))

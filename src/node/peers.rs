@@ -56,7 +56,7 @@ impl Peers {
                 if channels.len() >= MAX_CHANNELS {
                     channels.clear();
                 }
-                let c = endpoint(addr, self.timeouts)?.connect_lazy();
+                let c = endpoint(addr, self.timeouts, &self.credentials)?.connect_lazy();
                 channels.insert(addr.to_string(), c.clone());
                 c
             }
@@ -158,17 +158,24 @@ fn settle<T>(
     }
 }
 
-/// An endpoint for `addr` with our timeouts.
-pub fn endpoint(addr: &str, timeouts: PeerTimeouts) -> Result<Endpoint, NodeError> {
-    Ok(Endpoint::from_shared(addr.to_string())
-        .map_err(|e| NodeError::Unreachable {
-            addr: addr.to_string(),
-            reason: format!("not a valid address: {e}"),
-        })?
+/// An endpoint for `addr` with our timeouts, verified with the CA of
+/// `credentials` if it is an `https://` address.
+pub fn endpoint(
+    addr: &str,
+    timeouts: PeerTimeouts,
+    credentials: &Credentials,
+) -> Result<Endpoint, NodeError> {
+    let unreachable = |reason: String| NodeError::Unreachable {
+        addr: addr.to_string(),
+        reason,
+    };
+    let endpoint = Endpoint::from_shared(addr.to_string())
+        .map_err(|e| unreachable(format!("not a valid address: {e}")))?
         .connect_timeout(timeouts.connect)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5)))
+        .keep_alive_timeout(Duration::from_secs(5));
+    credentials.secure(endpoint).map_err(unreachable)
 }
 
 /// A peer's error status as a node error. A request that never reached the peer

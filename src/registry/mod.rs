@@ -131,6 +131,8 @@ pub struct RegistryConfig {
     /// The cluster secret nodes must present, if any (a client token is not
     /// used: a registry serves nodes only).
     pub security: crate::security::Required,
+    /// TLS on the registry's port (none by default).
+    pub tls: crate::security::Tls,
 }
 
 impl RegistryConfig {
@@ -146,6 +148,7 @@ impl RegistryConfig {
                 relearn: Duration::ZERO,
             },
             security: crate::security::Required::default(),
+            tls: crate::security::Tls::default(),
         }
     }
 }
@@ -205,7 +208,7 @@ pub async fn serve(
             "/healthz",
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
         );
-    crate::server::serve(listener, router, config.security, shutdown).await
+    crate::server::serve(listener, router, config.security, config.tls, shutdown).await
 }
 
 #[cfg(test)]

@@ -83,6 +83,25 @@ try {
   check((await page.textContent('#result')).includes('expires in'), 'a put with a time to live says when it expires');
   await page.fill('#ttl', '');
 
+  // The batch box: one POST /batch, each answer on its own line, in order.
+  const batch = async (text, statuses) => {
+    await page.fill('#batch-ops', text);
+    await page.click('#batch-run');
+    await page.waitForSelector(`#batch-results[data-statuses="${statuses}"]`);
+    return page.$$eval('#batch-results li', (lis) => lis.map((li) => li.textContent));
+  };
+  let answers = await batch('put batch/a one\nput "batch/b c" "two words = fine" ttl=1h\n\nget batch/missing', '201,201,404');
+  check(answers[2].includes('not found'), `a batch from lines answers each operation (${answers.join(' | ')})`);
+  answers = await batch('get "batch/b c"\nput batch/a two if-absent\ndelete batch/a', '200,412,200');
+  check(answers[0].includes('two words = fine') && answers[2].includes('was one'),
+    `a batch reads, refuses a failed condition and deletes (${answers.join(' | ')})`);
+  answers = await batch('{"ops": [{"op": "delete", "key": "batch/b c"}]}', '200');
+  check(answers[0].includes('deleted'), 'a batch from a POST /batch body');
+  await page.fill('#batch-ops', 'get a\nfly away');
+  await page.click('#batch-run');
+  await page.waitForFunction(() => document.querySelector('#result .detail')?.textContent.includes('line 2: `fly` is not an operation'));
+  check(true, 'a bad line is named before anything is sent');
+
   await page.click('#delete');
   await page.waitForSelector('#result[data-status="200"]');
   await page.click('#get');

@@ -84,7 +84,8 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `bin` with `args` and waits (at most 30 s) until it prints a line
-    /// containing `ready`; the first `http://` word of that line is its address.
+    /// containing `ready`; the first `http://` (or `https://`) word of that line
+    /// is its address.
     pub fn start(bin: &str, args: &[&str], ready: &str) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
@@ -120,7 +121,7 @@ impl Proc {
         let ready_line = proc.lines.last().cloned().unwrap_or_default();
         proc.addr = ready_line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_default()
             .to_string();
         proc
