@@ -362,6 +362,23 @@ async fn the_key_api_needs_the_client_token_and_probes_stay_open() {
         assert_eq!(refused.status, 401, "{path}");
     }
 
+    // A browser's CORS preflight passes (it never carries credentials) and
+    // learns that the token may be sent.
+    let preflight = http_with(
+        "OPTIONS",
+        &format!("{}/keys/k", addrs[2]),
+        b"",
+        &[
+            ("origin", "http://elsewhere.example"),
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "authorization"),
+        ],
+    )
+    .await;
+    assert_eq!(preflight.status, 200);
+    let allowed = preflight.header("access-control-allow-headers").unwrap_or_default();
+    assert!(allowed.to_ascii_lowercase().contains("authorization"), "{allowed}");
+
     // Probes, metrics and the API's description stay open.
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/"] {
         let open = http_with("GET", &format!("{}{path}", addrs[2]), b"", &[]).await;

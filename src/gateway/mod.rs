@@ -23,7 +23,7 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use std::sync::Arc;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -135,7 +135,8 @@ pub fn router(node: Arc<Node>) -> Router {
                     Method::DELETE,
                     Method::POST,
                 ])
-                .allow_headers(Any)
+                // Mirrored rather than `*`, which does not cover `authorization`.
+                .allow_headers(AllowHeaders::mirror_request())
                 .expose_headers([
                     header::LOCATION,
                     header::ETAG,

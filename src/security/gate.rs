@@ -8,7 +8,7 @@ use super::CLUSTER_SECRET_HEADER;
 use super::access::{Presented, Refusal, Required, access};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
@@ -25,6 +25,12 @@ pub fn guard(router: axum::Router, required: Required) -> axum::Router {
 }
 
 async fn admit(State(required): State<Arc<Required>>, request: Request, next: Next) -> Response {
+    // A browser's CORS preflight never carries credentials (and changes
+    // nothing): it must reach the CORS layer to learn that `authorization`
+    // may be sent.
+    if request.method() == Method::OPTIONS {
+        return next.run(request).await;
+    }
     let headers = request.headers();
     let presented = Presented {
         cluster_secret: headers

@@ -11,11 +11,12 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig};
 
-/// A process's TLS settings: none by default (plaintext).
+/// A process's TLS settings: none by default (plaintext). Cheap to clone:
+/// every call a node makes carries one.
 #[derive(Clone, Default)]
 pub struct Tls {
     server: Option<Arc<rustls::ServerConfig>>,
-    client: Option<ClientTlsConfig>,
+    client: Option<Arc<ClientTlsConfig>>,
     /// The same trust as `client`, for plain HTTP/1.1 calls (the CLI's batch).
     connector: Option<tokio_rustls::TlsConnector>,
 }
@@ -78,7 +79,9 @@ impl Tls {
                     .with_no_client_auth();
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
                 (
-                    Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))),
+                    Some(Arc::new(
+                        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                    )),
                     Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
                 )
             }
@@ -109,7 +112,7 @@ impl Tls {
     /// The client configuration for gRPC calls to `https://` servers, if a CA
     /// was given.
     pub fn client(&self) -> Option<&ClientTlsConfig> {
-        self.client.as_ref()
+        self.client.as_deref()
     }
 
     /// A connector for HTTP/1.1 calls to `https://` servers, if a CA was given.
