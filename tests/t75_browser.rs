@@ -4,8 +4,11 @@
 
 mod common;
 
+use crustyring::node::NodeConfig;
+use crustyring::security::{Required, Secret};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// Whether the browser tooling is installed; panics in CI when it is not.
 fn browser_available() -> bool {
@@ -22,20 +25,44 @@ fn browser_available() -> bool {
     ready
 }
 
-fn run_node(script: &str, args: &[&str]) {
+/// Runs `script` with node, handing each line it prints to `ask` as it comes
+/// (a scenario asks the test for what it cannot do from the browser), and
+/// fails with its whole output if it fails.
+async fn run_node(script: &str, args: &[&str], mut ask: impl AsyncFnMut(&str)) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let out = Command::new("node")
+    let mut child = Command::new("node")
         .arg(dir.join(script))
         .args(args)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("node runs");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{log}");
-    assert!(out.status.success(), "{script} failed:\n{log}");
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut log = String::new();
+    while let Some(line) = lines.recv().await {
+        println!("{line}");
+        ask(&line).await;
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .expect("node exits");
+    log.push_str(&errors.join().unwrap());
+    assert!(status.success(), "{script} failed:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,8 +74,7 @@ async fn the_page_puts_and_gets_a_key_and_draws_every_node() {
     let base = cluster.addrs()[1].clone();
     let ids: Vec<String> = cluster.nodes.iter().map(|n| n.me().id.to_hex()).collect();
     let joined = ids.join(",");
-    let script = tokio::task::spawn_blocking(move || run_node("page.mjs", &[&base, &joined]));
-    script.await.unwrap();
+    run_node("page.mjs", &[&base, &joined], async |_| {}).await;
     // The browser's write went through the same store gRPC reads.
     assert_eq!(
         cluster.nodes.iter().map(|n| n.key_count()).sum::<usize>(),
@@ -65,8 +91,52 @@ async fn swagger_ui_renders_every_operation_and_try_it_out_works() {
     }
     let cluster = common::cluster(2).await;
     let base = cluster.addrs()[0].clone();
-    tokio::task::spawn_blocking(move || run_node("swagger.mjs", &[&base]))
-        .await
-        .unwrap();
+    run_node("swagger.mjs", &[&base], async |_| {}).await;
+    cluster.shutdown().await;
+}
+
+const CLIENT_TOKEN: &str = "client-token-for-t75";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_asks_for_the_client_token_and_then_works_with_it() {
+    if !browser_available() {
+        return;
+    }
+    let config = NodeConfig {
+        security: Required {
+            cluster_secret: None,
+            client_token: Some(Secret::new("client token", CLIENT_TOKEN).unwrap()),
+        },
+        ..NodeConfig::default()
+    };
+    let cluster = common::cluster_with(3, config).await;
+    let addrs = cluster.addrs();
+    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.me().id.to_hex()).collect();
+    let auth = format!("Bearer {CLIENT_TOKEN}");
+    // The scenario's `ask put KEY VALUE`: a write through another node than
+    // the page's, for its watch to show.
+    let put_elsewhere = async |line: &str| {
+        let Some((key, value)) = line
+            .strip_prefix("ask put ")
+            .and_then(|l| l.split_once(' '))
+        else {
+            return;
+        };
+        let url = format!("{}/keys/{key}", addrs[2]);
+        let put =
+            common::http_with("PUT", &url, value.as_bytes(), &[("authorization", &auth)]).await;
+        assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
+    };
+    run_node(
+        "token.mjs",
+        &[&addrs[0], &ids.join(","), CLIENT_TOKEN],
+        put_elsewhere,
+    )
+    .await;
+    assert_eq!(
+        cluster.nodes.iter().map(|n| n.key_count()).sum::<usize>(),
+        0,
+        "deleted at the end"
+    );
     cluster.shutdown().await;
 }

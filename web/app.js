@@ -8,7 +8,7 @@
   const PALETTE = ['#5b4cdb', '#0ea5e9', '#10b981', '#f59e0b', '#ef4444', '#a855f7',
     '#14b8a6', '#ec4899', '#84cc16', '#f97316', '#3b82f6', '#64748b'];
   const REASONS = { 200: 'OK', 201: 'Created', 204: 'No Content', 400: 'Bad Request',
-    404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 412: 'Precondition Failed', 413: 'Payload Too Large',
+    401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 412: 'Precondition Failed', 413: 'Payload Too Large',
     422: 'Unprocessable Entity', 500: 'Internal Server Error', 502: 'Bad Gateway',
     503: 'Service Unavailable', 504: 'Gateway Timeout' };
 
@@ -47,14 +47,65 @@
   const short = (hex) => String(hex).slice(0, 6);
   const fmt = (n) => n.toFixed(2);
 
+  // ---------- client token ----------
+  // Nodes started with --client-token answer the key API only with
+  // `Authorization: Bearer <token>`. The token is kept in sessionStorage, not
+  // localStorage: it opens every key, so it lasts as long as this tab and is
+  // not left behind on disk for whoever opens the page next.
+  const TOKEN_KEY = 'crustyring.client-token';
+  let token = '';
+  try { token = sessionStorage.getItem(TOKEN_KEY) || ''; } catch (_) { /* storage off: ask again */ }
+  let refusal = null; // what #token-msg says: null, 'missing' or 'refused'
+  const authorization = (t) => (t ? { Authorization: `Bearer ${t}` } : {});
+
+  // Takes note of a key API answer to a request sent with token `sent`. A 401
+  // says so next to the token field and focuses it: once for the periodic
+  // refreshes (they go on quietly), every time for what the user asked.
+  function tokenAnswer(status, sent, background) {
+    if (sent !== token) return; // an answer to a token since replaced
+    const msg = $('#token-msg');
+    if (status !== 401) {
+      if (refusal) {
+        refusal = null;
+        msg.hidden = true;
+        delete msg.dataset.kind;
+      }
+      return;
+    }
+    const kind = token ? 'refused' : 'missing';
+    if (refusal === kind && background) return;
+    refusal = kind;
+    msg.dataset.kind = kind;
+    msg.textContent = kind === 'missing'
+      ? 'This ring requires a client token: enter it here and press Use.'
+      : 'The token was refused: check it and press Use.';
+    msg.hidden = false;
+    $('#token').focus();
+    $('#token').select();
+  }
+
+  function useToken() {
+    token = $('#token').value.trim();
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (_) { /* kept for this page only */ }
+    refusal = null;
+    $('#token-msg').hidden = true;
+    refreshRing();
+    rewatch();
+  }
+
   // ---------- HTTP ----------
-  async function api(method, path, body) {
-    const opts = { method, headers: { Accept: 'application/json, application/problem+json' } };
+  // `background`: a periodic refresh, not something the user asked for.
+  async function api(method, path, body, background) {
+    const sent = token;
+    const opts = { method, headers: { Accept: 'application/json, application/problem+json', ...authorization(sent) } };
     if (body !== undefined) {
       opts.body = body;
       opts.headers['Content-Type'] = 'text/plain; charset=utf-8';
     }
     const res = await fetch(path, opts);
+    tokenAnswer(res.status, sent, background);
     const text = await res.text();
     let data = null;
     try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
@@ -96,6 +147,8 @@
   }
   async function scrape(n) {
     try {
+      // /metrics is open: no token, which would also make every scrape of
+      // another node a CORS preflight.
       const res = await fetch(String(n.addr).replace(/\/$/, '') + '/metrics');
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const text = await res.text();
@@ -253,7 +306,8 @@
     ringInFlight = true;
     const status = $('#ring-status');
     try {
-      const res = await api('GET', '/ring');
+      const res = await api('GET', '/ring', undefined, true);
+      if (res.status === 401) throw new Error(token ? 'the token was refused' : 'a client token is required');
       if (!res.ok || !res.data || !Array.isArray(res.data.nodes)) throw new Error(`HTTP ${res.status}`);
       nodes = res.data.nodes.slice().sort((a, b) => (big(a.id) < big(b.id) ? -1 : 1));
       balance = typeof res.data.largest_share_ratio === 'number'
@@ -398,30 +452,147 @@
   }
 
   // ---------- watching ----------
-  let watching = null; // the EventSource of the watched key
+  // A key's changes, read from `GET /keys/{key}?watch=true` (Server-Sent
+  // Events) with fetch() rather than EventSource, which cannot send the
+  // Authorization header. Like EventSource, it reconnects after an error or
+  // the end of the stream, sending the last event's id as Last-Event-ID (the
+  // node then resumes after that version), until unwatched.
+  const RETRY_MS = 1000;
+  const RETRY_MAX_MS = 15000;
+
+  // An event stream parser, fed text in pieces (the WHATWG "event stream
+  // interpretation"): lines end in CRLF, LF or CR; `field: value`; `:` starts
+  // a comment (the node's keep-alives); a blank line dispatches the event.
+  function eventParser(lastId, onEvent) {
+    const p = { lastId, retry: null };
+    let pending = '', data = [], type = '', id = lastId;
+    function line(l) {
+      if (l === '') {
+        p.lastId = id;
+        if (data.length) onEvent({ type: type || 'message', data: data.join('\n'), id });
+        data = [];
+        type = '';
+        return;
+      }
+      if (l.startsWith(':')) return;
+      const colon = l.indexOf(':');
+      const field = colon < 0 ? l : l.slice(0, colon);
+      let value = colon < 0 ? '' : l.slice(colon + 1);
+      if (value.startsWith(' ')) value = value.slice(1);
+      if (field === 'event') type = value;
+      else if (field === 'data') data.push(value);
+      else if (field === 'id' && !value.includes('\0')) id = value;
+      else if (field === 'retry' && /^\d+$/.test(value)) p.retry = Number(value);
+    }
+    p.feed = (text) => {
+      pending += text;
+      // A CR at the end may be half of a CRLF: it waits for the next piece.
+      const end = pending.endsWith('\r') ? pending.length - 1 : pending.length;
+      const lines = pending.slice(0, end).split(/\r\n|\r|\n/);
+      pending = lines.pop() + pending.slice(end);
+      lines.forEach(line);
+    };
+    return p; // an event left unfinished when the stream ends is dropped
+  }
+
+  function pause(ms, signal) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done);
+    });
+  }
+
+  // Reads the watch `w` ({ key, lastId, stop }) until w.stop aborts.
+  async function follow(w, onEvent) {
+    const url = '/keys/' + encodeURIComponent(w.key) + '?watch=true';
+    const state = $('#watch-state');
+    let delay = RETRY_MS;
+    for (let attempt = 0; !w.stop.signal.aborted; attempt++) {
+      const sent = token;
+      const headers = { Accept: 'text/event-stream', ...authorization(sent) };
+      if (w.lastId) headers['Last-Event-ID'] = w.lastId;
+      let why;
+      try {
+        const res = await fetch(url, { headers, signal: w.stop.signal, cache: 'no-store' });
+        tokenAnswer(res.status, sent, attempt > 0);
+        const type = res.headers.get('content-type') || '';
+        if (res.ok && type.startsWith('text/event-stream')) {
+          state.textContent = '';
+          delay = RETRY_MS;
+          const parser = eventParser(w.lastId, onEvent);
+          const reader = res.body.getReader();
+          const decoder = new TextDecoder();
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            parser.feed(decoder.decode(value, { stream: true }));
+            w.lastId = parser.lastId;
+          }
+          if (parser.retry !== null) delay = parser.retry;
+          why = 'the stream ended';
+        } else if (res.status === 401) {
+          why = token ? 'the token was refused' : 'a client token is required';
+        } else if (res.status >= 400 && res.status < 500) {
+          // The node will not watch this key (a bad key, say): no use retrying.
+          let detail = `HTTP ${res.status}`;
+          try { detail = (await res.json()).detail || detail; } catch (_) { /* not a problem document */ }
+          state.textContent = `not watched: ${detail}`;
+          return;
+        } else {
+          why = `HTTP ${res.status}`;
+        }
+      } catch (err) {
+        if (w.stop.signal.aborted) return;
+        why = err.message || String(err);
+      }
+      if (w.stop.signal.aborted) return;
+      state.textContent = `${why}; reconnecting…`;
+      await pause(delay, w.stop.signal);
+      delay = Math.min(delay * 2, RETRY_MAX_MS);
+    }
+  }
+
+  function showChange(ev) {
+    if (ev.type !== 'put' && ev.type !== 'delete') return;
+    const d = JSON.parse(ev.data);
+    const what = ev.type === 'delete' ? 'deleted' : (d.encoding === 'base64' ? `(base64) ${d.value}` : d.value);
+    const li = el('li', { 'data-version': d.version }, el('span', {}, what), el('span', { class: 'pos' }, short(d.version.slice(0, 16))));
+    const log = $('#watch-log');
+    log.prepend(li);
+    while (log.children.length > 20) log.lastChild.remove();
+  }
+
+  let watching = null; // the watched key: { key, lastId, stop: AbortController }
+  function startWatch(key, lastId) {
+    watching = { key, lastId, stop: new AbortController() };
+    follow(watching, showChange);
+  }
   function unwatch() {
-    if (watching) watching.close();
+    if (watching) watching.stop.abort();
     watching = null;
     $('#watch-box').hidden = true;
+  }
+  // Reconnects at once (with a new token), resuming after the last change shown.
+  function rewatch() {
+    if (!watching) return;
+    const { key, lastId, stop } = watching;
+    stop.abort();
+    startWatch(key, lastId);
   }
   function watchKey() {
     const key = keyOrComplain();
     if (key === null) return;
     unwatch();
     $('#watch-log').replaceChildren();
+    $('#watch-state').textContent = '';
     $('#watch-title').textContent = `Changes of “${key}”`;
     $('#watch-box').hidden = false;
-    watching = new EventSource('/keys/' + encodeURIComponent(key) + '?watch=true');
-    const show = (kind) => (ev) => {
-      const d = JSON.parse(ev.data);
-      const what = kind === 'delete' ? 'deleted' : (d.encoding === 'base64' ? `(base64) ${d.value}` : d.value);
-      const li = el('li', { 'data-version': d.version }, el('span', {}, what), el('span', { class: 'pos' }, short(d.version.slice(0, 16))));
-      const log = $('#watch-log');
-      log.prepend(li);
-      while (log.children.length > 20) log.lastChild.remove();
-    };
-    watching.addEventListener('put', show('put'));
-    watching.addEventListener('delete', show('delete'));
+    startWatch(key, '');
   }
 
   // ---------- listing ----------
@@ -543,6 +714,8 @@
   }
 
   // ---------- wiring ----------
+  $('#token').value = token;
+  $('#token-form').addEventListener('submit', (e) => { e.preventDefault(); useToken(); });
   $('#batch-form').addEventListener('submit', (e) => { e.preventDefault(); runBatch(); });
   $('#batch-ops').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); runBatch(); }
