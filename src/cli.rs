@@ -79,6 +79,13 @@ pub struct NodeArgs {
     /// At most this many MiB of keys and values in those changes.
     #[arg(long, default_value_t = 8)]
     pub watch_retained_mb: usize,
+    /// The most a peer may make this node hold in memory from one stream, in
+    /// MiB: a leave or repair-merge hand-off (taken in one step at its end) or
+    /// an anti-entropy read. A stream over it is refused (RESOURCE_EXHAUSTED)
+    /// and changes nothing; a node whose arc is bigger cannot hand it to a
+    /// predecessor with a smaller limit.
+    #[arg(long, default_value_t = NodeConfig::DEFAULT_MAX_PEER_STREAM_BYTES >> 20)]
+    pub max_peer_stream_mb: usize,
 }
 
 impl NodeArgs {
@@ -118,6 +125,7 @@ impl NodeArgs {
                 retained: self.watch_retained.max(1),
                 retained_bytes: self.watch_retained_mb.saturating_mul(1 << 20),
             },
+            max_peer_stream_bytes: self.max_peer_stream_mb.saturating_mul(1 << 20),
         }
     }
 }

@@ -121,6 +121,16 @@ pub struct NodeConfig {
     pub replication: ReplicationSettings,
     /// How much of its recent changes a node keeps for watches.
     pub watch: WatchSettings,
+    /// The most a peer may make this node hold in memory from one stream
+    /// before it is applied (a leave or merge hand-off, a `ReadRange`
+    /// answer), in bytes as on the wire (key, value and 48 bytes an entry).
+    /// A stream over it is refused and changes nothing.
+    pub max_peer_stream_bytes: usize,
+}
+
+impl NodeConfig {
+    /// Default [`NodeConfig::max_peer_stream_bytes`]: 256 MiB.
+    pub const DEFAULT_MAX_PEER_STREAM_BYTES: usize = 256 << 20;
 }
 
 impl Default for NodeConfig {
@@ -136,6 +146,7 @@ impl Default for NodeConfig {
             maintenance: MaintenanceSettings::default(),
             replication: ReplicationSettings::default(),
             watch: WatchSettings::default(),
+            max_peer_stream_bytes: Self::DEFAULT_MAX_PEER_STREAM_BYTES,
         }
     }
 }
