@@ -4,7 +4,7 @@
 //! share in one call.
 
 use super::keys::{Encoding, encode, parse_ttl};
-use super::problem::{ApiError, Problem};
+use super::problem::{ApiError, Problem, body_rejected};
 use crate::node::{Answer, Condition, MAX_BATCH, Node, NodeError, Operation, Outcome, Query};
 use axum::Json;
 use axum::body::Bytes;
@@ -108,6 +108,7 @@ pub struct BatchResponse {
     responses(
         (status = 200, description = "One result per operation, in order; each has the status it would have had alone. Not atomic: some may fail while others apply.", body = BatchResponse),
         (status = 400, description = "The body is not a batch (bad JSON, no operations, over 1000).", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within --body-timeout-ms of the headers; nothing was run.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over --max-value-bytes.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -116,12 +117,7 @@ pub async fn run_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     // JSON whatever the content type says (curl -d sends a form's).
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge {
-            max: node.config().limits.max_value_bytes,
-        },
-        _ => ApiError::BadBody(e.body_text()),
-    })?;
+    let body = body.map_err(|e| body_rejected(e, node.config()))?;
     let batch: BatchRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadBody(format!("the body is not a batch: {e}")))?;
     if batch.ops.is_empty() || batch.ops.len() > MAX_BATCH {

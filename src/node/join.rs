@@ -160,9 +160,10 @@ pub async fn start(
     let grpc = super::grpc_routes(node.clone(), health_service).into_axum_router();
     let router = crate::gateway::app(grpc, node.clone());
     let (stop, stopped) = watch::channel(false);
-    let server = tokio::spawn(crate::server::serve(
+    let server = tokio::spawn(crate::server::serve_with(
         listener,
         router,
+        node.config().serving,
         wait_for(stopped.clone()),
     ));
     let closing = node.clone();

@@ -126,6 +126,8 @@ pub struct NodeConfig {
     /// answer), in bytes as on the wire (key, value and 48 bytes an entry).
     /// A stream over it is refused and changes nothing.
     pub max_peer_stream_bytes: usize,
+    /// How the node's port limits what clients and peers may hold.
+    pub serving: crate::server::ServeLimits,
 }
 
 impl NodeConfig {
@@ -147,6 +149,7 @@ impl Default for NodeConfig {
             replication: ReplicationSettings::default(),
             watch: WatchSettings::default(),
             max_peer_stream_bytes: Self::DEFAULT_MAX_PEER_STREAM_BYTES,
+            serving: crate::server::ServeLimits::default(),
         }
     }
 }
