@@ -8,13 +8,16 @@ mod common;
 
 use axum::routing::get;
 use crustyring::node::NodeConfig;
+use crustyring::proto::dht::dht_node_client::DhtNodeClient;
 use crustyring::proto::{dht, registry};
 use crustyring::ring::key_position;
 use crustyring::server::{ServeLimits, serve_with};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::Stream;
 use tonic::Code;
+use tonic::transport::Channel;
 
 /// An entry a peer would send: `key`, a value of `len` bytes.
 fn entry(key: &str, len: usize) -> dht::KeyValueEntry {
@@ -44,6 +47,24 @@ fn merge_header() -> dht::HandOffChunk {
     }
 }
 
+/// Sends the hand-off `chunks` with `c`: it must be refused within 10 s with
+/// `code`, saying which `flag` sets the limit. Returns how long that took.
+async fn refused(
+    c: &mut DhtNodeClient<Channel>,
+    chunks: impl Stream<Item = dht::HandOffChunk> + Send + 'static,
+    code: Code,
+    flag: &str,
+) -> Duration {
+    let started = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(10), c.hand_off(chunks))
+        .await
+        .expect("refused within 10 s")
+        .unwrap_err();
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(flag), "{status:?}");
+    started.elapsed()
+}
+
 #[tokio::test]
 async fn a_never_ending_handoff_is_refused_and_changes_nothing() {
     let config = NodeConfig {
@@ -64,20 +85,13 @@ async fn a_never_ending_handoff_is_refused_and_changes_nothing() {
             ..Default::default()
         }
     }));
-    let started = Instant::now();
-    let status = tokio::time::timeout(
-        Duration::from_secs(10),
-        c.hand_off(tokio_stream::iter(chunks)),
+    refused(
+        &mut c,
+        tokio_stream::iter(chunks),
+        Code::ResourceExhausted,
+        "--max-peer-stream-mb",
     )
-    .await
-    .expect("refused within 10 s")
-    .unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(
-        status.message().contains("--max-peer-stream-mb"),
-        "{status:?}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(10));
+    .await;
     // Nothing was taken, and the node still serves.
     assert_eq!(cluster.nodes[0].key_count(), before);
     let mut c = common::connect(&addr).await;
@@ -105,17 +119,14 @@ async fn a_stalled_handoff_is_dropped_within_the_request_timeout() {
     };
     let chunks =
         tokio_stream::StreamExt::chain(tokio_stream::iter([first]), tokio_stream::pending());
-    let started = Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(10), c.hand_off(chunks))
-        .await
-        .expect("dropped within 10 s")
-        .unwrap_err();
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(
-        status.message().contains("--request-timeout-ms"),
-        "{status:?}"
-    );
-    assert!(started.elapsed() >= Duration::from_millis(500));
+    let took = refused(
+        &mut c,
+        chunks,
+        Code::DeadlineExceeded,
+        "--request-timeout-ms",
+    )
+    .await;
+    assert!(took >= Duration::from_millis(500));
     assert_eq!(cluster.nodes[0].key_count(), before);
     assert_eq!(common::get(&mut c, b"planted").await.value, None);
     cluster.shutdown().await;
