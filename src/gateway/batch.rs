@@ -5,7 +5,9 @@
 
 use super::keys::{Encoding, encode, parse_ttl};
 use super::problem::{ApiError, Problem, body_rejected};
-use crate::node::{Answer, Condition, MAX_BATCH, Node, NodeError, Operation, Outcome, Query};
+use crate::node::{
+    Answer, Condition, Limits, MAX_BATCH, Node, NodeError, Operation, Outcome, Query,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -132,7 +134,7 @@ pub async fn run_batch(
     let mut valid = Vec::new();
     let mut places: Vec<Result<bool, NodeError>> = Vec::new();
     for op in batch.ops {
-        places.push(query(op, &node).map(|q| {
+        places.push(query(op, &node.config().limits).map(|q| {
             let put = matches!(q.op, Operation::Set(_));
             valid.push(q);
             put
@@ -163,8 +165,8 @@ fn bytes(text: String, encoding: Option<Encoding>, what: &str) -> Result<Vec<u8>
     }
 }
 
-/// The query one operation asks for.
-fn query(op: BatchOp, node: &Node) -> Result<Query, NodeError> {
+/// The query one operation asks for, within `limits`.
+pub(super) fn query(op: BatchOp, limits: &Limits) -> Result<Query, NodeError> {
     let key = bytes(op.key, op.key_encoding, "key")?;
     let operation = match (op.op, op.value) {
         (BatchOpKind::Get, None) => Operation::Get,
@@ -189,7 +191,7 @@ fn query(op: BatchOp, node: &Node) -> Result<Query, NodeError> {
     };
     Ok(Query {
         ttl,
-        ..Query::new(operation, key, &node.config().limits)?.on_condition(condition)
+        ..Query::new(operation, key, limits)?.on_condition(condition)
     })
 }
 

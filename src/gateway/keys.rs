@@ -172,7 +172,7 @@ pub fn etag(version: Version) -> HeaderValue {
 }
 
 /// The condition the `If-Match` and `If-None-Match` headers set on `op`.
-fn condition(headers: &HeaderMap, op: &Operation) -> Result<Condition, ApiError> {
+pub(super) fn condition(headers: &HeaderMap, op: &Operation) -> Result<Condition, ApiError> {
     let text = |name: header::HeaderName| -> Result<Option<&str>, ApiError> {
         headers
             .get(&name)

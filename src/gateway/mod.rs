@@ -5,6 +5,8 @@
 //! as gRPC `QueryDht`; errors become problem+json in one place ([`problem`]).
 
 pub mod batch;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
 pub mod keys;
 pub mod list;

@@ -400,7 +400,7 @@ fn leave_refusal(view: &View, leaver: &Member) -> Option<Status> {
     None
 }
 
-fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
+pub(super) fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
     let neighbors = first.neighbors.as_ref().ok_or_else(|| {
         Status::invalid_argument("the first hand-off message names no neighbours")
     })?;

@@ -12,7 +12,7 @@
 //! replica writes); `migration` (a join's hand-off while the arc stays served);
 //! `routes` (the routing table's upkeep); `health` (what `grpc.health.v1` says);
 //! `batch` (several queries, one call per owner); `watching` (a key's changes,
-//! following its owner).
+//! following its owner); `fuzz` (tests only: hostile peer input, proptest).
 //!
 //! # Concurrency
 //!
@@ -29,6 +29,8 @@ mod batch;
 mod catch_up;
 mod entries;
 mod error;
+#[cfg(test)]
+pub(crate) mod fuzz;
 mod handoff;
 mod health;
 mod join;
