@@ -6,6 +6,7 @@ use crate::node::{
 };
 use crate::ring::IdRule;
 use crate::security::{Required, Secret, SecretError, SecurityError, Tls};
+use crate::server::ServeLimits;
 use crate::store::{
     DEFAULT_CACHE_MB, DiskOptions, DiskStore, MemoryStore, Store, StoreError, SyncMode,
 };
@@ -83,6 +84,26 @@ pub struct NodeArgs {
     /// Credentials required of peers and clients.
     #[command(flatten)]
     pub security: SecurityArgs,
+    /// The most a peer may make this node hold in memory from one stream, in
+    /// MiB: a leave or repair-merge hand-off (taken in one step at its end) or
+    /// an anti-entropy read. A stream over it is refused (RESOURCE_EXHAUSTED)
+    /// and changes nothing; a node whose arc is bigger cannot hand it to a
+    /// predecessor with a smaller limit.
+    #[arg(long, default_value_t = NodeConfig::DEFAULT_MAX_PEER_STREAM_BYTES >> 20)]
+    pub max_peer_stream_mb: usize,
+    /// Connections served at once (clients and peers); more wait to be
+    /// accepted. Keep it under the process's file descriptor limit.
+    #[arg(long, default_value_t = ServeLimits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers, in
+    /// milliseconds (its first request's, and each HTTP/1 request's: an idle
+    /// HTTP/1 connection is closed after it too).
+    #[arg(long, default_value_t = ServeLimits::DEFAULT_HEADER_TIMEOUT_MS)]
+    pub header_timeout_ms: u64,
+    /// How long a REST request's body may take to arrive after its headers,
+    /// in milliseconds; later, the request fails with 408.
+    #[arg(long, default_value_t = ServeLimits::DEFAULT_BODY_TIMEOUT_MS)]
+    pub body_timeout_ms: u64,
 }
 
 impl NodeArgs {
@@ -122,6 +143,13 @@ impl NodeArgs {
             watch: WatchSettings {
                 retained: self.watch_retained.max(1),
                 retained_bytes: self.watch_retained_mb.saturating_mul(1 << 20),
+            },
+            max_peer_stream_bytes: self.max_peer_stream_mb.saturating_mul(1 << 20),
+            serving: ServeLimits {
+                max_connections: self.max_connections.max(1),
+                header_timeout: Duration::from_millis(self.header_timeout_ms.max(1)),
+                body_timeout: Duration::from_millis(self.body_timeout_ms.max(1)),
+                ..ServeLimits::default()
             },
             security: self.security.required()?,
             tls: self.security.tls.tls()?,

@@ -1,102 +1,246 @@
-//! Serving a router on a listener until a shutdown future resolves, in
-//! plaintext or TLS, and the gRPC services every process adds (reflection v1
-//! and v1alpha).
+//! Serving a router on a listener until a shutdown future resolves: behind the
+//! security gate, in plaintext or TLS, within limits on what clients may hold;
+//! and the gRPC services every process adds (reflection v1 and v1alpha).
+//!
+//! # Limits
+//!
+//! Anything that reaches the port can open connections and send as slowly as it
+//! likes, so every connection is bounded ([`ServeLimits`]):
+//!
+//! - at most `max_connections` are served at once; more wait in the listen
+//!   backlog until one closes (each holds a task and buffers);
+//! - a connection must deliver its first request's headers within
+//!   `header_timeout` (its TLS handshake included), and an HTTP/1 connection
+//!   each later request's headers (so an idle HTTP/1 connection closes after
+//!   it too); otherwise it is closed;
+//! - HTTP/2 connections carry at most `max_concurrent_streams` requests at once,
+//!   and are pinged every `keepalive_interval`: one whose peer does not answer
+//!   within `keepalive_timeout` is closed;
+//! - a REST request's body must arrive within `body_timeout` of its headers
+//!   (`408`; applied by the gateway, [`crate::gateway::router`], since gRPC
+//!   streams such as `HandOff` legitimately last longer and are bounded by the
+//!   node itself).
+//!
+//! The accept loop is our own rather than `axum::serve` because `axum::serve`
+//! sets none of these (hyper's header timeout needs a timer it does not give).
 
 use crate::security::{Required, Tls, gate};
-use axum::serve::ListenerExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
 
-/// How long a connection may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What one port lets its clients hold (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers (its first
+    /// request's, and each HTTP/1 request's).
+    pub header_timeout: Duration,
+    /// How long a REST request's body may take to arrive, in all.
+    pub body_timeout: Duration,
+    /// Requests at once on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// How often an HTTP/2 connection is pinged.
+    pub keepalive_interval: Duration,
+    /// How long a ping's answer may take before the connection is closed.
+    pub keepalive_timeout: Duration,
+}
 
-/// Serves `router` (gRPC over HTTP/2, REST over HTTP/1.1 or h2) on `listener` until
-/// `shutdown` resolves; in-flight requests finish first. Every request first
-/// passes the gate for `required` ([`crate::security::gate`]); with a
-/// certificate in `tls`, connections are TLS only.
+impl ServeLimits {
+    /// Default [`ServeLimits::max_connections`].
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    /// Default [`ServeLimits::header_timeout`], in milliseconds.
+    pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 30_000;
+    /// Default [`ServeLimits::body_timeout`], in milliseconds.
+    pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            header_timeout: Duration::from_millis(Self::DEFAULT_HEADER_TIMEOUT_MS),
+            body_timeout: Duration::from_millis(Self::DEFAULT_BODY_TIMEOUT_MS),
+            // hyper's own default.
+            max_concurrent_streams: 200,
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// How a port is served: its limits, the credentials its calls require, and
+/// TLS.
+#[derive(Debug, Clone, Default)]
+pub struct Serving {
+    /// What clients may hold.
+    pub limits: ServeLimits,
+    /// The credentials each path requires ([`crate::security::gate`]).
+    pub required: Required,
+    /// With a certificate, connections are TLS only.
+    pub tls: Tls,
+}
+
+/// Serves `router` (gRPC over HTTP/2, REST over HTTP/1.1 or h2) on `listener`
+/// as `serving` says until `shutdown` resolves; in-flight requests finish
+/// first. Every request first passes the gate for `serving.required`.
 ///
 /// Every accepted connection gets `TCP_NODELAY`: an HTTP/2 answer goes out as
 /// several small frames (a gRPC reply: headers, data, trailers), and with
 /// Nagle's algorithm a small frame written after another waits for the peer's
-/// delayed acknowledgement, up to 40 ms. `axum::serve` leaves the option off.
+/// delayed acknowledgement, up to 40 ms.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
-    required: Required,
-    tls: Tls,
+    serving: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let Serving {
+        limits,
+        required,
+        tls,
+    } = serving;
     let router = gate::guard(router, required);
-    if let Some(acceptor) = tls.acceptor() {
-        return serve_tls(listener, router, acceptor, shutdown).await;
-    }
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// [`serve`] over TLS. Each connection's handshake runs in its own task (so a
-/// client that stalls mid-handshake holds up no one, and gives up after
-/// [`HANDSHAKE_TIMEOUT`]); a connection that does not speak TLS fails its
-/// handshake and is closed.
-async fn serve_tls(
-    listener: TcpListener,
-    router: axum::Router,
-    acceptor: tokio_rustls::TlsAcceptor,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let acceptor = tls.acceptor();
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (closing, closed) = watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!(error = %e, "could not accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
             () = &mut shutdown => break,
+            accepted = accept(&listener, &permits) => accepted,
+        };
+        let Some((tcp, permit)) = accepted else {
+            continue;
         };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
         }
-        let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+        let (router, closed) = (router.clone(), closed.clone());
+        match acceptor.clone() {
+            None => connections.spawn(serve_connection(tcp, router, limits, closed, permit)),
+            // The handshake runs in the connection's own task, so a client
+            // that stalls mid-handshake holds up no other; it counts towards
+            // the first request's header timeout.
+            Some(acceptor) => connections.spawn(async move {
+                let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp));
+                match handshake.await {
+                    Ok(Ok(stream)) => {
+                        serve_connection(stream, router, limits, closed, permit).await
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+            }),
+        };
+        // Finished connections are reaped as new ones come.
+        while connections.try_join_next().is_some() {}
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = closing.send(true);
+    while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The next connection, once fewer than the limit are open; `None` after an
+/// accept error (retried by the caller; after a pause if the process is out of
+/// file descriptors or memory).
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    let permit = permits.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((tcp, _)) => Some((tcp, permit)),
+        Err(e) => {
+            use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+            if !matches!(
+                e.kind(),
+                ConnectionAborted | ConnectionRefused | ConnectionReset
+            ) {
+                tracing::warn!(error = %e, "accepting a connection failed; pausing for a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            None
+        }
+    }
+}
+
+/// Serves one connection until it ends, `closed` turns true (then gracefully),
+/// or it sends no request within the header timeout. Holds `_permit` meanwhile.
+async fn serve_connection<S>(
+    io: S,
+    router: axum::Router,
+    limits: ServeLimits,
+    mut closed: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout);
+    // hyper times out HTTP/1 headers, but not the wait for the bytes that tell
+    // HTTP/1 from HTTP/2, nor an HTTP/2 handshake: the first request must come
+    // within the header timeout whatever the protocol.
+    let requested = Arc::new(AtomicBool::new(false));
+    let service = {
+        let requested = requested.clone();
+        let router = TowerToHyperService::new(router);
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            requested.store(true, Ordering::Relaxed);
+            router.call(request)
+        })
+    };
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let first_request_by = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(first_request_by);
+    let mut waiting_for_first = true;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::trace!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = &mut first_request_by, if waiting_for_first => {
+                if !requested.load(Ordering::Relaxed) {
+                    tracing::debug!("closing a connection that sent no request in time");
+                    return;
+                }
+                waiting_for_first = false;
+            }
+            _ = closed.wait_for(|c| *c), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// Adds server reflection, v1 and v1alpha (Postman long spoke only the latter),

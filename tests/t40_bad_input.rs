@@ -163,8 +163,16 @@ async fn malformed_peer_messages_are_refused() {
         last: true,
         ..Default::default()
     };
-    // A stream cut short (no final message) is refused whatever it holds.
+    // A stream cut short (no final message) is refused whatever it holds, even
+    // from the node's true next neighbour.
+    let next = cluster.nodes[0].view_snapshot().next;
+    let next = crustyring::proto::registry::Node::from(&next);
     let cut_short = dht::HandOffChunk {
+        from: Some(next.clone()),
+        neighbors: Some(dht::PreviousNeighbors {
+            prev: None,
+            next: Some(next),
+        }),
         last: false,
         ..leave.clone()
     };

@@ -376,8 +376,13 @@ async fn the_key_api_needs_the_client_token_and_probes_stay_open() {
     )
     .await;
     assert_eq!(preflight.status, 200);
-    let allowed = preflight.header("access-control-allow-headers").unwrap_or_default();
-    assert!(allowed.to_ascii_lowercase().contains("authorization"), "{allowed}");
+    let allowed = preflight
+        .header("access-control-allow-headers")
+        .unwrap_or_default();
+    assert!(
+        allowed.to_ascii_lowercase().contains("authorization"),
+        "{allowed}"
+    );
 
     // Probes, metrics and the API's description stay open.
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/"] {

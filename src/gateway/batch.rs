@@ -4,8 +4,10 @@
 //! share in one call.
 
 use super::keys::{Encoding, encode, parse_ttl};
-use super::problem::{ApiError, Problem};
-use crate::node::{Answer, Condition, MAX_BATCH, Node, NodeError, Operation, Outcome, Query};
+use super::problem::{ApiError, Problem, body_rejected};
+use crate::node::{
+    Answer, Condition, Limits, MAX_BATCH, Node, NodeError, Operation, Outcome, Query,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -114,6 +116,7 @@ pub struct BatchResponse {
     responses(
         (status = 200, description = "One result per operation, in order; each has the status it would have had alone. Not atomic: some may fail while others apply.", body = BatchResponse),
         (status = 400, description = "The body is not a batch (bad JSON, no operations, over 1000).", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within --body-timeout-ms of the headers; nothing was run.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over --max-value-bytes.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -122,12 +125,7 @@ pub async fn run_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     // JSON whatever the content type says (curl -d sends a form's).
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge {
-            max: node.config().limits.max_value_bytes,
-        },
-        _ => ApiError::BadBody(e.body_text()),
-    })?;
+    let body = body.map_err(|e| body_rejected(e, node.config()))?;
     let batch: BatchRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadBody(format!("the body is not a batch: {e}")))?;
     if batch.ops.is_empty() || batch.ops.len() > MAX_BATCH {
@@ -142,7 +140,7 @@ pub async fn run_batch(
     let mut valid = Vec::new();
     let mut places: Vec<Result<bool, NodeError>> = Vec::new();
     for op in batch.ops {
-        places.push(query(op, &node).map(|q| {
+        places.push(query(op, &node.config().limits).map(|q| {
             let put = matches!(q.op, Operation::Set(_));
             valid.push(q);
             put
@@ -173,8 +171,8 @@ fn bytes(text: String, encoding: Option<Encoding>, what: &str) -> Result<Vec<u8>
     }
 }
 
-/// The query one operation asks for.
-fn query(op: BatchOp, node: &Node) -> Result<Query, NodeError> {
+/// The query one operation asks for, within `limits`.
+pub(super) fn query(op: BatchOp, limits: &Limits) -> Result<Query, NodeError> {
     let key = bytes(op.key, op.key_encoding, "key")?;
     let operation = match (op.op, op.value) {
         (BatchOpKind::Get, None) => Operation::Get,
@@ -199,7 +197,7 @@ fn query(op: BatchOp, node: &Node) -> Result<Query, NodeError> {
     };
     Ok(Query {
         ttl,
-        ..Query::new(operation, key, &node.config().limits)?.on_condition(condition)
+        ..Query::new(operation, key, limits)?.on_condition(condition)
     })
 }
 

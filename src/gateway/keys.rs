@@ -2,7 +2,7 @@
 //! `QueryDht`, through [`Node::execute`].
 
 use super::observe::{Observed, observe};
-use super::problem::{ApiError, Problem};
+use super::problem::{ApiError, Problem, body_rejected};
 use crate::metrics::Op;
 use crate::node::{Answer, Condition, Node, NodeError, Operation, Outcome, Query, RouteTaken};
 use crate::request_id::RequestId;
@@ -172,7 +172,7 @@ pub fn etag(version: Version) -> HeaderValue {
 }
 
 /// The condition the `If-Match` and `If-None-Match` headers set on `op`.
-fn condition(headers: &HeaderMap, op: &Operation) -> Result<Condition, ApiError> {
+pub(super) fn condition(headers: &HeaderMap, op: &Operation) -> Result<Condition, ApiError> {
     let text = |name: header::HeaderName| -> Result<Option<&str>, ApiError> {
         headers
             .get(&name)
@@ -430,6 +430,7 @@ async fn get(
             example = json!({"key": "1", "key_encoding": "utf8", "created": false, "position": "6b86b273ff34fce1",
                              "previous": {"value": "Ru1nnAfPu3Ya4v", "encoding": "utf8"}})),
         (status = 400, description = "Bad key.", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The value did not arrive within --body-timeout-ms of the headers; nothing was written.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The condition (`If-Match`, `If-None-Match`) does not hold; nothing was written. `ETag` holds the key's current version, if it is present.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The value is over the limit.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The key's owner is unreachable.", body = Problem, content_type = "application/problem+json"),
@@ -461,12 +462,7 @@ async fn put(
     let UrlQuery(options) = options.map_err(|e| ApiError::BadQuery(e.body_text()))?;
     let ttl = options.ttl.as_deref().map(parse_ttl).transpose()?;
     let key = key_from_path(&uri, "/keys/")?;
-    let value = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge {
-            max: node.config().limits.max_value_bytes,
-        },
-        _ => ApiError::BadBody(e.body_text()),
-    })?;
+    let value = body.map_err(|e| body_rejected(e, node.config()))?;
     let op = Operation::Set(value.to_vec());
     let condition = condition(&headers, &op)?;
     let q = Query {

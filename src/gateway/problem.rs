@@ -1,7 +1,8 @@
 //! The gateway's one error type and its single mapping to RFC 9457
 //! `application/problem+json` responses.
 
-use crate::node::NodeError;
+use crate::node::{NodeConfig, NodeError};
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -48,6 +49,14 @@ pub enum ApiError {
         /// The limit.
         max: usize,
     },
+    /// The request body did not arrive within the body timeout.
+    #[error(
+        "the request body did not arrive within {ms} ms of its headers (--body-timeout-ms); send it at once"
+    )]
+    BodyTimeout {
+        /// The limit, in milliseconds.
+        ms: u128,
+    },
     /// The request body could not be read.
     #[error("could not read the request body: {0}")]
     BadBody(String),
@@ -74,10 +83,32 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::KeyNotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
+}
+
+/// What a request body that could not be read answers: 413 over the value
+/// limit, 408 when it did not arrive within the body timeout (see
+/// [`crate::server::ServeLimits`]), 400 otherwise.
+pub fn body_rejected(rejection: BytesRejection, config: &NodeConfig) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::BodyTooLarge {
+            max: config.limits.max_value_bytes,
+        };
+    }
+    let mut source = std::error::Error::source(&rejection);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::BodyTimeout {
+                ms: config.serving.body_timeout.as_millis(),
+            };
+        }
+        source = e.source();
+    }
+    ApiError::BadBody(rejection.body_text())
 }
 
 /// The HTTP status of a node error, from its gRPC code (one classification, in

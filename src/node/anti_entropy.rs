@@ -21,7 +21,7 @@
 //! copies closer together.
 
 use super::Node;
-use super::entries::{batches, entry_from_wire};
+use super::entries::{batches, entry_from_wire, wire_size};
 use super::error::NodeError;
 use super::view::NodeState;
 use crate::proto::dht;
@@ -190,13 +190,17 @@ impl Node {
     }
 
     /// Every entry `peer` holds in `arc` (`ReadRange`), checked, and only those
-    /// in `arc`: a future that borrows nothing, so it can also be spawned.
+    /// in `arc`: a future that borrows nothing, so it can also be spawned. An
+    /// answer over `max_peer_stream_bytes` (everything the peer sent counts) is
+    /// refused with `RESOURCE_EXHAUSTED`, so a peer cannot fill this node's
+    /// memory; the request timeout bounds how long it may take.
     pub(super) fn read_range(
         &self,
         peer: &Member,
         arc: Arc,
     ) -> impl std::future::Future<Output = Result<Vec<Entry>, NodeError>> + Send + 'static {
         let limits = self.config.limits;
+        let max_bytes = self.config.max_peer_stream_bytes;
         let request = dht::RangeRequest {
             start: arc.start.0,
             end: arc.end.0,
@@ -204,8 +208,16 @@ impl Node {
         self.peers.call_detached(peer, move |mut c| async move {
             let mut stream = c.read_range(request).await?.into_inner();
             let mut entries = Vec::new();
+            let mut bytes = 0usize;
             while let Some(e) = stream.message().await? {
                 let entry = entry_from_wire(e, &limits)?;
+                bytes = bytes.saturating_add(wire_size(&entry));
+                if bytes > max_bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "a ReadRange answer for [{}, {}) ran over {max_bytes} bytes, the most this node holds from one stream (--max-peer-stream-mb)",
+                        arc.start, arc.end
+                    )));
+                }
                 if arc.contains(entry.position) {
                     entries.push(entry);
                 }

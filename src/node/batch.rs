@@ -133,7 +133,7 @@ fn by_owner(table: &RoutingTable, queries: &[Query]) -> Vec<(Member, Vec<usize>)
 }
 
 /// One answer of a `Batch` reply.
-fn answer_to_wire(answer: Result<Answer, NodeError>) -> dht::BatchAnswer {
+pub(super) fn answer_to_wire(answer: Result<Answer, NodeError>) -> dht::BatchAnswer {
     match answer {
         Ok(a) => dht::BatchAnswer {
             result: Some((&a).into()),
@@ -156,7 +156,7 @@ fn answer_to_wire(answer: Result<Answer, NodeError>) -> dht::BatchAnswer {
 }
 
 /// The answer one `Batch` answer gives for `query`.
-fn answer_from_wire(a: dht::BatchAnswer, query: &Query) -> Result<Answer, NodeError> {
+pub(super) fn answer_from_wire(a: dht::BatchAnswer, query: &Query) -> Result<Answer, NodeError> {
     match tonic::Code::from_i32(a.code) {
         tonic::Code::Ok => {
             let route = RouteTaken {

@@ -2,16 +2,38 @@
 //! a predecessor hands part of its arc to a joiner, and a leaving node hands its
 //! whole arc to its predecessor. The receiver acknowledges only once the entries
 //! are stored and its view changed, so the sender knows when it may drop them.
+//!
+//! # What a sender may make the receiver hold
+//!
+//! The stream comes from another machine, so the receiver bounds what it costs:
+//!
+//! - Each message is at most `Limits::max_message_bytes` (the transport refuses
+//!   bigger ones unread).
+//! - The header is checked before any entry is read: a join hand-off goes only
+//!   to a joining node, a leave hand-off only from the receiver's `next`, a
+//!   merge only to a serving node, and never from the receiver itself. An offer
+//!   the receiver would refuse at the end is refused at once.
+//! - A joiner stores its arc as it arrives (it serves nothing yet), so it holds
+//!   one message at a time. A leave or merge changes a serving node's arc and is
+//!   taken in one step at the end, so its entries are held in memory until the
+//!   last message: at most `NodeConfig::max_peer_stream_bytes` of them
+//!   (`--max-peer-stream-mb`, counted as on the wire). A stream over that is
+//!   refused with `RESOURCE_EXHAUSTED` and nothing is taken; holding entries on
+//!   disk instead would let a refused or cut-short stream change the store.
+//! - Each next message must come within the request timeout
+//!   (`--request-timeout-ms`, as the sender allows itself per message); a
+//!   stalled stream is dropped with `DEADLINE_EXCEEDED`, nothing taken over.
 
 use super::Node;
-use super::entries::{batches, entry_from_wire};
+use super::entries::{batches, entry_from_wire, wire_size};
 use super::error::NodeError;
-use super::view::NodeState;
+use super::view::{NodeState, View};
 use crate::metrics::HandOff;
 use crate::proto::dht;
 use crate::ring::Member;
 use crate::store::Entry;
 use std::time::Duration;
+use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 /// What the first message of a hand-off says.
@@ -108,21 +130,25 @@ impl Node {
 
     /// The receiving side of a hand-off. A joining node takes the arc its
     /// predecessor offers; a serving node takes the whole arc of its next
-    /// neighbour, which is leaving.
+    /// neighbour, which is leaving, or merges entries of its own arc. What the
+    /// sender may make it hold is bounded as the module docs say.
     pub(super) async fn accept_handoff(
         &self,
-        mut chunks: tonic::Streaming<dht::HandOffChunk>,
+        mut chunks: impl Stream<Item = Result<dht::HandOffChunk, Status>> + Unpin,
     ) -> Result<dht::HandOffAck, Status> {
-        let first = chunks
-            .message()
+        let idle = self.config.timeouts.request;
+        let first = next_chunk(&mut chunks, idle)
             .await?
             .ok_or_else(|| Status::invalid_argument("empty hand-off stream"))?;
         let header = header(&first)?;
+        if let Some(refusal) = refusal(&self.view(), &header) {
+            return Err(refusal);
+        }
         // A joiner stores its arc as it arrives (it serves nothing yet), so
         // neither side holds a whole arc in memory; other hand-offs change a
         // serving node's arc, and are taken in one step at the end.
         let joining = header.prev.is_some() && !header.merge;
-        let mut entries = Vec::new();
+        let mut held = Held::new(self.config.max_peer_stream_bytes);
         let mut count = 0u64;
         let mut batch = first.entries;
         let mut complete = first.last;
@@ -135,9 +161,9 @@ impl Node {
             if joining {
                 self.store_while_joining(checked)?;
             } else {
-                entries.extend(checked);
+                held.take(checked)?;
             }
-            match chunks.message().await? {
+            match next_chunk(&mut chunks, idle).await? {
                 Some(chunk) => {
                     complete = chunk.last;
                     batch = chunk.entries;
@@ -166,6 +192,7 @@ impl Node {
             (false, Some(_)) => HandOff::Join,
             (false, None) => HandOff::Leave,
         };
+        let entries = held.entries;
         match header.prev {
             _ if header.merge => self.take_merged_entries(&header.from, entries)?,
             Some(_) => self.take_joined_arc(header, entries).await?,
@@ -242,16 +269,14 @@ impl Node {
     ) -> Result<(), Status> {
         let _membership = self.membership.lock().await;
         self.update_view(|view| {
-            if view.state != NodeState::Serving || view.next.id != leaver.id {
-                return Err(Status::failed_precondition(format!(
-                    "{} is not my next neighbour (mine is {}); hand your arc to your current previous neighbour",
-                    leaver.addr, view.next.addr
-                )));
+            if let Some(refusal) = leave_refusal(view, &leaver) {
+                return Err(refusal);
             }
             self.store
                 .insert_all(entries)
                 .map_err(|e| Status::internal(e.to_string()))?;
-            view.backups.retain(|m| m.id != leaver.id && m.id != next.id);
+            view.backups
+                .retain(|m| m.id != leaver.id && m.id != next.id);
             view.next = if next.id == view.me.id {
                 view.me.clone()
             } else {
@@ -292,7 +317,90 @@ impl Node {
     }
 }
 
-fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
+/// The entries a serving receiver holds until the hand-off's last message,
+/// within its byte budget.
+#[derive(Debug)]
+struct Held {
+    entries: Vec<Entry>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Held {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Holds `entries` too, or refuses the stream if they would take it over
+    /// the budget.
+    fn take(&mut self, entries: Vec<Entry>) -> Result<(), Status> {
+        self.bytes = entries
+            .iter()
+            .map(wire_size)
+            .fold(self.bytes, usize::saturating_add);
+        if self.bytes > self.max_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "the hand-off carries more than {} bytes of entries, the most this node holds from one stream (--max-peer-stream-mb); nothing was taken over",
+                self.max_bytes
+            )));
+        }
+        self.entries.extend(entries);
+        Ok(())
+    }
+}
+
+/// The next message of a hand-off, if it comes within `idle`.
+async fn next_chunk(
+    chunks: &mut (impl Stream<Item = Result<dht::HandOffChunk, Status>> + Unpin),
+    idle: Duration,
+) -> Result<Option<dht::HandOffChunk>, Status> {
+    match tokio::time::timeout(idle, chunks.next()).await {
+        Ok(next) => next.transpose(),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "the hand-off's next message did not come within {} ms (--request-timeout-ms); nothing was taken over",
+            idle.as_millis()
+        ))),
+    }
+}
+
+/// Why a node with `view` would refuse the hand-off `header` offers, if it
+/// would: checked before any entry is read, and again (by the step that takes
+/// the entries) at the end.
+fn refusal(view: &View, header: &HandOffHeader) -> Option<Status> {
+    if header.from.id == view.me.id {
+        return Some(Status::invalid_argument(
+            "the hand-off names this node as its sender; a node hands nothing to itself",
+        ));
+    }
+    match (header.merge, &header.prev) {
+        (false, Some(_)) if view.state != NodeState::Joining => Some(Status::failed_precondition(
+            "this node is already part of the ring",
+        )),
+        (false, None) => leave_refusal(view, &header.from),
+        (true, _) if view.state != NodeState::Serving => {
+            Some(Status::failed_precondition("this node is not serving"))
+        }
+        _ => None,
+    }
+}
+
+/// Why a node with `view` would refuse the arc of `leaver`, if it would: only
+/// its serving next neighbour, another node, hands it an arc.
+fn leave_refusal(view: &View, leaver: &Member) -> Option<Status> {
+    if view.state != NodeState::Serving || view.next.id != leaver.id || leaver.id == view.me.id {
+        return Some(Status::failed_precondition(format!(
+            "{} is not my next neighbour (mine is {}); hand your arc to your current previous neighbour",
+            leaver.addr, view.next.addr
+        )));
+    }
+    None
+}
+
+pub(super) fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
     let neighbors = first.neighbors.as_ref().ok_or_else(|| {
         Status::invalid_argument("the first hand-off message names no neighbours")
     })?;

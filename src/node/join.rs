@@ -162,11 +162,15 @@ pub async fn start(
     let grpc = super::grpc_routes(node.clone(), health_service).into_axum_router();
     let router = crate::gateway::app(grpc, node.clone());
     let (stop, stopped) = watch::channel(false);
+    let serving = crate::server::Serving {
+        limits: node.config().serving,
+        required: node.config().security.clone(),
+        tls: node.config().tls.clone(),
+    };
     let server = tokio::spawn(crate::server::serve(
         listener,
         router,
-        node.config().security.clone(),
-        node.config().tls.clone(),
+        serving,
         wait_for(stopped.clone()),
     ));
     let closing = node.clone();

@@ -235,7 +235,7 @@ impl Node {
 /// `more` to come) answers `ask`: live keys with its prefix, no more than
 /// asked for, in strictly increasing (position, key) order after where it
 /// starts, within what the reply covers, and progress if `more` is set.
-fn check_reply(
+pub(super) fn check_reply(
     ask: &dht::ListRangeRequest,
     got: &[Entry],
     covered_end: u64,

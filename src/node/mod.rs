@@ -12,7 +12,7 @@
 //! replica writes); `migration` (a join's hand-off while the arc stays served);
 //! `routes` (the routing table's upkeep); `health` (what `grpc.health.v1` says);
 //! `batch` (several queries, one call per owner); `watching` (a key's changes,
-//! following its owner).
+//! following its owner); `fuzz` (tests only: hostile peer input, proptest).
 //!
 //! # Concurrency
 //!
@@ -29,6 +29,8 @@ mod batch;
 mod catch_up;
 mod entries;
 mod error;
+#[cfg(test)]
+pub(crate) mod fuzz;
 mod handoff;
 mod health;
 mod join;
@@ -127,6 +129,18 @@ pub struct NodeConfig {
     pub security: crate::security::Required,
     /// TLS on the node's port and on its calls (none by default).
     pub tls: crate::security::Tls,
+    /// The most a peer may make this node hold in memory from one stream
+    /// before it is applied (a leave or merge hand-off, a `ReadRange`
+    /// answer), in bytes as on the wire (key, value and 48 bytes an entry).
+    /// A stream over it is refused and changes nothing.
+    pub max_peer_stream_bytes: usize,
+    /// How the node's port limits what clients and peers may hold.
+    pub serving: crate::server::ServeLimits,
+}
+
+impl NodeConfig {
+    /// Default [`NodeConfig::max_peer_stream_bytes`]: 256 MiB.
+    pub const DEFAULT_MAX_PEER_STREAM_BYTES: usize = 256 << 20;
 }
 
 impl Default for NodeConfig {
@@ -144,6 +158,8 @@ impl Default for NodeConfig {
             watch: WatchSettings::default(),
             security: crate::security::Required::default(),
             tls: crate::security::Tls::default(),
+            max_peer_stream_bytes: Self::DEFAULT_MAX_PEER_STREAM_BYTES,
+            serving: crate::server::ServeLimits::default(),
         }
     }
 }

@@ -319,7 +319,7 @@ impl Query {
             key: self.position.0,
             value,
             raw_key: self.key.clone(),
-            hops: self.hops + 1,
+            hops: self.hops.saturating_add(1),
             if_match,
             if_absent,
             ttl_ms: self.ttl.map(|t| t.as_millis() as u64),

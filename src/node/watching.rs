@@ -213,7 +213,7 @@ pub fn event(e: &Entry) -> dht::WatchEvent {
 }
 
 /// The change a peer's event describes.
-fn entry_of(ev: dht::WatchEvent) -> Option<Entry> {
+pub(super) fn entry_of(ev: dht::WatchEvent) -> Option<Entry> {
     let now = now_micros();
     Some(Entry {
         position: key_position(&ev.key),

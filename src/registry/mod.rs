@@ -208,7 +208,12 @@ pub async fn serve(
             "/healthz",
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
         );
-    crate::server::serve(listener, router, config.security, config.tls, shutdown).await
+    let serving = crate::server::Serving {
+        required: config.security,
+        tls: config.tls,
+        ..crate::server::Serving::default()
+    };
+    crate::server::serve(listener, router, serving, shutdown).await
 }
 
 #[cfg(test)]
@@ -220,5 +225,67 @@ mod tests {
         assert!(!super::has_run_before(&dir).unwrap(), "a first start");
         assert!(super::has_run_before(&dir).unwrap(), "a restart");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Hostile registry messages, fuzzed like the node's (`node::fuzz`): any
+/// `RegisterNode`, `Heartbeat` or `Deregister` decoded from arbitrary bytes is
+/// taken or refused as the service does, and the table stays one address per
+/// ID, each a URL.
+#[cfg(test)]
+mod fuzz {
+    use super::{Membership, check_addr, pb};
+    use crate::ring::{IdRule, Member, Position};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use prost::Message;
+    use std::time::{Duration, Instant};
+
+    proptest! {
+        #![proptest_config(crate::node::fuzz::config())]
+
+        #[test]
+        fn any_registry_messages_keep_the_table_sound(
+            messages in vec((0..3u8, vec(any::<u8>(), 0..40)), 0..12),
+            addrs in vec("(http://)?[a-z0-9.:]{0,12}", 1..4),
+        ) {
+            let now = Instant::now();
+            let liveness = super::Liveness {
+                ttl: Duration::from_secs(60),
+                relearn: Duration::ZERO,
+            };
+            let mut table = Membership::new(IdRule::new("s", 4), liveness, now);
+            for (i, (kind, bytes)) in messages.into_iter().enumerate() {
+                // Half from arbitrary bytes, half near-valid.
+                let addr = addrs[i % addrs.len()].clone();
+                match kind {
+                    0 => {
+                        let m = pb::ConnectionAddr::decode(bytes.as_slice())
+                            .unwrap_or(pb::ConnectionAddr { addr, id: None });
+                        let Ok(()) = check_addr(&m.addr) else { continue };
+                        let r = table.register(&m.addr, m.id.map(Position), now).unwrap();
+                        let members = table.members(now);
+                        let holder = members.iter().find(|x| x.id == r.id);
+                        prop_assert!(holder.is_some(), "{:?} not recorded", r);
+                        prop_assert!(r.contact.as_ref().is_none_or(|c| c.addr != m.addr));
+                    }
+                    1 => {
+                        let id = bytes.len() as u64;
+                        let n = pb::Node::decode(bytes.as_slice()).unwrap_or(pb::Node { id, addr });
+                        if check_addr(&n.addr).is_ok() {
+                            table.heartbeat(&Member::from(n), now);
+                        }
+                    }
+                    _ => {
+                        let n = pb::Node::decode(bytes.as_slice())
+                            .unwrap_or(pb::Node { id: 0, addr });
+                        table.deregister(&Member::from(n));
+                    }
+                }
+                let members = table.members(now);
+                prop_assert!(members.windows(2).all(|w| w[0].id < w[1].id));
+                prop_assert!(members.iter().all(|m| check_addr(&m.addr).is_ok()));
+            }
+        }
     }
 }
