@@ -340,7 +340,7 @@ fn key_value(
     params(KeyParam, GetOptions, RequestIdHeader),
     responses(
         (status = 200, description = "The value (JSON; or its bytes alone with `?raw=true`; or, with `?watch=true`, its changes as Server-Sent Events).", body = KeyValue,
-            content((KeyValue = "application/json"), (Vec<u8> = "application/octet-stream")),
+            content((KeyValue = "application/json"), (Vec<u8> = "application/octet-stream"), (super::watch::WatchEvent = "text/event-stream")),
             headers(
                 ("x-crusty-hops" = u32, description = "How many times the request was forwarded after it entered the ring."),
                 ("x-crusty-owner" = String, description = "The address of the node that answered from its store."),

@@ -79,7 +79,8 @@ pub struct KeyList {
     tag = "keys",
     params(ListOptions),
     responses(
-        (status = 200, description = "A page of keys, and the cursor of the next page. Asked of each key's owner: any node answers. Keys written or deleted between pages may or may not show; in a stable ring no key is missed or repeated across pages.", body = KeyList),
+        (status = 200, description = "A page of keys, and the cursor of the next page. Asked of each key's owner: any node answers. Keys written or deleted between pages may or may not show; in a stable ring no key is missed or repeated across pages. With `?watch=true`, the changes of the keys under `prefix` as Server-Sent Events instead.", body = KeyList,
+            content((KeyList = "application/json"), (super::watch::WatchEvent = "text/event-stream"))),
         (status = 400, description = "Bad limit, cursor or query string.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "An owner could not be reached.", body = Problem, content_type = "application/problem+json"),
     )

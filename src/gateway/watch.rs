@@ -37,6 +37,20 @@ pub struct Change {
     pub ttl_ms: Option<u64>,
 }
 
+/// One Server-Sent Event of a watch, as the OpenAPI document describes the
+/// `text/event-stream` answer (the fields of each event, not a JSON body).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct WatchEvent {
+    /// `put` or `delete`.
+    event: String,
+    /// The change's version: send it back as `Last-Event-ID` (or `?since=`)
+    /// to resume after it.
+    id: String,
+    /// The change, as JSON (see the `Change` schema).
+    data: String,
+}
+
 /// The version a watch resumes after: `Last-Event-ID`, else `since`.
 pub fn resume_from(
     last_event: Option<&str>,
