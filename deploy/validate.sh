@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files: Dockerfile (hadolint), docker-compose.yml
-# (yamllint, the Compose spec schema), deploy/k8s (yamllint, Kubernetes schemas
-# 1.27 and 1.37, strict), deploy/prometheus (promtool), shell scripts (shellcheck).
+# and deploy/compose.secure.yml (yamllint, the Compose spec schema), deploy/k8s and
+# the patches of the overlays deploy/k8s-secure and deploy/k8s-secure-tls (yamllint,
+# Kubernetes schemas 1.27 and 1.37, strict; where kubectl is installed, each overlay
+# rendered by `kubectl kustomize` too), deploy/prometheus (promtool), shell scripts
+# (shellcheck).
 # Then a self-test: each validator must reject a deliberately broken copy.
 #
 # Installs what is missing, once, under $CRUSTYRING_TOOLS (default
@@ -68,6 +71,13 @@ k8s_manifests=()
 for f in deploy/k8s/*.yaml; do
   [[ $(basename "$f") == kustomization.yaml ]] || k8s_manifests+=("$f")
 done
+# The overlays' patches restate what a StatefulSet requires, so each validates on
+# its own like the base's files.
+k8s_overlays=(deploy/k8s-secure deploy/k8s-secure-tls)
+overlay_patches=()
+for f in deploy/k8s-secure/*.yaml deploy/k8s-secure-tls/*.yaml; do
+  [[ $(basename "$f") == kustomization.yaml ]] || overlay_patches+=("$f")
+done
 
 # Each check, on the given files; a check that fails prints why.
 check_shell() { shellcheck "$@"; }
@@ -81,6 +91,24 @@ check_k8s() {
   done
 }
 check_prometheus() { "$promtool" check config "$@"; }
+# The overlay DIR rendered (kubectl kustomize) and validated, in a copy of
+# deploy/ holding placeholder secret files where the user's real ones go; the
+# copy's overlay is DIR's, so that a broken copy can be checked too.
+check_overlay() { # DIR [OVERLAY-NAME]
+  local dir=$1 name=${2:-$(basename "$1")} copy f
+  copy=$(mktemp -d)
+  cp -r deploy/k8s deploy/k8s-secure deploy/k8s-secure-tls "$copy"/
+  rm -rf "${copy:?}/$name"
+  cp -r "$dir" "$copy/$name"
+  for f in k8s-secure/cluster.secret k8s-secure/client.token \
+    k8s-secure-tls/tls.crt k8s-secure-tls/tls.key k8s-secure-tls/ca.crt; do
+    echo "placeholder-not-a-secret" >"$copy/$f"
+  done
+  local rc=0
+  kubectl kustomize "$copy/$name" >"$copy/rendered.yaml" && check_k8s "$copy/rendered.yaml" || rc=1
+  rm -rf "$copy"
+  return "$rc"
+}
 
 echo "== shellcheck"
 check_shell deploy/validate.sh deploy/healthcheck.sh
@@ -89,9 +117,19 @@ check_dockerfile Dockerfile
 echo "== yamllint"
 check_yaml docker-compose.yml deploy/
 echo "== docker-compose.yml against the Compose spec"
-check_compose docker-compose.yml
+check_compose docker-compose.yml deploy/compose.secure.yml
 echo "== deploy/k8s against Kubernetes ${k8s_versions[*]} (strict)"
 check_k8s "${k8s_manifests[@]}"
+echo "== overlay patches against Kubernetes ${k8s_versions[*]} (strict)"
+check_k8s "${overlay_patches[@]}"
+if command -v kubectl >/dev/null 2>&1; then
+  for overlay in "${k8s_overlays[@]}"; do
+    echo "== $overlay rendered (kubectl kustomize) against Kubernetes ${k8s_versions[*]}"
+    check_overlay "$overlay"
+  done
+else
+  echo "== kubectl not found: overlays checked as patches only, not rendered"
+fi
 echo "== promtool check config"
 check_prometheus deploy/prometheus/prometheus.yml
 
@@ -122,6 +160,17 @@ sed 's|readinessProbe:|readinesProbe:|' deploy/k8s/nodes.yaml >"$broken/nodes.ya
 must_fail "misspelt readinessProbe (Kubernetes schema)" check_k8s "$broken/nodes.yaml"
 sed 's|containerPort: 50001|containerPort: "50001"|' deploy/k8s/nodes.yaml >"$broken/port.yaml"
 must_fail "containerPort as a string (Kubernetes schema)" check_k8s "$broken/port.yaml"
+sed 's|readOnly: true|readOnly: "true"|' deploy/k8s-secure/nodes.yaml >"$broken/secure-nodes.yaml"
+must_fail "readOnly as a string in an overlay patch (Kubernetes schema)" check_k8s "$broken/secure-nodes.yaml"
+sed 's|scheme: HTTPS|schema: HTTPS|' deploy/k8s-secure-tls/registry.yaml >"$broken/tls-registry.yaml"
+must_fail "misspelt scheme in an overlay patch (Kubernetes schema)" check_k8s "$broken/tls-registry.yaml"
+if command -v kubectl >/dev/null 2>&1; then
+  mkdir "$broken/k8s-secure"
+  cp deploy/k8s-secure/* "$broken/k8s-secure/"
+  sed -i 's|^  name: crustyring$|  name: crustyring-nodes|' "$broken/k8s-secure/nodes.yaml"
+  must_fail "overlay patching a StatefulSet the base lacks (kubectl kustomize)" \
+    check_overlay "$broken/k8s-secure" k8s-secure
+fi
 sed 's|metrics_path: /metrics|metric_path: /metrics|' deploy/prometheus/prometheus.yml >"$broken/prometheus.yml"
 must_fail "unknown field metric_path (promtool)" check_prometheus "$broken/prometheus.yml"
 echo "deploy/validate.sh: all checks passed"
