@@ -223,7 +223,7 @@ async fn register(
                 id: held.map(|id| id.0),
             })
             .await
-            .map_err(|s| s.message().to_string())
+            .map_err(|s| Failed::from_status(&s, s.message().to_string()))
     })
     .await
     .map_err(failed)?
@@ -249,7 +249,10 @@ async fn choose_by_walk(
             &crate::security::Credentials::member(&config.security, &config.tls),
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| match &e {
+            crate::client::ClientError::Status(s) => Failed::from_status(s, e.to_string()),
+            _ => Failed::Transient(e.to_string()),
+        })
     })
     .await
     .map_err(|reason| JoinError::RingWalk {
@@ -264,9 +267,34 @@ async fn choose_by_walk(
     Ok((Member::new(id, addr), Some(first)))
 }
 
+/// Why an attempt to reach the ring failed, and whether trying again can help.
+enum Failed {
+    /// Not up yet, unreachable, busy: worth another try.
+    Transient(String),
+    /// Refused for want of credentials: the same again would be refused too.
+    Refused(String),
+}
+
+impl From<String> for Failed {
+    fn from(reason: String) -> Self {
+        Failed::Transient(reason)
+    }
+}
+
+impl Failed {
+    /// A peer's or the registry's answer `status`, described by `reason`.
+    fn from_status(status: &tonic::Status, reason: String) -> Self {
+        match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Failed::Refused(reason),
+            _ => Failed::Transient(reason),
+        }
+    }
+}
+
 /// Runs `attempt` (each try bounded by `limit`) until it succeeds, backing off
 /// from the join retry delay, doubling up to a second, for at most the join
-/// timeout. The last failure's reason if it never does.
+/// timeout. The last failure's reason if it never does; a refusal (missing or
+/// wrong credentials) at once, since trying again cannot change it.
 async fn with_retries<T, F, Fut>(
     config: &NodeConfig,
     limit: Duration,
@@ -274,14 +302,15 @@ async fn with_retries<T, F, Fut>(
 ) -> Result<T, String>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = Result<T, Failed>>,
 {
     let deadline = tokio::time::Instant::now() + config.join.timeout;
     let mut delay = config.join.retry_delay;
     loop {
         let reason = match tokio::time::timeout(limit, attempt()).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(reason)) => reason,
+            Ok(Err(Failed::Refused(reason))) => return Err(reason),
+            Ok(Err(Failed::Transient(reason))) => reason,
             Err(_) => "no answer in time".to_string(),
         };
         if tokio::time::Instant::now() >= deadline {
