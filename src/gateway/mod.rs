@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use std::sync::Arc;
 use tower_http::cors::{AllowHeaders, Any, CorsLayer};
-use tower_http::timeout::RequestBodyDeadlineLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -89,7 +88,6 @@ pub fn app(grpc: Router, node: Arc<Node>) -> Router {
 /// The gateway's routes for `node`.
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config().limits.max_value_bytes;
-    let body_timeout = node.config().serving.body_timeout;
     let api = Router::new()
         .route("/keys/", any(keys::empty_key))
         .route(
@@ -128,9 +126,8 @@ pub fn router(node: Arc<Node>) -> Router {
             get(ring::get_owner).fallback(|| async { method_not_allowed("GET,HEAD") }),
         )
         .layer(DefaultBodyLimit::max(body_limit))
-        // A body that has not arrived in time fails to read (408, see
-        // `problem::BodyRejected`) and frees the handler.
-        .layer(RequestBodyDeadlineLayer::new(body_timeout))
+        // A body that has not arrived in time (`server::with_body_deadline`)
+        // fails to read: 408, see `problem::BodyRejected`.
         .with_state(node)
         .layer(
             CorsLayer::new()
