@@ -648,17 +648,45 @@ async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {
     println!("In a browser: {first}/  (the ring and a key form)");
     println!("API docs:     {first}/swagger-ui/  (OpenAPI at {first}/openapi.json)");
     println!();
+    // The examples carry what this cluster requires: the CA for TLS, and the
+    // client token (named, never printed).
+    let security = &c.node.security;
+    let ca = security
+        .tls
+        .tls_ca
+        .as_ref()
+        .map(|p| p.display().to_string());
+    let token = security.client_token.is_some() || security.client_token_file.is_some();
+    let mut curl = String::new();
+    let mut cli_flags = String::new();
+    let mut grpcurl = "-plaintext".to_string();
+    if let Some(ca) = &ca {
+        curl.push_str(&format!(" --cacert {ca}"));
+        cli_flags.push_str(&format!(" --tls-ca {ca}"));
+        grpcurl = format!("-cacert {ca}");
+    }
+    if token {
+        curl.push_str(" -H \"Authorization: Bearer $CRUSTY_CLIENT_TOKEN\"");
+        grpcurl.push_str(" -H \"authorization: Bearer $CRUSTY_CLIENT_TOKEN\"");
+    }
     println!("Try:");
-    println!("  curl -X PUT {first}/keys/1 -d Ru1nnAfPu3Ya4v");
-    println!("  curl {first}/keys/1");
-    println!("  curl -X DELETE {first}/keys/1");
-    println!("  curl {first}/ring");
-    println!("  cargo run --release -- put 1 Ru1nnAfPu3Ya4v --node {first}");
-    println!("  cargo run --release -- get 1 --node {first}");
-    println!("  cargo run --release -- ring --node {first}");
+    if token {
+        println!(
+            "  export CRUSTY_CLIENT_TOKEN=...   # the client token this cluster requires (the CLI reads it too)"
+        );
+    }
+    println!("  curl{curl} -X PUT {first}/keys/1 -d Ru1nnAfPu3Ya4v");
+    println!("  curl{curl} {first}/keys/1");
+    println!("  curl{curl} -X DELETE {first}/keys/1");
+    println!("  curl{curl} {first}/ring");
+    println!("  cargo run --release -- put 1 Ru1nnAfPu3Ya4v --node {first}{cli_flags}");
+    println!("  cargo run --release -- get 1 --node {first}{cli_flags}");
+    println!("  cargo run --release -- ring --node {first}{cli_flags}");
+    let host = first
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
     println!(
-        "  grpcurl -plaintext -d '{{\"ty\":\"Get\",\"key\":\"MQ==\"}}' {} dht.DhtNode/QueryDht",
-        first.trim_start_matches("http://")
+        "  grpcurl {grpcurl} -d '{{\"ty\":\"Get\",\"key\":\"MQ==\"}}' {host} dht.DhtNode/QueryDht"
     );
     println!();
     println!("Ctrl-C stops the cluster.");

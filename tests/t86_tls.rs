@@ -297,3 +297,67 @@ fn processes_over_tls_repair_the_ring_after_a_sigkill() {
     let (ok, out, err) = cli(&["get", "k"]);
     assert!(ok && out == "v", "{out} {err}");
 }
+
+#[test]
+fn the_local_cluster_prints_examples_that_carry_its_ca_and_token() {
+    let pki = Pki::new("t86-cluster");
+    let token_file = pki.path("client.token");
+    std::fs::write(&token_file, "client-token-for-t86\n").unwrap();
+    let (cert, key, ca) = (
+        pki.path("node.pem"),
+        pki.path("node.key"),
+        pki.path("ca.pem"),
+    );
+    let args = [
+        "cluster",
+        "--port",
+        "0",
+        "--nodes",
+        "1",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-ca",
+        &ca,
+        "--client-token-file",
+        &token_file,
+    ];
+    let mut cluster = common::Proc::start(env!("CARGO_BIN_EXE_crustyring"), &args, "registry");
+    let printed = cluster.read_until("Ctrl-C stops the cluster").join("\n");
+    let node = printed
+        .lines()
+        .filter(|l| l.trim_start().starts_with("node"))
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("https://")))
+        .expect("the node's https address")
+        .to_string();
+    assert!(
+        printed.contains(&format!(
+            "curl --cacert {ca} -H \"Authorization: Bearer $CRUSTY_CLIENT_TOKEN\" {node}/keys/1"
+        )),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("get 1 --node {node} --tls-ca {ca}")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("grpcurl -cacert {ca} -H")),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("client-token-for-t86"),
+        "the token is never printed"
+    );
+    // The printed CLI example works as printed, with the token exported.
+    let put = std::process::Command::new(env!("CARGO_BIN_EXE_crustyring"))
+        .args(["put", "1", "v", "--node", &node, "--tls-ca", &ca])
+        .env("CRUSTY_CLIENT_TOKEN", "client-token-for-t86")
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+}
