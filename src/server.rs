@@ -242,6 +242,15 @@ async fn serve_connection<S>(
     }
 }
 
+/// Whether a request with `headers` is a gRPC call (its content type is
+/// `application/grpc`, `application/grpc+proto`, ...): gRPC and REST share the
+/// port, and a few things (refusals, body deadlines, the fallback) differ.
+pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// `request` with its body bounded to arrive within `timeout` (reading it
 /// later fails, which the gateway answers with 408), if it is a REST request
 /// that has a body. gRPC streams (a hand-off lasts as long as its arc takes to
@@ -251,11 +260,7 @@ async fn serve_connection<S>(
 /// (`bench/instructions.sh`).
 fn with_body_deadline(request: Request<Incoming>, timeout: Duration) -> Request<axum::body::Body> {
     use hyper::body::Body as _;
-    let grpc = request
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if grpc || request.body().size_hint().exact() == Some(0) {
+    if is_grpc(request.headers()) || request.body().size_hint().exact() == Some(0) {
         return request.map(axum::body::Body::new);
     }
     request.map(|body| axum::body::Body::new(tower_http::timeout::DeadlineBody::new(timeout, body)))

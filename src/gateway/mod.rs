@@ -175,12 +175,7 @@ fn method_not_allowed(allowed: &'static str) -> Response {
 /// What answers a request no route matched: gRPC `UNIMPLEMENTED` for gRPC
 /// requests, a problem+json 404 for everything else.
 pub async fn fallback(request: Request<axum::body::Body>) -> Response {
-    let grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if grpc {
+    if crate::server::is_grpc(request.headers()) {
         let mut response =
             tonic::Status::unimplemented(format!("no such gRPC method: {}", request.uri().path()))
                 .into_http::<axum::body::Body>();

@@ -40,7 +40,7 @@ async fn admit(State(required): State<Arc<Required>>, request: Request, next: Ne
     };
     match required.admit(access(request.uri().path()), presented) {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refuse(refusal, is_grpc(headers)),
+        Err(refusal) => refuse(refusal, crate::server::is_grpc(headers)),
     }
 }
 
@@ -50,12 +50,6 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, token) = value.split_at_checked(7)?;
     scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 fn refuse(refusal: Refusal, grpc: bool) -> Response {
