@@ -165,17 +165,21 @@ async fn server_sent_events_carry_each_change_with_its_version_as_id() {
         .unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
-    let writer = {
-        let node = node.clone();
-        tokio::spawn(async move {
-            http("PUT", &format!("{node}/keys/sse"), b"second")
-                .await
-                .status
-        })
-    };
     let mut text = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    // The second write goes in once the stream has shown the first: the watch
+    // starts from the key's state when its stream is first read, so a write
+    // made before that would show as that state rather than as a change.
+    let mut writer = None;
     while text.matches("event: put").count() < 2 {
+        if writer.is_none() && text.contains("event: put") {
+            let node = node.clone();
+            writer = Some(tokio::spawn(async move {
+                http("PUT", &format!("{node}/keys/sse"), b"second")
+                    .await
+                    .status
+            }));
+        }
         let frame = tokio::time::timeout_at(deadline, body.frame())
             .await
             .expect("two events within 15 s")
@@ -185,7 +189,10 @@ async fn server_sent_events_carry_each_change_with_its_version_as_id() {
             text.push_str(&String::from_utf8_lossy(&data));
         }
     }
-    assert_eq!(writer.await.unwrap(), 200);
+    assert_eq!(
+        writer.expect("the second write went in").await.unwrap(),
+        200
+    );
     assert!(
         text.contains("\"value\":\"first\"") && text.contains("\"value\":\"second\""),
         "{text}"
