@@ -153,6 +153,7 @@ impl NodeArgs {
             },
             security: self.security.required()?,
             tls: self.security.tls.tls()?,
+            network: crate::transport::Network::default(),
         })
     }
 }

@@ -22,7 +22,12 @@
 //! - [`metrics`]: what nodes and registries count, for Prometheus (`GET /metrics`).
 //! - [`request_id`]: request IDs (`x-request-id`) carried across forwards and
 //!   replica writes, and the per-request log line.
+//! - [`clock`]: the wall clock (versions, expiries), which a simulation may
+//!   replace with its virtual one.
 //! - [`server`]: serving a router on a listener until shutdown; reflection.
+//! - [`transport`]: the network seam: listening and dialling over TCP, or over
+//!   a simulated network (the deterministic simulation runs the shipped code
+//!   on one).
 //! - [`security`]: who may call what (open, client, peer), the gate that
 //!   enforces it on every server, and the credentials every client sends.
 //! - [`proto`]: generated gRPC code and wire/domain conversions.
@@ -34,6 +39,7 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod gateway;
 pub mod metrics;
@@ -46,3 +52,4 @@ pub mod routing;
 pub mod security;
 pub mod server;
 pub mod store;
+pub mod transport;

@@ -24,6 +24,7 @@
 //! sets none of these (hyper's header timeout needs a timer it does not give).
 
 use crate::security::{Required, Tls, gate};
+use crate::transport::Listener;
 use axum::http::Request;
 use hyper::body::Incoming;
 use hyper::service::Service as _;
@@ -35,7 +36,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -96,12 +96,10 @@ pub struct Serving {
 /// as `serving` says until `shutdown` resolves; in-flight requests finish
 /// first. Every request first passes the gate for `serving.required`.
 ///
-/// Every accepted connection gets `TCP_NODELAY`: an HTTP/2 answer goes out as
-/// several small frames (a gRPC reply: headers, data, trailers), and with
-/// Nagle's algorithm a small frame written after another waits for the peer's
-/// delayed acknowledgement, up to 40 ms.
-pub async fn serve(
-    listener: TcpListener,
+/// `listener` is a TCP listener in production (whose connections get
+/// `TCP_NODELAY`), or a simulated network's.
+pub async fn serve<L: Listener>(
+    listener: L,
     router: axum::Router,
     serving: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -125,9 +123,6 @@ pub async fn serve(
         let Some((tcp, permit)) = accepted else {
             continue;
         };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
-        }
         let (router, closed) = (router.clone(), closed.clone());
         match acceptor.clone() {
             None => connections.spawn(serve_connection(tcp, router, limits, closed, permit)),
@@ -157,13 +152,13 @@ pub async fn serve(
 /// The next connection, once fewer than the limit are open; `None` after an
 /// accept error (retried by the caller; after a pause if the process is out of
 /// file descriptors or memory).
-async fn accept(
-    listener: &TcpListener,
+async fn accept<L: Listener>(
+    listener: &L,
     permits: &Arc<Semaphore>,
-) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+) -> Option<(L::Io, OwnedSemaphorePermit)> {
     let permit = permits.clone().acquire_owned().await.ok()?;
     match listener.accept().await {
-        Ok((tcp, _)) => Some((tcp, permit)),
+        Ok(tcp) => Some((tcp, permit)),
         Err(e) => {
             use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
             if !matches!(

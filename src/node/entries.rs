@@ -36,9 +36,7 @@ pub(super) fn entry_from_wire(e: dht::KeyValueEntry, limits: &Limits) -> Result<
             "an entry's raw key does not hash to its position (field 1, `key`)",
         ));
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
+    let now = crate::clock::now_micros();
     if e.version_micros > now.saturating_add(MAX_CLOCK_LEAD_MICROS) {
         return Err(Status::invalid_argument(format!(
             "an entry's version ({} µs since the epoch) is more than an hour ahead of this node's clock ({now}): check the nodes' clocks",

@@ -41,11 +41,11 @@ use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{ConnectionAddr, registry_client::RegistryClient};
 use crate::ring::{IdRule, Member, Position, predecessor};
 use crate::store::Store;
+use crate::transport::Listener;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::Status;
@@ -124,8 +124,8 @@ pub struct RunningNode {
 /// ring as `discovery` says, serves the listener, joins, and starts ring
 /// maintenance. Returns once the node serves its arc. The server and maintenance
 /// stop when `shutdown` resolves (call [`Node::leave`] first for a graceful leave).
-pub async fn start(
-    listener: TcpListener,
+pub async fn start<L: Listener>(
+    listener: L,
     host: &str,
     discovery: Discovery,
     config: NodeConfig,
@@ -133,7 +133,7 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningNode, JoinError> {
     let scheme = config.tls.scheme();
-    let addr = format!("{scheme}://{host}:{}", listener.local_addr()?.port());
+    let addr = format!("{scheme}://{host}:{}", listener.port()?);
     // A node restarted from its data keeps its ID, and says so.
     let saved = store.identity().map(|m| m.id);
     let (me, contact) = match &discovery {
@@ -216,7 +216,7 @@ async fn register(
     let endpoint = super::peers::endpoint(registry, config.timeouts, &credentials)
         .map_err(|e| failed(e.to_string()))?;
     let info = with_retries(config, config.timeouts.request, || async {
-        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        let channel = (config.network.connect(&endpoint).await).map_err(|e| e.to_string())?;
         RegistryClient::with_interceptor(channel, credentials.clone())
             .register_node(ConnectionAddr {
                 addr: addr.to_string(),

@@ -103,9 +103,7 @@ impl Node {
 
     /// Drops tombstones older than the grace period.
     fn purge_tombstones(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let now = crate::clock::now_micros();
         let grace = self.config.maintenance.tombstone_grace.as_micros() as u64;
         match self.store.purge_tombstones(now.saturating_sub(grace)) {
             Ok(0) => {}

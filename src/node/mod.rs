@@ -136,6 +136,9 @@ pub struct NodeConfig {
     pub max_peer_stream_bytes: usize,
     /// How the node's port limits what clients and peers may hold.
     pub serving: crate::server::ServeLimits,
+    /// How the node opens connections to peers and the registry: TCP, or a
+    /// simulated network.
+    pub network: crate::transport::Network,
 }
 
 impl NodeConfig {
@@ -160,6 +163,7 @@ impl Default for NodeConfig {
             tls: crate::security::Tls::default(),
             max_peer_stream_bytes: Self::DEFAULT_MAX_PEER_STREAM_BYTES,
             serving: crate::server::ServeLimits::default(),
+            network: crate::transport::Network::default(),
         }
     }
 }
@@ -246,6 +250,7 @@ impl Node {
         registry: Option<String>,
     ) -> Self {
         let timeouts = config.timeouts;
+        let network = config.network.clone();
         let credentials = crate::security::Credentials::member(&config.security, &config.tls);
         let recorder = Arc::new(migration::Recorder::default());
         let metrics = Arc::new(NodeMetrics::new(store.commit_seconds()));
@@ -254,6 +259,7 @@ impl Node {
                 config.timeouts,
                 config.limits.max_message_bytes(),
                 credentials.clone(),
+                config.network.clone(),
             ),
             pipes: pipeline::ReplicaPipes::new(
                 config.limits,
@@ -278,7 +284,7 @@ impl Node {
                 let endpoint = peers::endpoint(&addr, timeouts, &credentials);
                 endpoint
                     .ok()
-                    .map(|e| AuthChannel::new(e.connect_lazy(), credentials))
+                    .map(|e| AuthChannel::new(network.connect_lazy(&e), credentials))
             }),
         }
     }

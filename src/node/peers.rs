@@ -7,6 +7,7 @@ use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
 use crate::request_id::RequestId;
 use crate::ring::Member;
 use crate::security::{AuthChannel, Credentials};
+use crate::transport::Network;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -33,16 +34,24 @@ pub struct Peers {
     max_message_bytes: usize,
     /// Sent with every call: the cluster secret, and the client token.
     credentials: Credentials,
+    /// How connections are opened.
+    network: Network,
 }
 
 impl Peers {
-    /// An empty pool whose calls carry `credentials`.
-    pub fn new(timeouts: PeerTimeouts, max_message_bytes: usize, credentials: Credentials) -> Self {
+    /// An empty pool whose calls carry `credentials`, over `network`.
+    pub fn new(
+        timeouts: PeerTimeouts,
+        max_message_bytes: usize,
+        credentials: Credentials,
+        network: Network,
+    ) -> Self {
         Self {
             channels: Mutex::new(HashMap::new()),
             timeouts,
             max_message_bytes,
             credentials,
+            network,
         }
     }
 
@@ -56,7 +65,9 @@ impl Peers {
                 if channels.len() >= MAX_CHANNELS {
                     channels.clear();
                 }
-                let c = endpoint(addr, self.timeouts, &self.credentials)?.connect_lazy();
+                let c =
+                    self.network
+                        .connect_lazy(&endpoint(addr, self.timeouts, &self.credentials)?);
                 channels.insert(addr.to_string(), c.clone());
                 c
             }

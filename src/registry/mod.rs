@@ -14,7 +14,13 @@ use crate::ring::{IdRule, Member, Position};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+
+/// Now, as the runtime's clock says: real time in production, virtual time in
+/// a paused or simulated runtime (so that liveness deadlines follow it).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+use crate::transport::Listener;
 use tonic::{Request, Response, Status};
 
 /// The default salt mixed into node IDs.
@@ -31,14 +37,14 @@ impl RegistryService {
     /// A registry with no members, choosing IDs by `ids`.
     pub fn new(ids: IdRule, liveness: Liveness) -> Self {
         Self {
-            membership: Arc::new(Mutex::new(Membership::new(ids, liveness, Instant::now()))),
+            membership: Arc::new(Mutex::new(Membership::new(ids, liveness, now()))),
             metrics: Arc::default(),
         }
     }
 
     /// The registry's metrics in the OpenMetrics text format.
     pub fn metrics_text(&self) -> String {
-        let members = self.membership().members(Instant::now()).len();
+        let members = self.membership().members(now()).len();
         self.metrics.encode(members)
     }
 
@@ -81,7 +87,7 @@ impl Registry for RegistryService {
         let pb::ConnectionAddr { addr, id } = request.into_inner();
         let answer = check_addr(&addr).and_then(|()| {
             self.membership()
-                .register(&addr, id.map(Position), Instant::now())
+                .register(&addr, id.map(Position), now())
                 .map_err(|e| Status::unavailable(e.to_string()))
         });
         let registration = self.counted("RegisterNode", answer)?;
@@ -95,7 +101,7 @@ impl Registry for RegistryService {
     async fn get_connected_nodes(&self, _: Request<()>) -> Result<Response<pb::Nodes>, Status> {
         let nodes = self
             .membership()
-            .members(Instant::now())
+            .members(now())
             .iter()
             .map(Into::into)
             .collect();
@@ -106,7 +112,7 @@ impl Registry for RegistryService {
         let node = request.into_inner();
         let answer = check_addr(&node.addr).map(|()| {
             self.membership()
-                .heartbeat(&Member::new(Position(node.id), node.addr), Instant::now());
+                .heartbeat(&Member::new(Position(node.id), node.addr), now());
             Response::new(())
         });
         self.counted("Heartbeat", answer)
@@ -177,8 +183,8 @@ pub fn has_run_before(dir: &std::path::Path) -> std::io::Result<bool> {
 
 /// Serves a registry on `listener` (with health and reflection) until `shutdown`
 /// resolves.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Listener>(
+    listener: L,
     config: RegistryConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

@@ -12,7 +12,7 @@
 use super::{Entry, Version};
 use crate::ring::{Arc, Position};
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// The digest of one bucket: the wrapping sum of its entries' hashes, and how
@@ -132,7 +132,9 @@ pub struct Reconciled {
 
 /// Compares two copies of the same arc, entry by entry.
 pub fn reconcile(mine: Vec<Entry>, theirs: Vec<Entry>) -> Reconciled {
-    let mut mine: HashMap<(Position, Vec<u8>), Entry> = mine
+    // Ordered, so that what is given goes in the same order every time (a
+    // simulation replays exactly).
+    let mut mine: BTreeMap<(Position, Vec<u8>), Entry> = mine
         .into_iter()
         .map(|e| ((e.position, e.key.clone()), e))
         .collect();

@@ -40,9 +40,7 @@ impl Version {
     /// The version for a write by `node` now that replaces `previous`: the clock,
     /// or one past `previous` if the clock is behind it.
     pub fn next(previous: Option<Version>, node: u64) -> Version {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let now = now_micros();
         let floor = previous.map_or(0, |p| p.micros.saturating_add(1));
         Version {
             micros: now.max(floor),
@@ -115,11 +113,7 @@ pub fn expired(expires: Option<u64>, now_micros: u64) -> bool {
 
 /// The wall clock in microseconds since the Unix epoch (what versions and
 /// expiries are measured in).
-pub fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
+pub use crate::clock::now_micros;
 
 /// What a local write did: the live value it replaced, and the entry as written
 /// (with its new version), which is what replicas are sent.

@@ -1,0 +1,627 @@
+//! A deterministic simulation of the shipped code: the real registry and DHT
+//! nodes (tonic, axum, hyper, the gateway, replication, anti-entropy, the
+//! maintenance loops) run on turmoil's simulated network in virtual time,
+//! under seeded schedules of joins, graceful leaves, crashes, restarts and
+//! delayed messages, while simulated clients read and write a few keys through
+//! random nodes. Each run then checks:
+//!
+//! - **the ring**: once faults stop and the ring has had time to heal, every
+//!   live node serves, and its `next` and `prev` are the next and previous live
+//!   nodes by ID;
+//! - **the copies**: every key's newest version is on its owner and the two
+//!   nodes before it, and on no other node as a live value;
+//! - **the history**: every key behaved as a linearizable register
+//!   (`linearizable.rs`, a Wing-Gong search): no acknowledged write lost, no
+//!   stale read. The final reads of every key through every live node are part
+//!   of the history.
+//!
+//! Why turmoil over the real node rather than a hand-written simulator over a
+//! sans-IO core: it checks the code that ships, whole, including what a model
+//! of it would leave out (HTTP/2 flow control, connection reuse, retries,
+//! timeouts, the replica pipeline, anti-entropy), and it needs from the
+//! library only two seams (`crustyring::transport`, `crustyring::clock`). Time
+//! is virtual: a minute of ring life takes about a second.
+//!
+//! A failing run prints its seed; `SIM_SEED=<seed>` reruns exactly it,
+//! `SIM_SEEDS=<n>` runs more of them.
+
+mod linearizable;
+mod network;
+mod schedule;
+mod workload;
+
+use crustyring::node::{Discovery, Node, NodeConfig, NodeState, ReplicationSettings};
+use crustyring::registry::{self, RegistryConfig};
+use crustyring::ring::IdRule;
+use crustyring::store::MemoryStore;
+use linearizable::{Call, Operation, Return};
+use network::SimListener;
+use schedule::{Event, Faults, Schedule};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use workload::{History, KEYS, PORT};
+
+/// Simulated clients per run.
+const CLIENTS: u32 = 3;
+
+/// The node configuration every simulated node runs: the defaults (three
+/// copies, 500 ms probes, three misses), on the simulated network.
+fn node_config() -> NodeConfig {
+    NodeConfig {
+        network: network::network(),
+        replication: ReplicationSettings {
+            factor: 3,
+            ..ReplicationSettings::default()
+        },
+        ..NodeConfig::default()
+    }
+}
+
+/// What a node host shares with the driver: its node once it serves, and
+/// whether it has been asked to leave.
+#[derive(Default)]
+struct NodeSlot {
+    node: Option<Arc<Node>>,
+    leave: bool,
+}
+
+type Slots = Rc<RefCell<BTreeMap<String, NodeSlot>>>;
+
+/// A node host: starts a node that joins through the registry, publishes it
+/// in `slots`, serves until asked to leave, then leaves gracefully.
+fn add_node_host(sim: &mut turmoil::Sim<'_>, name: &str, slots: &Slots) {
+    let (name, slots) = (name.to_string(), slots.clone());
+    let host = name.clone();
+    sim.host(host.as_str(), move || {
+        let (name, slots) = (name.clone(), slots.clone());
+        async move {
+            let listener = SimListener::bind(PORT).await?;
+            let running = crustyring::node::start(
+                listener,
+                &name,
+                Discovery::Registry(format!("http://registry:{PORT}")),
+                node_config(),
+                Arc::new(MemoryStore::new()),
+                std::future::pending(),
+            )
+            .await?;
+            slots.borrow_mut().entry(name.clone()).or_default().node = Some(running.node.clone());
+            while !slots.borrow().get(&name).is_some_and(|s| s.leave) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            running.node.leave().await?;
+            slots.borrow_mut().entry(name.clone()).or_default().node = None;
+            Ok(())
+        }
+    });
+}
+
+/// What one run saw.
+struct Outcome {
+    history: Vec<Operation>,
+    ring: Result<(), String>,
+    /// What happened, resolved to nodes, at virtual times.
+    trace: Vec<String>,
+}
+
+/// Runs the schedule of `seed`.
+fn run(seed: u64, faults: Faults) -> Outcome {
+    network::use_virtual_wall_clock();
+    let schedule = Schedule::generate(seed, faults);
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(schedule.check_at + Duration::from_secs(60))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(20))
+        .rng_seed(seed)
+        .build();
+    sim.host("registry", || async {
+        let listener = SimListener::bind(PORT).await?;
+        let ids = IdRule::new(registry::DEFAULT_SALT, IdRule::DEFAULT_CHOICES);
+        registry::serve(listener, RegistryConfig::fresh(ids), std::future::pending()).await?;
+        Ok(())
+    });
+    let mut world = World::new(seed);
+    for id in 0..CLIENTS {
+        let run = workload::run_client(
+            id,
+            seed,
+            world.alive.clone(),
+            schedule.clients_until,
+            world.history.clone(),
+        );
+        sim.client(format!("client{id}").as_str(), async move {
+            run.await;
+            Ok(())
+        });
+    }
+    let ring = add_checker(&mut sim, &world, schedule.check_at);
+    // The first nodes, 300 ms apart; then the schedule.
+    let mut actions: Vec<(Duration, Action)> = (0..schedule.first)
+        .map(|i| (Duration::from_millis(300 * i as u64), Action::Join))
+        .collect();
+    actions.extend(
+        schedule
+            .events
+            .iter()
+            .map(|(at, e)| (*at, Action::Event(*e))),
+    );
+    loop {
+        actions.sort_by_key(|(at, _)| *at);
+        while actions.first().is_some_and(|(at, _)| sim.elapsed() >= *at) {
+            let (_, action) = actions.remove(0);
+            let now = sim.elapsed();
+            for (delay, later) in world.apply(&mut sim, action) {
+                actions.push((now + delay, later));
+            }
+            actions.sort_by_key(|(at, _)| *at);
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                *ring.borrow_mut() = Err(format!("a host failed: {e}"));
+                break;
+            }
+        }
+    }
+    let ring = ring.borrow().clone();
+    let history = world.history.borrow().clone();
+    Outcome {
+        history,
+        ring,
+        trace: world.trace,
+    }
+}
+
+/// The final check, as a client host: once the ring has had until `check_at`
+/// to heal (polling up to 30 s more), whether it is whole; then every key read
+/// through every live node, into the history.
+fn add_checker(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    check_at: Duration,
+) -> Rc<RefCell<Result<(), String>>> {
+    let ring: Rc<RefCell<Result<(), String>>> = Rc::new(RefCell::new(Err("not checked".into())));
+    let (slots, alive, history, verdict) = (
+        world.slots.clone(),
+        world.alive.clone(),
+        world.history.clone(),
+        ring.clone(),
+    );
+    sim.client("checker", async move {
+        tokio::time::sleep(check_at).await;
+        let deadline = check_at + Duration::from_secs(30);
+        loop {
+            let holds = ring_holds(&slots, &alive.borrow())
+                .and_then(|()| copies_hold(&slots, &alive.borrow()));
+            if holds.is_ok() || turmoil::elapsed() >= deadline {
+                *verdict.borrow_mut() = holds;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let hosts = alive.borrow().clone();
+        for host in &hosts {
+            for key in KEYS {
+                let invoked = turmoil::elapsed().as_micros() as u64;
+                let ret = workload::perform(host, key, &Call::Read).await;
+                history.borrow_mut().push(Operation {
+                    client: 1000,
+                    key: key.to_string(),
+                    call: Call::Read,
+                    ret,
+                    invoked,
+                    returned: turmoil::elapsed().as_micros() as u64,
+                });
+            }
+        }
+        Ok(())
+    });
+    ring
+}
+
+/// What the driver does at a time: a scheduled event, or a step of one.
+#[derive(Debug, Clone)]
+enum Action {
+    Event(Event),
+    Join,
+    /// Kill the node after this one (as its view says), if it is still alive.
+    CrashNextOf(String),
+    /// Kill this node, if it is still alive.
+    Crash(String),
+}
+
+/// The simulated world as the driver keeps it: who is alive, what each node
+/// host shares, which links are cut, and what happened.
+struct World {
+    rng: schedule::Rng,
+    slots: Slots,
+    /// Nodes started and not crashed or asked to leave (clients send to
+    /// these), in the order they started.
+    alive: Rc<RefCell<Vec<String>>>,
+    /// Hosts created so far (a later start of one is a restart).
+    hosts: BTreeSet<String>,
+    /// Crashed nodes, which may be restarted.
+    crashed: Vec<String>,
+    /// Links cut or held, to repair.
+    cuts: Vec<(String, String)>,
+    history: History,
+    trace: Vec<String>,
+}
+
+impl World {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: schedule::Rng::new(seed ^ 0x5eed),
+            slots: Rc::default(),
+            alive: Rc::default(),
+            hosts: BTreeSet::new(),
+            crashed: Vec::new(),
+            cuts: Vec::new(),
+            history: Rc::default(),
+            trace: Vec::new(),
+        }
+    }
+
+    /// Does `action` now; returns what it leaves to do later.
+    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, action: Action) -> Vec<(Duration, Action)> {
+        let at = sim.elapsed();
+        let mut later = Vec::new();
+        match action {
+            Action::Join => {
+                let name = self.start(sim);
+                self.note(at, format!("{name} starts"));
+            }
+            Action::Crash(name) => self.crash(sim, at, &name),
+            Action::CrashNextOf(name) => match self.neighbour(&name, true) {
+                Some(next) => self.crash(sim, at, &next),
+                None => self.note(at, format!("{name} has no live next node to crash")),
+            },
+            Action::Event(Event::Join) => later.push((Duration::ZERO, Action::Join)),
+            Action::Event(Event::JoinTwo) => {
+                later.push((Duration::ZERO, Action::Join));
+                later.push((Duration::ZERO, Action::Join));
+            }
+            Action::Event(Event::Leave) => {
+                if let Some(name) = self.pick_alive() {
+                    self.leave(at, &name);
+                }
+            }
+            Action::Event(Event::Crash) => {
+                if let Some(name) = self.pick_alive() {
+                    self.crash(sim, at, &name);
+                }
+            }
+            Action::Event(Event::JoinThenCrashNext) => {
+                let name = self.start(sim);
+                self.note(at, format!("{name} starts; its next node is to crash"));
+                let delay = self
+                    .rng
+                    .between(Duration::from_millis(300), Duration::from_secs(2));
+                later.push((delay, Action::CrashNextOf(name)));
+            }
+            Action::Event(Event::CrashTwoAdjacent) => {
+                if let Some(name) = self.pick_alive() {
+                    let prev = self.neighbour(&name, false);
+                    self.crash(sim, at, &name);
+                    if let Some(prev) = prev {
+                        let delay = self
+                            .rng
+                            .between(Duration::from_millis(200), Duration::from_millis(1500));
+                        later.push((delay, Action::Crash(prev)));
+                    }
+                }
+            }
+            Action::Event(Event::LeaveAsNextCrashes) => {
+                if let Some(name) = self.pick_alive() {
+                    let next = self.neighbour(&name, true);
+                    self.leave(at, &name);
+                    if let Some(next) = next {
+                        self.crash(sim, at, &next);
+                    }
+                }
+            }
+            Action::Event(event @ (Event::Partition | Event::PartitionOneWay | Event::Hold)) => {
+                self.cut(sim, at, event);
+            }
+            Action::Event(Event::Repair) => {
+                for (a, b) in std::mem::take(&mut self.cuts) {
+                    sim.repair(a.as_str(), b.as_str());
+                    sim.release(a.as_str(), b.as_str());
+                    self.note(at, format!("{a} / {b} repaired"));
+                }
+            }
+        }
+        later
+    }
+
+    /// Cuts (or holds) the link between a live node and another, or the
+    /// registry.
+    fn cut(&mut self, sim: &mut turmoil::Sim<'_>, at: Duration, how: Event) {
+        let Some(a) = self.pick_alive() else {
+            return;
+        };
+        let others: Vec<String> = (self.alive.borrow().iter())
+            .filter(|n| **n != a)
+            .cloned()
+            .collect();
+        let b = if others.is_empty() || self.rng.chance(30) {
+            "registry".to_string()
+        } else {
+            self.rng.pick(&others).clone()
+        };
+        match how {
+            Event::Partition => sim.partition(a.as_str(), b.as_str()),
+            Event::PartitionOneWay => sim.partition_oneway(a.as_str(), b.as_str()),
+            _ => sim.hold(a.as_str(), b.as_str()),
+        }
+        self.note(at, format!("{how:?} {a} / {b}"));
+        self.cuts.push((a, b));
+    }
+
+    /// Starts a node: a crashed one again (half the time, if any), or a new one.
+    fn start(&mut self, sim: &mut turmoil::Sim<'_>) -> String {
+        let name = if !self.crashed.is_empty() && self.rng.chance(50) {
+            let i = self.rng.below(self.crashed.len() as u64) as usize;
+            self.crashed.remove(i)
+        } else {
+            format!("n{}", self.hosts.len() + 1)
+        };
+        if self.hosts.insert(name.clone()) {
+            add_node_host(sim, &name, &self.slots);
+        } else {
+            sim.bounce(name.as_str());
+        }
+        self.slots
+            .borrow_mut()
+            .entry(name.clone())
+            .or_default()
+            .leave = false;
+        self.alive.borrow_mut().push(name.clone());
+        name
+    }
+
+    /// Kills `name` if it is alive and the ring keeps three nodes.
+    fn crash(&mut self, sim: &mut turmoil::Sim<'_>, at: Duration, name: &str) {
+        let alive = self.alive.borrow().clone();
+        if !alive.iter().any(|n| n == name) || alive.len() <= 3 {
+            return self.note(at, format!("{name} is spared"));
+        }
+        sim.crash(name);
+        self.slots
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default()
+            .node = None;
+        self.alive.borrow_mut().retain(|n| n != name);
+        self.crashed.push(name.to_string());
+        self.note(at, format!("{name} crashes"));
+    }
+
+    /// Asks `name` to leave, if the ring keeps three nodes.
+    fn leave(&mut self, at: Duration, name: &str) {
+        if self.alive.borrow().len() <= 3 {
+            return self.note(at, format!("{name} stays"));
+        }
+        self.slots
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default()
+            .leave = true;
+        self.alive.borrow_mut().retain(|n| n != name);
+        self.note(at, format!("{name} leaves"));
+    }
+
+    fn pick_alive(&mut self) -> Option<String> {
+        let alive = self.alive.borrow().clone();
+        (!alive.is_empty()).then(|| self.rng.pick(&alive).clone())
+    }
+
+    /// The live node after (or before) `name` as its view says.
+    fn neighbour(&self, name: &str, next: bool) -> Option<String> {
+        let slots = self.slots.borrow();
+        let view = slots.get(name)?.node.as_ref()?.view_snapshot();
+        let member = if next { view.next } else { view.prev };
+        let host = member.addr.strip_prefix("http://")?.split(':').next()?;
+        (host != name && self.alive.borrow().iter().any(|n| n == host)).then(|| host.to_string())
+    }
+
+    fn note(&mut self, at: Duration, what: String) {
+        self.trace.push(format!("{:.1}s {what}", at.as_secs_f64()));
+    }
+}
+
+/// Whether the live nodes form one ring: each serving, with `next` and `prev`
+/// the next and previous live node by ID.
+fn ring_holds(slots: &Slots, alive: &[String]) -> Result<(), String> {
+    let slots = slots.borrow();
+    let mut views = Vec::new();
+    for name in alive {
+        let Some(node) = slots.get(name).and_then(|s| s.node.as_ref()) else {
+            return Err(format!("{name} is not serving yet"));
+        };
+        views.push(node.view_snapshot());
+    }
+    views.sort_by_key(|v| v.me.id);
+    for (i, view) in views.iter().enumerate() {
+        let next = &views[(i + 1) % views.len()].me;
+        let prev = &views[(i + views.len() - 1) % views.len()].me;
+        if view.state != NodeState::Serving {
+            return Err(format!("{} is {:?}", view.me.addr, view.state));
+        }
+        if view.next.id != next.id || view.prev.id != prev.id {
+            return Err(format!(
+                "{} has prev {} and next {}; the live ring says {} and {}",
+                view.me.addr, view.prev.addr, view.next.addr, prev.addr, next.addr
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether every key is back to full strength: the newest version of each key
+/// any live node holds is held by the key's owner and the two nodes before it
+/// (its replicas), and no other node holds a live value of it.
+fn copies_hold(slots: &Slots, alive: &[String]) -> Result<(), String> {
+    let slots = slots.borrow();
+    let mut members = BTreeMap::new();
+    let mut held = BTreeMap::<Vec<u8>, BTreeMap<String, crustyring::store::Entry>>::new();
+    for name in alive {
+        let node = (slots.get(name).and_then(|s| s.node.as_ref()))
+            .ok_or_else(|| format!("{name} is not serving"))?;
+        members.insert(node.me().id, name.clone());
+        for entry in node.local_entries().map_err(|e| e.to_string())? {
+            held.entry(entry.key.clone())
+                .or_default()
+                .insert(name.clone(), entry);
+        }
+    }
+    for (key, copies) in &held {
+        let key_name = String::from_utf8_lossy(key);
+        let newest = copies.values().map(|e| e.version).max().expect("a copy");
+        let position = crustyring::ring::key_position(key);
+        let (owner, _) = crustyring::ring::owner(&members, position).expect("members");
+        let mut replicas = vec![owner];
+        while replicas.len() < 3.min(members.len()) {
+            let last = *replicas.last().expect("the owner");
+            replicas.push(
+                crustyring::ring::predecessor(&members, last)
+                    .expect("others")
+                    .0,
+            );
+        }
+        let replicas: Vec<&String> = replicas.iter().map(|id| &members[id]).collect();
+        for name in &replicas {
+            if copies.get(*name).is_none_or(|e| e.version != newest) {
+                return Err(format!(
+                    "{name}, a replica of {key_name}, does not hold its newest version"
+                ));
+            }
+        }
+        for (name, entry) in copies {
+            if !replicas.contains(&name) && entry.value.is_some() {
+                return Err(format!("{name} holds {key_name} outside its arcs"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The seeds to run: `SIM_SEED` alone, or `SIM_SEEDS` (default `default`) of
+/// them from `base`.
+fn seeds(base: u64, default: u64) -> Vec<u64> {
+    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    let n = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (base..base + n).collect()
+}
+
+/// Runs the seeds under `faults` and fails with every broken seed's report.
+fn check_seeds(seeds: Vec<u64>, faults: Faults) {
+    let started = std::time::Instant::now();
+    let mut failures = Vec::new();
+    let mut operations = 0;
+    for &seed in &seeds {
+        let outcome = run(seed, faults);
+        if std::env::var("SIM_SEED").is_ok() {
+            // What a replay must reproduce, in short.
+            use std::hash::{Hash, Hasher};
+            let mut digest = std::collections::hash_map::DefaultHasher::new();
+            format!("{:?}", outcome.history).hash(&mut digest);
+            eprintln!(
+                "seed {seed}: {} operations, history digest {:016x}\n  {}",
+                outcome.history.len(),
+                digest.finish(),
+                outcome.trace.join("; ")
+            );
+        }
+        operations += outcome.history.len();
+        let answered = outcome
+            .history
+            .iter()
+            .filter(|o| !matches!(o.ret, Return::Unknown))
+            .count();
+        let mut problems = Vec::new();
+        if let Err(e) = &outcome.ring {
+            problems.push(format!("ring: {e}"));
+        }
+        if let Err(v) = linearizable::check(&outcome.history) {
+            problems.push(format!("history: {v}"));
+        }
+        if answered < outcome.history.len() / 2 {
+            problems.push(format!(
+                "only {answered} of {} operations answered",
+                outcome.history.len()
+            ));
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "seed {seed} (rerun: SIM_SEED={seed}):\n  {}\n  what happened: {}",
+                problems.join("\n  "),
+                outcome.trace.join("; ")
+            ));
+        }
+    }
+    eprintln!(
+        "{} schedules ({faults:?}), {operations} client operations, in {:.1} s",
+        seeds.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn promised_faults_keep_every_key_linearizable_and_the_ring_whole() {
+    check_seeds(seeds(1, 8), Faults::Promised);
+}
+
+/// `SIM_SEED` replays a run exactly: two processes running seed 7 record the
+/// same history, operation for operation (compared by digest). In separate
+/// processes, as a replay is: the second of two runs in one process can
+/// differ after a crash (process-wide state such as hash seeds).
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let replay = || {
+        let output = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+            .args([
+                "--exact",
+                "promised_faults_keep_every_key_linearizable_and_the_ring_whole",
+                "--nocapture",
+            ])
+            .env("SIM_SEED", "7")
+            .output()
+            .expect("the test binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "seed 7 failed:\n{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("seed 7:"))
+            .unwrap_or_else(|| panic!("no digest printed:\n{stderr}"))
+            .to_string();
+        let operations: usize = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .expect("an operation count");
+        assert!(operations > 500, "a run that did little: {line}");
+        line
+    };
+    assert_eq!(replay(), replay(), "the same seed gave two runs");
+}
+
+/// What the README does not promise yet (issue 13): cut and held links make
+/// neighbours suspect a live node, and its arc gets two owners for a while.
+/// Run by hand (`cargo test --test t91_simulation -- --ignored`) to see what
+/// the simulation finds; leases are to make it pass.
+#[test]
+#[ignore = "false suspicions can give an arc two owners: not guaranteed yet (issue 13)"]
+fn false_suspicions_keep_every_key_linearizable() {
+    check_seeds(seeds(1, 8), Faults::Suspicions);
+}

@@ -1,0 +1,181 @@
+//! Seeded fault schedules: which nodes start, join, crash, restart, leave and
+//! which links are cut or delayed, and when (virtual time).
+
+use std::time::Duration;
+
+/// xorshift64*: small, fast and deterministic.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value, zero included).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    /// A duration in `from..to`.
+    pub fn between(&mut self, from: Duration, to: Duration) -> Duration {
+        let span = to.saturating_sub(from).as_millis() as u64;
+        from + Duration::from_millis(self.below(span.max(1)))
+    }
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// Which faults a schedule draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Faults {
+    /// What the ring promises to survive with every acknowledged write kept
+    /// and no stale read: joins, graceful leaves, crashes (a node's memory
+    /// lost) and restarts, up to two failures at once, messages delayed within
+    /// the probe timeout.
+    Promised,
+    /// Also what the README says is not guaranteed yet: cut links (both ways,
+    /// one way, to the registry) and links that hold their messages (as a
+    /// paused process's are), long enough for a false failure suspicion.
+    Suspicions,
+}
+
+/// A change to the simulated world, as the schedule draws it. Which nodes it
+/// touches is decided when it happens (from the nodes alive then, and their
+/// neighbours as their views say), by the driver's own seeded choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A node starts with nothing (a new name, or a crashed node's: a
+    /// restart that lost its memory) and joins.
+    Join,
+    /// Two nodes start at once.
+    JoinTwo,
+    /// A node leaves gracefully (hands its keys over) and exits.
+    Leave,
+    /// A node is killed.
+    Crash,
+    /// A node joins, and the node after it is killed soon after.
+    JoinThenCrashNext,
+    /// A node is killed, and the node before it soon after (two adjacent
+    /// failures: every key still has a copy).
+    CrashTwoAdjacent,
+    /// A node starts leaving as the node after it is killed.
+    LeaveAsNextCrashes,
+    /// The links between a node and another (or the registry) drop
+    /// everything, both ways.
+    Partition,
+    /// The link from a node to another drops everything; the other way works.
+    PartitionOneWay,
+    /// The links between a node and another hold their messages (delivered
+    /// on repair, late).
+    Hold,
+    /// Every cut or held link works again.
+    Repair,
+}
+
+impl Event {
+    /// How many nodes it adds to the ring (negative: removes).
+    fn change(self) -> i32 {
+        match self {
+            Event::Join => 1,
+            Event::JoinTwo => 2,
+            Event::Leave | Event::Crash => -1,
+            Event::CrashTwoAdjacent | Event::LeaveAsNextCrashes => -2,
+            Event::JoinThenCrashNext
+            | Event::Partition
+            | Event::PartitionOneWay
+            | Event::Hold
+            | Event::Repair => 0,
+        }
+    }
+}
+
+/// A fault schedule: events at virtual times, in order.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// How many nodes start the ring.
+    pub first: usize,
+    /// The events, by time.
+    pub events: Vec<(Duration, Event)>,
+    /// When clients stop sending (faults stop earlier, so the ring heals).
+    pub clients_until: Duration,
+    /// When the final checks start.
+    pub check_at: Duration,
+}
+
+/// When clients start: after the first nodes have joined.
+pub const CLIENTS_FROM: Duration = Duration::from_secs(4);
+/// When faults start and stop.
+const FAULTS: (Duration, Duration) = (Duration::from_secs(6), Duration::from_secs(40));
+/// The most nodes alive at once, and the fewest (3: every key has three copies).
+const MAX_NODES: i32 = 7;
+const MIN_NODES: i32 = 3;
+
+impl Schedule {
+    /// The schedule of `seed`.
+    pub fn generate(seed: u64, faults: Faults) -> Self {
+        let mut rng = Rng::new(seed);
+        let first = 3 + rng.below(2) as usize;
+        let mut alive = first as i32;
+        let mut events = Vec::new();
+        let mut at = FAULTS.0;
+        while at < FAULTS.1 {
+            let event = if faults == Faults::Suspicions && rng.chance(35) {
+                *rng.pick(&[Event::Partition, Event::PartitionOneWay, Event::Hold])
+            } else {
+                *rng.pick(&[
+                    Event::Join,
+                    Event::Join,
+                    Event::JoinTwo,
+                    Event::Leave,
+                    Event::Leave,
+                    Event::Crash,
+                    Event::Crash,
+                    Event::JoinThenCrashNext,
+                    Event::CrashTwoAdjacent,
+                    Event::LeaveAsNextCrashes,
+                ])
+            };
+            let after = alive + event.change();
+            // Too few or too many: a join or a crash instead.
+            let event = if after < MIN_NODES {
+                Event::Join
+            } else if after > MAX_NODES {
+                Event::Crash
+            } else {
+                event
+            };
+            alive += event.change();
+            events.push((at, event));
+            if matches!(
+                event,
+                Event::Partition | Event::PartitionOneWay | Event::Hold
+            ) {
+                at += rng.between(Duration::from_secs(3), Duration::from_secs(6));
+                events.push((at, Event::Repair));
+            }
+            // The ring repairs (probes, hand-offs, anti-entropy) before the
+            // next event.
+            at += rng.between(Duration::from_secs(4), Duration::from_secs(8));
+        }
+        let clients_until = at + Duration::from_secs(5);
+        Self {
+            first,
+            events,
+            clients_until,
+            check_at: clients_until + Duration::from_secs(10),
+        }
+    }
+}
