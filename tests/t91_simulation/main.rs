@@ -524,10 +524,11 @@ fn seeds(base: u64, default: u64) -> Vec<u64> {
 }
 
 /// Runs the seeds under `faults` and fails with every broken seed's report.
-fn check_seeds(seeds: Vec<u64>, faults: Faults) {
+fn check_seeds(seeds: Vec<u64>, faults: Faults, histories: Histories) {
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
     let mut operations = 0;
+    let mut not_linearizable = 0;
     for &seed in &seeds {
         let outcome = run(seed, faults);
         if std::env::var("SIM_SEED").is_ok() {
@@ -553,7 +554,13 @@ fn check_seeds(seeds: Vec<u64>, faults: Faults) {
             problems.push(format!("ring: {e}"));
         }
         if let Err(v) = linearizable::check(&outcome.history) {
-            problems.push(format!("history: {v}"));
+            match histories {
+                Histories::MustBeLinearizable => problems.push(format!("history: {v}")),
+                Histories::Reported => {
+                    eprintln!("seed {seed}: not linearizable (not promised): {v}");
+                    not_linearizable += 1;
+                }
+            }
         }
         if answered < outcome.history.len() / 2 {
             problems.push(format!(
@@ -570,16 +577,36 @@ fn check_seeds(seeds: Vec<u64>, faults: Faults) {
         }
     }
     eprintln!(
-        "{} schedules ({faults:?}), {operations} client operations, in {:.1} s",
+        "{} schedules ({faults:?}), {operations} client operations, {not_linearizable} histories not linearizable, in {:.1} s",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// What a run's histories are held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Histories {
+    /// Linearizable, or the run fails.
+    MustBeLinearizable,
+    /// Checked, and a violation printed, but not failed on (what is not
+    /// promised yet).
+    Reported,
+}
+
 #[test]
 fn promised_faults_keep_every_key_linearizable_and_the_ring_whole() {
-    check_seeds(seeds(1, 8), Faults::Promised);
+    check_seeds(seeds(1, 8), Faults::Promised, Histories::MustBeLinearizable);
+}
+
+/// Cut and held links (false suspicions) may break linearizability today
+/// (issue 13), but once the links work again the ring must heal: one ring,
+/// every key's newest version on its three nodes, and most operations
+/// answered. (Before this simulation, `t90_simulation` checked the same of a
+/// re-implemented protocol under messages delayed past every timeout.)
+#[test]
+fn after_false_suspicions_the_ring_heals_whole() {
+    check_seeds(seeds(101, 6), Faults::Suspicions, Histories::Reported);
 }
 
 /// `SIM_SEED` replays a run exactly: two processes running seed 7 record the
@@ -623,5 +650,9 @@ fn the_same_seed_replays_the_same_run() {
 #[test]
 #[ignore = "false suspicions can give an arc two owners: not guaranteed yet (issue 13)"]
 fn false_suspicions_keep_every_key_linearizable() {
-    check_seeds(seeds(1, 8), Faults::Suspicions);
+    check_seeds(
+        seeds(1, 8),
+        Faults::Suspicions,
+        Histories::MustBeLinearizable,
+    );
 }
