@@ -11,6 +11,8 @@
 //! - [`ring`]: pure ring maths: positions, hashing, arcs, `owner()`, the balanced
 //!   choice of a joiner's ID. No I/O.
 //! - [`routing`]: one-hop routing tables and the sweep that relearns them. No I/O.
+//! - [`failure`]: failure detection as a state machine: probe results in,
+//!   verdicts on `next` and `prev` out. No I/O, no clock.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
 //!   disk (redb, group commit, values read from disk behind an index of keys);
 //!   digests of arcs for anti-entropy; the footprint measurement (`store-bench`).
@@ -41,6 +43,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod cluster;
+pub mod failure;
 pub mod gateway;
 pub mod metrics;
 pub mod node;

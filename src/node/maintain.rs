@@ -15,11 +15,14 @@
 //!
 //! A node accepts a new previous neighbour when it lies between the current one
 //! and itself, or when the current one is unknown, dead (a probe fails) or gone
-//! (it answers that it has left). Pure decisions live in [`super::view`].
+//! (it answers that it has left). Pure decisions live in [`crate::failure`]
+//! (what a probe means: a [`Detector`] counts misses and judges answers) and
+//! [`super::view`] (how the view changes); this module does the I/O.
 
 use super::Node;
 use super::handoff::HandOffHeader;
 use super::view::NodeState;
+use crate::failure::{Detector, NextVerdict, PrevVerdict, Probe, Report};
 use crate::metrics::HandOff;
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
@@ -63,20 +66,13 @@ impl Default for MaintenanceSettings {
 /// How often the maintenance loop purges expired tombstones.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
-/// Failed-probe counters, local to the maintenance loop.
-#[derive(Debug, Default)]
-struct Misses {
-    next: u32,
-    prev: u32,
-}
-
 impl Node {
     /// Runs the maintenance loop until `stop` turns true.
     pub(super) async fn maintain(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
         let settings = self.config.maintenance;
         let mut tick = tokio::time::interval(settings.probe_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut misses = Misses::default();
+        let mut detector = Detector::new(settings.misses);
         let mut last_heartbeat: Option<Instant> = None;
         let mut last_purge = Instant::now();
         loop {
@@ -87,8 +83,8 @@ impl Node {
             if self.view().state != NodeState::Serving {
                 continue;
             }
-            self.check_next(&mut misses).await;
-            self.check_prev(&mut misses).await;
+            self.check_next(&mut detector).await;
+            self.check_prev(&mut detector).await;
             if last_heartbeat.is_none_or(|t| t.elapsed() >= settings.heartbeat_interval) {
                 last_heartbeat = Some(Instant::now());
                 self.heartbeat().await;
@@ -149,45 +145,37 @@ impl Node {
         (same && !gone).then_some(info)
     }
 
-    async fn check_next(&self, misses: &mut Misses) {
+    /// Probes `next` and acts on the detector's verdict.
+    async fn check_next(&self, detector: &mut Detector) {
         let view = self.view_snapshot();
         if view.alone() {
-            misses.next = 0;
+            detector.next_absent();
             return;
         }
-        match self.probe(&view.next).await {
-            Some(info) => {
-                misses.next = 0;
-                let length = self.config.maintenance.successors;
-                let reported: Vec<Member> = info.successors.into_iter().map(Member::from).collect();
-                self.update_view(|v| {
-                    if v.next == view.next {
-                        v.adopt_successors(&reported, length);
-                    }
-                });
-                let their_prev = info.prev.map(Member::from);
-                match their_prev {
-                    Some(p) if p.id == view.me.id => {}
-                    // A live node between this one and `next` that this node does
-                    // not know (it joined through a predecessor that died before
-                    // linking it in): it is the rightful next (Chord's stabilize).
-                    Some(p)
-                        if Arc::new(view.me.id, view.next.id).contains(p.id)
-                            && p.id != view.me.id =>
-                    {
-                        self.adopt_closer_next(p, view.next.clone()).await;
-                    }
-                    _ => self.introduce_to(&view.next).await,
-                }
-            }
-            None => {
+        let probe = to_probe(self.probe(&view.next).await);
+        let verdict = detector.next_probed(&view.me, &view.next, probe);
+        let successors = match &verdict {
+            NextVerdict::Missed => return self.metrics.probe_failed(true),
+            NextVerdict::Dead => {
                 self.metrics.probe_failed(true);
-                misses.next += 1;
-                if misses.next >= self.config.maintenance.misses {
-                    misses.next = 0;
-                    self.replace_dead_next(&view.next).await;
-                }
+                return self.replace_dead_next(&view.next).await;
             }
+            NextVerdict::Linked { successors }
+            | NextVerdict::Closer { successors, .. }
+            | NextVerdict::Introduce { successors } => successors,
+        };
+        let length = self.config.maintenance.successors;
+        self.update_view(|v| {
+            if v.next == view.next {
+                v.adopt_successors(successors, length);
+            }
+        });
+        match verdict {
+            NextVerdict::Closer { closer, .. } => {
+                self.adopt_closer_next(closer, view.next.clone()).await;
+            }
+            NextVerdict::Introduce { .. } => self.introduce_to(&view.next).await,
+            _ => {}
         }
     }
 
@@ -314,41 +302,34 @@ impl Node {
         members
     }
 
-    async fn check_prev(&self, misses: &mut Misses) {
+    /// Probes `prev` and acts on the detector's verdict.
+    async fn check_prev(&self, detector: &mut Detector) {
         let view = self.view_snapshot();
         if view.prev == view.me {
-            misses.prev = 0;
+            detector.prev_absent();
             return;
         }
-        if let Some(info) = self.probe(&view.prev).await {
-            misses.prev = 0;
-            // prev's own chain of predecessors, nearest first.
-            let mut chain: Vec<Member> = info
-                .prev
-                .map(Member::from)
-                .filter(|p| p.id != view.prev.id)
-                .into_iter()
-                .collect();
-            chain.extend(info.predecessors.into_iter().map(Member::from));
-            let length = self.config.maintenance.successors;
-            self.update_view(|v| {
-                if v.prev == view.prev {
-                    v.adopt_predecessors(&chain, length);
-                }
-            });
-            return;
-        }
-        self.metrics.probe_failed(false);
-        misses.prev += 1;
-        if misses.prev >= self.config.maintenance.misses {
-            misses.prev = 0;
-            self.metrics.neighbour_failed(false);
-            self.update_view(|v| {
-                if v.prev == view.prev {
-                    v.prev_failed();
-                }
-            });
-            tracing::warn!(dead = %view.prev.addr, "previous neighbour failed");
+        let probe = to_probe(self.probe(&view.prev).await);
+        match detector.prev_probed(&view.prev, probe) {
+            PrevVerdict::Alive { chain } => {
+                let length = self.config.maintenance.successors;
+                self.update_view(|v| {
+                    if v.prev == view.prev {
+                        v.adopt_predecessors(&chain, length);
+                    }
+                });
+            }
+            PrevVerdict::Missed => self.metrics.probe_failed(false),
+            PrevVerdict::Dead => {
+                self.metrics.probe_failed(false);
+                self.metrics.neighbour_failed(false);
+                self.update_view(|v| {
+                    if v.prev == view.prev {
+                        v.prev_failed();
+                    }
+                });
+                tracing::warn!(dead = %view.prev.addr, "previous neighbour failed");
+            }
         }
     }
 
@@ -469,5 +450,17 @@ impl Node {
                 .collect(),
             _ => Vec::new(),
         }
+    }
+}
+
+/// A probe's answer (as [`Node::probe`] filters it) in the detector's terms.
+fn to_probe(info: Option<dht::NodeInfo>) -> Probe {
+    match info {
+        None => Probe::Failed,
+        Some(info) => Probe::Answered(Report {
+            prev: info.prev.map(Member::from),
+            predecessors: info.predecessors.into_iter().map(Member::from).collect(),
+            successors: info.successors.into_iter().map(Member::from).collect(),
+        }),
     }
 }

@@ -1,0 +1,323 @@
+//! Failure detection as a state machine: what a node concludes from probing
+//! its neighbours, with no I/O and no clock.
+//!
+//! Each probe interval the node asks `next` and then `prev` for their views
+//! (`GetNodeInfo`) and feeds what came back into a [`Detector`]: a
+//! [`Probe`] (an answer, in the ring's own terms, or a failure) in, a verdict
+//! out, which the async shell (`node::maintain`) carries out. Probe ticks are
+//! events: the detector counts misses, not time, so the same code runs under
+//! the real clock and under a simulation's.
+//!
+//! # The rules
+//!
+//! - A neighbour is **dead** after `misses` failed probes in a row; any answer
+//!   resets its count. A failed probe is one without an answer in time, or with
+//!   an answer from a node that is not the member probed, or that has left the
+//!   ring or is joining it again (a restarted node is not the neighbour it was).
+//! - An answer from `next` gives its successor list (this node's backups) and
+//!   what `next` takes for its previous neighbour:
+//!   - this node: the link holds;
+//!   - a node strictly between this node and `next`: a live node this node does
+//!     not know (it joined through a predecessor that died before linking it
+//!     in) is the rightful `next` (Chord's *stabilize*);
+//!   - anything else: this node introduces itself to `next` (*rectify*).
+//! - An answer from `prev` gives the chain of nodes before it (its own `prev`,
+//!   then its predecessors): the nodes that, with `prev`, replicate this node's
+//!   arc.
+
+use crate::ring::{Arc, Member};
+
+/// What a probe of a neighbour found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The member probed answered, serving.
+    Answered(Report),
+    /// No answer in time, or not from the member probed as it was (another
+    /// node, one that has left, or one joining again).
+    Failed,
+}
+
+/// A live neighbour's account of its own neighbourhood.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Its previous neighbour, if it knows one.
+    pub prev: Option<Member>,
+    /// The nodes before its `prev`, nearest first.
+    pub predecessors: Vec<Member>,
+    /// Its successor list: its `next`, then the nodes after it.
+    pub successors: Vec<Member>,
+}
+
+/// What to do about `next` after a probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextVerdict {
+    /// Alive and linked back to this node: adopt its successor list.
+    Linked {
+        /// `next`'s successor list.
+        successors: Vec<Member>,
+    },
+    /// Alive, but a live node lies between: adopt the successor list, then
+    /// take `closer` as `next` (after merging its arc into it).
+    Closer {
+        /// `next`'s successor list.
+        successors: Vec<Member>,
+        /// The node between this one and `next`.
+        closer: Member,
+    },
+    /// Alive, but it does not know this node as its previous neighbour: adopt
+    /// the successor list and introduce this node to it.
+    Introduce {
+        /// `next`'s successor list.
+        successors: Vec<Member>,
+    },
+    /// No answer, but not yet `misses` in a row.
+    Missed,
+    /// Dead: replace it by the first live backup.
+    Dead,
+}
+
+/// What to do about `prev` after a probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrevVerdict {
+    /// Alive: adopt the chain of nodes before it (nearest first).
+    Alive {
+        /// `prev`'s own previous neighbour and its predecessors, without
+        /// `prev` itself.
+        chain: Vec<Member>,
+    },
+    /// No answer, but not yet `misses` in a row.
+    Missed,
+    /// Dead: forget it until a live predecessor introduces itself.
+    Dead,
+}
+
+/// Failed probes in a row, for each neighbour.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    /// Misses in a row after which a neighbour is dead (at least 1).
+    misses: u32,
+    next: u32,
+    prev: u32,
+}
+
+impl Detector {
+    /// A detector that declares a neighbour dead after `misses` failed probes
+    /// in a row (at least one).
+    pub fn new(misses: u32) -> Self {
+        Self {
+            misses: misses.max(1),
+            next: 0,
+            prev: 0,
+        }
+    }
+
+    /// This node has no `next` to probe (it is alone): nothing is owed.
+    pub fn next_absent(&mut self) {
+        self.next = 0;
+    }
+
+    /// This node has no `prev` to probe: nothing is owed.
+    pub fn prev_absent(&mut self) {
+        self.prev = 0;
+    }
+
+    /// The verdict on `next`, probed by `me`.
+    pub fn next_probed(&mut self, me: &Member, next: &Member, probe: Probe) -> NextVerdict {
+        let report = match probe {
+            Probe::Answered(report) => report,
+            Probe::Failed => {
+                return if count_miss(&mut self.next, self.misses) {
+                    NextVerdict::Dead
+                } else {
+                    NextVerdict::Missed
+                };
+            }
+        };
+        self.next = 0;
+        let successors = report.successors;
+        match report.prev {
+            Some(p) if p.id == me.id => NextVerdict::Linked { successors },
+            Some(p) if p.id != next.id && Arc::new(me.id, next.id).contains(p.id) => {
+                NextVerdict::Closer {
+                    successors,
+                    closer: p,
+                }
+            }
+            _ => NextVerdict::Introduce { successors },
+        }
+    }
+
+    /// The verdict on `prev`.
+    pub fn prev_probed(&mut self, prev: &Member, probe: Probe) -> PrevVerdict {
+        match probe {
+            Probe::Answered(report) => {
+                self.prev = 0;
+                let mut chain: Vec<Member> = report
+                    .prev
+                    .filter(|p| p.id != prev.id)
+                    .into_iter()
+                    .collect();
+                chain.extend(report.predecessors);
+                PrevVerdict::Alive { chain }
+            }
+            Probe::Failed if count_miss(&mut self.prev, self.misses) => PrevVerdict::Dead,
+            Probe::Failed => PrevVerdict::Missed,
+        }
+    }
+}
+
+/// Counts one more miss; true (and the count starts again) at `misses`.
+fn count_miss(count: &mut u32, misses: u32) -> bool {
+    *count += 1;
+    if *count >= misses {
+        *count = 0;
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::Position;
+
+    fn member(id: u64) -> Member {
+        Member::new(Position(id), format!("http://n{id}"))
+    }
+
+    fn answer(prev: Option<u64>, successors: &[u64]) -> Probe {
+        Probe::Answered(Report {
+            prev: prev.map(member),
+            predecessors: vec![],
+            successors: successors.iter().copied().map(member).collect(),
+        })
+    }
+
+    #[test]
+    fn a_neighbour_is_dead_after_three_misses_in_a_row_and_not_before() {
+        let mut d = Detector::new(3);
+        let (me, next) = (member(10), member(20));
+        assert_eq!(
+            d.next_probed(&me, &next, Probe::Failed),
+            NextVerdict::Missed
+        );
+        assert_eq!(
+            d.next_probed(&me, &next, Probe::Failed),
+            NextVerdict::Missed
+        );
+        assert_eq!(d.next_probed(&me, &next, Probe::Failed), NextVerdict::Dead);
+        // Counting starts again for whichever node is next now.
+        assert_eq!(
+            d.next_probed(&me, &next, Probe::Failed),
+            NextVerdict::Missed
+        );
+    }
+
+    #[test]
+    fn an_answer_resets_the_count() {
+        let mut d = Detector::new(3);
+        let (me, next) = (member(10), member(20));
+        d.next_probed(&me, &next, Probe::Failed);
+        d.next_probed(&me, &next, Probe::Failed);
+        d.next_probed(&me, &next, answer(Some(10), &[30]));
+        assert_eq!(
+            d.next_probed(&me, &next, Probe::Failed),
+            NextVerdict::Missed
+        );
+        assert_eq!(
+            d.next_probed(&me, &next, Probe::Failed),
+            NextVerdict::Missed
+        );
+        assert_eq!(d.next_probed(&me, &next, Probe::Failed), NextVerdict::Dead);
+    }
+
+    #[test]
+    fn next_and_prev_are_counted_apart() {
+        let mut d = Detector::new(2);
+        let (me, next, prev) = (member(10), member(20), member(5));
+        d.next_probed(&me, &next, Probe::Failed);
+        assert_eq!(d.prev_probed(&prev, Probe::Failed), PrevVerdict::Missed);
+        assert_eq!(d.next_probed(&me, &next, Probe::Failed), NextVerdict::Dead);
+        assert_eq!(d.prev_probed(&prev, Probe::Failed), PrevVerdict::Dead);
+    }
+
+    #[test]
+    fn being_alone_owes_nothing() {
+        let mut d = Detector::new(2);
+        let (me, next) = (member(10), member(20));
+        d.next_probed(&me, &next, Probe::Failed);
+        d.next_absent();
+        assert_eq!(
+            d.next_probed(&me, &next, Probe::Failed),
+            NextVerdict::Missed
+        );
+    }
+
+    #[test]
+    fn a_next_that_names_this_node_is_linked() {
+        let mut d = Detector::new(3);
+        let verdict = d.next_probed(&member(10), &member(20), answer(Some(10), &[30, 40]));
+        assert_eq!(
+            verdict,
+            NextVerdict::Linked {
+                successors: vec![member(30), member(40)]
+            }
+        );
+    }
+
+    #[test]
+    fn a_live_node_between_this_one_and_next_is_the_rightful_next() {
+        let mut d = Detector::new(3);
+        let verdict = d.next_probed(&member(10), &member(20), answer(Some(15), &[30]));
+        assert_eq!(
+            verdict,
+            NextVerdict::Closer {
+                successors: vec![member(30)],
+                closer: member(15)
+            }
+        );
+        // Across the wrap: this node at the top of the ring, next near zero.
+        let verdict = d.next_probed(&member(u64::MAX - 5), &member(20), answer(Some(3), &[]));
+        assert!(matches!(verdict, NextVerdict::Closer { closer, .. } if closer == member(3)));
+    }
+
+    #[test]
+    fn a_next_that_names_another_node_outside_the_gap_is_told_of_this_one() {
+        let mut d = Detector::new(3);
+        for prev in [Some(5), Some(20), Some(25), None] {
+            let verdict = d.next_probed(&member(10), &member(20), answer(prev, &[30]));
+            assert_eq!(
+                verdict,
+                NextVerdict::Introduce {
+                    successors: vec![member(30)]
+                },
+                "next's prev {prev:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn prevs_chain_is_its_prev_then_its_predecessors_without_itself() {
+        let mut d = Detector::new(3);
+        let report = Report {
+            prev: Some(member(3)),
+            predecessors: vec![member(1), member(90)],
+            successors: vec![],
+        };
+        assert_eq!(
+            d.prev_probed(&member(5), Probe::Answered(report)),
+            PrevVerdict::Alive {
+                chain: vec![member(3), member(1), member(90)]
+            }
+        );
+        // A prev that names itself (it is alone, as it believes) adds nothing.
+        let alone = Report {
+            prev: Some(member(5)),
+            ..Report::default()
+        };
+        assert_eq!(
+            d.prev_probed(&member(5), Probe::Answered(alone)),
+            PrevVerdict::Alive { chain: vec![] }
+        );
+    }
+}
