@@ -13,6 +13,8 @@
 //! - [`routing`]: one-hop routing tables and the sweep that relearns them. No I/O.
 //! - [`failure`]: failure detection as a state machine: probe results in,
 //!   verdicts on `next` and `prev` out. No I/O, no clock.
+//! - [`lease`]: leases on ownership (when a node may serve its arc), so that
+//!   an arc never has two serving owners. No I/O; time passed in.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
 //!   disk (redb, group commit, values read from disk behind an index of keys);
 //!   digests of arcs for anti-entropy; the footprint measurement (`store-bench`).
@@ -45,6 +47,7 @@ pub mod clock;
 pub mod cluster;
 pub mod failure;
 pub mod gateway;
+pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod proto;

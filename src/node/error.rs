@@ -112,6 +112,13 @@ pub enum NodeError {
         "the key's arc is being handed to a joining node and the hand-off did not finish within {0:?}; retry"
     )]
     HandOffStalled(Duration),
+    /// This node owns the key but holds no lease on its arc (it may have been
+    /// cut off, and another node may be taking the arc over), or the arc is
+    /// one it is taking over and the old owner's lease may not have lapsed.
+    #[error(
+        "this node holds no lease on the key's arc within {0:?} (it may be cut off from its neighbours, or taking the arc over from a failed one); retry"
+    )]
+    Unleased(Duration),
     /// A write did not reach enough replicas in time. It is applied on
     /// `copies` nodes and may still spread to the rest (anti-entropy).
     #[error(
@@ -161,6 +168,7 @@ impl NodeError {
             | NodeError::NotOwner { .. }
             | NodeError::Unreachable { .. }
             | NodeError::HandOffStalled(_)
+            | NodeError::Unleased(_)
             | NodeError::ReplicationIncomplete { .. }
             | NodeError::RingWalk(_) => Code::Unavailable,
             NodeError::Timeout { .. } => Code::DeadlineExceeded,

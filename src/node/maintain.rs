@@ -269,6 +269,10 @@ impl Node {
             self.metrics.neighbour_failed(true);
             self.forget_route(&dead);
             let view = self.view_snapshot();
+            // The dead node's arc is served only once any lease this node
+            // granted it has lapsed.
+            let now = tokio::time::Instant::now().into_std();
+            self.update_leases(|l| l.took_over(Arc::new(dead.id, view.next.id), now));
             tracing::warn!(dead = %dead.addr, next = %view.next.addr, "next neighbour failed; arc extended over it");
             if view.alone() {
                 return;
@@ -309,8 +313,13 @@ impl Node {
             detector.prev_absent();
             return;
         }
-        let probe = to_probe(self.probe(&view.prev).await);
-        match detector.prev_probed(&view.prev, probe) {
+        // A lease runs from before it was asked for (`crate::lease`).
+        let asked_at = tokio::time::Instant::now().into_std();
+        let info = self.probe(&view.prev).await;
+        let links_here = (info.as_ref())
+            .and_then(|i| i.next.as_ref())
+            .is_some_and(|next| next.id == view.me.id.0);
+        match detector.prev_probed(&view.prev, to_probe(info)) {
             PrevVerdict::Alive { chain } => {
                 let length = self.config.maintenance.successors;
                 self.update_view(|v| {
@@ -318,6 +327,11 @@ impl Node {
                         v.adopt_predecessors(&chain, length);
                     }
                 });
+                // `prev` would take this node's arc over: while its view
+                // links here, it grants the lease on it.
+                if links_here {
+                    self.update_leases(|l| l.granted(asked_at));
+                }
             }
             PrevVerdict::Missed => self.metrics.probe_failed(false),
             PrevVerdict::Dead => {
@@ -328,6 +342,7 @@ impl Node {
                         v.prev_failed();
                     }
                 });
+                self.update_leases(|l| l.neighbour_failed());
                 tracing::warn!(dead = %view.prev.addr, "previous neighbour failed");
             }
         }

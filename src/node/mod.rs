@@ -139,6 +139,9 @@ pub struct NodeConfig {
     /// How the node opens connections to peers and the registry: TCP, or a
     /// simulated network.
     pub network: crate::transport::Network,
+    /// Leases on ownership ([`crate::lease`]); `None`: an owner serves its
+    /// arc whenever its view says it owns it.
+    pub leases: Option<crate::lease::LeaseSettings>,
 }
 
 impl NodeConfig {
@@ -164,6 +167,7 @@ impl Default for NodeConfig {
             max_peer_stream_bytes: Self::DEFAULT_MAX_PEER_STREAM_BYTES,
             serving: crate::server::ServeLimits::default(),
             network: crate::transport::Network::default(),
+            leases: None,
         }
     }
 }
@@ -216,6 +220,8 @@ pub struct Node {
     reconciled: std::sync::Mutex<Option<catch_up::Reconciled>>,
     /// Key counts last reported by `summary` (see `key_counts`).
     counts: std::sync::Mutex<Option<KeyCounts>>,
+    /// The lease on this node's arc, if leases are on (`config.leases`).
+    leases: Option<std::sync::Mutex<crate::lease::Leases>>,
     /// A channel to the registry, if the node uses one (heartbeats, members):
     /// made once, reconnecting by itself, rather than a connection per call.
     registry: Option<crate::security::AuthChannel>,
@@ -251,6 +257,9 @@ impl Node {
     ) -> Self {
         let timeouts = config.timeouts;
         let network = config.network.clone();
+        let leases = config
+            .leases
+            .map(|s| std::sync::Mutex::new(crate::lease::Leases::new(s)));
         let credentials = crate::security::Credentials::member(&config.security, &config.tls);
         let recorder = Arc::new(migration::Recorder::default());
         let metrics = Arc::new(NodeMetrics::new(store.commit_seconds()));
@@ -277,6 +286,7 @@ impl Node {
             membership: tokio::sync::Mutex::new(()),
             reconciled: std::sync::Mutex::new(None),
             counts: std::sync::Mutex::new(None),
+            leases,
             store: Arc::new(migration::RecordedStore::new(store, recorder.clone())),
             recorder,
             health,
@@ -297,6 +307,32 @@ impl Node {
     /// This node.
     pub fn me(&self) -> Member {
         self.view().me.clone()
+    }
+
+    /// Why this node may not serve `position` of its arc now, if leases are
+    /// on and say so (`alone`: the node is alone in its ring).
+    fn unleased(
+        &self,
+        position: crate::ring::Position,
+        alone: bool,
+    ) -> Option<crate::lease::Serve> {
+        let leases = self.leases.as_ref()?;
+        let now = tokio::time::Instant::now().into_std();
+        let mut leases = leases.lock().unwrap_or_else(|e| e.into_inner());
+        match leases.serves(position, alone, now) {
+            crate::lease::Serve::Now => None,
+            other => Some(other),
+        }
+    }
+
+    /// Runs `change` on the leases, if they are on, and wakes the queries
+    /// waiting for one.
+    pub(super) fn update_leases(&self, change: impl FnOnce(&mut crate::lease::Leases)) {
+        let Some(leases) = self.leases.as_ref() else {
+            return;
+        };
+        change(&mut leases.lock().unwrap_or_else(|e| e.into_inner()));
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A snapshot of the node's view.
@@ -458,10 +494,21 @@ impl Node {
         let mut rewrites = 0;
         loop {
             let mut changes = self.changes.subscribe();
+            let mut unleased = None;
             let route = {
                 let view = self.view();
                 let table = self.routes();
-                match view.route_by_table(&table, query.position, query.hops, clockwise_only) {
+                let mut route =
+                    view.route_by_table(&table, query.position, query.hops, clockwise_only);
+                // Owned, but not to be served yet: wait for a lease, or for
+                // the end of a takeover's wait.
+                if route == Route::Local {
+                    unleased = self.unleased(query.position, view.alone());
+                    if unleased.is_some() {
+                        route = Route::Wait;
+                    }
+                }
+                match route {
                     // Only a read asks whether the owner is behind.
                     Route::Local => Ok((
                         self.apply_local(&query, view.me.id.0)?,
@@ -543,11 +590,21 @@ impl Node {
                 },
                 Route::Wait => {
                     // One deadline for all waits: views change all the time.
-                    if tokio::time::timeout_at(started + stall, changes.changed())
+                    let wake = match unleased {
+                        Some(crate::lease::Serve::From(at)) => {
+                            tokio::time::Instant::from_std(at).min(started + stall)
+                        }
+                        _ => started + stall,
+                    };
+                    if tokio::time::timeout_at(wake, changes.changed())
                         .await
                         .is_err()
+                        && tokio::time::Instant::now() >= started + stall
                     {
-                        return Err(NodeError::HandOffStalled(stall));
+                        return Err(match unleased {
+                            Some(_) => NodeError::Unleased(stall),
+                            None => NodeError::HandOffStalled(stall),
+                        });
                     }
                 }
                 Route::Forward(to) => {

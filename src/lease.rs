@@ -1,0 +1,253 @@
+//! Leases on ownership: when a node may serve the arc its view says it owns.
+//! A state machine with no I/O; the time is passed in.
+//!
+//! Without leases, a node that is paused or cut off is declared dead by its
+//! predecessor, which takes its arc over while the node itself still believes
+//! it owns it: for a while the arc has two owners, and a read at the old one
+//! can miss a write acknowledged by the new one. With leases an arc has at
+//! most one serving owner at any instant (given the drift bound below):
+//!
+//! - **Grant.** A node holds a lease on its arc from its previous neighbour,
+//!   the node that would take the arc over if it failed. The node asks as part
+//!   of its probe of `prev`; an answer in which `prev`'s own `next` is this node
+//!   grants the lease for [`LeaseSettings::length`], counted from when the
+//!   probe was *sent* (before the grant, so never later than the grantor's
+//!   moment). No grantor state is needed: `prev` grants exactly while its view
+//!   links to this node.
+//! - **Takeover.** A node that declares its `next` dead (the only way a node's
+//!   arc grows over a live node's) stops granting at that moment (its view no
+//!   longer links to the dead node) and serves the taken arc only
+//!   [`LeaseSettings::takeover_wait`] later: by then every lease it granted has
+//!   lapsed, on any clock within the drift bound.
+//! - **Serving.** A node serves a position of its arc only while it holds a
+//!   lease, and not in an arc it took over before that arc's wait has passed.
+//!   A node alone in its ring has no one to lease from: it serves only if it
+//!   did not get there by declaring neighbours dead (it started the ring, or
+//!   the others left gracefully); a node cut off from everyone declares them
+//!   all dead and so serves nothing until a neighbour links to it again.
+//!
+//! The drift bound: each node's monotonic clock runs at a rate within
+//! `±drift` of real time, and keeps running while the process is paused (true
+//! of `CLOCK_MONOTONIC` under `SIGSTOP` or a stall; not across a suspend of
+//! the whole machine).
+
+use crate::ring::{Arc, Position};
+use std::time::{Duration, Instant};
+
+/// How long leases last, and the clock-drift bound they allow for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaseSettings {
+    /// How long a grant lasts, from when it was asked for.
+    pub length: Duration,
+    /// The most any node's clock rate may differ from real time, as a
+    /// fraction (0.01: 1%).
+    pub drift: f64,
+}
+
+impl LeaseSettings {
+    /// Default [`LeaseSettings::length`] in milliseconds: four probe
+    /// intervals, so that a lost probe or two do not let it lapse.
+    pub const DEFAULT_LENGTH_MS: u64 = 2_000;
+    /// Default [`LeaseSettings::drift`]: 1%, far above what NTP-disciplined
+    /// or free-running quartz clocks drift.
+    pub const DEFAULT_DRIFT: f64 = 0.01;
+
+    /// How long after declaring its `next` dead a node waits before serving
+    /// the taken arc: the lease length, stretched for a grantee clock running
+    /// slow and this node's running fast, plus a millisecond.
+    pub fn takeover_wait(&self) -> Duration {
+        let drift = self.drift.clamp(0.0, 0.5);
+        self.length.mul_f64((1.0 + drift) / (1.0 - drift)) + Duration::from_millis(1)
+    }
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        Self {
+            length: Duration::from_millis(Self::DEFAULT_LENGTH_MS),
+            drift: Self::DEFAULT_DRIFT,
+        }
+    }
+}
+
+/// Whether a position may be served now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serve {
+    /// Yes.
+    Now,
+    /// Not before this instant (an arc taken over is still waiting).
+    From(Instant),
+    /// Not until a lease is granted.
+    Unleased,
+}
+
+/// A node's lease on its arc and the waits on the arcs it took over.
+#[derive(Debug, Clone)]
+pub struct Leases {
+    settings: LeaseSettings,
+    /// Until when this node's arc is leased, on this node's clock.
+    until: Option<Instant>,
+    /// Whether this node has declared a neighbour dead since it was last
+    /// linked to one: alone, it then serves nothing.
+    failed_since_linked: bool,
+    /// Arcs taken over from failed next neighbours, and when each may be served.
+    taken: Vec<(Arc, Instant)>,
+}
+
+impl Leases {
+    /// No lease yet.
+    pub fn new(settings: LeaseSettings) -> Self {
+        Self {
+            settings,
+            until: None,
+            failed_since_linked: false,
+            taken: Vec::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> LeaseSettings {
+        self.settings
+    }
+
+    /// `prev` answered a probe sent at `asked_at`, and linked to this node: the
+    /// arc is leased until `asked_at` plus the lease length.
+    pub fn granted(&mut self, asked_at: Instant) {
+        let until = asked_at + self.settings.length;
+        self.until = Some(self.until.map_or(until, |u| u.max(until)));
+        self.failed_since_linked = false;
+    }
+
+    /// This node declared a neighbour dead (its next or its prev).
+    pub fn neighbour_failed(&mut self) {
+        self.failed_since_linked = true;
+    }
+
+    /// This node declared its next dead at `now` and took over `arc` (from the
+    /// dead node's ID to the new next's): served from the takeover wait on.
+    pub fn took_over(&mut self, arc: Arc, now: Instant) {
+        self.failed_since_linked = true;
+        self.taken.push((arc, now + self.settings.takeover_wait()));
+    }
+
+    /// Whether `position`, in this node's arc, may be served at `now`; `alone`
+    /// says whether the node is alone in its ring.
+    pub fn serves(&mut self, position: Position, alone: bool, now: Instant) -> Serve {
+        self.taken.retain(|(_, from)| *from > now);
+        let leased = match self.until {
+            Some(until) => until > now,
+            None => false,
+        } || (alone && !self.failed_since_linked);
+        if !leased {
+            return Serve::Unleased;
+        }
+        match self
+            .taken
+            .iter()
+            .filter(|(arc, _)| arc.contains(position))
+            .map(|(_, from)| *from)
+            .max()
+        {
+            Some(from) => Serve::From(from),
+            None => Serve::Now,
+        }
+    }
+
+    /// Until when the arc is leased, if it ever was.
+    pub fn until(&self) -> Option<Instant> {
+        self.until
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn leases() -> Leases {
+        Leases::new(LeaseSettings {
+            length: 2 * SECOND,
+            drift: 0.01,
+        })
+    }
+
+    #[test]
+    fn a_lease_lasts_its_length_from_when_it_was_asked_for() {
+        let (mut l, t0) = (leases(), Instant::now());
+        assert_eq!(l.serves(Position(5), false, t0), Serve::Unleased);
+        l.granted(t0);
+        assert_eq!(l.serves(Position(5), false, t0 + SECOND), Serve::Now);
+        assert_eq!(
+            l.serves(Position(5), false, t0 + 2 * SECOND),
+            Serve::Unleased
+        );
+    }
+
+    #[test]
+    fn a_late_answer_to_an_old_probe_does_not_shorten_the_lease() {
+        let (mut l, t0) = (leases(), Instant::now());
+        l.granted(t0 + SECOND);
+        l.granted(t0);
+        assert_eq!(
+            l.serves(Position(5), false, t0 + 2500 * SECOND / 1000),
+            Serve::Now
+        );
+    }
+
+    #[test]
+    fn the_takeover_wait_outlasts_any_lease_granted_before_it() {
+        let settings = LeaseSettings {
+            length: 2 * SECOND,
+            drift: 0.01,
+        };
+        let wait = settings.takeover_wait();
+        // The grantee's clock may run 1% slow, the taker's 1% fast: the wait
+        // on the taker's clock must cover the lease on the grantee's.
+        let lease_real = settings.length.as_secs_f64() / (1.0 - settings.drift);
+        let wait_real = wait.as_secs_f64() / (1.0 + settings.drift);
+        assert!(wait_real > lease_real, "{wait_real} <= {lease_real}");
+        assert!(
+            wait < settings.length.mul_f64(1.03),
+            "no longer than needed: {wait:?}"
+        );
+    }
+
+    #[test]
+    fn an_arc_taken_over_is_served_only_after_the_wait() {
+        let (mut l, t0) = (leases(), Instant::now());
+        l.granted(t0);
+        l.took_over(Arc::new(Position(100), Position(200)), t0);
+        let wait = l.settings().takeover_wait();
+        assert_eq!(l.serves(Position(150), false, t0), Serve::From(t0 + wait));
+        // The rest of the arc is served as before.
+        assert_eq!(l.serves(Position(50), false, t0), Serve::Now);
+        l.granted(t0 + wait);
+        assert_eq!(l.serves(Position(150), false, t0 + wait), Serve::Now);
+    }
+
+    #[test]
+    fn nothing_is_served_without_a_lease_even_past_a_takeover_wait() {
+        let (mut l, t0) = (leases(), Instant::now());
+        l.took_over(Arc::new(Position(100), Position(200)), t0);
+        let later = t0 + 10 * SECOND;
+        assert_eq!(l.serves(Position(150), false, later), Serve::Unleased);
+    }
+
+    #[test]
+    fn a_node_that_started_alone_serves_alone() {
+        let (mut l, t0) = (leases(), Instant::now());
+        assert_eq!(l.serves(Position(5), true, t0), Serve::Now);
+    }
+
+    #[test]
+    fn a_node_left_alone_by_failures_serves_nothing_until_linked_again() {
+        let (mut l, t0) = (leases(), Instant::now());
+        l.granted(t0);
+        l.neighbour_failed();
+        let later = t0 + 3 * SECOND;
+        assert_eq!(l.serves(Position(5), true, later), Serve::Unleased);
+        l.granted(later);
+        assert_eq!(l.serves(Position(5), true, later), Serve::Now);
+    }
+}
