@@ -1,0 +1,169 @@
+//! Paused processes with leases on (`--lease-ms`): five real `dht` processes,
+//! one sequential writer per key and readers through random nodes, while two
+//! nodes are stopped with SIGSTOP for 4 s each (long enough for their
+//! neighbours to declare them dead and take their arcs over) and continued
+//! with SIGCONT. No read may return a value older than one acknowledged before
+//! the read began, and every key must end at least at its last acknowledged
+//! value. (Only real processes show this: a stopped process's clock runs on
+//! while its code does not.)
+
+mod common;
+
+use common::Proc;
+use crustyring::client::{self, NodeClient};
+use crustyring::proto::dht::OperationType;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KEYS: usize = 4;
+const READERS: usize = 4;
+/// How long one operation may take before the client gives up on it (a write
+/// then counts as unknown, a read as nothing).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The writes acknowledged for each key: (value, when the ack arrived), in
+/// order (one sequential writer per key, values 1, 2, 3...).
+type Acked = Arc<Mutex<Vec<Vec<(u64, Instant)>>>>;
+
+fn key(i: usize) -> Vec<u8> {
+    format!("paused-{i}").into_bytes()
+}
+
+/// A client per node, made on first use.
+struct Clients(HashMap<String, NodeClient>);
+
+impl Clients {
+    async fn to(&mut self, addr: &str) -> Option<NodeClient> {
+        if let Some(c) = self.0.get(addr) {
+            return Some(c.clone());
+        }
+        let c = tokio::time::timeout(OPERATION_TIMEOUT, client::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        self.0.insert(addr.to_string(), c.clone());
+        Some(c)
+    }
+}
+
+/// The value `addr` answers for key `i` (`Some(0)`: absent), or `None` if it
+/// did not answer in time.
+async fn read(clients: &mut Clients, addr: &str, i: usize) -> Option<u64> {
+    let mut c = clients.to(addr).await?;
+    let k = key(i);
+    let asked = client::query(&mut c, OperationType::Get, &k, None);
+    let answer = tokio::time::timeout(OPERATION_TIMEOUT, asked)
+        .await
+        .ok()?
+        .ok()?;
+    match (answer.error, answer.value) {
+        (None, Some(v)) => Some(String::from_utf8(v).ok()?.parse().expect("a number")),
+        (Some(e), _) if e == crustyring::node::KEY_NOT_PRESENT => Some(0),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_nodes_serve_no_stale_reads_and_lose_no_acknowledged_writes() {
+    let registry = common::registry_process();
+    let lease = ["--lease-ms", "2000"];
+    let nodes: Vec<Proc> = (0..5)
+        .map(|_| common::dht_process(&registry.addr, &lease))
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    common::await_ring(&addrs, Duration::from_secs(20)).await;
+
+    let acked: Acked = Arc::new(Mutex::new(vec![Vec::new(); KEYS]));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..KEYS {
+        let (addrs, acked, stop) = (addrs.clone(), acked.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut clients = Clients(HashMap::new());
+            let mut value = 0u64;
+            let mut turn = i;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                value += 1;
+                turn += 1;
+                let addr = &addrs[turn % addrs.len()];
+                let Some(mut c) = clients.to(addr).await else {
+                    continue;
+                };
+                let (k, body) = (key(i), value.to_string());
+                let write = client::query(&mut c, OperationType::Set, &k, Some(body.as_bytes()));
+                if let Ok(Ok(r)) = tokio::time::timeout(OPERATION_TIMEOUT, write).await
+                    && r.error.is_none()
+                {
+                    acked.lock().unwrap()[i].push((value, Instant::now()));
+                }
+            }
+            0usize
+        });
+    }
+    for r in 0..READERS {
+        let (addrs, acked, stop) = (addrs.clone(), acked.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut clients = Clients(HashMap::new());
+            let mut stale = 0usize;
+            let mut n = r * 7;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let (i, addr) = (n % KEYS, &addrs[(n / KEYS) % addrs.len()]);
+                let began = Instant::now();
+                let Some(seen) = read(&mut clients, addr, i).await else {
+                    continue;
+                };
+                // The newest write acknowledged before this read began.
+                let floor = (acked.lock().unwrap()[i].iter())
+                    .take_while(|(_, at)| *at < began)
+                    .map(|(v, _)| *v)
+                    .last()
+                    .unwrap_or(0);
+                if seen < floor {
+                    eprintln!(
+                        "stale read of key {i} at {addr}: {seen}, after {floor} was acknowledged"
+                    );
+                    stale += 1;
+                }
+            }
+            stale
+        });
+    }
+
+    // Let the load run, then stop two nodes in turn, 4 s each.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for victim in [1, 3] {
+        nodes[victim].signal("STOP");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        nodes[victim].signal("CONT");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut stale = 0;
+    while let Some(result) = tasks.join_next().await {
+        stale += result.expect("a client task");
+    }
+    assert_eq!(stale, 0, "reads older than an acknowledged write");
+
+    // Every key ends at its last acknowledged write or later (a write without
+    // an answer may have landed too), read through every node.
+    common::await_ring(&addrs, Duration::from_secs(20)).await;
+    let acked = acked.lock().unwrap().clone();
+    let mut clients = Clients(HashMap::new());
+    for (i, writes) in acked.iter().enumerate() {
+        assert!(
+            writes.len() > 10,
+            "key {i}: only {} writes acknowledged",
+            writes.len()
+        );
+        let last = writes.last().map_or(0, |(v, _)| *v);
+        for addr in &addrs {
+            let seen = read(&mut clients, addr, i).await;
+            assert!(
+                seen.is_some_and(|v| v >= last),
+                "key {i} at {addr}: {seen:?}, but {last} was acknowledged"
+            );
+        }
+    }
+}
