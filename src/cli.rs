@@ -39,14 +39,14 @@ pub struct NodeArgs {
     /// Failed probes in a row after which a neighbour is declared dead.
     #[arg(long, default_value_t = 3)]
     pub probe_misses: u32,
-    /// Leases on ownership, in milliseconds (0: off). An owner then serves its
+    /// Leases on ownership, in milliseconds (0: off). An owner serves its
     /// arc only while its previous neighbour's view links to it (renewed with
     /// each probe), and a node that declares its next dead serves the taken
     /// arc only once such a lease has lapsed (the length plus 1% clock drift
     /// each way): no arc has two serving owners when a node is paused or cut
     /// off, at the price of that wait after a real failure. Should be several
     /// probe intervals.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = crate::lease::LeaseSettings::DEFAULT_LENGTH_MS)]
     pub lease_ms: u64,
     /// Length of the successor list (how many consecutive failures the ring
     /// survives without help from the registry).

@@ -167,3 +167,65 @@ async fn paused_nodes_serve_no_stale_reads_and_lose_no_acknowledged_writes() {
         }
     }
 }
+
+/// How long a killed node's arc is unavailable, with and without leases: a
+/// measurement, not a check (`cargo test --test t97_pauses -- --ignored
+/// --nocapture`). Five processes; a writer sets a key the victim owns through
+/// another node every 20 ms; the victim is SIGKILLed; printed: the time from
+/// the kill to the first acknowledged write after it, three rounds each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints figures, asserts nothing"]
+async fn measure_unavailability_after_sigkill() {
+    for lease in ["0", "2000"] {
+        let mut gaps = Vec::new();
+        for _ in 0..3 {
+            gaps.push(unavailable_after_kill(lease).await);
+        }
+        eprintln!("--lease-ms {lease}: a killed owner's key unavailable for {gaps:?}");
+    }
+}
+
+/// One round of [`measure_unavailability_after_sigkill`].
+async fn unavailable_after_kill(lease: &str) -> Duration {
+    let registry = common::registry_process();
+    let nodes: Vec<Proc> = (0..5)
+        .map(|_| common::dht_process(&registry.addr, &["--lease-ms", lease]))
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    common::await_ring(&addrs, Duration::from_secs(20)).await;
+    // A key the third node owns, written through the first.
+    let ring = client::ring(&addrs[0], 16).await.expect("the ring");
+    let members: std::collections::BTreeMap<_, _> = (ring.iter())
+        .filter_map(|i| i.node.clone())
+        .map(|n| (crustyring::ring::Position(n.id), n.addr))
+        .collect();
+    let k = (0..)
+        .map(|i| format!("owned-{i}").into_bytes())
+        .find(|k| {
+            let owner = crustyring::ring::owner(&members, crustyring::ring::key_position(k));
+            owner.is_some_and(|(_, a)| *a == addrs[2])
+        })
+        .expect("a key");
+    let mut c = client::connect(&addrs[0]).await.expect("a client");
+    nodes[2].signal("KILL");
+    let killed = Instant::now();
+    loop {
+        let request = client::request(OperationType::Set, &k, Some(b"v"));
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(10), c.query_dht(request)).await
+            && r.get_ref().error.is_none()
+        {
+            let route = crustyring::node::RouteTaken::read_metadata(r.metadata());
+            let owner = route.and_then(|r| r.owner).map(|o| o.addr);
+            let prev_of_victim = ring.iter().find_map(|i| {
+                (i.next.as_ref()?.addr == addrs[2]).then(|| i.node.as_ref().map(|n| n.addr.clone()))
+            });
+            eprintln!("answered by {owner:?}; the victim's prev was {prev_of_victim:?}");
+            return killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "never available again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

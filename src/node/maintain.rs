@@ -260,19 +260,23 @@ impl Node {
                     }
                 });
             }
-            if self
-                .update_view(|v| (v.next == dead).then(|| v.next_failed()))
-                .is_none()
-            {
+            // The dead node's arc is served only once any lease this node
+            // granted it has lapsed: noted under the view lock, with the
+            // change, so that no query waiting for the arc routes into it
+            // before its wait is known.
+            let now = tokio::time::Instant::now().into_std();
+            let taken = self.update_view(|v| {
+                (v.next == dead).then(|| {
+                    v.next_failed();
+                    self.with_leases(|l| l.took_over(Arc::new(dead.id, v.next.id), now));
+                })
+            });
+            if taken.is_none() {
                 return;
             }
             self.metrics.neighbour_failed(true);
             self.forget_route(&dead);
             let view = self.view_snapshot();
-            // The dead node's arc is served only once any lease this node
-            // granted it has lapsed.
-            let now = tokio::time::Instant::now().into_std();
-            self.update_leases(|l| l.took_over(Arc::new(dead.id, view.next.id), now));
             tracing::warn!(dead = %dead.addr, next = %view.next.addr, "next neighbour failed; arc extended over it");
             if view.alone() {
                 return;
@@ -340,9 +344,9 @@ impl Node {
                 self.update_view(|v| {
                     if v.prev == view.prev {
                         v.prev_failed();
+                        self.with_leases(|l| l.neighbour_failed());
                     }
                 });
-                self.update_leases(|l| l.neighbour_failed());
                 tracing::warn!(dead = %view.prev.addr, "previous neighbour failed");
             }
         }

@@ -167,7 +167,7 @@ impl Default for NodeConfig {
             max_peer_stream_bytes: Self::DEFAULT_MAX_PEER_STREAM_BYTES,
             serving: crate::server::ServeLimits::default(),
             network: crate::transport::Network::default(),
-            leases: None,
+            leases: Some(crate::lease::LeaseSettings::default()),
         }
     }
 }
@@ -328,11 +328,19 @@ impl Node {
     /// Runs `change` on the leases, if they are on, and wakes the queries
     /// waiting for one.
     pub(super) fn update_leases(&self, change: impl FnOnce(&mut crate::lease::Leases)) {
-        let Some(leases) = self.leases.as_ref() else {
-            return;
-        };
-        change(&mut leases.lock().unwrap_or_else(|e| e.into_inner()));
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        if self.leases.is_some() {
+            self.with_leases(change);
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Runs `change` on the leases, if they are on, waking no one: for a
+    /// change made together with a view change, inside `update_view` (the
+    /// lock order is the view's, then the leases').
+    pub(super) fn with_leases(&self, change: impl FnOnce(&mut crate::lease::Leases)) {
+        if let Some(leases) = self.leases.as_ref() {
+            change(&mut leases.lock().unwrap_or_else(|e| e.into_inner()));
+        }
     }
 
     /// A snapshot of the node's view.

@@ -431,6 +431,9 @@ pub async fn silent_owner() -> SilentOwner {
             probe_interval: Duration::from_secs(60),
             ..Default::default()
         },
+        // No leases: they are renewed by the probes, which this fixture
+        // slows to a minute (and the silent peer would grant none).
+        leases: None,
         // One copy: the silent peer is never declared dead (no probes), so as
         // a replica it would hold up every write.
         replication: crustyring::node::ReplicationSettings {

@@ -24,10 +24,10 @@
 //!
 //! Schedules come in two kinds (`schedule::Faults`): what the ring promises
 //! to survive (held to all three checks), and cut or held links as well,
-//! which make neighbours falsely suspect a live node. Those are held to the
-//! ring and copy checks without leases (their histories are printed, not
-//! failed on: two owners for an arc is the documented gap), and to all
-//! three with leases on (`crustyring::lease`).
+//! which make neighbours falsely suspect a live node. Those are held to all
+//! three with leases (`crustyring::lease`, the default), and to the ring and
+//! copy checks with `--lease-ms 0` (whose histories are printed, not failed
+//! on: two owners for an arc is what leases prevent).
 //!
 //! A failing run prints its seed; `SIM_SEED=<seed>` reruns exactly it,
 //! `SIM_SEEDS=<n>` runs more of them.
@@ -621,18 +621,19 @@ fn promised_faults_keep_every_key_linearizable_and_the_ring_whole() {
     check_seeds(
         seeds(1, 8),
         Faults::Promised,
-        None,
+        Some(LeaseSettings::default()),
         Histories::MustBeLinearizable,
     );
 }
 
-/// Cut and held links (false suspicions) may break linearizability today
-/// (issue 13), but once the links work again the ring must heal: one ring,
-/// every key's newest version on its three nodes, and most operations
-/// answered. (Before this simulation, `t90_simulation` checked the same of a
-/// re-implemented protocol under messages delayed past every timeout.)
+/// Without leases (`--lease-ms 0`), cut and held links (false suspicions)
+/// may break linearizability (two owners for an arc), but once the links
+/// work again the ring must heal: one ring, every key's newest version on its
+/// three nodes, and most operations answered. (Before this simulation,
+/// `t90_simulation` checked the same of a re-implemented protocol under
+/// messages delayed past every timeout.)
 #[test]
-fn after_false_suspicions_the_ring_heals_whole() {
+fn without_leases_after_false_suspicions_the_ring_heals_whole() {
     check_seeds(seeds(101, 6), Faults::Suspicions, None, Histories::Reported);
 }
 
@@ -670,13 +671,13 @@ fn the_same_seed_replays_the_same_run() {
     assert_eq!(replay(), replay(), "the same seed gave two runs");
 }
 
-/// What the README does not promise yet (issue 13): cut and held links make
-/// neighbours suspect a live node, and its arc gets two owners for a while.
-/// Run by hand (`cargo test --test t91_simulation -- --ignored`) to see what
-/// the simulation finds; leases are to make it pass.
+/// What leases are for: without them, cut and held links make neighbours
+/// suspect a live node, and its arc gets two owners for a while. Run by hand
+/// (`cargo test --test t91_simulation -- --ignored`) to see what the
+/// simulation finds (it fails).
 #[test]
-#[ignore = "false suspicions can give an arc two owners: not guaranteed yet (issue 13)"]
-fn false_suspicions_keep_every_key_linearizable() {
+#[ignore = "without leases, false suspicions can give an arc two owners"]
+fn without_leases_false_suspicions_keep_every_key_linearizable() {
     check_seeds(
         seeds(1, 8),
         Faults::Suspicions,
@@ -685,7 +686,7 @@ fn false_suspicions_keep_every_key_linearizable() {
     );
 }
 
-/// With leases on (`--lease-ms`), cut and held links keep every key
+/// With leases (the default), cut and held links keep every key
 /// linearizable and the ring heals whole.
 #[test]
 fn with_leases_false_suspicions_keep_every_key_linearizable() {
