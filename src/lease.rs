@@ -12,13 +12,17 @@
 //!   of its probe of `prev`; an answer in which `prev`'s own `next` is this node
 //!   grants the lease for [`LeaseSettings::length`], counted from when the
 //!   probe was *sent* (before the grant, so never later than the grantor's
-//!   moment). No grantor state is needed: `prev` grants exactly while its view
-//!   links to this node.
+//!   moment). `prev` grants exactly while its view links to this node, and
+//!   notes when it last did ([`Leases::granting`]); the answer says it did.
 //! - **Takeover.** A node that declares its `next` dead (the only way a node's
 //!   arc grows over a live node's) stops granting at that moment (its view no
-//!   longer links to the dead node) and serves the taken arc only
-//!   [`LeaseSettings::takeover_wait`] later: by then every lease it granted has
-//!   lapsed, on any clock within the drift bound.
+//!   longer links to the dead node) and serves the taken arc only once every
+//!   lease the dead node may hold has lapsed: [`LeaseSettings::takeover_wait`]
+//!   after the later of its own last grant to it and the moment its view
+//!   linked to it (a lease granted by an earlier `prev` of the dead node was
+//!   granted before that moment), or after the declaration if it knows
+//!   neither. After a real crash the last grant is about one probe interval
+//!   old by then, so the wait adds little to failure detection.
 //! - **Serving.** A node serves a position of its arc only while it holds a
 //!   lease, and not in an arc it took over before that arc's wait has passed.
 //!   A node alone in its ring has no one to lease from: it serves only if it
@@ -92,6 +96,10 @@ pub struct Leases {
     failed_since_linked: bool,
     /// Arcs taken over from failed next neighbours, and when each may be served.
     taken: Vec<(Arc, Instant)>,
+    /// This node's `next`, and since when its view links to it.
+    linked: Option<(Position, Instant)>,
+    /// The last lease this node granted, to whom and when (its clock).
+    granted_to: Option<(Position, Instant)>,
 }
 
 impl Leases {
@@ -102,7 +110,20 @@ impl Leases {
             until: None,
             failed_since_linked: false,
             taken: Vec::new(),
+            linked: None,
+            granted_to: None,
         }
+    }
+
+    /// This node's view now links to `next` (its `next` changed at `now`).
+    pub fn linked_to(&mut self, next: Position, now: Instant) {
+        self.linked = Some((next, now));
+    }
+
+    /// This node grants its `next` a lease at `now` (it answers its probe
+    /// while its view links to it).
+    pub fn granting(&mut self, next: Position, now: Instant) {
+        self.granted_to = Some((next, now));
     }
 
     /// The settings.
@@ -110,8 +131,9 @@ impl Leases {
         self.settings
     }
 
-    /// `prev` answered a probe sent at `asked_at`, and linked to this node: the
-    /// arc is leased until `asked_at` plus the lease length.
+    /// `prev` granted a lease in answer to a probe sent at `asked_at` (its view
+    /// linked to this node, and it noted the grant): the arc is leased until
+    /// `asked_at` plus the lease length.
     pub fn granted(&mut self, asked_at: Instant) {
         let until = asked_at + self.settings.length;
         self.until = Some(self.until.map_or(until, |u| u.max(until)));
@@ -123,11 +145,22 @@ impl Leases {
         self.failed_since_linked = true;
     }
 
-    /// This node declared its next dead at `now` and took over `arc` (from the
-    /// dead node's ID to the new next's): served from the takeover wait on.
-    pub fn took_over(&mut self, arc: Arc, now: Instant) {
+    /// This node declared its next, `dead`, dead at `now` and took over `arc`
+    /// (from the dead node's ID to the new next's): served once any lease
+    /// `dead` may hold has lapsed.
+    pub fn took_over(&mut self, arc: Arc, dead: Position, now: Instant) {
         self.failed_since_linked = true;
-        self.taken.push((arc, now + self.settings.takeover_wait()));
+        let about_dead = |record: Option<(Position, Instant)>| {
+            record.filter(|(id, _)| *id == dead).map(|(_, at)| at)
+        };
+        // Leases `dead` holds were granted by this node (the last noted) or,
+        // before this node linked to it, by others.
+        let since = match (about_dead(self.linked), about_dead(self.granted_to)) {
+            (Some(linked), granted) => granted.map_or(linked, |g| g.max(linked)),
+            (None, _) => now,
+        };
+        let from = (since + self.settings.takeover_wait()).max(now);
+        self.taken.push((arc, from));
     }
 
     /// Whether `position`, in this node's arc, may be served at `now`; `alone`
@@ -217,7 +250,8 @@ mod tests {
     fn an_arc_taken_over_is_served_only_after_the_wait() {
         let (mut l, t0) = (leases(), Instant::now());
         l.granted(t0);
-        l.took_over(Arc::new(Position(100), Position(200)), t0);
+        l.linked_to(Position(100), t0);
+        l.took_over(Arc::new(Position(100), Position(200)), Position(100), t0);
         let wait = l.settings().takeover_wait();
         assert_eq!(l.serves(Position(150), false, t0), Serve::From(t0 + wait));
         // The rest of the arc is served as before.
@@ -229,9 +263,63 @@ mod tests {
     #[test]
     fn nothing_is_served_without_a_lease_even_past_a_takeover_wait() {
         let (mut l, t0) = (leases(), Instant::now());
-        l.took_over(Arc::new(Position(100), Position(200)), t0);
+        l.took_over(Arc::new(Position(100), Position(200)), Position(100), t0);
         let later = t0 + 10 * SECOND;
         assert_eq!(l.serves(Position(150), false, later), Serve::Unleased);
+    }
+
+    #[test]
+    fn the_wait_counts_from_the_last_grant_to_the_dead_node() {
+        let (mut l, t0) = (leases(), Instant::now());
+        let (dead, arc) = (Position(100), Arc::new(Position(100), Position(200)));
+        l.granted(t0);
+        l.linked_to(dead, t0);
+        l.granting(dead, t0 + SECOND);
+        // Declared dead 2.5 s in (three missed probes after the last grant).
+        let declared = t0 + 2500 * SECOND / 1000;
+        l.took_over(arc, dead, declared);
+        let wait = l.settings().takeover_wait();
+        l.granted(declared);
+        assert_eq!(
+            l.serves(Position(150), false, declared),
+            Serve::From(t0 + SECOND + wait)
+        );
+        // Long after the last grant, the arc is served at once.
+        l.took_over(arc, dead, t0 + 10 * SECOND);
+        l.granted(t0 + 10 * SECOND);
+        assert_eq!(l.serves(Position(150), false, t0 + 10 * SECOND), Serve::Now);
+    }
+
+    #[test]
+    fn leases_granted_before_this_node_linked_to_the_dead_one_count_too() {
+        // Another node was the dead one's prev until this node linked to it
+        // at t0 + 1 s (a join between them): its leases predate the link.
+        let (mut l, t0) = (leases(), Instant::now());
+        let (dead, arc) = (Position(100), Arc::new(Position(100), Position(200)));
+        l.granted(t0);
+        l.granting(dead, t0);
+        l.linked_to(Position(50), t0 + SECOND / 2);
+        l.linked_to(dead, t0 + SECOND);
+        l.took_over(arc, dead, t0 + 2 * SECOND);
+        let wait = l.settings().takeover_wait();
+        assert_eq!(
+            l.serves(Position(150), false, t0),
+            Serve::From(t0 + SECOND + wait)
+        );
+    }
+
+    #[test]
+    fn not_knowing_when_it_linked_waits_from_the_declaration() {
+        let (mut l, t0) = (leases(), Instant::now());
+        let (dead, arc) = (Position(100), Arc::new(Position(100), Position(200)));
+        l.granted(t0);
+        l.linked_to(Position(7), t0);
+        l.took_over(arc, dead, t0 + SECOND);
+        let wait = l.settings().takeover_wait();
+        assert_eq!(
+            l.serves(Position(150), false, t0),
+            Serve::From(t0 + SECOND + wait)
+        );
     }
 
     #[test]

@@ -63,6 +63,12 @@ impl Default for MaintenanceSettings {
     }
 }
 
+/// Metadata a probe of `prev` carries: the prober's ID, asking for a lease
+/// on its arc (`crate::lease`).
+pub(super) const LEASE_FOR: &str = "x-crusty-lease-for";
+/// Metadata of an answer that granted the lease asked for.
+pub(super) const LEASE_GRANTED: &str = "x-crusty-lease-granted";
+
 /// How often the maintenance loop purges expired tombstones.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -137,12 +143,33 @@ impl Node {
             })
             .await
             .ok()?;
-        let same = info.node.as_ref().is_some_and(|n| n.id == peer.id.0);
-        // A node that left, or that restarted and is joining again, is not the
-        // neighbour it was.
-        let gone =
-            info.state == NodeState::Left.as_str() || info.state == NodeState::Joining.as_str();
-        (same && !gone).then_some(info)
+        still_the_member(peer, info)
+    }
+
+    /// [`Node::probe`] of this node's `prev`, asking it for a lease on the
+    /// arc of `me`: the answer, and whether it granted one.
+    async fn probe_asking_lease(
+        &self,
+        prev: &Member,
+        me: &Member,
+    ) -> (Option<dht::NodeInfo>, bool) {
+        let mut request = tonic::Request::new(());
+        if let Ok(id) = me.id.0.to_string().parse() {
+            request.metadata_mut().insert(LEASE_FOR, id);
+        }
+        let answer = self
+            .peers
+            .call_within(prev, self.probe_timeout(), |mut c| async move {
+                c.get_node_info(request).await.map(tonic::Response::new)
+            })
+            .await;
+        match answer {
+            Ok(response) => {
+                let granted = response.metadata().contains_key(LEASE_GRANTED);
+                (still_the_member(prev, response.into_inner()), granted)
+            }
+            Err(_) => (None, false),
+        }
     }
 
     /// Probes `next` and acts on the detector's verdict.
@@ -268,7 +295,8 @@ impl Node {
             let taken = self.update_view(|v| {
                 (v.next == dead).then(|| {
                     v.next_failed();
-                    self.with_leases(|l| l.took_over(Arc::new(dead.id, v.next.id), now));
+                    let arc = Arc::new(dead.id, v.next.id);
+                    self.with_leases(|l| l.took_over(arc, dead.id, now));
                 })
             });
             if taken.is_none() {
@@ -319,7 +347,7 @@ impl Node {
         }
         // A lease runs from before it was asked for (`crate::lease`).
         let asked_at = tokio::time::Instant::now().into_std();
-        let info = self.probe(&view.prev).await;
+        let (info, granted) = self.probe_asking_lease(&view.prev, &view.me).await;
         let links_here = (info.as_ref())
             .and_then(|i| i.next.as_ref())
             .is_some_and(|next| next.id == view.me.id.0);
@@ -332,8 +360,8 @@ impl Node {
                     }
                 });
                 // `prev` would take this node's arc over: while its view
-                // links here, it grants the lease on it.
-                if links_here {
+                // links here, it grants the lease on it, and notes it.
+                if links_here && granted {
                     self.update_leases(|l| l.granted(asked_at));
                 }
             }
@@ -482,4 +510,12 @@ fn to_probe(info: Option<dht::NodeInfo>) -> Probe {
             successors: info.successors.into_iter().map(Member::from).collect(),
         }),
     }
+}
+
+/// `info` if it is `peer` as it was: the same ID, neither left nor joining
+/// again (a node that restarted is not the neighbour it was).
+fn still_the_member(peer: &Member, info: dht::NodeInfo) -> Option<dht::NodeInfo> {
+    let same = info.node.as_ref().is_some_and(|n| n.id == peer.id.0);
+    let gone = info.state == NodeState::Left.as_str() || info.state == NodeState::Joining.as_str();
+    (same && !gone).then_some(info)
 }

@@ -325,6 +325,20 @@ impl Node {
         }
     }
 
+    /// Grants `to` a lease on its arc if it is this node's serving view's
+    /// `next` (and leases are on), noting when; whether it did.
+    pub(super) fn grant_lease(&self, to: crate::ring::Position) -> bool {
+        let view = self.view();
+        let links = view.next.id == to && view.next.id != view.me.id;
+        let serving = matches!(view.state, NodeState::Serving | NodeState::Leaving);
+        if self.leases.is_none() || !links || !serving {
+            return false;
+        }
+        let now = tokio::time::Instant::now().into_std();
+        self.with_leases(|l| l.granting(to, now));
+        true
+    }
+
     /// Runs `change` on the leases, if they are on, and wakes the queries
     /// waiting for one.
     pub(super) fn update_leases(&self, change: impl FnOnce(&mut crate::lease::Leases)) {
@@ -477,7 +491,15 @@ impl Node {
     fn update_view<T>(&self, change: impl FnOnce(&mut View) -> T) -> T {
         let result = {
             let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
-            change(&mut view)
+            let next = view.next.id;
+            let result = change(&mut view);
+            // When the view links to a new next: a takeover's wait counts
+            // from it (`crate::lease`).
+            if view.next.id != next {
+                let now = tokio::time::Instant::now().into_std();
+                self.with_leases(|l| l.linked_to(view.next.id, now));
+            }
+            result
         };
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
         result

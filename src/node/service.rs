@@ -197,8 +197,26 @@ impl DhtNode for DhtService {
         }))
     }
 
-    async fn get_node_info(&self, _: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
-        Ok(Response::new((&self.node.summary()).into()))
+    /// A node's view; asked by its `next` (`x-crusty-lease-for`), also a
+    /// lease on that node's arc, granted (`x-crusty-lease-granted`) while
+    /// this node's view links to it.
+    async fn get_node_info(&self, request: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
+        let asker = (request.metadata().get(super::maintain::LEASE_FOR))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .map(crate::ring::Position);
+        let summary = self.node.summary();
+        let mut response = Response::new((&summary).into());
+        if let Some(asker) = asker
+            && summary.next.id == asker
+            && self.node.grant_lease(asker)
+        {
+            (response.metadata_mut()).insert(
+                super::maintain::LEASE_GRANTED,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        Ok(response)
     }
 
     async fn replicate(
