@@ -186,6 +186,12 @@ impl Leases {
         }
     }
 
+    /// Whether this node, alone in its ring, may serve: it did not get there
+    /// by declaring a neighbour dead.
+    pub fn may_serve_alone(&self) -> bool {
+        !self.failed_since_linked
+    }
+
     /// Until when the arc is leased, if it ever was.
     pub fn until(&self) -> Option<Instant> {
         self.until

@@ -94,6 +94,7 @@ impl Node {
             if last_heartbeat.is_none_or(|t| t.elapsed() >= settings.heartbeat_interval) {
                 last_heartbeat = Some(Instant::now());
                 self.heartbeat().await;
+                self.rejoin_if_not_alone().await;
             }
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = Instant::now();
@@ -322,6 +323,26 @@ impl Node {
                 return;
             }
             dead = view.next;
+        }
+    }
+
+    /// A node alone in its ring while the registry knows other live members
+    /// was cut off from them (it declared them all dead, and they it): it
+    /// introduces itself to the one that should be its next, which takes it
+    /// as its previous neighbour; stabilize then links the rest (and merges
+    /// what each side holds of the other's arcs). Without this a node cut off
+    /// from every other stayed alone for good.
+    async fn rejoin_if_not_alone(&self) {
+        if !self.view().alone() {
+            return;
+        }
+        let me = self.me();
+        let closest = (self.registry_members().await.into_iter())
+            .filter(|m| m.id != me.id)
+            .min_by_key(|m| me.id.distance_to(m.id));
+        if let Some(next) = closest {
+            tracing::warn!(next = %next.addr, "alone while the registry knows other members; rejoining through them");
+            self.introduce_to(&next).await;
         }
     }
 

@@ -86,6 +86,23 @@ impl Node {
         remote
     }
 
+    /// With leases, whether the node that would take this node's arc over
+    /// (its `prev`, which grants its lease) is among those that hold the
+    /// write (`acked`): an acknowledged write must be there when it does. A
+    /// node whose `prev` is unknown acknowledges nothing until one links to
+    /// it, unless it is alone and may serve alone (`crate::lease`). Without
+    /// leases: always.
+    fn takeover_has(&self, acked: &[Position]) -> bool {
+        let Some(leases) = self.leases.as_ref() else {
+            return true;
+        };
+        let view = self.view();
+        if view.prev != view.me {
+            return acked.contains(&view.prev.id);
+        }
+        view.alone() && (leases.lock().unwrap_or_else(|e| e.into_inner())).may_serve_alone()
+    }
+
     /// Sends `entry` to the replicas until the quorum has it; returns a
     /// replica's copy of the key if one holds it at a newer version (the write
     /// lost there, and will lose everywhere once anti-entropy runs).
@@ -113,7 +130,7 @@ impl Node {
             // replicas that left the set no longer count.
             let needed = settings.copies_needed(target) - 1;
             let mut have = replicas.iter().filter(|r| acked.contains(&r.id)).count();
-            if have >= needed {
+            if have >= needed && self.takeover_has(&acked) {
                 return Ok(newer);
             }
             let mut calls = JoinSet::new();
@@ -148,7 +165,7 @@ impl Node {
                                 newer = Some(copy);
                             }
                         }
-                        if have >= needed {
+                        if have >= needed && self.takeover_has(&acked) {
                             // The rest finish on their own.
                             calls.detach_all();
                             return Ok(newer);

@@ -344,6 +344,19 @@ impl World {
             Action::Event(event @ (Event::Partition | Event::PartitionOneWay | Event::Hold)) => {
                 self.cut(sim, at, event);
             }
+            Action::Event(Event::Isolate) => {
+                if let Some(a) = self.pick_alive() {
+                    let others = (self.hosts.iter())
+                        .filter(|h| **h != a)
+                        .cloned()
+                        .chain(["registry".to_string()]);
+                    for b in others.collect::<Vec<_>>() {
+                        sim.partition(a.as_str(), b.as_str());
+                        self.cuts.push((a.clone(), b));
+                    }
+                    self.note(at, format!("{a} is cut off from every node"));
+                }
+            }
             Action::Event(Event::Repair) => {
                 for (a, b) in std::mem::take(&mut self.cuts) {
                     sim.repair(a.as_str(), b.as_str());

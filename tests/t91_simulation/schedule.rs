@@ -81,6 +81,9 @@ pub enum Event {
     /// The links between a node and another hold their messages (delivered
     /// on repair, late).
     Hold,
+    /// A node is cut off from every other node and the registry, both ways;
+    /// clients still reach it.
+    Isolate,
     /// Every cut or held link works again.
     Repair,
 }
@@ -97,6 +100,7 @@ impl Event {
             | Event::Partition
             | Event::PartitionOneWay
             | Event::Hold
+            | Event::Isolate
             | Event::Repair => 0,
         }
     }
@@ -133,7 +137,12 @@ impl Schedule {
         let mut at = FAULTS.0;
         while at < FAULTS.1 {
             let event = if faults == Faults::Suspicions && rng.chance(35) {
-                *rng.pick(&[Event::Partition, Event::PartitionOneWay, Event::Hold])
+                *rng.pick(&[
+                    Event::Partition,
+                    Event::PartitionOneWay,
+                    Event::Hold,
+                    Event::Isolate,
+                ])
             } else {
                 *rng.pick(&[
                     Event::Join,
@@ -161,7 +170,7 @@ impl Schedule {
             events.push((at, event));
             if matches!(
                 event,
-                Event::Partition | Event::PartitionOneWay | Event::Hold
+                Event::Partition | Event::PartitionOneWay | Event::Hold | Event::Isolate
             ) {
                 at += rng.between(Duration::from_secs(3), Duration::from_secs(6));
                 events.push((at, Event::Repair));
