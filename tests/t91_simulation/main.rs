@@ -346,15 +346,15 @@ impl World {
             }
             Action::Event(Event::Isolate) => {
                 if let Some(a) = self.pick_alive() {
-                    let others = (self.hosts.iter())
-                        .filter(|h| **h != a)
-                        .cloned()
-                        .chain(["registry".to_string()]);
-                    for b in others.collect::<Vec<_>>() {
-                        sim.partition(a.as_str(), b.as_str());
-                        self.cuts.push((a.clone(), b));
+                    self.isolate(sim, at, &[a]);
+                }
+            }
+            Action::Event(Event::IsolatePair) => {
+                if let Some(a) = self.pick_alive() {
+                    match self.neighbour(&a, true) {
+                        Some(next) => self.isolate(sim, at, &[a, next]),
+                        None => self.isolate(sim, at, &[a]),
                     }
-                    self.note(at, format!("{a} is cut off from every node"));
                 }
             }
             Action::Event(Event::Repair) => {
@@ -390,6 +390,22 @@ impl World {
         }
         self.note(at, format!("{how:?} {a} / {b}"));
         self.cuts.push((a, b));
+    }
+
+    /// Cuts `group` off from every other host and the registry, both ways.
+    fn isolate(&mut self, sim: &mut turmoil::Sim<'_>, at: Duration, group: &[String]) {
+        let others: Vec<String> = (self.hosts.iter())
+            .filter(|h| !group.contains(h))
+            .cloned()
+            .chain(["registry".to_string()])
+            .collect();
+        for a in group {
+            for b in &others {
+                sim.partition(a.as_str(), b.as_str());
+                self.cuts.push((a.clone(), b.clone()));
+            }
+        }
+        self.note(at, format!("{group:?} cut off from every other node"));
     }
 
     /// Starts a node: a crashed one again (half the time, if any), or a new one.
@@ -706,6 +722,23 @@ fn with_leases_false_suspicions_keep_every_key_linearizable() {
     check_seeds(
         seeds(1, 8),
         Faults::Suspicions,
+        Some(LeaseSettings::default()),
+        Histories::MustBeLinearizable,
+    );
+}
+
+/// What leases do not cover yet: a ring split in two groups of two or more
+/// (two adjacent nodes cut off together from the rest). Each side declares
+/// the other dead and takes its arcs over; the pair leases to each other, so
+/// both sides serve. Run by hand (`-- --ignored`): with seeds 1 to 16 it
+/// found histories that are not linearizable and rings that did not merge
+/// again.
+#[test]
+#[ignore = "a ring split in two groups gets two serving owners per arc: needs a quorum or witness for takeovers"]
+fn with_leases_a_ring_split_in_two_keeps_every_key_linearizable() {
+    check_seeds(
+        seeds(1, 8),
+        Faults::Splits,
         Some(LeaseSettings::default()),
         Histories::MustBeLinearizable,
     );

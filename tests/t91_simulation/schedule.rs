@@ -50,6 +50,11 @@ pub enum Faults {
     /// one way, to the registry) and links that hold their messages (as a
     /// paused process's are), long enough for a false failure suspicion.
     Suspicions,
+    /// Also the ring split in two groups of two or more: two adjacent nodes
+    /// cut off together from the rest. Leases do not cover this yet (each
+    /// side takes the other's arcs over and serves them: a quorum or a
+    /// witness for takeovers is needed).
+    Splits,
 }
 
 /// A change to the simulated world, as the schedule draws it. Which nodes it
@@ -84,6 +89,10 @@ pub enum Event {
     /// A node is cut off from every other node and the registry, both ways;
     /// clients still reach it.
     Isolate,
+    /// Two adjacent nodes (a node and its next) are cut off together from
+    /// every other node and the registry; they still reach each other, and
+    /// clients reach both.
+    IsolatePair,
     /// Every cut or held link works again.
     Repair,
 }
@@ -101,6 +110,7 @@ impl Event {
             | Event::PartitionOneWay
             | Event::Hold
             | Event::Isolate
+            | Event::IsolatePair
             | Event::Repair => 0,
         }
     }
@@ -136,13 +146,16 @@ impl Schedule {
         let mut events = Vec::new();
         let mut at = FAULTS.0;
         while at < FAULTS.1 {
-            let event = if faults == Faults::Suspicions && rng.chance(35) {
-                *rng.pick(&[
+            let event = if faults != Faults::Promised && rng.chance(35) {
+                let cuts = [
                     Event::Partition,
                     Event::PartitionOneWay,
                     Event::Hold,
                     Event::Isolate,
-                ])
+                    Event::IsolatePair,
+                ];
+                let kinds = if faults == Faults::Splits { 5 } else { 4 };
+                *rng.pick(&cuts[..kinds])
             } else {
                 *rng.pick(&[
                     Event::Join,
@@ -170,7 +183,11 @@ impl Schedule {
             events.push((at, event));
             if matches!(
                 event,
-                Event::Partition | Event::PartitionOneWay | Event::Hold | Event::Isolate
+                Event::Partition
+                    | Event::PartitionOneWay
+                    | Event::Hold
+                    | Event::Isolate
+                    | Event::IsolatePair
             ) {
                 at += rng.between(Duration::from_secs(3), Duration::from_secs(6));
                 events.push((at, Event::Repair));
