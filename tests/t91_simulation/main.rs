@@ -605,11 +605,11 @@ fn check_seeds(
             problems.push(format!("ring: {e}"));
         }
         if let Err(v) = linearizable::check(&outcome.history) {
+            not_linearizable += 1;
             match histories {
                 Histories::MustBeLinearizable => problems.push(format!("history: {v}")),
                 Histories::Reported => {
                     eprintln!("seed {seed}: not linearizable (not promised): {v}");
-                    not_linearizable += 1;
                 }
             }
         }
