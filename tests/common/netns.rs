@@ -6,8 +6,14 @@
 //! [`Network`] deletes its namespaces, which takes their interfaces and the bridge
 //! with them. Needs root and `ip` (iproute2).
 
+use super::Proc;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The command-line client, run inside a client host.
+const CLI: &str = env!("CARGO_BIN_EXE_crustyring");
+/// Each wait for a cluster across hosts to reach a state.
+pub const LIMIT: Duration = Duration::from_secs(20);
 
 /// Set to `1` (CI does), a missing namespace capability fails the test instead
 /// of skipping it.
@@ -103,6 +109,17 @@ impl Network {
         }
     }
 
+    /// The hosts of a ring under test: one for the registry (`r`), one for
+    /// the client (`c`), and `nodes` for nodes (`n1`, `n2`, ...).
+    pub fn ring_hosts(&mut self, nodes: usize) -> (Host, Host, Vec<Host>) {
+        let registry = self.host("r").expect("registry host");
+        let client = self.host("c").expect("client host");
+        let hosts = (1..=nodes)
+            .map(|i| self.host(&format!("n{i}")).expect("node host"))
+            .collect();
+        (registry, client, hosts)
+    }
+
     /// Creates namespace `ns` with `lo` up, remembering it for deletion.
     fn add_namespace(&mut self, ns: &str) -> Result<(), String> {
         ip(&["netns", "add", ns])?;
@@ -149,6 +166,43 @@ impl Host {
         all
     }
 
+    /// Drops every packet between this host and `others`, both ways (a route
+    /// to nowhere on each side), as if the links between them were cut;
+    /// every other host still reaches both.
+    pub fn cut_off_from(&self, others: &[&Host]) -> Result<(), String> {
+        self.blackholes("add", others)
+    }
+
+    /// Undoes [`Host::cut_off_from`].
+    pub fn reconnect_to(&self, others: &[&Host]) -> Result<(), String> {
+        self.blackholes("del", others)
+    }
+
+    /// Adds or deletes (`verb`) the routes to nowhere between this host and
+    /// each of `others`, on both sides.
+    fn blackholes(&self, verb: &str, others: &[&Host]) -> Result<(), String> {
+        for other in others {
+            for (from, to) in [(self, *other), (*other, self)] {
+                let dest = format!("{}/32", to.ip);
+                ip(&["-n", &from.ns, "route", verb, "blackhole", &dest])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a registry in this host on port 50000, with a data directory
+    /// of its own; ready when it prints its address.
+    pub fn start_registry(&self, name: &str) -> Proc {
+        let dir = super::TempDir::new(name);
+        let bin = env!("CARGO_BIN_EXE_registry");
+        let path = dir.path();
+        let args = ["--host", &self.ip, "--data-dir", &path];
+        let mut registry = Proc::start("ip", &self.exec_args(bin, &args), "listening on");
+        registry.dir = Some(dir);
+        assert_runs(&registry, "registry");
+        registry
+    }
+
     /// Runs `bin` with `args` inside this host to completion, killing it (by
     /// its PID) after `limit`: its output.
     pub fn run(&self, bin: &str, args: &[&str], limit: Duration) -> Output {
@@ -180,6 +234,110 @@ impl Drop for Network {
             if let Err(e) = ip(&["netns", "del", ns]) {
                 eprintln!("cleanup: {e}");
             }
+        }
+    }
+}
+
+/// The process is the binary itself: `ip netns exec` execs it, so its PID (the
+/// one Drop and `signal` kill) is not the PID of a wrapper.
+pub fn assert_runs(proc: &Proc, bin: &str) {
+    let exe = std::fs::read_link(format!("/proc/{}/exe", proc.child.id())).unwrap();
+    assert!(
+        exe.to_string_lossy().contains(&format!("/{bin}")),
+        "PID {} is {exe:?}",
+        proc.child.id()
+    );
+}
+
+/// Runs the CLI inside `host`: its trimmed stdout, or `Err` with its stderr.
+pub fn cli(host: &Host, args: &[&str]) -> Result<String, String> {
+    let out = host.run(CLI, args, Duration::from_secs(10));
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    }
+}
+
+/// One line of `crustyring ring`.
+#[derive(Debug, PartialEq)]
+pub struct Row {
+    pub id: String,
+    pub addr: String,
+    pub state: String,
+    pub owned: u64,
+    pub replicas: u64,
+    pub prev: String,
+    pub next: String,
+}
+
+/// The ring as walked from `node` (by `crustyring ring`, run in `host`), sorted
+/// by ID.
+pub fn ring_view(host: &Host, node: &str) -> Result<Vec<Row>, String> {
+    let out = cli(host, &["ring", "--node", node])?;
+    let rows = out
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with("largest share"))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            Row {
+                id: w[0].into(),
+                addr: w[1].into(),
+                state: w[2].into(),
+                owned: w[3].parse().unwrap(),
+                replicas: w[4].parse().unwrap(),
+                prev: w[6].into(),
+                next: w.get(7).copied().unwrap_or_default().into(),
+            }
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// Every node at `addrs` walks the same ring: exactly these nodes, all serving,
+/// each one's `next` and `prev` its neighbours by ID.
+pub fn ring_agreed(host: &Host, addrs: &[String]) -> Result<(), String> {
+    let mut expected = addrs.to_vec();
+    expected.sort();
+    let mut first: Option<Vec<Row>> = None;
+    for addr in addrs {
+        let view = ring_view(host, addr)?;
+        let mut listed: Vec<String> = view.iter().map(|r| r.addr.clone()).collect();
+        listed.sort();
+        if listed != expected {
+            return Err(format!("{addr} sees {listed:?}"));
+        }
+        let n = view.len();
+        for (i, row) in view.iter().enumerate() {
+            if row.state != "serving" {
+                return Err(format!("{} is {}", row.addr, row.state));
+            }
+            if row.next != view[(i + 1) % n].id || row.prev != view[(i + n - 1) % n].id {
+                return Err(format!("{addr} sees {row:?}"));
+            }
+        }
+        // The same IDs from everywhere (key counts may differ mid-walk).
+        let ids = |v: &[Row]| v.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        match &first {
+            Some(f) if ids(f) != ids(&view) => return Err(format!("{addr} differs")),
+            Some(_) => {}
+            None => first = Some(view),
+        }
+    }
+    Ok(())
+}
+
+/// Polls `check` every 50 ms until it holds; panics with its last complaint after
+/// [`LIMIT`].
+pub fn poll(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if started.elapsed() > LIMIT => {
+                panic!("{what} did not hold within {LIMIT:?}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
 }

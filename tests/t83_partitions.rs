@@ -1,0 +1,150 @@
+//! A node cut off from the rest of the ring, on real hosts: a registry and
+//! four nodes (the defaults: leases on, three copies), each in a network
+//! namespace of its own, and a client namespace that reaches them all. One
+//! node is cut off from the other nodes and the registry, both ways (routes to
+//! nowhere), for 5 s, while a writer sets a key that node owns through the
+//! others and a reader reads it through the cut-off node. No read may return a
+//! value older than one acknowledged before it began; once the links are back
+//! the node rejoins the ring, and every node answers the last acknowledged
+//! value or a later one. Needs root and `ip`: otherwise `SKIPPED` (a failure
+//! with `CRUSTY_REQUIRE_NETNS=1`, as in CI).
+
+mod common;
+
+use common::Proc;
+use common::netns::{Host, Network, cli, poll, ring_agreed, ring_view};
+use crustyring::ring::{Position, key_position, owner};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DHT: &str = env!("CARGO_BIN_EXE_dht");
+
+#[test]
+fn a_node_cut_off_from_the_rest_serves_no_stale_read_and_rejoins() {
+    let Some(mut net) = Network::or_skip("t83_partitions") else {
+        return;
+    };
+    let (registry_host, client, hosts) = net.ring_hosts(4);
+    let registry_addr = format!("http://{}:50000", registry_host.ip);
+    let registry = registry_host.start_registry("t83-registry");
+    assert_eq!(registry.addr, registry_addr);
+    let nodes: Vec<Proc> = hosts
+        .iter()
+        .map(|h| {
+            let args = [
+                "50001",
+                "--host",
+                &h.ip,
+                "--registry",
+                &registry_addr,
+                "--memory",
+            ];
+            Proc::start("ip", &h.exec_args(DHT, &args), "listening on")
+        })
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    poll("the four nodes see one ring", || {
+        ring_agreed(&client, &addrs)
+    });
+
+    // A key the second node owns.
+    let members: BTreeMap<Position, String> = ring_view(&client, &addrs[0])
+        .expect("the ring")
+        .into_iter()
+        .map(|row| {
+            (
+                Position(u64::from_str_radix(&row.id, 16).expect("a hex ID")),
+                row.addr,
+            )
+        })
+        .collect();
+    let victim = 1;
+    let key = (0..)
+        .map(|i| format!("cut-{i}"))
+        .find(|k| {
+            owner(&members, key_position(k.as_bytes())).is_some_and(|(_, a)| *a == addrs[victim])
+        })
+        .expect("a key the victim owns");
+    let others: Vec<usize> = (0..addrs.len()).filter(|i| *i != victim).collect();
+
+    // One writer through the other nodes, one reader through the victim.
+    let acked: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, addrs, others) = (client.clone(), addrs.clone(), others.clone());
+        let (key, acked, stop) = (key.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut value = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                value += 1;
+                let node = &addrs[others[value as usize % others.len()]];
+                let args = ["put", &key, &value.to_string(), "--node", node];
+                if cli(&client, &args).is_ok() {
+                    acked.lock().unwrap().push((value, Instant::now()));
+                }
+            }
+        })
+    };
+    let reader = {
+        let (client, node) = (client.clone(), addrs[victim].clone());
+        let (key, acked, stop) = (key.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut stale, mut answered) = (Vec::new(), 0);
+            while !stop.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                let Ok(seen) = cli(&client, &["get", &key, "--node", &node]) else {
+                    continue;
+                };
+                answered += 1;
+                let seen: u64 = seen.parse().expect("a number");
+                let floor = (acked.lock().unwrap().iter())
+                    .take_while(|(_, at)| *at < began)
+                    .map(|(v, _)| *v)
+                    .last()
+                    .unwrap_or(0);
+                if seen < floor {
+                    stale.push((seen, floor));
+                }
+            }
+            (stale, answered)
+        })
+    };
+
+    std::thread::sleep(Duration::from_millis(1500));
+    let victim_host = &hosts[victim];
+    let rest: Vec<&Host> = (others.iter().map(|i| &hosts[*i]))
+        .chain([&registry_host])
+        .collect();
+    victim_host.cut_off_from(&rest).expect("links cut");
+    std::thread::sleep(Duration::from_secs(5));
+    victim_host.reconnect_to(&rest).expect("links back");
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("the writer");
+    let (stale, answered) = reader.join().expect("the reader");
+    assert!(
+        stale.is_empty(),
+        "reads through the cut-off node older than an acknowledged write (seen, acknowledged before): {stale:?}"
+    );
+    assert!(answered > 0, "the victim answered no read at all");
+
+    poll("the cut-off node is back in the ring", || {
+        ring_agreed(&client, &addrs)
+    });
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 10, "only {} writes acknowledged", acked.len());
+    let last = acked.last().map_or(0, |(v, _)| *v);
+    poll(
+        "every node answers the last acknowledged value or later",
+        || {
+            addrs.iter().try_for_each(|node| {
+                match cli(&client, &["get", &key, "--node", node]).map(|v| v.parse::<u64>()) {
+                    Ok(Ok(v)) if v >= last => Ok(()),
+                    other => Err(format!("{node}: {other:?}, {last} acknowledged")),
+                }
+            })
+        },
+    );
+}
