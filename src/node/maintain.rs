@@ -137,40 +137,37 @@ impl Node {
     /// Asks `peer` for its view; `None` if it is dead, has left the ring, or is
     /// joining it (again).
     pub(super) async fn probe(&self, peer: &Member) -> Option<dht::NodeInfo> {
-        let info = self
-            .peers
-            .call_within(peer, self.probe_timeout(), |mut c| async move {
-                c.get_node_info(()).await
-            })
-            .await
-            .ok()?;
-        still_the_member(peer, info)
+        self.probe_asking_lease(peer, None).await.0
     }
 
-    /// [`Node::probe`] of this node's `prev`, asking it for a lease on the
-    /// arc of `me`: the answer, and whether it granted one.
+    /// [`Node::probe`], asking `peer` (this node's `prev`) for a lease on the
+    /// arc of `lease_for` if given: the answer, and whether it granted one.
     async fn probe_asking_lease(
         &self,
-        prev: &Member,
-        me: &Member,
+        peer: &Member,
+        lease_for: Option<&Member>,
     ) -> (Option<dht::NodeInfo>, bool) {
         let mut request = tonic::Request::new(());
-        if let Ok(id) = me.id.0.to_string().parse() {
-            request.metadata_mut().insert(LEASE_FOR, id);
+        if let Some(me) = lease_for {
+            request.metadata_mut().insert(LEASE_FOR, me.id.0.into());
         }
         let answer = self
             .peers
-            .call_within(prev, self.probe_timeout(), |mut c| async move {
+            .call_within(peer, self.probe_timeout(), |mut c| async move {
                 c.get_node_info(request).await.map(tonic::Response::new)
             })
             .await;
-        match answer {
-            Ok(response) => {
-                let granted = response.metadata().contains_key(LEASE_GRANTED);
-                (still_the_member(prev, response.into_inner()), granted)
-            }
-            Err(_) => (None, false),
-        }
+        let Ok(response) = answer else {
+            return (None, false);
+        };
+        let granted = response.metadata().contains_key(LEASE_GRANTED);
+        let info = response.into_inner();
+        let same = info.node.as_ref().is_some_and(|n| n.id == peer.id.0);
+        // A node that left, or that restarted and is joining again, is not
+        // the neighbour it was.
+        let gone =
+            info.state == NodeState::Left.as_str() || info.state == NodeState::Joining.as_str();
+        ((same && !gone).then_some(info), granted)
     }
 
     /// Probes `next` and acts on the detector's verdict.
@@ -337,10 +334,7 @@ impl Node {
             return;
         }
         let me = self.me();
-        let closest = (self.registry_members().await.into_iter())
-            .filter(|m| m.id != me.id)
-            .min_by_key(|m| me.id.distance_to(m.id));
-        if let Some(next) = closest {
+        if let Some(next) = self.registry_successors(&me).await.into_iter().next() {
             tracing::warn!(next = %next.addr, "alone while the registry knows other members; rejoining through them");
             self.introduce_to(&next).await;
         }
@@ -368,7 +362,7 @@ impl Node {
         }
         // A lease runs from before it was asked for (`crate::lease`).
         let asked_at = tokio::time::Instant::now().into_std();
-        let (info, granted) = self.probe_asking_lease(&view.prev, &view.me).await;
+        let (info, granted) = self.probe_asking_lease(&view.prev, Some(&view.me)).await;
         let links_here = (info.as_ref())
             .and_then(|i| i.next.as_ref())
             .is_some_and(|next| next.id == view.me.id.0);
@@ -531,12 +525,4 @@ fn to_probe(info: Option<dht::NodeInfo>) -> Probe {
             successors: info.successors.into_iter().map(Member::from).collect(),
         }),
     }
-}
-
-/// `info` if it is `peer` as it was: the same ID, neither left nor joining
-/// again (a node that restarted is not the neighbour it was).
-fn still_the_member(peer: &Member, info: dht::NodeInfo) -> Option<dht::NodeInfo> {
-    let same = info.node.as_ref().is_some_and(|n| n.id == peer.id.0);
-    let gone = info.state == NodeState::Left.as_str() || info.state == NodeState::Joining.as_str();
-    (same && !gone).then_some(info)
 }

@@ -11,17 +11,17 @@ pub use membership::{Liveness, Membership, Registration, Relearning};
 use crate::metrics::RegistryMetrics;
 use crate::proto::registry::{self as pb, registry_server::Registry};
 use crate::ring::{IdRule, Member, Position};
+use crate::transport::Listener;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
 
 /// Now, as the runtime's clock says: real time in production, virtual time in
 /// a paused or simulated runtime (so that liveness deadlines follow it).
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
-use crate::transport::Listener;
-use tonic::{Request, Response, Status};
 
 /// The default salt mixed into node IDs.
 pub const DEFAULT_SALT: &str = "crustyring";
