@@ -44,8 +44,9 @@ pub struct NodeArgs {
     /// each probe), and a node that declares its next dead serves the taken
     /// arc only once such a lease has lapsed (the length plus 1% clock drift
     /// each way): no arc has two serving owners when a node is paused or cut
-    /// off, at the price of that wait after a real failure. Should be several
-    /// probe intervals.
+    /// off, at the price of that wait after a real failure. At least two probe
+    /// intervals (a shorter one is raised to that: a lease must outlive the
+    /// probe that renews it).
     #[arg(long, default_value_t = crate::lease::LeaseSettings::DEFAULT_LENGTH_MS)]
     pub lease_ms: u64,
     /// Length of the successor list (how many consecutive failures the ring
@@ -164,7 +165,8 @@ impl NodeArgs {
             tls: self.security.tls.tls()?,
             network: crate::transport::Network::default(),
             leases: (self.lease_ms > 0).then(|| crate::lease::LeaseSettings {
-                length: Duration::from_millis(self.lease_ms),
+                length: Duration::from_millis(self.lease_ms)
+                    .max(2 * Duration::from_millis(self.probe_interval_ms.max(10))),
                 ..crate::lease::LeaseSettings::default()
             }),
         })
@@ -440,4 +442,39 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeArgs;
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn leases(args: &[&str]) -> Option<Duration> {
+        let flags = Flags::try_parse_from(std::iter::once("dht").chain(args.iter().copied()))
+            .expect("valid flags");
+        flags
+            .node
+            .config()
+            .expect("a config")
+            .leases
+            .map(|l| l.length)
+    }
+
+    #[test]
+    fn leases_are_on_by_default_off_at_zero_and_outlive_two_probes() {
+        assert_eq!(leases(&[]), Some(Duration::from_secs(2)));
+        assert_eq!(leases(&["--lease-ms", "0"]), None);
+        assert_eq!(
+            leases(&["--lease-ms", "300", "--probe-interval-ms", "500"]),
+            Some(Duration::from_secs(1)),
+            "a lease shorter than two probe intervals is raised to that"
+        );
+    }
 }
