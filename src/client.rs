@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tonic::transport::Endpoint;
 
+pub use crate::node::WALK_LIMIT;
+
 /// A client of one node, sending the process's credentials with every call.
 pub type NodeClient = DhtNodeClient<AuthChannel>;
 
@@ -51,9 +53,6 @@ pub enum ClientError {
     )]
     RingNotClosed(usize),
 }
-
-/// How many nodes a ring walk visits at most before it gives up.
-pub const WALK_LIMIT: usize = 4096;
 
 /// Connects to the node at `addr` (a URL; `host:port` gets `http://` prepended).
 pub async fn connect(addr: &str) -> Result<NodeClient, ClientError> {

@@ -104,7 +104,7 @@ impl LocalCluster {
         Ok(())
     }
 
-    async fn spawn_node(&self, port: u16) -> Result<node::RunningNode, JoinError> {
+    async fn spawn_node(&self, port: u16) -> Result<crate::launch::RunningNode, JoinError> {
         let listener = TcpListener::bind((self.options.host.as_str(), port)).await?;
         self.start_node(listener).await
     }
@@ -112,7 +112,8 @@ impl LocalCluster {
     fn start_node(
         &self,
         listener: TcpListener,
-    ) -> impl std::future::Future<Output = Result<node::RunningNode, JoinError>> + use<> {
+    ) -> impl std::future::Future<Output = Result<crate::launch::RunningNode, JoinError>> + use<>
+    {
         let host = self.options.host.clone();
         let discovery = node::Discovery::Registry(self.registry.clone());
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
@@ -123,7 +124,7 @@ impl LocalCluster {
         };
         let config = self.options.node.clone();
         let shutdown = stopped(self.stop.subscribe());
-        async move { node::start(listener, &host, discovery, config, store?, shutdown).await }
+        async move { crate::launch::start(listener, &host, discovery, config, store?, shutdown).await }
     }
 
     /// Every node's address.

@@ -28,17 +28,27 @@
 //!   replica writes, and the per-request log line.
 //! - [`clock`]: the wall clock (versions, expiries), which a simulation may
 //!   replace with its virtual one.
-//! - [`server`]: serving a router on a listener until shutdown; reflection.
+//! - [`server`]: serving a router on a listener until shutdown, behind the
+//!   gate that refuses calls without the credentials their path requires;
+//!   problem+json error bodies; reflection.
 //! - [`transport`]: the network seam: listening and dialling over TCP, or over
 //!   a simulated network (the deterministic simulation runs the shipped code
 //!   on one).
-//! - [`security`]: who may call what (open, client, peer), the gate that
-//!   enforces it on every server, and the credentials every client sends.
-//! - [`proto`]: generated gRPC code and wire/domain conversions.
+//! - [`security`]: who may call what (open, client, peer), and the
+//!   credentials every client sends.
+//! - [`proto`]: generated gRPC code, and the wire forms of the ring's and the
+//!   store's plain types (the node's own types convert in `node`).
+//! - [`launch`]: starting a node: its server, gRPC and gateway on one port,
+//!   its way into the ring, its loops.
 //! - [`cluster`]: a registry and nodes in one process (the default binary, tests).
 //! - [`cli`]: flags shared by the binaries, shutdown signal, logging.
 //! - [`client`]: client calls used by the command line (`put`, `get`, `ring`, ...).
 //! - [`bench`](mod@bench): the load tool.
+//!
+//! The modules form layers: each uses only modules below it (`ring`, `clock`,
+//! `metrics` and `transport` at the bottom, `launch`, `cluster`, `client`,
+//! `cli` and `bench` at the top). A unit test (`layers`) reads the sources and
+//! fails on a cycle.
 
 pub mod bench;
 pub mod cli;
@@ -46,7 +56,12 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod failure;
+#[cfg(test)]
+mod fuzzing;
 pub mod gateway;
+pub mod launch;
+#[cfg(test)]
+mod layers;
 pub mod lease;
 pub mod metrics;
 pub mod node;

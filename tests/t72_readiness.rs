@@ -7,7 +7,7 @@ mod common;
 
 use common::{grpc_health, http};
 use crustyring::cluster::{ClusterOptions, LocalCluster};
-use crustyring::node::{self, Discovery, NodeConfig};
+use crustyring::node::{Discovery, NodeConfig};
 use crustyring::proto::registry::{Node as WireNode, registry_client::RegistryClient};
 use crustyring::store::MemoryStore;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ async fn a_joining_node_is_alive_not_ready_and_holds_requests_until_it_serves() 
     let mut config = NodeConfig::default();
     config.timeouts.request = Duration::from_secs(15);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let joining = tokio::spawn(node::start(
+    let joining = tokio::spawn(crustyring::launch::start(
         listener,
         "127.0.0.1",
         Discovery::Registry(cluster.registry.clone()),

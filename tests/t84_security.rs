@@ -9,7 +9,7 @@ mod common;
 use common::http_with;
 use crustyring::client::{self, NodeClient};
 use crustyring::cluster::{ClusterOptions, LocalCluster};
-use crustyring::node::{self, Discovery, NodeConfig};
+use crustyring::node::{Discovery, NodeConfig};
 use crustyring::proto::dht::{self, dht_node_client::DhtNodeClient};
 use crustyring::proto::registry::{self as pb, registry_client::RegistryClient};
 use crustyring::security::{CLUSTER_SECRET_HEADER, Credentials, Required, Secret, Tls};
@@ -276,7 +276,7 @@ async fn a_node_without_the_cluster_secret_cannot_join() {
     let started = std::time::Instant::now();
     let joined = tokio::time::timeout(
         Duration::from_secs(20),
-        node::start(
+        crustyring::launch::start(
             listener,
             "127.0.0.1",
             Discovery::Registry(cluster.registry.clone()),

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use crustyring::cli;
-use crustyring::node::{self, Discovery};
+use crustyring::node::Discovery;
 use tokio::sync::watch;
 
 /// Crusty Ring DHT node: joins the ring (through the registry, or through any
@@ -77,7 +77,8 @@ async fn main() -> anyhow::Result<()> {
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
     };
-    let running = node::start(listener, &args.host, discovery, config, store, shutdown).await?;
+    let running =
+        crustyring::launch::start(listener, &args.host, discovery, config, store, shutdown).await?;
     let me = running.node.me();
     println!("node {} listening on {} (id {})", me.id, me.addr, me.id.0);
     cli::shutdown_signal().await;

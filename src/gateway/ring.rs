@@ -168,7 +168,7 @@ fn node_ref(m: &Member) -> NodeRef {
     )
 )]
 pub async fn get_ring(State(node): State<Arc<Node>>) -> Result<Json<RingView>, ApiError> {
-    let walk = node.walk_ring(crate::client::WALK_LIMIT).await?;
+    let walk = node.walk_ring(crate::node::WALK_LIMIT).await?;
     let nodes: Vec<RingNode> = walk.iter().map(node_view).collect();
     let shares: Vec<f64> = nodes.iter().map(|n| n.share).collect();
     Ok(Json(RingView {
@@ -203,7 +203,7 @@ pub async fn get_owner(
         &node.config().limits,
     )?
     .position;
-    let walk = node.walk_ring(crate::client::WALK_LIMIT).await?;
+    let walk = node.walk_ring(crate::node::WALK_LIMIT).await?;
     let members: BTreeMap<Position, Member> = walk
         .iter()
         .filter(|s| s.state == crate::node::NodeState::Serving.as_str())

@@ -25,7 +25,7 @@ impl Node {
 
     /// Sets `grpc.health.v1` to what the node's state is now; returns whether
     /// it is ready.
-    pub(super) async fn publish_health(&self) -> bool {
+    pub(crate) async fn publish_health(&self) -> bool {
         let ready = self.ready();
         let status = match ready {
             true => ServingStatus::Serving,

@@ -32,22 +32,17 @@
 //! Joins into different arcs touch different nodes' `next` links and proceed in
 //! parallel; joins into one arc are serialised by its owner.
 
+use super::Node;
 use super::error::{JoinError, NodeError};
 use super::handoff::HandOffHeader;
 use super::view::{JoinRefusal, NodeState, View};
-use super::{Node, NodeConfig};
 use crate::metrics::HandOff;
 use crate::proto::dht::{self, NeighborType};
-use crate::proto::registry::{ConnectionAddr, registry_client::RegistryClient};
-use crate::ring::{IdRule, Member, Position, predecessor};
-use crate::store::Store;
-use crate::transport::Listener;
-use std::collections::BTreeMap;
-use std::future::Future;
+use crate::proto::registry::ConnectionAddr;
+use crate::ring::{Member, Position};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tonic::Status;
 
 /// The metadata key naming where a refused joiner should ask next.
@@ -71,257 +66,31 @@ impl Default for JoinSettings {
     }
 }
 
-/// How a node finds the ring.
-#[derive(Debug, Clone)]
-pub enum Discovery {
-    /// Register with the registry at this address: it assigns the ID and names a
-    /// first contact. The node heartbeats to it while serving.
-    Registry(String),
-    /// Join through the node at `contact` (any member), choosing the ID locally by
-    /// `ids` among the members a walk of the ring finds; heartbeat to `registry` if
-    /// one is given.
-    Join {
-        /// Any member of the ring.
-        contact: String,
-        /// How to choose the ID (as the registry would, with the same salt and
-        /// choices).
-        ids: IdRule,
-        /// A registry to heartbeat to, if any.
-        registry: Option<String>,
-    },
-    /// Start a new ring alone, with the ID `ids` gives a first member; heartbeat
-    /// to `registry` if one is given.
-    NewRing {
-        /// How to choose the ID.
-        ids: IdRule,
-        /// A registry to heartbeat to, if any.
-        registry: Option<String>,
-    },
-}
-
-impl Discovery {
-    fn registry(&self) -> Option<&str> {
-        match self {
-            Discovery::Registry(r) => Some(r),
-            Discovery::Join { registry, .. } | Discovery::NewRing { registry, .. } => {
-                registry.as_deref()
-            }
-        }
-    }
-}
-
-/// A node that has joined the ring and is serving its listener.
-#[derive(Debug)]
-pub struct RunningNode {
-    /// The node.
-    pub node: Arc<Node>,
-    /// The server task; it ends when the shutdown future resolves.
-    pub server: JoinHandle<std::io::Result<()>>,
-}
-
-/// Starts a node on `listener`, advertising `http://{host}:{port}` (`https` with
-/// TLS on): finds the
-/// ring as `discovery` says, serves the listener, joins, and starts ring
-/// maintenance. Returns once the node serves its arc. The server and maintenance
-/// stop when `shutdown` resolves (call [`Node::leave`] first for a graceful leave).
-pub async fn start<L: Listener>(
-    listener: L,
-    host: &str,
-    discovery: Discovery,
-    config: NodeConfig,
-    store: Arc<dyn Store>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<RunningNode, JoinError> {
-    let scheme = config.tls.scheme();
-    let addr = format!("{scheme}://{host}:{}", listener.port()?);
-    // A node restarted from its data keeps its ID, and says so.
-    let saved = store.identity().map(|m| m.id);
-    let (me, contact) = match &discovery {
-        Discovery::Registry(registry) => register(registry, &addr, saved, &config).await?,
-        Discovery::Join { contact, ids, .. } => {
-            choose_by_walk(contact, ids, &addr, saved, &config).await?
-        }
-        Discovery::NewRing { ids, .. } => {
-            let id = saved.unwrap_or_else(|| ids.choose(&addr, &BTreeMap::<Position, ()>::new()));
-            (Member::new(id, &addr), None)
-        }
-    };
-    // A registry that predates saved IDs assigns another: the saved one wins.
-    let me = match saved {
-        Some(saved) if saved != me.id => {
-            tracing::info!(id = %saved, "resuming the saved ring position");
-            Member::new(saved, me.addr)
-        }
-        _ => me,
-    };
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let registry = discovery.registry().map(str::to_string);
-    let node = Arc::new(Node::new(me, config, store, health, registry));
-    // Not serving until joined; `report_health` keeps it in step from here.
-    node.publish_health().await;
-    let grpc = super::grpc_routes(node.clone(), health_service).into_axum_router();
-    let router = crate::gateway::app(grpc, node.clone());
-    let (stop, stopped) = watch::channel(false);
-    let serving = crate::server::Serving {
-        limits: node.config().serving,
-        required: node.config().security.clone(),
-        tls: node.config().tls.clone(),
-    };
-    let server = tokio::spawn(crate::server::serve(
-        listener,
-        router,
-        serving,
-        wait_for(stopped.clone()),
-    ));
-    let closing = node.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        // Endless streams (watches) end first, so the server's graceful
-        // shutdown does not wait for them.
-        closing.close_streams();
-        let _ = stop.send(true);
-    });
-    tokio::spawn(node.clone().report_health(stopped.clone()));
-    match contact {
-        None => node.become_alone().await,
-        Some(contact) => node.join(contact).await?,
-    }
-    // Serving, as this returns: probes need not race the reporter.
-    node.publish_health().await;
-    node.store.save_identity(&node.me())?;
-    node.store.sync_point().await?;
-    tokio::spawn(node.clone().anti_entropy(stopped.clone()));
-    tokio::spawn(node.clone().refresh_routes(stopped.clone()));
-    tokio::spawn(node.clone().maintain(stopped));
-    Ok(RunningNode { node, server })
-}
-
-async fn wait_for(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Registers `addr` (with the ID it holds, if any) with the registry, retrying
-/// while it is not up yet. Returns this node and its first contact.
-async fn register(
-    registry: &str,
-    addr: &str,
-    held: Option<Position>,
-    config: &NodeConfig,
-) -> Result<(Member, Option<Member>), JoinError> {
-    let failed = |reason: String| JoinError::Registry {
-        addr: registry.to_string(),
-        reason,
-    };
-    let credentials = crate::security::Credentials::member(&config.security, &config.tls);
-    let endpoint = super::peers::endpoint(registry, config.timeouts, &credentials)
-        .map_err(|e| failed(e.to_string()))?;
-    let info = with_retries(config, config.timeouts.request, || async {
-        let channel = (config.network.connect(&endpoint).await).map_err(|e| e.to_string())?;
-        RegistryClient::with_interceptor(channel, credentials.clone())
-            .register_node(ConnectionAddr {
-                addr: addr.to_string(),
-                id: held.map(|id| id.0),
-            })
-            .await
-            .map_err(|s| Failed::from_status(&s, s.message().to_string()))
-    })
-    .await
-    .map_err(failed)?
-    .into_inner();
-    let me = Member::new(Position(info.id), addr);
-    Ok((me, info.neighbor.map(Member::from)))
-}
-
-/// Joining through a member: walks the ring from `contact` to learn its serving
-/// members, and takes the ID the registry's rule `ids` gives among them (or the
-/// `held` one). Returns this node and its predecessor among them, the first
-/// contact (the given one if the ring is empty of serving members).
-async fn choose_by_walk(
-    contact: &str,
-    ids: &IdRule,
-    addr: &str,
-    held: Option<Position>,
-    config: &NodeConfig,
-) -> Result<(Member, Option<Member>), JoinError> {
-    let members = with_retries(config, config.join.timeout, || async {
-        crate::client::serving_members(
-            contact,
-            &crate::security::Credentials::member(&config.security, &config.tls),
-        )
-        .await
-        .map_err(|e| match &e {
-            crate::client::ClientError::Status(s) => Failed::from_status(s, e.to_string()),
-            _ => Failed::Transient(e.to_string()),
-        })
-    })
-    .await
-    .map_err(|reason| JoinError::RingWalk {
-        contact: contact.to_string(),
-        reason,
-    })?;
-    let id = held.unwrap_or_else(|| ids.choose(addr, &members));
-    // Without a known predecessor the contact's ID is not known; only its
-    // address is used.
-    let first =
-        predecessor(&members, id).map_or_else(|| Member::new(id, contact), |(_, m)| m.clone());
-    Ok((Member::new(id, addr), Some(first)))
-}
-
-/// Why an attempt to reach the ring failed, and whether trying again can help.
-enum Failed {
-    /// Not up yet, unreachable, busy: worth another try.
-    Transient(String),
-    /// Refused for want of credentials: the same again would be refused too.
-    Refused(String),
-}
-
-impl From<String> for Failed {
-    fn from(reason: String) -> Self {
-        Failed::Transient(reason)
-    }
-}
-
-impl Failed {
-    /// A peer's or the registry's answer `status`, described by `reason`.
-    fn from_status(status: &tonic::Status, reason: String) -> Self {
-        match status.code() {
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Failed::Refused(reason),
-            _ => Failed::Transient(reason),
-        }
-    }
-}
-
-/// Runs `attempt` (each try bounded by `limit`) until it succeeds, backing off
-/// from the join retry delay, doubling up to a second, for at most the join
-/// timeout. The last failure's reason if it never does; a refusal (missing or
-/// wrong credentials) at once, since trying again cannot change it.
-async fn with_retries<T, F, Fut>(
-    config: &NodeConfig,
-    limit: Duration,
-    mut attempt: F,
-) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Failed>>,
-{
-    let deadline = tokio::time::Instant::now() + config.join.timeout;
-    let mut delay = config.join.retry_delay;
-    loop {
-        let reason = match tokio::time::timeout(limit, attempt()).await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(Failed::Refused(reason))) => return Err(reason),
-            Ok(Err(Failed::Transient(reason))) => reason,
-            Err(_) => "no answer in time".to_string(),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(reason);
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
-}
-
 impl Node {
+    /// Brings a node whose server is up into the ring: joins through `contact`
+    /// (or starts a ring of one without), saves its identity, and starts the
+    /// loops that keep its health, its replicas, its routing table and its
+    /// links up to date until `stopped`. Returns once the node serves its arc.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        contact: Option<Member>,
+        stopped: watch::Receiver<bool>,
+    ) -> Result<(), JoinError> {
+        tokio::spawn(self.clone().report_health(stopped.clone()));
+        match contact {
+            None => self.become_alone().await,
+            Some(contact) => self.join(contact).await?,
+        }
+        // Serving, as this returns: probes need not race the reporter.
+        self.publish_health().await;
+        self.store.save_identity(&self.me())?;
+        self.store.sync_point().await?;
+        tokio::spawn(self.clone().anti_entropy(stopped.clone()));
+        tokio::spawn(self.clone().refresh_routes(stopped.clone()));
+        tokio::spawn(self.maintain(stopped));
+        Ok(())
+    }
+
     /// Starts a ring of one: this node owns every position.
     async fn become_alone(&self) {
         let me = self.me();

@@ -2,7 +2,8 @@
 //! hand-off, and keeping replicas in step. Decisions live in `view` ([`View`]) as
 //! pure functions; this module applies them to the store and the network.
 //!
-//! Modules: `join`, `handoff`, `leave` (membership changes); `maintain` (failure
+//! Modules: `discovery` (finding the ring: registry, a member, or none);
+//! `join`, `handoff`, `leave` (membership changes); `maintain` (failure
 //! detection and repair); `replicate` (the write path to the replicas);
 //! `anti_entropy` (replicas catching up with owners by digests); `catch_up` (an
 //! owner that may be behind reads with its replicas); `strays` (entries outside
@@ -12,7 +13,8 @@
 //! replica writes); `migration` (a join's hand-off while the arc stays served);
 //! `routes` (the routing table's upkeep); `health` (what `grpc.health.v1` says);
 //! `batch` (several queries, one call per owner); `watching` (a key's changes,
-//! following its owner); `fuzz` (tests only: hostile peer input, proptest).
+//! following its owner); `wire` (a summary and a route in their wire forms);
+//! `fuzz` (tests only: hostile peer input, proptest).
 //!
 //! # Concurrency
 //!
@@ -27,6 +29,7 @@
 mod anti_entropy;
 mod batch;
 mod catch_up;
+mod discovery;
 mod entries;
 mod error;
 #[cfg(test)]
@@ -47,10 +50,13 @@ mod service;
 mod strays;
 mod view;
 mod watching;
+mod wire;
 
 pub use batch::MAX_BATCH;
+pub use discovery::Discovery;
+pub(crate) use discovery::discover;
 pub use error::{JoinError, NodeError};
-pub use join::{Discovery, JoinSettings, RunningNode, start};
+pub use join::JoinSettings;
 pub use listing::{Cursor, ListRequest, MAX_PAGE, Page};
 pub use maintain::MaintenanceSettings;
 pub use peers::{PeerTimeouts, Peers};
@@ -264,12 +270,7 @@ impl Node {
         let recorder = Arc::new(migration::Recorder::default());
         let metrics = Arc::new(NodeMetrics::new(store.commit_seconds()));
         Self {
-            peers: Peers::new(
-                config.timeouts,
-                config.limits.max_message_bytes(),
-                credentials.clone(),
-                config.network.clone(),
-            ),
+            peers: Peers::of(&config),
             pipes: pipeline::ReplicaPipes::new(
                 config.limits,
                 config.timeouts.request,
@@ -445,33 +446,9 @@ impl Node {
 
     /// The ring as its nodes see it: this node's summary, then each next
     /// neighbour's own, until the walk comes back here (at most `limit` nodes).
+    /// In ring order from the smallest ID.
     pub async fn walk_ring(&self, limit: usize) -> Result<Vec<NodeSummary>, NodeError> {
-        let mine = self.summary();
-        let start = mine.me.id;
-        let mut at = mine.next.clone();
-        let mut ring = vec![mine];
-        while at.id != start {
-            if ring.iter().any(|s| s.me.id == at.id) {
-                return Err(NodeError::RingWalk(format!(
-                    "the walk came back to {} without passing this node: the ring is being repaired, retry shortly",
-                    at.addr
-                )));
-            }
-            if ring.len() >= limit {
-                return Err(NodeError::RingWalk(format!(
-                    "the ring did not close after {limit} nodes"
-                )));
-            }
-            let info = self
-                .peers
-                .call(&at, |mut c| async move { c.get_node_info(()).await })
-                .await?;
-            let summary = NodeSummary::try_from(info).map_err(NodeError::RingWalk)?;
-            at = summary.next.clone();
-            ring.push(summary);
-        }
-        ring.sort_by_key(|s| s.me.id);
-        Ok(ring)
+        walk(&self.peers, self.summary(), limit).await
     }
 
     /// A copy of every entry in the local store, in ring order.
@@ -739,4 +716,46 @@ impl Node {
         self.change_log.record(&written);
         Ok((outcome, version, written.expires, Some(written)))
     }
+}
+
+/// How many nodes a ring walk visits at most before it gives up.
+pub const WALK_LIMIT: usize = 4096;
+
+/// The ring as its nodes see it, from `first` (a node's own summary): each
+/// next neighbour's summary in turn, asked through `peers`, until the walk
+/// comes back to `first` (at most `limit` nodes). In ring order from the
+/// smallest ID.
+pub(crate) async fn walk(
+    peers: &Peers,
+    first: NodeSummary,
+    limit: usize,
+) -> Result<Vec<NodeSummary>, NodeError> {
+    let start = first.me.id;
+    let mut at = first.next.clone();
+    let mut ring = vec![first];
+    while at.id != start {
+        if ring.iter().any(|s| s.me.id == at.id) {
+            return Err(NodeError::RingWalk(format!(
+                "the walk came back to {} without passing {}: the ring is being repaired, retry shortly",
+                at.addr, ring[0].me.addr
+            )));
+        }
+        if ring.len() >= limit {
+            return Err(NodeError::RingWalk(format!(
+                "the ring did not close after {limit} nodes"
+            )));
+        }
+        ring.push(summary_of(peers, &at).await?);
+        at = ring.last().map_or(at, |s| s.next.clone());
+    }
+    ring.sort_by_key(|s| s.me.id);
+    Ok(ring)
+}
+
+/// The summary the node `at` gives of itself (`GetNodeInfo`).
+pub(crate) async fn summary_of(peers: &Peers, at: &Member) -> Result<NodeSummary, NodeError> {
+    let info = peers
+        .call(at, |mut c| async move { c.get_node_info(()).await })
+        .await?;
+    NodeSummary::try_from(info).map_err(NodeError::RingWalk)
 }

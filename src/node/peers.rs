@@ -55,6 +55,17 @@ impl Peers {
         }
     }
 
+    /// The pool a node configured by `config` calls its peers through: its
+    /// timeouts, message limit, member credentials and network.
+    pub fn of(config: &super::NodeConfig) -> Self {
+        Self::new(
+            config.timeouts,
+            config.limits.max_message_bytes(),
+            Credentials::member(&config.security, &config.tls),
+            config.network.clone(),
+        )
+    }
+
     /// A client for the node at `addr`, reusing its channel.
     pub fn client(&self, addr: &str) -> Result<DhtNodeClient<AuthChannel>, NodeError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 /// How many members a sweep asks at most: as many as a ring walk visits.
-const SWEEP_LIMIT: usize = crate::client::WALK_LIMIT;
+const SWEEP_LIMIT: usize = super::WALK_LIMIT;
 
 impl Node {
     /// The routing table.

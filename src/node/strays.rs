@@ -43,7 +43,7 @@ impl Node {
             return Ok(0);
         }
         let members: BTreeMap<Position, Member> = self
-            .walk_ring(crate::client::WALK_LIMIT)
+            .walk_ring(super::WALK_LIMIT)
             .await?
             .into_iter()
             .filter(|s| s.state == NodeState::Serving.as_str())

@@ -234,7 +234,7 @@ type Changes = mpsc::Receiver<Result<Entry, NodeError>>;
 
 impl Node {
     /// Ends every watch this node serves (it is shutting down).
-    pub(super) fn close_streams(&self) {
+    pub(crate) fn close_streams(&self) {
         self.closing.send_replace(true);
     }
 

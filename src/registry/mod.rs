@@ -248,7 +248,7 @@ mod fuzz {
     use std::time::{Duration, Instant};
 
     proptest! {
-        #![proptest_config(crate::node::fuzz::config())]
+        #![proptest_config(crate::fuzzing::config())]
 
         #[test]
         fn any_registry_messages_keep_the_table_sound(

@@ -6,14 +6,13 @@
 //!
 //! - [`access`]: which paths are open, for clients, or for peers; the rule
 //!   that admits or refuses a request (pure).
-//! - [`gate`]: the server-side layer that applies it before any handler runs.
+//! - [`crate::server`]'s gate applies it before any handler runs.
 //! - [`Credentials`]: the client side, which adds a process's credentials to
 //!   every gRPC call it makes.
 //! - [`Secret`]: a checked, never-printed secret.
 //! - [`Tls`]: TLS on the served port and on the calls a process makes.
 
 pub mod access;
-pub mod gate;
 mod secret;
 mod tls;
 

@@ -93,7 +93,7 @@ fn add_node_host(
         let (name, slots) = (name.clone(), slots.clone());
         async move {
             let listener = SimListener::bind(PORT).await?;
-            let running = crustyring::node::start(
+            let running = crustyring::launch::start(
                 listener,
                 &name,
                 Discovery::Registry(format!("http://registry:{PORT}")),

@@ -7,7 +7,7 @@
 //! they are sent with a value or an error.
 //!
 //! Proptest, not cargo-fuzz: it runs on stable, in every `cargo test`, for a
-//! bounded time ([`CASES`] cases a property). Raise it for a longer hunt:
+//! bounded time ([`crate::fuzzing`] sets the cases a property runs). Raise it for a longer hunt:
 //! `PROPTEST_CASES=20000 cargo test --lib fuzz`.
 //!
 //! `wire`: each message decoded and converted, and round trips; `handlers`:
@@ -25,6 +25,7 @@ use super::query::{Answer, Condition, Limits, MAX_TTL, Operation, Outcome, Query
 use super::view::{NodeState, View};
 use super::watching::{Watched, entry_of, event, resume_after};
 use super::{Node, NodeConfig, NodeError, NodeSummary};
+pub(crate) use crate::fuzzing::config;
 use crate::proto::{dht, registry};
 use crate::ring::{Arc as RingArc, Member, Position, key_position};
 use crate::store::{Bucket, Entry, MemoryStore, Store, Version, bucket_count, now_micros};
@@ -36,24 +37,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
 use tonic::metadata::{MetadataMap, MetadataValue};
-
-/// Cases a property runs by default: enough to catch a missing check on every
-/// run, few enough that every fuzz property together stays within seconds in
-/// a debug build.
-const CASES: u32 = 256;
-
-/// The configuration of every fuzz property: [`CASES`] cases, or
-/// `PROPTEST_CASES` when it is set.
-pub(crate) fn config() -> Config {
-    let cases = match std::env::var_os("PROPTEST_CASES") {
-        Some(_) => Config::default().cases,
-        None => CASES,
-    };
-    Config {
-        cases,
-        ..Config::default()
-    }
-}
 
 /// Small limits, so that over-limit input is cheap to make.
 pub(crate) fn limits() -> Limits {

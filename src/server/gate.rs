@@ -1,11 +1,11 @@
-//! The server side: one layer in front of every route of a node or registry
+//! The gate: one layer in front of every route of a node or registry
 //! that refuses calls without the credentials their path requires, before
 //! anything else runs (so a refused call changes nothing). A refused gRPC call
 //! gets `UNAUTHENTICATED` / `PERMISSION_DENIED`; a refused HTTP call a 401 / 403
 //! problem document with `WWW-Authenticate: Bearer`.
 
-use super::CLUSTER_SECRET_HEADER;
-use super::access::{Presented, Refusal, Required, access};
+use crate::security::CLUSTER_SECRET_HEADER;
+use crate::security::access::{Presented, Refusal, Required, access};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -40,7 +40,7 @@ async fn admit(State(required): State<Arc<Required>>, request: Request, next: Ne
     };
     match required.admit(access(request.uri().path()), presented) {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refuse(refusal, crate::server::is_grpc(headers)),
+        Err(refusal) => refuse(refusal, super::is_grpc(headers)),
     }
 }
 
@@ -67,7 +67,7 @@ fn refuse(refusal: Refusal, grpc: bool) -> Response {
     } else {
         StatusCode::FORBIDDEN
     };
-    let mut response = crate::gateway::problem::problem(status, message);
+    let mut response = super::problem::problem(status, message);
     let challenge = match refusal {
         Refusal::WrongToken => r#"Bearer realm="crustyring", error="invalid_token""#,
         _ => r#"Bearer realm="crustyring""#,

@@ -22,8 +22,15 @@
 //!
 //! The accept loop is our own rather than `axum::serve` because `axum::serve`
 //! sets none of these (hyper's header timeout needs a timer it does not give).
+//!
+//! `gate`: the layer that refuses calls without the credentials their path
+//! requires ([`crate::security`]); `problem`: the RFC 9457 body of every HTTP
+//! error.
 
-use crate::security::{Required, Tls, gate};
+pub mod gate;
+pub mod problem;
+
+use crate::security::{Required, Tls};
 use crate::transport::Listener;
 use axum::http::Request;
 use hyper::body::Incoming;
@@ -86,7 +93,7 @@ impl Default for ServeLimits {
 pub struct Serving {
     /// What clients may hold.
     pub limits: ServeLimits,
-    /// The credentials each path requires ([`crate::security::gate`]).
+    /// The credentials each path requires ([`gate`]).
     pub required: Required,
     /// With a certificate, connections are TLS only.
     pub tls: Tls,
