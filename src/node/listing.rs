@@ -7,7 +7,7 @@
 //! repeated. Prefixes do not narrow the scan (keys are spread by their hash):
 //! a page with a rare prefix may visit every node.
 
-use super::entries::entry_from_wire;
+use super::rpc::entries::entry_from_wire;
 use super::{Node, NodeError, NodeState};
 use crate::proto::dht;
 use crate::ring::Position;

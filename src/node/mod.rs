@@ -2,19 +2,20 @@
 //! hand-off, and keeping replicas in step. Decisions live in `view` ([`View`]) as
 //! pure functions; this module applies them to the store and the network.
 //!
-//! Modules: `discovery` (finding the ring: registry, a member, or none);
-//! `join`, `handoff`, `leave` (membership changes); `maintain` (failure
-//! detection and repair); `replicate` (the write path to the replicas);
-//! `anti_entropy` (replicas catching up with owners by digests); `catch_up` (an
-//! owner that may be behind reads with its replicas); `strays` (entries outside
-//! the kept arc go to their owners); `service` and `entries` (the gRPC shell and
-//! its wire checks); `peers` (channels to other nodes); `listing` (pages of
-//! the ring's keys, each range asked of its owner); `pipeline` (queues of
-//! replica writes); `migration` (a join's hand-off while the arc stays served);
-//! `routes` (the routing table's upkeep); `health` (what `grpc.health.v1` says);
-//! `batch` (several queries, one call per owner); `watching` (a key's changes,
-//! following its owner); `wire` (a summary and a route in their wire forms);
-//! `fuzz` (tests only: hostile peer input, proptest).
+//! Modules, by concern:
+//!
+//! - `membership`: finding the ring, joining it (the arc handed over while it
+//!   stays served), leaving it, and repairing it after failures;
+//! - `replication`: the write path to the replicas, anti-entropy, catch-up,
+//!   strays;
+//! - `rpc`: the gRPC service, the channels to peers, wire checks and
+//!   conversions, health; wire types stop there;
+//! - the query path here: `query` (one key, routed and applied), `batch`
+//!   (several, one call per owner), `listing` (pages of the ring's keys, each
+//!   range asked of its owner), `watching` (a key's changes, following its
+//!   owner), `routes` (the routing table's upkeep), `view` (the pure view of
+//!   the ring), `error`;
+//! - `fuzz` (tests only: hostile peer input, proptest).
 //!
 //! # Concurrency
 //!
@@ -26,45 +27,32 @@
 //! Membership changes of a node (accepting a joiner) are serialised by an async
 //! mutex, so two joiners into one arc are handled one after the other.
 
-mod anti_entropy;
 mod batch;
-mod catch_up;
-mod discovery;
-mod entries;
 mod error;
 #[cfg(test)]
 pub(crate) mod fuzz;
-mod handoff;
-mod health;
-mod join;
-mod leave;
 mod listing;
-mod maintain;
-mod migration;
-mod peers;
-mod pipeline;
+mod membership;
 mod query;
-mod replicate;
+mod replication;
 mod routes;
-mod service;
-mod strays;
+mod rpc;
 mod view;
 mod watching;
-mod wire;
 
 pub use batch::MAX_BATCH;
-pub use discovery::Discovery;
-pub(crate) use discovery::discover;
 pub use error::{JoinError, NodeError};
-pub use join::JoinSettings;
 pub use listing::{Cursor, ListRequest, MAX_PAGE, Page};
-pub use maintain::MaintenanceSettings;
-pub use peers::{PeerTimeouts, Peers};
+pub use membership::discovery::Discovery;
+pub(crate) use membership::discovery::discover;
+pub use membership::join::JoinSettings;
+pub use membership::maintain::MaintenanceSettings;
 pub use query::{
     Answer, Condition, KEY_NOT_PRESENT, Limits, MAX_TTL, Operation, Outcome, Query, RouteTaken,
 };
-pub use replicate::ReplicationSettings;
-pub use service::grpc_routes;
+pub use replication::replicate::ReplicationSettings;
+pub use rpc::peers::{PeerTimeouts, Peers};
+pub use rpc::service::grpc_routes;
 pub use view::{JoinRefusal, NodeState, Route, View};
 pub use watching::{WatchSettings, Watched, event as watch_event, resume_after};
 
@@ -216,14 +204,14 @@ pub struct Node {
     membership: tokio::sync::Mutex<()>,
     store: Arc<dyn Store>,
     /// Notes the writes into an arc streaming to a joiner (`migration`).
-    recorder: Arc<migration::Recorder>,
+    recorder: Arc<membership::migration::Recorder>,
     peers: Peers,
     /// A queue per replica, so that concurrent writes share `Replicate` calls.
-    pipes: pipeline::ReplicaPipes,
+    pipes: replication::pipeline::ReplicaPipes,
     health: tonic_health::server::HealthReporter,
     /// The arc and replicas this node last reconciled with: while they do not
     /// vouch for its current ones, reads also ask the replicas (`catch_up`).
-    reconciled: std::sync::Mutex<Option<catch_up::Reconciled>>,
+    reconciled: std::sync::Mutex<Option<replication::catch_up::Reconciled>>,
     /// Key counts last reported by `summary` (see `key_counts`).
     counts: std::sync::Mutex<Option<KeyCounts>>,
     /// The lease on this node's arc, if leases are on (`config.leases`).
@@ -267,11 +255,11 @@ impl Node {
             .leases
             .map(|s| std::sync::Mutex::new(crate::lease::Leases::new(s)));
         let credentials = crate::security::Credentials::member(&config.security, &config.tls);
-        let recorder = Arc::new(migration::Recorder::default());
+        let recorder = Arc::new(membership::migration::Recorder::default());
         let metrics = Arc::new(NodeMetrics::new(store.commit_seconds()));
         Self {
             peers: Peers::of(&config),
-            pipes: pipeline::ReplicaPipes::new(
+            pipes: replication::pipeline::ReplicaPipes::new(
                 config.limits,
                 config.timeouts.request,
                 metrics.clone(),
@@ -288,11 +276,14 @@ impl Node {
             reconciled: std::sync::Mutex::new(None),
             counts: std::sync::Mutex::new(None),
             leases,
-            store: Arc::new(migration::RecordedStore::new(store, recorder.clone())),
+            store: Arc::new(membership::migration::RecordedStore::new(
+                store,
+                recorder.clone(),
+            )),
             recorder,
             health,
             registry: registry.and_then(|addr| {
-                let endpoint = peers::endpoint(&addr, timeouts, &credentials);
+                let endpoint = rpc::peers::endpoint(&addr, timeouts, &credentials);
                 endpoint
                     .ok()
                     .map(|e| AuthChannel::new(network.connect_lazy(&e), credentials))

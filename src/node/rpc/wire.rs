@@ -3,7 +3,7 @@
 //! edge, rather than in [`crate::proto`], so that the generated code depends
 //! on nothing above the ring.
 
-use super::{NodeSummary, RouteTaken};
+use crate::node::{NodeSummary, RouteTaken};
 use crate::proto::{dht, registry};
 use crate::ring::{Member, Position};
 use tonic::metadata::{MetadataMap, MetadataValue};

@@ -12,9 +12,9 @@
 //! the same, and only at the version it handed over (a write that arrived since
 //! stays). The owner's replicas then get it by anti-entropy, as any write.
 
-use super::Node;
-use super::error::NodeError;
-use super::view::NodeState;
+use crate::node::Node;
+use crate::node::error::NodeError;
+use crate::node::view::NodeState;
 use crate::ring::{self, Arc, Member, Position};
 use crate::store::Entry;
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ impl Node {
     /// Hands this node's stray entries to their owners and drops them; returns
     /// how many were dropped. `last_kept` is the kept arc the previous sweep saw:
     /// a sweep only runs when it has not changed since.
-    pub(super) async fn sweep_strays(
+    pub(in crate::node) async fn sweep_strays(
         &self,
         last_kept: &mut Option<Arc>,
     ) -> Result<usize, NodeError> {
@@ -43,7 +43,7 @@ impl Node {
             return Ok(0);
         }
         let members: BTreeMap<Position, Member> = self
-            .walk_ring(super::WALK_LIMIT)
+            .walk_ring(crate::node::WALK_LIMIT)
             .await?
             .into_iter()
             .filter(|s| s.state == NodeState::Serving.as_str())

@@ -18,10 +18,10 @@
 //! the acknowledgement rule and the consistency model do not depend on how
 //! writes were grouped on the way.
 
-use super::entries::{entry_from_wire, wire_size};
-use super::peers::Peers;
-use super::query::Limits;
 use crate::metrics::NodeMetrics;
+use crate::node::query::Limits;
+use crate::node::rpc::entries::{entry_from_wire, wire_size};
+use crate::node::rpc::peers::Peers;
 use crate::proto::dht;
 use crate::request_id::RequestId;
 use crate::ring::Member;
@@ -261,8 +261,8 @@ fn settle(batch: Vec<Pending>, answer: Result<Vec<Entry>, String>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::entries::test_entry as entry;
     use super::*;
+    use crate::node::rpc::entries::test_entry as entry;
     use crate::store::Version;
 
     fn pending(e: Entry) -> (Pending, oneshot::Receiver<ReplicaAnswer>) {

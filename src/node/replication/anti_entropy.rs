@@ -20,10 +20,10 @@
 //! pushed back. Both directions merge newest-wins, so a round can only bring
 //! copies closer together.
 
-use super::Node;
-use super::entries::{batches, entry_from_wire, wire_size};
-use super::error::NodeError;
-use super::view::NodeState;
+use crate::node::Node;
+use crate::node::error::NodeError;
+use crate::node::rpc::entries::{batches, entry_from_wire, wire_size};
+use crate::node::view::NodeState;
 use crate::proto::dht;
 use crate::ring::{Arc, Member};
 use crate::store::{Bucket, Entry, bucket_count, buckets_arc, differing_runs, reconcile};
@@ -50,7 +50,7 @@ const BATCH: usize = 256;
 /// Paces work to a rate: each batch of `n` items pushes the next free moment
 /// `n / rate` seconds further; a caller waits until it comes.
 #[derive(Debug)]
-pub(super) struct Pacer {
+pub(in crate::node) struct Pacer {
     rate: f64,
     next_free: Instant,
 }
@@ -82,7 +82,7 @@ impl Pacer {
 
 /// What one round of anti-entropy moved for one arc.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Exchanged {
+pub(in crate::node) struct Exchanged {
     /// Entries taken from the owner.
     pub taken: usize,
     /// Entries sent to the owner.
@@ -92,7 +92,10 @@ pub(super) struct Exchanged {
 impl Node {
     /// Runs anti-entropy rounds until `stop` turns true; every
     /// [`SWEEP_EVERY`] rounds, also sweeps stray entries.
-    pub(super) async fn anti_entropy(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub(in crate::node) async fn anti_entropy(
+        self: std::sync::Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let settings = self.config.replication;
         let mut tick = tokio::time::interval(settings.anti_entropy_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -138,7 +141,7 @@ impl Node {
     }
 
     /// One anti-entropy exchange of `arc` with its `owner`.
-    pub(super) async fn sync_arc(
+    pub(in crate::node) async fn sync_arc(
         &self,
         owner: &Member,
         arc: Arc,
@@ -194,7 +197,7 @@ impl Node {
     /// answer over `max_peer_stream_bytes` (everything the peer sent counts) is
     /// refused with `RESOURCE_EXHAUSTED`, so a peer cannot fill this node's
     /// memory; the request timeout bounds how long it may take.
-    pub(super) fn read_range(
+    pub(in crate::node) fn read_range(
         &self,
         peer: &Member,
         arc: Arc,
@@ -227,7 +230,11 @@ impl Node {
     }
 
     /// Sends `entries` to `peer` with `Replicate`, in batches.
-    pub(super) async fn give(&self, peer: &Member, entries: Vec<Entry>) -> Result<(), NodeError> {
+    pub(in crate::node) async fn give(
+        &self,
+        peer: &Member,
+        entries: Vec<Entry>,
+    ) -> Result<(), NodeError> {
         let budget = self.config.limits.max_entry_bytes();
         for batch in batches(entries, budget, BATCH) {
             let request = dht::ReplicateRequest { entries: batch };

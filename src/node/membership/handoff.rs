@@ -24,11 +24,11 @@
 //!   (`--request-timeout-ms`, as the sender allows itself per message); a
 //!   stalled stream is dropped with `DEADLINE_EXCEEDED`, nothing taken over.
 
-use super::Node;
-use super::entries::{batches, entry_from_wire, wire_size};
-use super::error::NodeError;
-use super::view::{NodeState, View};
 use crate::metrics::HandOff;
+use crate::node::Node;
+use crate::node::error::NodeError;
+use crate::node::rpc::entries::{batches, entry_from_wire, wire_size};
+use crate::node::view::{NodeState, View};
 use crate::proto::dht;
 use crate::ring::Member;
 use crate::store::Entry;
@@ -38,7 +38,7 @@ use tonic::Status;
 
 /// What the first message of a hand-off says.
 #[derive(Debug, Clone)]
-pub(super) struct HandOffHeader {
+pub(in crate::node) struct HandOffHeader {
     /// The sender.
     pub from: Member,
     /// The receiver's new previous neighbour (joins only).
@@ -75,7 +75,7 @@ impl Node {
     /// Streams `entries` to `to` after a header naming the sender and `to`'s new
     /// neighbours. Messages stay under one largest valid entry in size (at least
     /// one entry each), so every message fits the receiver's decoding limit.
-    pub(super) async fn hand_off(
+    pub(in crate::node) async fn hand_off(
         &self,
         to: &Member,
         header: HandOffHeader,
@@ -113,7 +113,7 @@ impl Node {
     /// A hand-off that timed out may still have been applied (only its
     /// acknowledgement was lost). `took` tells, from a probe of the receiver `to`
     /// (which must be serving), whether it was; then the hand-off counts as done.
-    pub(super) async fn settle_timeout(
+    pub(in crate::node) async fn settle_timeout(
         &self,
         result: Result<u64, NodeError>,
         to: &Member,
@@ -132,7 +132,7 @@ impl Node {
     /// predecessor offers; a serving node takes the whole arc of its next
     /// neighbour, which is leaving, or merges entries of its own arc. What the
     /// sender may make it hold is bounded as the module docs say.
-    pub(super) async fn accept_handoff(
+    pub(in crate::node) async fn accept_handoff(
         &self,
         mut chunks: impl Stream<Item = Result<dht::HandOffChunk, Status>> + Unpin,
     ) -> Result<dht::HandOffAck, Status> {
@@ -400,7 +400,7 @@ fn leave_refusal(view: &View, leaver: &Member) -> Option<Status> {
     None
 }
 
-pub(super) fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
+pub(in crate::node) fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
     let neighbors = first.neighbors.as_ref().ok_or_else(|| {
         Status::invalid_argument("the first hand-off message names no neighbours")
     })?;

@@ -4,9 +4,9 @@
 //! call goes through the node's [`Network`](crate::transport::Network), so a
 //! simulation can run each way.
 
-use super::error::{JoinError, NodeError};
-use super::view::NodeState;
-use super::{NodeConfig, Peers};
+use crate::node::error::{JoinError, NodeError};
+use crate::node::view::NodeState;
+use crate::node::{NodeConfig, Peers};
 use crate::proto::registry::{ConnectionAddr, registry_client::RegistryClient};
 use crate::ring::{IdRule, Member, Position, predecessor};
 use std::collections::BTreeMap;
@@ -95,7 +95,7 @@ async fn register(
         reason,
     };
     let credentials = crate::security::Credentials::member(&config.security, &config.tls);
-    let endpoint = super::peers::endpoint(registry, config.timeouts, &credentials)
+    let endpoint = crate::node::rpc::peers::endpoint(registry, config.timeouts, &credentials)
         .map_err(|e| failed(e.to_string()))?;
     let info = with_retries(config, config.timeouts.request, || async {
         let channel = (config.network.connect(&endpoint).await).map_err(|e| e.to_string())?;
@@ -128,8 +128,8 @@ async fn choose_by_walk(
     let peers = Peers::of(config);
     let contact_member = Member::new(Position(0), contact);
     let walked = with_retries(config, config.join.timeout, || async {
-        let first = super::summary_of(&peers, &contact_member).await?;
-        Ok(super::walk(&peers, first, super::WALK_LIMIT).await?)
+        let first = crate::node::summary_of(&peers, &contact_member).await?;
+        Ok(crate::node::walk(&peers, first, crate::node::WALK_LIMIT).await?)
     })
     .await
     .map_err(|reason| JoinError::RingWalk {

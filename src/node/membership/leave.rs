@@ -15,11 +15,11 @@
 //! changed) or cannot be reached, `L` lifts the fence, waits for its view to
 //! settle and tries again, within the join timeout.
 
-use super::Node;
-use super::error::NodeError;
-use super::handoff::HandOffHeader;
-use super::view::NodeState;
 use crate::metrics::HandOff;
+use crate::node::Node;
+use crate::node::error::NodeError;
+use crate::node::membership::handoff::HandOffHeader;
+use crate::node::view::NodeState;
 use crate::ring::Member;
 use std::time::Duration;
 

@@ -17,13 +17,13 @@
 //! and itself, or when the current one is unknown, dead (a probe fails) or gone
 //! (it answers that it has left). Pure decisions live in [`crate::failure`]
 //! (what a probe means: a [`Detector`] counts misses and judges answers) and
-//! [`super::view`] (how the view changes); this module does the I/O.
+//! [`crate::node::view`] (how the view changes); this module does the I/O.
 
-use super::Node;
-use super::handoff::HandOffHeader;
-use super::view::NodeState;
 use crate::failure::{Detector, NextVerdict, PrevVerdict, Probe, Report};
 use crate::metrics::HandOff;
+use crate::node::Node;
+use crate::node::membership::handoff::HandOffHeader;
+use crate::node::view::NodeState;
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
 use crate::ring::{Arc, Member};
@@ -65,16 +65,19 @@ impl Default for MaintenanceSettings {
 
 /// Metadata a probe of `prev` carries: the prober's ID, asking for a lease
 /// on its arc (`crate::lease`).
-pub(super) const LEASE_FOR: &str = "x-crusty-lease-for";
+pub(in crate::node) const LEASE_FOR: &str = "x-crusty-lease-for";
 /// Metadata of an answer that granted the lease asked for.
-pub(super) const LEASE_GRANTED: &str = "x-crusty-lease-granted";
+pub(in crate::node) const LEASE_GRANTED: &str = "x-crusty-lease-granted";
 
 /// How often the maintenance loop purges expired tombstones.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 impl Node {
     /// Runs the maintenance loop until `stop` turns true.
-    pub(super) async fn maintain(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub(in crate::node) async fn maintain(
+        self: std::sync::Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let settings = self.config.maintenance;
         let mut tick = tokio::time::interval(settings.probe_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -136,7 +139,7 @@ impl Node {
 
     /// Asks `peer` for its view; `None` if it is dead, has left the ring, or is
     /// joining it (again).
-    pub(super) async fn probe(&self, peer: &Member) -> Option<dht::NodeInfo> {
+    pub(in crate::node) async fn probe(&self, peer: &Member) -> Option<dht::NodeInfo> {
         self.probe_asking_lease(peer, None).await.0
     }
 
@@ -403,7 +406,7 @@ impl Node {
     /// Tells `to` that `prev` is its previous neighbour
     /// (`RegisterAsNeighbor{Previous}`). A refusal or failure is logged: the
     /// maintenance loop of `prev` introduces itself again until it holds.
-    pub(super) async fn introduce(&self, prev: &Member, to: &Member) {
+    pub(in crate::node) async fn introduce(&self, prev: &Member, to: &Member) {
         let request = dht::NeighborRegisterInfo {
             ty: NeighborType::Previous as i32,
             id: prev.id.0,
@@ -425,7 +428,7 @@ impl Node {
     /// it lies between the current previous neighbour and this node, or when the
     /// current one is unknown, dead or gone, and only if it is serving (a probe
     /// says so). A node alone also takes it as next.
-    pub(super) async fn accept_previous(
+    pub(in crate::node) async fn accept_previous(
         &self,
         new: Member,
     ) -> Result<dht::PreviousNeighbors, Status> {
@@ -468,7 +471,9 @@ impl Node {
     }
 
     /// A client of the registry, if this node uses one.
-    pub(super) fn registry_client(&self) -> Option<RegistryClient<crate::security::AuthChannel>> {
+    pub(in crate::node) fn registry_client(
+        &self,
+    ) -> Option<RegistryClient<crate::security::AuthChannel>> {
         self.registry.clone().map(RegistryClient::new)
     }
 
@@ -485,7 +490,7 @@ impl Node {
     }
 
     /// Tells the registry (if any) that this node left.
-    pub(super) async fn deregister(&self) {
+    pub(in crate::node) async fn deregister(&self) {
         let Some(mut registry) = self.registry_client() else {
             return;
         };
@@ -494,7 +499,7 @@ impl Node {
     }
 
     /// The registry's live members (empty without a registry or an answer).
-    pub(super) async fn registry_members(&self) -> Vec<Member> {
+    pub(in crate::node) async fn registry_members(&self) -> Vec<Member> {
         let Some(mut registry) = self.registry_client() else {
             return Vec::new();
         };

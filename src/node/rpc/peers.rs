@@ -1,8 +1,8 @@
 //! Connections to other nodes: one lazily connected gRPC channel per address, with
 //! bounded connect and request times so that a dead peer costs a bounded wait.
 
-use super::error::NodeError;
-use super::query::RouteTaken;
+use crate::node::error::NodeError;
+use crate::node::query::RouteTaken;
 use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
 use crate::request_id::RequestId;
 use crate::ring::Member;
@@ -57,7 +57,7 @@ impl Peers {
 
     /// The pool a node configured by `config` calls its peers through: its
     /// timeouts, message limit, member credentials and network.
-    pub fn of(config: &super::NodeConfig) -> Self {
+    pub fn of(config: &crate::node::NodeConfig) -> Self {
         Self::new(
             config.timeouts,
             config.limits.max_message_bytes(),
@@ -205,7 +205,7 @@ pub fn endpoint(
 /// safely; a transport failure after the connection was made may have been
 /// applied, so it is passed on as `UNAVAILABLE` and not retried; anything the
 /// peer itself answered is passed on as it was.
-pub(super) fn peer_error(addr: &str, status: tonic::Status) -> NodeError {
+pub(in crate::node) fn peer_error(addr: &str, status: tonic::Status) -> NodeError {
     let mut source = std::error::Error::source(&status);
     let transport = source.is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
     let mut not_connected = false;

@@ -14,10 +14,10 @@
 //! every live replica the owner knows. Entries carry versions and replicas merge
 //! them newest-wins, so the order replica writes arrive in does not matter.
 
-use super::Node;
-use super::entries::entry_from_wire;
-use super::error::NodeError;
-use super::view::NodeState;
+use crate::node::Node;
+use crate::node::error::NodeError;
+use crate::node::rpc::entries::entry_from_wire;
+use crate::node::view::NodeState;
 use crate::proto::dht;
 use crate::request_id::RequestId;
 use crate::ring::Position;
@@ -69,7 +69,7 @@ impl Node {
     /// replicas for the write quorum, retrying replicas that fail as the replica
     /// set is repaired, until `deadline`. `request_id` names the client request
     /// on the replica calls.
-    pub(super) async fn replicate_write(
+    pub(in crate::node) async fn replicate_write(
         &self,
         entry: Entry,
         deadline: Instant,
@@ -196,7 +196,7 @@ impl Node {
     /// A peer's `Replicate`: merges its entries newest-wins and answers once
     /// they are as durable as this node's `--sync` promises.
     /// `requests` lists the client requests the writes serve (for the log).
-    pub(super) async fn accept_replicas(
+    pub(in crate::node) async fn accept_replicas(
         &self,
         request: dht::ReplicateRequest,
         requests: Option<&str>,

@@ -14,11 +14,11 @@
 //! The recorder is a [`Store`] wrapper, so every write path (queries, replica
 //! writes, anti-entropy, read repair) is noted without each knowing of joins.
 
-use super::Node;
-use super::entries::batches;
-use super::error::NodeError;
-use super::handoff::HandOffHeader;
-use super::peers::peer_error;
+use crate::node::Node;
+use crate::node::error::NodeError;
+use crate::node::membership::handoff::HandOffHeader;
+use crate::node::rpc::entries::batches;
+use crate::node::rpc::peers::peer_error;
 use crate::proto::dht;
 use crate::ring::{Arc as RingArc, Member, Position};
 use crate::store::{
@@ -38,7 +38,7 @@ impl Node {
     /// Hands `arc` to `joiner` as described in the module docs. On return the
     /// arc is fenced (if the stream got that far), and the recording stopped;
     /// the caller links the joiner in or lifts the fence.
-    pub(super) async fn stream_join(
+    pub(in crate::node) async fn stream_join(
         &self,
         joiner: &Member,
         header: HandOffHeader,
@@ -78,7 +78,7 @@ impl Node {
     /// Drops a handed-off arc from the store piece by piece, so that no
     /// removal holds the store's lock for the whole arc; returns how many
     /// entries went.
-    pub(super) async fn drop_arc(&self, arc: RingArc) -> Result<usize, StoreError> {
+    pub(in crate::node) async fn drop_arc(&self, arc: RingArc) -> Result<usize, StoreError> {
         let pieces = bucket_count(arc, SNAPSHOT_PIECES);
         let mut removed = 0;
         for piece in 0..pieces {
@@ -168,7 +168,7 @@ struct Watch {
 /// A write must not call back into the recorded store: the lock is not
 /// re-entrant once `stop` waits for it.
 #[derive(Debug, Default)]
-pub(super) struct Recorder {
+pub(in crate::node) struct Recorder {
     watch: RwLock<Option<Watch>>,
 }
 
@@ -228,7 +228,7 @@ impl Notes<'_> {
 }
 
 /// A store whose writes a [`Recorder`] notes.
-pub(super) struct RecordedStore {
+pub(in crate::node) struct RecordedStore {
     inner: Arc<dyn Store>,
     recorder: Arc<Recorder>,
 }

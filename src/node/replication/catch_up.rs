@@ -15,16 +15,16 @@
 //! (a node joined or died among its predecessors) or a wider arc makes it
 //! behind again; a narrower arc (a joiner took part of it) does not.
 
-use super::Node;
-use super::error::NodeError;
-use super::view::{NodeState, View};
+use crate::node::Node;
+use crate::node::error::NodeError;
+use crate::node::view::{NodeState, View};
 use crate::ring::{Arc, Member, Position};
 use crate::store::Entry;
 use tokio::task::JoinSet;
 
 /// The arc and replicas an owner last reconciled with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Reconciled {
+pub(in crate::node) struct Reconciled {
     arc: Arc,
     replicas: Vec<Position>,
 }
@@ -38,7 +38,7 @@ impl Reconciled {
 
 impl Node {
     /// Whether this node's store alone answers reads of its arc, for `view`.
-    pub(super) fn caught_up(&self, view: &View) -> bool {
+    pub(in crate::node) fn caught_up(&self, view: &View) -> bool {
         let replicas = view.replicas(self.config.replication.factor);
         if replicas.is_empty() {
             return true;
@@ -51,9 +51,9 @@ impl Node {
 
     /// If this node is behind, reconciles its arc with each of its replicas and
     /// then records that it is caught up (if its view did not change meanwhile).
-    pub(super) async fn catch_up(
+    pub(in crate::node) async fn catch_up(
         &self,
-        pacer: &mut super::anti_entropy::Pacer,
+        pacer: &mut crate::node::replication::anti_entropy::Pacer,
     ) -> Result<(), NodeError> {
         let view = self.view_snapshot();
         if view.state != NodeState::Serving || self.caught_up(&view) {
@@ -81,7 +81,7 @@ impl Node {
     /// A read by an owner that is behind: the newest of its own copy of `key` and
     /// its replicas' copies, stored locally if newer (read repair). Replicas
     /// that do not answer are passed over. Returns the newest live entry.
-    pub(super) async fn read_with_replicas(
+    pub(in crate::node) async fn read_with_replicas(
         &self,
         position: Position,
         key: &[u8],

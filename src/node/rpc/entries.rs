@@ -2,7 +2,7 @@
 //! peer's entries pass before they are stored: a peer is not trusted to send keys
 //! that hash where it says, or keys and values within this node's limits.
 
-use super::query::Limits;
+use crate::node::query::Limits;
 use crate::proto::dht;
 use crate::ring::{Position, key_position};
 use crate::store::{Entry, Version};
@@ -13,7 +13,10 @@ use tonic::Status;
 const MAX_CLOCK_LEAD_MICROS: u64 = 3600 * 1_000_000;
 
 /// A peer's entry, checked.
-pub(super) fn entry_from_wire(e: dht::KeyValueEntry, limits: &Limits) -> Result<Entry, Status> {
+pub(in crate::node) fn entry_from_wire(
+    e: dht::KeyValueEntry,
+    limits: &Limits,
+) -> Result<Entry, Status> {
     let key = e
         .raw_key
         .ok_or_else(|| Status::invalid_argument("an entry has no raw key (field 3, `raw_key`)"))?;
@@ -56,14 +59,14 @@ pub(super) fn entry_from_wire(e: dht::KeyValueEntry, limits: &Limits) -> Result<
 }
 
 /// About how many bytes `entry` takes on the wire (key, value, field tags).
-pub(super) fn wire_size(entry: &Entry) -> usize {
+pub(in crate::node) fn wire_size(entry: &Entry) -> usize {
     entry.key.len() + entry.value.as_ref().map_or(0, Vec::len) + 48
 }
 
 /// `entries` in batches for wire messages: each at most `max_count` entries and
 /// `budget` bytes (an entry bigger than that goes alone), so that every message
 /// fits a receiver's decoding limit (which admits one largest valid entry).
-pub(super) fn batches(
+pub(in crate::node) fn batches(
     entries: Vec<Entry>,
     budget: usize,
     max_count: usize,
@@ -103,7 +106,7 @@ impl From<Entry> for dht::KeyValueEntry {
 
 /// An entry for tests: key `[i]` at position `i`, a value of `value_len` bytes.
 #[cfg(test)]
-pub(super) fn test_entry(i: u8, value_len: usize) -> Entry {
+pub(in crate::node) fn test_entry(i: u8, value_len: usize) -> Entry {
     Entry {
         position: Position(u64::from(i)),
         key: vec![i],

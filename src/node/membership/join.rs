@@ -32,11 +32,11 @@
 //! Joins into different arcs touch different nodes' `next` links and proceed in
 //! parallel; joins into one arc are serialised by its owner.
 
-use super::Node;
-use super::error::{JoinError, NodeError};
-use super::handoff::HandOffHeader;
-use super::view::{JoinRefusal, NodeState, View};
 use crate::metrics::HandOff;
+use crate::node::Node;
+use crate::node::error::{JoinError, NodeError};
+use crate::node::membership::handoff::HandOffHeader;
+use crate::node::view::{JoinRefusal, NodeState, View};
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::ConnectionAddr;
 use crate::ring::{Member, Position};
@@ -213,7 +213,7 @@ impl Node {
 
     /// The predecessor's side of a join: hands the arc `[joiner, next)` to the
     /// joiner and links it in. See the module docs for the steps.
-    pub(super) async fn accept_join(
+    pub(in crate::node) async fn accept_join(
         &self,
         joiner: Member,
     ) -> Result<dht::PreviousNeighbors, Status> {

@@ -1,9 +1,9 @@
 //! The `dht.DhtNode` gRPC service: a thin shell that converts messages and calls
 //! the node.
 
-use super::query::{Answer, Outcome, Query};
-use super::{Node, NodeError};
 use crate::metrics::{Interface, Op, outcome_of_code};
+use crate::node::query::{Answer, Outcome, Query};
+use crate::node::{Node, NodeError};
 use crate::proto::dht::{self, NeighborType, dht_node_server::DhtNode};
 use crate::request_id::{BadRequestId, RequestId};
 use crate::ring::{Arc as RingArc, Member, Position};
@@ -201,10 +201,12 @@ impl DhtNode for DhtService {
     /// lease on that node's arc, granted (`x-crusty-lease-granted`) while
     /// this node's view links to it.
     async fn get_node_info(&self, request: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
-        let asker = (request.metadata().get(super::maintain::LEASE_FOR))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .map(crate::ring::Position);
+        let asker = (request
+            .metadata()
+            .get(crate::node::membership::maintain::LEASE_FOR))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .map(crate::ring::Position);
         let summary = self.node.summary();
         let mut response = Response::new((&summary).into());
         if let Some(asker) = asker
@@ -212,7 +214,7 @@ impl DhtNode for DhtService {
             && self.node.grant_lease(asker)
         {
             (response.metadata_mut()).insert(
-                super::maintain::LEASE_GRANTED,
+                crate::node::membership::maintain::LEASE_GRANTED,
                 tonic::metadata::MetadataValue::from_static("1"),
             );
         }
@@ -277,7 +279,7 @@ impl DhtNode for DhtService {
         let request = request.into_inner();
         let after = match request.cursor.as_str() {
             "" => None,
-            text => Some(super::Cursor::decode(text)?),
+            text => Some(crate::node::Cursor::decode(text)?),
         };
         let max = self.node.config().limits.max_key_bytes;
         if request.prefix.len() > max {
@@ -296,7 +298,7 @@ impl DhtNode for DhtService {
                 0 => usize::MAX,
                 n => n as usize,
             };
-            let mut page = super::ListRequest {
+            let mut page = crate::node::ListRequest {
                 prefix: request.prefix,
                 limit: 0,
                 after,
@@ -313,7 +315,7 @@ impl DhtNode for DhtService {
                 };
                 for e in listed.entries {
                     let key = dht::ListedKey {
-                        cursor: super::Cursor::after(&e).encode(),
+                        cursor: crate::node::Cursor::after(&e).encode(),
                         position: e.position.0,
                         version: e.version.token(),
                         value: if request.values { e.value } else { None },
@@ -352,15 +354,18 @@ impl DhtNode for DhtService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let request = request.into_inner();
         let watched =
-            super::Watched::checked(request.key, request.prefix, &self.node.config().limits)?;
-        let since = super::resume_after(request.since.as_deref())?;
+            crate::node::Watched::checked(request.key, request.prefix, &self.node.config().limits)?;
+        let since = crate::node::resume_after(request.since.as_deref())?;
         let changes = match (request.local, watched) {
             (true, watched) => self.node.watch_local(watched, since),
-            (false, super::Watched::Key(key)) => self.node.watch(key, since),
-            (false, super::Watched::Prefix(prefix)) => self.node.watch_prefix(prefix, since),
+            (false, crate::node::Watched::Key(key)) => self.node.watch(key, since),
+            (false, crate::node::Watched::Prefix(prefix)) => self.node.watch_prefix(prefix, since),
         };
-        let events = tokio_stream::wrappers::ReceiverStream::new(changes)
-            .map(|change| change.map(|e| super::watch_event(&e)).map_err(Status::from));
+        let events = tokio_stream::wrappers::ReceiverStream::new(changes).map(|change| {
+            change
+                .map(|e| crate::node::watch_event(&e))
+                .map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(events)))
     }
 

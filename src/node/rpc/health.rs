@@ -4,8 +4,8 @@
 //! default): `SERVING` only while the node is serving, `NOT_SERVING` while it is
 //! joining, leaving or gone. `GET /readyz` says the same over HTTP.
 
-use super::Node;
-use super::view::NodeState;
+use crate::node::Node;
+use crate::node::view::NodeState;
 use crate::proto::dht::dht_node_server::DhtNodeServer;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -31,14 +31,14 @@ impl Node {
             true => ServingStatus::Serving,
             false => ServingStatus::NotServing,
         };
-        let dht = <DhtNodeServer<super::service::DhtService> as NamedService>::NAME;
+        let dht = <DhtNodeServer<crate::node::rpc::service::DhtService> as NamedService>::NAME;
         self.health.set_service_status("", status).await;
         self.health.set_service_status(dht, status).await;
         ready
     }
 
     /// Keeps `grpc.health.v1` in step with the node's state until `stop`.
-    pub(super) async fn report_health(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub(in crate::node) async fn report_health(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut changes = self.changes.subscribe();
         let mut reported = None;
         loop {

@@ -1,0 +1,11 @@
+//! Who is in the ring, and where: finding the ring (`discovery`), joining it
+//! (`join`, with the arc streamed over by `handoff` while `migration` keeps
+//! it served), leaving it (`leave`), and repairing it after failures
+//! (`maintain`: probes, verdicts from [`crate::failure`], leases).
+
+pub(super) mod discovery;
+pub(super) mod handoff;
+pub(super) mod join;
+pub(super) mod leave;
+pub(super) mod maintain;
+pub(super) mod migration;
