@@ -166,6 +166,13 @@ impl Leases {
     /// Whether `position`, in this node's arc, may be served at `now`; `alone`
     /// says whether the node is alone in its ring.
     pub fn serves(&mut self, position: Position, alone: bool, now: Instant) -> Serve {
+        self.serves_arc(Arc::point(position), alone, now)
+    }
+
+    /// Whether all of `arc`, in this node's arc, may be served at `now` (a
+    /// listing's range): not before the last wait on any arc taken over that
+    /// it overlaps.
+    pub fn serves_arc(&mut self, arc: Arc, alone: bool, now: Instant) -> Serve {
         self.taken.retain(|(_, from)| *from > now);
         let leased = match self.until {
             Some(until) => until > now,
@@ -177,7 +184,7 @@ impl Leases {
         match self
             .taken
             .iter()
-            .filter(|(arc, _)| arc.contains(position))
+            .filter(|(taken, _)| taken.overlaps(&arc))
             .map(|(_, from)| *from)
             .max()
         {
@@ -264,6 +271,25 @@ mod tests {
         assert_eq!(l.serves(Position(50), false, t0), Serve::Now);
         l.granted(t0 + wait);
         assert_eq!(l.serves(Position(150), false, t0 + wait), Serve::Now);
+    }
+
+    #[test]
+    fn a_range_waits_if_any_part_of_it_was_taken_over() {
+        let (mut l, t0) = (leases(), Instant::now());
+        l.granted(t0);
+        l.linked_to(Position(100), t0);
+        l.took_over(Arc::new(Position(100), Position(200)), Position(100), t0);
+        let wait = l.settings().takeover_wait();
+        let range = |s, e| Arc::new(Position(s), Position(e));
+        assert_eq!(l.serves_arc(range(50, 100), false, t0), Serve::Now);
+        assert_eq!(
+            l.serves_arc(range(50, 101), false, t0),
+            Serve::From(t0 + wait)
+        );
+        assert_eq!(
+            l.serves_arc(range(199, 300), false, t0),
+            Serve::From(t0 + wait)
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use super::rpc::entries::entry_from_wire;
 use super::{Node, NodeError, NodeState};
 use crate::proto::dht;
-use crate::ring::Position;
+use crate::ring::{Arc, Position};
 use crate::store::Entry;
 use base64::Engine;
 use std::time::Duration;
@@ -115,6 +115,12 @@ impl Node {
             (true, _) | (false, true) => request.end,
             (false, false) => last.min(request.end),
         };
+        // Like a query, a listing is answered only under a lease, and not from
+        // an arc taken over whose old owner may still serve it.
+        let range = Arc::new(start, Position(covered.wrapping_add(1)));
+        if self.unleased_arc(range, view.alone()).is_some() {
+            return Err(NodeError::Unleased(Duration::ZERO));
+        }
         let mut entries = self.store.page(
             request.start..=covered,
             request.after_key.as_deref(),
@@ -157,7 +163,8 @@ impl Node {
                 request.limit
             )));
         }
-        let deadline = tokio::time::Instant::now() + self.config.timeouts.request;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.config.timeouts.request;
         let mut entries: Vec<Entry> = Vec::new();
         let (mut at, mut after) = match request.after {
             Some(c) => (c.position.0, Some(c.key)),
@@ -180,6 +187,7 @@ impl Node {
                     delay = (delay * 2).min(Duration::from_secs(1));
                     continue;
                 }
+                Err(NodeError::Unleased(_)) => return Err(NodeError::Unleased(started.elapsed())),
                 Err(e) => return Err(e),
             };
             let (covered_end, more) = (reply.covered_end, reply.more);
@@ -280,7 +288,7 @@ pub(super) fn check_reply(
 /// owner, or could not be reached.
 fn retryable(e: &NodeError) -> bool {
     match e {
-        NodeError::NotOwner { .. } | NodeError::Unreachable { .. } => true,
+        NodeError::NotOwner { .. } | NodeError::Unreachable { .. } | NodeError::Unleased(_) => true,
         NodeError::Peer(status) => status.code() == tonic::Code::Unavailable,
         _ => false,
     }
@@ -289,7 +297,37 @@ fn retryable(e: &NodeError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::key_position;
+    use crate::node::{NodeConfig, View};
+    use crate::ring::{Member, key_position};
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn a_range_is_listed_only_under_a_lease() {
+        let me = Member::new(Position(100), "http://me");
+        let other = Member::new(Position(1000), "http://other");
+        let (health, _) = tonic_health::server::health_reporter();
+        let store = std::sync::Arc::new(MemoryStore::new());
+        let node = Node::new(me.clone(), NodeConfig::default(), store, health, None);
+        node.update_view(|v| {
+            *v = View::first(me);
+            (v.prev, v.next) = (other.clone(), other);
+        });
+        node.store
+            .set(Position(500), b"k".to_vec(), b"v".to_vec(), 1)
+            .unwrap();
+        let ask = dht::ListRangeRequest {
+            start: 100,
+            end: u64::MAX,
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(matches!(node.list_range(&ask), Err(NodeError::Unleased(_))));
+        let now = tokio::time::Instant::now().into_std();
+        node.update_leases(|l| l.granted(now));
+        let reply = node.list_range(&ask).unwrap();
+        assert_eq!(reply.entries.len(), 1);
+        assert_eq!(reply.covered_end, 999);
+    }
 
     fn entry(position: u64, key: &[u8]) -> Entry {
         Entry {

@@ -308,10 +308,15 @@ impl Node {
         position: crate::ring::Position,
         alone: bool,
     ) -> Option<crate::lease::Serve> {
+        self.unleased_arc(crate::ring::Arc::point(position), alone)
+    }
+
+    /// [`Node::unleased`] for every position of `arc` (a listing's range).
+    fn unleased_arc(&self, arc: crate::ring::Arc, alone: bool) -> Option<crate::lease::Serve> {
         let leases = self.leases.as_ref()?;
         let now = tokio::time::Instant::now().into_std();
         let mut leases = leases.lock().unwrap_or_else(|e| e.into_inner());
-        match leases.serves(position, alone, now) {
+        match leases.serves_arc(arc, alone, now) {
             crate::lease::Serve::Now => None,
             other => Some(other),
         }

@@ -51,6 +51,11 @@ impl Arc {
         }
     }
 
+    /// Whether this arc and `other` share a position.
+    pub fn overlaps(&self, other: &Arc) -> bool {
+        self.contains(other.start) || other.contains(self.start)
+    }
+
     /// Whether every position of `inner` lies in this arc.
     pub fn covers(&self, inner: &Arc) -> bool {
         if self.start == self.end {
@@ -119,6 +124,17 @@ mod tests {
         assert_eq!(a.share(), 1.0);
     }
 
+    #[test]
+    fn arcs_overlap_when_they_share_a_position() {
+        let arc = |s, e| Arc::new(Position(s), Position(e));
+        assert!(arc(10, 20).overlaps(&arc(19, 30)));
+        assert!(arc(19, 30).overlaps(&arc(10, 20)));
+        assert!(!arc(10, 20).overlaps(&arc(20, 30)));
+        assert!(arc(u64::MAX - 5, 5).overlaps(&arc(2, 3)));
+        assert!(!arc(u64::MAX - 5, 5).overlaps(&arc(5, 6)));
+        assert!(arc(7, 7).overlaps(&arc(100, 101)));
+    }
+
     proptest! {
         #[test]
         fn ranges_agree_with_contains(s in any::<u64>(), e in any::<u64>(), p in any::<u64>()) {
@@ -128,6 +144,19 @@ mod tests {
         }
 
         #[test]
+        fn arcs_overlap_exactly_when_a_position_lies_in_both(
+            s in 0u64..64, e in 0u64..64, s2 in 0u64..64, e2 in 0u64..64,
+        ) {
+            // Small arcs near zero and near the top, so that wrapping ones
+            // and ones that share a few positions are common.
+            let near = |p: u64| Position(p.wrapping_sub(32));
+            let (a, b) = (Arc::new(near(s), near(e)), Arc::new(near(s2), near(e2)));
+            if s != e && s2 != e2 {
+                let shared = (0u64..64).any(|p| a.contains(near(p)) && b.contains(near(p)));
+                prop_assert_eq!(a.overlaps(&b), shared);
+            }
+        }
+
         fn ranges_agree_at_the_edges(s in any::<u64>(), e in any::<u64>()) {
             let arc = Arc::new(Position(s), Position(e));
             for p in [0, u64::MAX, s, e, s.wrapping_sub(1), e.wrapping_sub(1)] {
