@@ -1,5 +1,7 @@
-//! Generated protobuf and gRPC code, fenced into one module, plus the conversions
-//! between wire messages and domain types (so handlers never build messages by hand).
+//! Generated protobuf and gRPC code, fenced into one module, plus the wire
+//! forms of the ring's and the store's plain types (`Member`, `Bucket`). It
+//! depends on nothing above them: the node's own types convert in
+//! `node::rpc::wire`.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 /// `registry.proto`: the registry service and the shared `Node` message.
