@@ -65,9 +65,11 @@ fn ring_of(n: usize) -> (Proc, Vec<Proc>) {
     (registry, nodes)
 }
 
-/// Kills `victims` (indices into `nodes`) at once and checks the repair: within
-/// 5 s the survivors form a correct ring, the registry forgets the dead, and every
-/// key a survivor owned reads back through every survivor.
+/// Kills `victims` (indices into `nodes`) at once and checks the repair: the
+/// survivors form a correct ring, the registry forgets the dead, and every key
+/// a survivor owned reads back through every survivor. How fast is a bound on
+/// the protocol's timing, held in virtual time by `t91_simulation::repair`;
+/// the 30 s here only stops a hang.
 async fn kill_and_check_repair(mut nodes: Vec<Proc>, registry: &Proc, victims: &[usize]) {
     const KEYS: usize = 600;
     write(&nodes[0].addr, KEYS).await;
@@ -84,7 +86,7 @@ async fn kill_and_check_repair(mut nodes: Vec<Proc>, registry: &Proc, victims: &
         .map(|n| n.addr.clone())
         .filter(|a| !dead.contains(a))
         .collect();
-    let took = common::eventually(Duration::from_secs(5), "ring repair", || {
+    let took = common::eventually(Duration::from_secs(30), "ring repair", || {
         let live = live.clone();
         let registry = registry.addr.clone();
         async move {
@@ -115,7 +117,7 @@ async fn kill_and_check_repair(mut nodes: Vec<Proc>, registry: &Proc, victims: &
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_is_repaired_around_within_five_seconds() {
+async fn a_killed_node_is_repaired_around() {
     let _serial = SERIAL.lock().await;
     let (registry, nodes) = ring_of(6);
     kill_and_check_repair(nodes, &registry, &[2]).await;

@@ -138,6 +138,17 @@ pub enum NodeError {
     /// A peer answered with an error status, passed on as it was.
     #[error("{0}")]
     Peer(Status),
+    /// The connection to a peer failed after the request went out: it may
+    /// have been applied there.
+    #[error(
+        "the connection to {addr} failed during the request (it may have been applied): {reason}"
+    )]
+    Interrupted {
+        /// The peer's address.
+        addr: String,
+        /// What the transport said.
+        reason: String,
+    },
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -167,6 +178,7 @@ impl NodeError {
             | NodeError::NotServing
             | NodeError::NotOwner { .. }
             | NodeError::Unreachable { .. }
+            | NodeError::Interrupted { .. }
             | NodeError::HandOffStalled(_)
             | NodeError::Unleased(_)
             | NodeError::ReplicationIncomplete { .. }

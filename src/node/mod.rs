@@ -480,9 +480,11 @@ impl Node {
 
     /// Answers a query: locally if this node owns the key, else by forwarding it
     /// towards the owner. A next hop that cannot be reached (the request was not
-    /// delivered) is retried along the repaired route, with backoff, for as long
-    /// as failure detection takes (at most the request timeout); a hop that timed
-    /// out is not retried (the request may have been applied).
+    /// delivered), or for a read one whose connection failed mid-request (a
+    /// read applies nothing), is retried along the repaired route, with
+    /// backoff, for as long as failure detection takes (at most the request
+    /// timeout); a write whose hop failed mid-request or timed out is not
+    /// retried (it may have been applied).
     ///
     /// The next hop is the key's owner by the routing table while the query has
     /// been forwarded fewer than [`TABLE_HOPS`](crate::routing::TABLE_HOPS) times, and the ring walk's after.
@@ -627,8 +629,11 @@ impl Node {
                             });
                             return Ok(Answer::from_result(result, &query.op, route));
                         }
-                        Err(NodeError::Unreachable { .. })
-                            if started.elapsed() + delay < retry_budget =>
+                        Err(
+                            e @ (NodeError::Unreachable { .. } | NodeError::Interrupted { .. }),
+                        ) if started.elapsed() + delay < retry_budget
+                            && (matches!(e, NodeError::Unreachable { .. })
+                                || matches!(query.op, Operation::Get)) =>
                         {
                             // Route around it until the next sweep says more.
                             self.forget_route(&to);

@@ -34,6 +34,7 @@
 
 mod linearizable;
 mod network;
+mod repair;
 mod schedule;
 mod workload;
 
@@ -131,12 +132,7 @@ fn run(seed: u64, faults: Faults, leases: Option<LeaseSettings>) -> Outcome {
         .max_message_latency(Duration::from_millis(20))
         .rng_seed(seed)
         .build();
-    sim.host("registry", || async {
-        let listener = SimListener::bind(PORT).await?;
-        let ids = IdRule::new(registry::DEFAULT_SALT, IdRule::DEFAULT_CHOICES);
-        registry::serve(listener, RegistryConfig::fresh(ids), std::future::pending()).await?;
-        Ok(())
-    });
+    add_registry(&mut sim);
     let mut world = World::new(seed, leases);
     for id in 0..CLIENTS {
         let run = workload::run_client(
@@ -188,6 +184,16 @@ fn run(seed: u64, faults: Faults, leases: Option<LeaseSettings>) -> Outcome {
         ring,
         trace: world.trace,
     }
+}
+
+/// The registry host, with the default salt and ID rule.
+fn add_registry(sim: &mut turmoil::Sim<'_>) {
+    sim.host("registry", || async {
+        let listener = SimListener::bind(PORT).await?;
+        let ids = IdRule::new(registry::DEFAULT_SALT, IdRule::DEFAULT_CHOICES);
+        registry::serve(listener, RegistryConfig::fresh(ids), std::future::pending()).await?;
+        Ok(())
+    });
 }
 
 /// The final check, as a client host: once the ring has had until `check_at`

@@ -228,10 +228,10 @@ pub(in crate::node) fn peer_error(addr: &str, status: tonic::Status) -> NodeErro
             reason: status.message().to_string(),
         }
     } else if transport {
-        NodeError::Peer(tonic::Status::unavailable(format!(
-            "the connection to {addr} failed during the request (it may have been applied): {}",
-            status.message()
-        )))
+        NodeError::Interrupted {
+            addr: addr.to_string(),
+            reason: status.message().to_string(),
+        }
     } else {
         NodeError::from_peer_status(status)
     }
