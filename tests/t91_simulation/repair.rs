@@ -9,15 +9,20 @@
 //!
 //! A crash here is silent (turmoil drops the host's packets, like a machine
 //! that loses power or a cable cut), not a killed process whose sockets the
-//! kernel resets. What that costs is measured but not bounded yet:
+//! kernel resets. What that costs is measured but not bounded yet, and has
+//! one cause: calls to a peer queue on its channel, and while no connection
+//! is up each waits for its own connect attempt in turn (a second each, the
+//! connect timeout, against a host that does not answer):
 //!
-//! - reads through a node whose routing table still names the dead node wait
-//!   for the request timeout (5 s) on the pooled connection to it, so
-//!   "everywhere" is about 7.5 s after one crash;
-//! - after two adjacent crashes, reads through the new owners first get
-//!   through 6.3 to 8.3 s after the crash (3 seeds), 3 to 5 s after the ring
-//!   is whole, close to the request timeout (cause not yet found), so only
-//!   the ring's budget is held there.
+//! - a node whose routing table still names the dead node sends its reads
+//!   into the dead node's arc there; the k-th waits about k seconds, and
+//!   those past the retry budget fail (every key through every node: about
+//!   7.5 s after one crash);
+//! - after two adjacent crashes a node's list of predecessors (learnt from
+//!   its `prev`, whose own was stale) still names a dead one for a while, so
+//!   the reads it answers while behind ask that dead replica, queued the
+//!   same way: reads through the owners get through 6.3 to 8.3 s after the
+//!   crash (3 seeds), so only the ring's budget is held there.
 
 use crate::linearizable::{Call, Return};
 use crate::{Action, World, ring_holds, workload};

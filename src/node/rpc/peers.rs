@@ -201,10 +201,11 @@ pub fn endpoint(
 }
 
 /// A peer's error status as a node error. A request that never reached the peer
-/// (the connection could not be made) is `Unreachable`, which callers may retry
-/// safely; a transport failure after the connection was made may have been
-/// applied, so it is passed on as `UNAVAILABLE` and not retried; anything the
-/// peer itself answered is passed on as it was.
+/// (the connection could not be made: refused, or no answer within the connect
+/// timeout) is `Unreachable`, which callers may retry safely; a transport
+/// failure after the connection was made may have been applied, so it is
+/// `Interrupted`, which only reads retry; anything the peer itself answered is
+/// passed on as it was.
 pub(in crate::node) fn peer_error(addr: &str, status: tonic::Status) -> NodeError {
     let mut source = std::error::Error::source(&status);
     let transport = source.is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
@@ -215,9 +216,14 @@ pub(in crate::node) fn peer_error(addr: &str, status: tonic::Status) -> NodeErro
             || text.contains("Connection refused")
             || text.contains("dns error")
             || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                // `TimedOut` inside a transport error is the connect
+                // timeout (a host that does not answer at all): the request
+                // timeout is ours, outside the call.
                 matches!(
                     io.kind(),
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::AddrNotAvailable
+                        | std::io::ErrorKind::TimedOut
                 )
             });
         source = e.source();
