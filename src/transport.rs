@@ -4,17 +4,20 @@
 //! A process in production listens on a TCP socket and dials its peers over
 //! TCP; nothing here changes that. The seam exists so that the very same node,
 //! registry and gateway code can run on a simulated network instead (the
-//! deterministic simulation in `tests/t91_simulated_ring.rs` runs them on
+//! deterministic simulation in `tests/t91_simulation/` runs them on
 //! `turmoil`'s), where links can be cut, delayed and healed and time is
 //! virtual. Everything above a byte stream (HTTP/2, gRPC, REST, TLS, the
 //! server's limits) stays the shipped code.
 
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -65,10 +68,12 @@ pub trait Dial: Send + Sync + 'static {
 }
 
 /// How a process opens connections: TCP by default, or a [`Dial`] of a
-/// simulated network. Cheap to clone.
+/// simulated network. Cheap to clone; clones share what they remember of
+/// failed connects.
 #[derive(Clone, Default)]
 pub struct Network {
     dial: Option<Arc<dyn Dial>>,
+    failures: Failures,
 }
 
 impl std::fmt::Debug for Network {
@@ -85,14 +90,38 @@ impl Network {
     pub fn dialled_by(dial: impl Dial) -> Self {
         Self {
             dial: Some(Arc::new(dial)),
+            failures: Failures::default(),
         }
     }
 
-    /// A channel to `endpoint` that connects on first use (and reconnects).
-    pub fn connect_lazy(&self, endpoint: &Endpoint) -> Channel {
+    /// A channel to `endpoint` that connects on first use (and reconnects),
+    /// giving each TCP connect `connect_timeout` (a simulated network's dial
+    /// takes as long as that network says).
+    ///
+    /// Calls on a channel queue while it has no connection, and each queued
+    /// call waits for a connect of its own, one after another: against a host
+    /// that does not answer, the k-th waits k connect timeouts. So a connect
+    /// to an address whose last connect failed within
+    /// [`FAILED_CONNECT_MEMORY`] fails at once (as not connected: the request
+    /// never went out), and the calls queued behind a failed connect fail
+    /// with it instead of in turn.
+    pub fn connect_lazy(&self, endpoint: &Endpoint, connect_timeout: Duration) -> Channel {
+        let failures = self.failures.clone();
         match &self.dial {
-            None => endpoint.connect_lazy(),
-            Some(dial) => endpoint.connect_with_connector_lazy(Connector(dial.clone())),
+            None => {
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                http.set_nodelay(true);
+                http.set_connect_timeout(Some(connect_timeout));
+                endpoint.connect_with_connector_lazy(Remembering {
+                    inner: http,
+                    failures,
+                })
+            }
+            Some(dial) => endpoint.connect_with_connector_lazy(Remembering {
+                inner: Connector(dial.clone()),
+                failures,
+            }),
         }
     }
 
@@ -130,5 +159,102 @@ impl tonic::codegen::Service<Uri> for Connector {
         });
         let dialling = self.0.dial(&host, port);
         Box::pin(async move { dialling.await.map(TokioIo::new) })
+    }
+}
+
+/// How long a failed connect to an address makes further connects to it fail
+/// at once: long enough for the calls queued behind it, short enough that
+/// the next probe or request tries the address again.
+pub const FAILED_CONNECT_MEMORY: Duration = Duration::from_millis(100);
+
+/// When a connect to each address (`host:port`) last failed.
+#[derive(Clone, Default)]
+struct Failures(Arc<Mutex<HashMap<String, tokio::time::Instant>>>);
+
+impl Failures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::time::Instant>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long ago a connect to `addr` failed, if within the memory.
+    fn recent(&self, addr: &str) -> Option<Duration> {
+        let at = *self.lock().get(addr)?;
+        let ago = at.elapsed();
+        (ago < FAILED_CONNECT_MEMORY).then_some(ago)
+    }
+
+    fn note(&self, addr: &str, failed: bool) {
+        let mut failures = self.lock();
+        if failed {
+            // Bounded like the peers' channels: addresses come from peers.
+            if failures.len() >= 4096 {
+                failures.clear();
+            }
+            failures.insert(addr.to_string(), tokio::time::Instant::now());
+        } else {
+            failures.remove(addr);
+        }
+    }
+}
+
+/// A connector that remembers failed connects (see [`Network::connect_lazy`]).
+#[derive(Clone)]
+struct Remembering<C> {
+    inner: C,
+    failures: Failures,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Notes how a connect ended when it ends, however it ends.
+struct Outcome {
+    failures: Failures,
+    addr: String,
+    failed: bool,
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        self.failures.note(&self.addr, self.failed);
+    }
+}
+
+impl<C> tonic::codegen::Service<Uri> for Remembering<C>
+where
+    C: tonic::codegen::Service<Uri> + Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let addr = uri.authority().map(ToString::to_string).unwrap_or_default();
+        if let Some(ago) = self.failures.recent(&addr) {
+            let refused = io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("a connect to {addr} failed {} ms ago", ago.as_millis()),
+            );
+            return Box::pin(async move { Err(refused.into()) });
+        }
+        let connecting = self.inner.call(uri);
+        // A connect given up on (the endpoint's connect timeout wraps this
+        // connector, and drops it) failed too.
+        let outcome = Outcome {
+            failures: self.failures.clone(),
+            addr,
+            failed: true,
+        };
+        Box::pin(async move {
+            let mut outcome = outcome;
+            let connected = connecting.await.map_err(Into::into);
+            outcome.failed = connected.is_err();
+            connected
+        })
     }
 }

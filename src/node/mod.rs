@@ -284,9 +284,9 @@ impl Node {
             health,
             registry: registry.and_then(|addr| {
                 let endpoint = rpc::peers::endpoint(&addr, timeouts, &credentials);
-                endpoint
-                    .ok()
-                    .map(|e| AuthChannel::new(network.connect_lazy(&e), credentials))
+                endpoint.ok().map(|e| {
+                    AuthChannel::new(network.connect_lazy(&e, timeouts.connect), credentials)
+                })
             }),
         }
     }

@@ -76,9 +76,10 @@ impl Peers {
                 if channels.len() >= MAX_CHANNELS {
                     channels.clear();
                 }
-                let c =
-                    self.network
-                        .connect_lazy(&endpoint(addr, self.timeouts, &self.credentials)?);
+                let c = self.network.connect_lazy(
+                    &endpoint(addr, self.timeouts, &self.credentials)?,
+                    self.timeouts.connect,
+                );
                 channels.insert(addr.to_string(), c.clone());
                 c
             }
@@ -224,6 +225,7 @@ pub(in crate::node) fn peer_error(addr: &str, status: tonic::Status) -> NodeErro
                     std::io::ErrorKind::ConnectionRefused
                         | std::io::ErrorKind::AddrNotAvailable
                         | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::NotConnected
                 )
             });
         source = e.source();
