@@ -13,6 +13,8 @@
 //! - [`routing`]: one-hop routing tables and the sweep that relearns them. No I/O.
 //! - [`failure`]: failure detection as a state machine: probe results in,
 //!   verdicts on `next` and `prev` out. No I/O, no clock.
+//! - [`joining`]: the joiner's side of a join as a state machine: whom to
+//!   ask, when to wait, fall back or give up. No I/O; time passed in.
 //! - [`lease`]: leases on ownership (when a node may serve its arc), so that
 //!   an arc never has two serving owners. No I/O; time passed in.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
@@ -59,6 +61,7 @@ pub mod failure;
 #[cfg(test)]
 mod fuzzing;
 pub mod gateway;
+pub mod joining;
 pub mod launch;
 #[cfg(test)]
 mod layers;

@@ -32,6 +32,7 @@
 //! Joins into different arcs touch different nodes' `next` links and proceed in
 //! parallel; joins into one arc are serialised by its owner.
 
+use crate::joining::{Joiner, Reply, Step};
 use crate::metrics::HandOff;
 use crate::node::Node;
 use crate::node::error::{JoinError, NodeError};
@@ -99,84 +100,101 @@ impl Node {
     }
 
     /// Joins through `contact`, following refusals towards this node's predecessor
-    /// and falling back to the registry's other members while contacts are not ready.
+    /// and falling back to the registry's other members while contacts are not
+    /// ready: the decisions are [`crate::joining::Joiner`]'s, this loop carries
+    /// them out.
     async fn join(&self, contact: Member) -> Result<(), JoinError> {
         let me = self.me();
         let settings = self.config.join;
-        let deadline = tokio::time::Instant::now() + settings.timeout;
-        let mut target = contact;
-        let mut delay = settings.retry_delay;
-        let mut fallbacks: Vec<Member> = Vec::new();
-        let mut last = String::new();
+        let now = || tokio::time::Instant::now().into_std();
+        let mut joiner = Joiner::new(
+            me.clone(),
+            contact,
+            settings.retry_delay,
+            settings.timeout,
+            now(),
+        );
+        let mut step = joiner.start();
         loop {
-            if self.view().state == NodeState::Serving {
-                let view = self.view_snapshot();
-                tracing::info!(id = %me.id, prev = %view.prev.addr, next = %view.next.addr, "joined the ring");
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(JoinError::TimedOut {
-                    after: settings.timeout,
-                    last,
-                });
-            }
-            let request = dht::NeighborRegisterInfo {
-                ty: NeighborType::Next as i32,
-                id: me.id.0,
-                addr: me.addr.clone(),
-            };
-            let client = self.peers.client(&target.addr);
-            let attempt = async move {
-                client?
-                    .register_as_neighbor(request)
-                    .await
-                    .map_err(NodeError::Peer)
-            };
-            // The contact streams the arc to us within this call: allow it the
-            // hand-off's time on top of one request's.
-            let limit = self.config.timeouts.request * 2;
-            let outcome = tokio::time::timeout(limit, attempt).await;
-            let status = match outcome {
-                Ok(Ok(_)) => continue,
-                Ok(Err(NodeError::Peer(status))) => status,
-                Ok(Err(other)) => Status::unavailable(other.to_string()),
-                Err(_) => Status::deadline_exceeded("no answer in time"),
-            };
-            if self.view().state == NodeState::Serving {
-                continue;
-            }
-            last = format!("{}: {}", target.addr, status.message());
-            match status.code() {
-                tonic::Code::FailedPrecondition => {
-                    if let Some(towards) = towards(&status) {
-                        target = towards;
-                        continue;
+            step = match step {
+                Step::Ask(target) => {
+                    let reply = self.ask_to_join(&me, &target).await;
+                    if let Reply::NotMine { reason, .. } | Reply::Failed { reason } = &reply {
+                        tracing::debug!(contact = %target.addr, %reason, "join attempt refused");
                     }
+                    joiner.answered(reply, now())
                 }
-                tonic::Code::AlreadyExists => {
-                    return Err(JoinError::IdTaken {
-                        id: me.id,
-                        holder: status.message().to_string(),
+                Step::Wait(delay) => {
+                    tokio::time::sleep(delay).await;
+                    joiner.waited(now())
+                }
+                Step::LearnMembers => {
+                    let members = self.registry_members().await;
+                    joiner.members(members, now())
+                }
+                Step::AskRegistry => {
+                    let names_one = !self.registry_names_no_contact().await;
+                    joiner.registry_contact(names_one, now())
+                }
+                Step::StartAlone => {
+                    self.become_alone().await;
+                    return Ok(());
+                }
+                Step::Done => {
+                    let view = self.view_snapshot();
+                    tracing::info!(id = %me.id, prev = %view.prev.addr, next = %view.next.addr, "joined the ring");
+                    return Ok(());
+                }
+                Step::IdTaken { holder } => return Err(JoinError::IdTaken { id: me.id, holder }),
+                Step::GiveUp { last } => {
+                    return Err(JoinError::TimedOut {
+                        after: settings.timeout,
+                        last,
                     });
                 }
-                _ => {}
+            };
+        }
+    }
+
+    /// Asks `target` to take `me` as its next (`RegisterAsNeighbor{Next}`);
+    /// its answer as the joiner sees it. Serving once it returns means joined,
+    /// whatever the call says (the answer may be lost after the hand-off).
+    async fn ask_to_join(&self, me: &Member, target: &Member) -> Reply {
+        let request = dht::NeighborRegisterInfo {
+            ty: NeighborType::Next as i32,
+            id: me.id.0,
+            addr: me.addr.clone(),
+        };
+        let client = self.peers.client(&target.addr);
+        let attempt = async move {
+            client?
+                .register_as_neighbor(request)
+                .await
+                .map_err(NodeError::Peer)
+        };
+        // The contact streams the arc to us within this call: allow it the
+        // hand-off's time on top of one request's.
+        let limit = self.config.timeouts.request * 2;
+        let outcome = tokio::time::timeout(limit, attempt).await;
+        if self.view().state == NodeState::Serving {
+            return Reply::Joined;
+        }
+        let status = match outcome {
+            Ok(Ok(_)) => {
+                Status::unavailable("the contact took this node in, yet it does not serve")
             }
-            tracing::debug!(contact = %target.addr, %last, "join attempt refused; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
-            if fallbacks.is_empty() {
-                fallbacks = self.members_by_closeness().await;
-                // The contact is gone and no other member is alive (a whole ring
-                // restarting): if the registry now names no contact, this node
-                // starts the ring again.
-                if fallbacks.is_empty() && self.registry_names_no_contact().await {
-                    self.become_alone().await;
-                    continue;
-                }
-            }
-            if let Some(next) = fallbacks.pop() {
-                target = next;
-            }
+            Ok(Err(NodeError::Peer(status))) => status,
+            Ok(Err(other)) => Status::unavailable(other.to_string()),
+            Err(_) => Status::deadline_exceeded("no answer in time"),
+        };
+        let reason = status.message().to_string();
+        match status.code() {
+            tonic::Code::FailedPrecondition => Reply::NotMine {
+                towards: towards(&status),
+                reason,
+            },
+            tonic::Code::AlreadyExists => Reply::IdTaken { holder: reason },
+            _ => Reply::Failed { reason },
         }
     }
 
@@ -194,21 +212,6 @@ impl Node {
             Ok(Ok(info)) => info.into_inner().neighbor.is_none(),
             _ => false,
         }
-    }
-
-    /// The registry's members other than this node, the farthest first (so that
-    /// popping yields the closest predecessor first).
-    async fn members_by_closeness(&self) -> Vec<Member> {
-        let me = self.me();
-        let mut members: Vec<Member> = self
-            .registry_members()
-            .await
-            .into_iter()
-            .filter(|m| m.id != me.id)
-            .collect();
-        // Counter-clockwise distance from us: the predecessor is the closest.
-        members.sort_by_key(|m| std::cmp::Reverse(m.id.distance_to(me.id)));
-        members
     }
 
     /// The predecessor's side of a join: hands the arc `[joiner, next)` to the
