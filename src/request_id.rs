@@ -8,6 +8,9 @@ use axum::http::HeaderValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Where this process's generated IDs start ([`RequestId::start_from`]).
+static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
 /// A request's ID: 1 to [`RequestId::MAX_LEN`] visible ASCII characters, no
 /// commas (a replica write carries the IDs of its batch as a comma-separated
 /// list). Held as the header value it travels as: a client's shares its
@@ -59,11 +62,18 @@ impl RequestId {
         Ok(())
     }
 
+    /// Makes this process's IDs start from `start` instead of a random
+    /// value, so that a simulation replays a run exactly (an ID's digits set
+    /// the size of the headers that carry it). Only before the first ID is
+    /// generated; whether it took.
+    pub fn start_from(start: u64) -> bool {
+        START.set(start).is_ok()
+    }
+
     /// A new ID, unique within this process and, with a random start per
     /// process, very likely across processes: 16 hex digits.
     pub fn generate() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
         let start = *START.get_or_init(|| {
             use std::hash::{BuildHasher, Hasher};
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();

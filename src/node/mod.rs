@@ -71,7 +71,7 @@ const COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
 /// Key counts of a node's own and replicated arcs, as last counted.
 #[derive(Debug)]
 struct KeyCounts {
-    at: std::time::Instant,
+    at: tokio::time::Instant,
     own: crate::ring::Arc,
     replicated: Vec<crate::ring::Arc>,
     owned: u64,
@@ -431,7 +431,7 @@ impl Node {
             .map(|a| self.store.count_in(*a) as u64)
             .sum();
         *cached = Some(KeyCounts {
-            at: std::time::Instant::now(),
+            at: tokio::time::Instant::now(),
             own,
             replicated,
             owned,

@@ -30,7 +30,8 @@
 //! on: two owners for an arc is what leases prevent).
 //!
 //! A failing run prints its seed; `SIM_SEED=<seed>` reruns exactly it,
-//! `SIM_SEEDS=<n>` runs more of them.
+//! `SIM_SEEDS=<n>` runs more of them, and `SIM_LOG=crustyring=debug` prints
+//! the nodes' logs in virtual time.
 
 mod linearizable;
 mod network;
@@ -122,8 +123,35 @@ struct Outcome {
     trace: Vec<String>,
 }
 
+/// Log lines stamped with the simulation's virtual time.
+struct VirtualTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "{:>9.3}s", t.as_secs_f64()),
+            None => write!(w, "{:>10}", "-"),
+        }
+    }
+}
+
+/// With `SIM_LOG` set (to a filter, e.g. `crustyring=debug`), the nodes' and
+/// the registry's logs go to standard error, stamped with virtual time: what
+/// a replayed seed did, step by step.
+fn log_if_asked() {
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_timer(VirtualTime)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 /// Runs the schedule of `seed`.
 fn run(seed: u64, faults: Faults, leases: Option<LeaseSettings>) -> Outcome {
+    log_if_asked();
     network::use_virtual_wall_clock();
     let schedule = Schedule::generate(seed, faults);
     let mut sim = turmoil::Builder::new()

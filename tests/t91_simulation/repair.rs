@@ -80,6 +80,7 @@ fn repair_time(
     victims: usize,
     leases: Option<LeaseSettings>,
 ) -> Result<Repaired, String> {
+    crate::log_if_asked();
     crate::network::use_virtual_wall_clock();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(CRASH_AT + Duration::from_secs(60))
