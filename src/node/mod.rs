@@ -311,6 +311,15 @@ impl Node {
         self.unleased_arc(crate::ring::Arc::point(position), alone)
     }
 
+    /// Whether this node owns `position` but may not serve it now (no lease,
+    /// or an arc taken over still waiting).
+    fn owns_unleased(&self, position: crate::ring::Position) -> bool {
+        let view = self.view();
+        view.state == NodeState::Serving
+            && view.arc().contains(position)
+            && self.unleased(position, view.alone()).is_some()
+    }
+
     /// [`Node::unleased`] for every position of `arc` (a listing's range).
     fn unleased_arc(&self, arc: crate::ring::Arc, alone: bool) -> Option<crate::lease::Serve> {
         let leases = self.leases.as_ref()?;

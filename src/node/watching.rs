@@ -280,6 +280,14 @@ impl Node {
                 None => (Vec::new(), false),
             };
             let mut first: Vec<Entry> = backlog.iter().map(|e| (**e).clone()).collect();
+            // A key's state, read for a watch, is a read like any other: only
+            // under a lease (the follower asks again, from its last version).
+            if let Watched::Key(key) = &watched
+                && node.owns_unleased(key_position(key))
+            {
+                let _ = tx.send(Err(NodeError::Unleased(Duration::ZERO))).await;
+                return;
+            }
             if let Watched::Key(key) = &watched
                 && first.is_empty()
                 && !reaches
@@ -323,8 +331,12 @@ impl Node {
                     },
                     _ = check.tick() => {
                         let factor = node.config.replication.factor;
+                        // A key this node no longer keeps, or owns without a
+                        // lease (it may be cut off while another takes the
+                        // arc over): the follower asks the owner again.
                         if let Watched::Key(key) = &watched
-                            && !node.view().kept_arc(factor).contains(key_position(key))
+                            && (!node.view().kept_arc(factor).contains(key_position(key))
+                                || node.owns_unleased(key_position(key)))
                         {
                             return;
                         }
@@ -470,7 +482,43 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::{NodeConfig, View};
     use crate::ring::Position;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn an_owner_without_a_lease_gives_a_watch_no_state() {
+        let key = b"k".to_vec();
+        let at = key_position(&key);
+        // This node owns the arc from just below the key to well past it.
+        let me = Member::new(Position(at.0.wrapping_sub(10)), "http://me");
+        let other = Member::new(Position(at.0.wrapping_add(1 << 40)), "http://other");
+        let (health, _) = tonic_health::server::health_reporter();
+        let store = Arc::new(MemoryStore::new());
+        let node = Arc::new(Node::new(
+            me.clone(),
+            NodeConfig::default(),
+            store,
+            health,
+            None,
+        ));
+        node.update_view(|v| {
+            *v = View::first(me);
+            (v.prev, v.next) = (other.clone(), other);
+        });
+        node.store.set(at, key.clone(), b"v".to_vec(), 1).unwrap();
+        let mut unleased = node.watch_local(Watched::Key(key.clone()), None);
+        assert!(matches!(
+            unleased.recv().await,
+            Some(Err(NodeError::Unleased(_)))
+        ));
+        assert!(unleased.recv().await.is_none(), "the stream ends");
+        let now = tokio::time::Instant::now().into_std();
+        node.update_leases(|l| l.granted(now));
+        let mut leased = node.watch_local(Watched::Key(key), None);
+        let state = leased.recv().await.expect("a state").expect("not an error");
+        assert_eq!(state.value.as_deref(), Some(&b"v"[..]));
+    }
 
     fn change(key: &str, micros: u64, value_len: usize) -> Entry {
         Entry {
