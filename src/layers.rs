@@ -15,9 +15,9 @@ fn modules(src: &Path) -> BTreeSet<String> {
     lib.lines()
         .filter_map(|l| {
             let l = l.trim();
-            let rest = l
-                .strip_prefix("pub mod ")
-                .or_else(|| l.strip_prefix("mod "))?;
+            let rest = ["pub mod ", "pub(crate) mod ", "mod "]
+                .iter()
+                .find_map(|p| l.strip_prefix(p))?;
             rest.strip_suffix(';').map(str::to_string)
         })
         .collect()
@@ -52,47 +52,49 @@ fn files(src: &Path, name: &str) -> Vec<PathBuf> {
     found
 }
 
-/// The top-level modules the code (not comments, not the trailing test
-/// module) of `text` names by `crate::` paths, with the line of each.
+/// The top-level modules the code (not comments, not the `mod tests`
+/// module) of `text` names by `crate::` paths, with the line of each. A
+/// `crate::{..}` group may span lines. (Paths that climb with `super::` out
+/// of a top-level module, and `//` inside string literals, are not read.)
 fn uses(text: &str) -> Vec<(String, usize)> {
-    let mut named = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
+    let mut code = String::new();
     for (i, line) in lines.iter().enumerate() {
-        if *line == "#[cfg(test)]" && lines.get(i + 1).is_some_and(|n| n.ends_with('{')) {
+        if *line == "#[cfg(test)]" && lines.get(i + 1).is_some_and(|n| n.starts_with("mod tests")) {
             break;
         }
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at + "crate::".len()..];
-            if let Some(group) = rest.strip_prefix('{') {
-                // `crate::{a, b::{c, d}}`: the first segment of each item at
-                // the group's own depth (on this line).
-                let mut depth = 0;
-                let mut item_starts = true;
-                for (at, c) in group.char_indices() {
-                    match c {
-                        '{' => depth += 1,
-                        '}' if depth == 0 => break,
-                        '}' => depth -= 1,
-                        ',' if depth == 0 => item_starts = true,
-                        c if item_starts && (c.is_alphanumeric() || c == '_') => {
-                            item_starts = false;
-                            let head: String = group[at..]
-                                .chars()
-                                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                                .collect();
-                            named.push((head, i + 1));
-                        }
-                        _ => {}
-                    }
+        code.push_str(line.split("//").next().unwrap_or(""));
+        code.push('\n');
+    }
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let ident = |from: &str| -> String {
+        from.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut named = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            named.push((ident(rest), line_of(at)));
+            continue;
+        };
+        // `crate::{a, b::{c, d}}`: the first segment of each item at the
+        // group's own depth.
+        let mut depth = 0;
+        let mut item_starts = true;
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => item_starts = true,
+                c if item_starts && (c.is_alphanumeric() || c == '_') => {
+                    item_starts = false;
+                    let start = at + "crate::{".len() + i;
+                    named.push((ident(&group[i..]), line_of(start)));
                 }
-            } else {
-                let head: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                named.push((head, i + 1));
+                _ => {}
             }
         }
     }
@@ -169,11 +171,28 @@ fn paths_are_read_from_code_not_comments() {
                 // crate::gateway is mentioned\n\
                 use crate::{node::{Node, View}, store};\n\
                 let x = crate::clock::now_micros(); // crate::cli\n\
+                use crate::{\n    metrics::Count,\n    routing,\n};\n\
+                #[cfg(test)]\n\
+                fn helper() {}\n\
+                use crate::transport;\n\
                 #[cfg(test)]\n\
                 mod tests {\n\
                 use crate::registry;\n";
-    let named: Vec<String> = uses(text).into_iter().map(|(m, _)| m).collect();
-    assert_eq!(named, ["ring", "node", "store", "clock"]);
+    let named = uses(text);
+    let names: Vec<&str> = named.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ring",
+            "node",
+            "store",
+            "clock",
+            "metrics",
+            "routing",
+            "transport"
+        ]
+    );
+    assert_eq!(named[4].1, 6, "a group's item is placed on its own line");
 }
 
 #[test]

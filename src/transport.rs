@@ -74,6 +74,8 @@ pub trait Dial: Send + Sync + 'static {
 pub struct Network {
     dial: Option<Arc<dyn Dial>>,
     failures: Failures,
+    /// Whether connects ignore what failed before (for probes).
+    forgetful: bool,
 }
 
 impl std::fmt::Debug for Network {
@@ -91,6 +93,17 @@ impl Network {
         Self {
             dial: Some(Arc::new(dial)),
             failures: Failures::default(),
+            forgetful: false,
+        }
+    }
+
+    /// The same network, but whose connects always try: a failure detector's
+    /// probes must each make a real attempt, or one lost connect would count
+    /// as several misses.
+    pub fn forgetful(&self) -> Self {
+        Self {
+            forgetful: true,
+            ..self.clone()
         }
     }
 
@@ -106,7 +119,7 @@ impl Network {
     /// never went out), and the calls queued behind a failed connect fail
     /// with it instead of in turn.
     pub fn connect_lazy(&self, endpoint: &Endpoint, connect_timeout: Duration) -> Channel {
-        let failures = self.failures.clone();
+        let failures = (!self.forgetful).then(|| self.failures.clone());
         match &self.dial {
             None => {
                 let mut http = HttpConnector::new();
@@ -197,11 +210,23 @@ impl Failures {
     }
 }
 
-/// A connector that remembers failed connects (see [`Network::connect_lazy`]).
+/// A connector that remembers failed connects (see [`Network::connect_lazy`]);
+/// with no memory, a plain one.
 #[derive(Clone)]
 struct Remembering<C> {
     inner: C,
-    failures: Failures,
+    failures: Option<Failures>,
+}
+
+/// A connect not tried, because one to the same address failed just before
+/// (the request never went out).
+#[derive(Debug, thiserror::Error)]
+#[error("a connect to {addr} failed {ms} ms ago; not tried again yet")]
+pub struct RecentlyFailed {
+    /// The address (`host:port`).
+    pub addr: String,
+    /// How long ago the last connect failed.
+    pub ms: u128,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -234,19 +259,20 @@ where
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        let Some(failures) = self.failures.clone() else {
+            let connecting = self.inner.call(uri);
+            return Box::pin(async move { connecting.await.map_err(Into::into) });
+        };
         let addr = uri.authority().map(ToString::to_string).unwrap_or_default();
-        if let Some(ago) = self.failures.recent(&addr) {
-            let refused = io::Error::new(
-                io::ErrorKind::NotConnected,
-                format!("a connect to {addr} failed {} ms ago", ago.as_millis()),
-            );
-            return Box::pin(async move { Err(refused.into()) });
+        if let Some(ago) = failures.recent(&addr) {
+            let ms = ago.as_millis();
+            return Box::pin(async move { Err(Box::new(RecentlyFailed { addr, ms }) as BoxError) });
         }
         let connecting = self.inner.call(uri);
         // A connect given up on (the endpoint's connect timeout wraps this
         // connector, and drops it) failed too.
         let outcome = Outcome {
-            failures: self.failures.clone(),
+            failures,
             addr,
             failed: true,
         };

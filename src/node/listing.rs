@@ -288,7 +288,10 @@ pub(super) fn check_reply(
 /// owner, or could not be reached.
 fn retryable(e: &NodeError) -> bool {
     match e {
-        NodeError::NotOwner { .. } | NodeError::Unreachable { .. } | NodeError::Unleased(_) => true,
+        NodeError::NotOwner { .. }
+        | NodeError::Unreachable { .. }
+        | NodeError::Interrupted { .. }
+        | NodeError::Unleased(_) => true,
         NodeError::Peer(status) => status.code() == tonic::Code::Unavailable,
         _ => false,
     }

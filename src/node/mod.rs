@@ -206,6 +206,9 @@ pub struct Node {
     /// Notes the writes into an arc streaming to a joiner (`migration`).
     recorder: Arc<membership::migration::Recorder>,
     peers: Peers,
+    /// Channels for the failure detector's probes only: a probe always
+    /// tries to connect, and never queues behind other calls.
+    probes: Peers,
     /// A queue per replica, so that concurrent writes share `Replicate` calls.
     pipes: replication::pipeline::ReplicaPipes,
     health: tonic_health::server::HealthReporter,
@@ -259,6 +262,7 @@ impl Node {
         let metrics = Arc::new(NodeMetrics::new(store.commit_seconds()));
         Self {
             peers: Peers::of(&config),
+            probes: Peers::probing(&config),
             pipes: replication::pipeline::ReplicaPipes::new(
                 config.limits,
                 config.timeouts.request,

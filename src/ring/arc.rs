@@ -157,6 +157,7 @@ mod tests {
             }
         }
 
+        #[test]
         fn ranges_agree_at_the_edges(s in any::<u64>(), e in any::<u64>()) {
             let arc = Arc::new(Position(s), Position(e));
             for p in [0, u64::MAX, s, e, s.wrapping_sub(1), e.wrapping_sub(1)] {

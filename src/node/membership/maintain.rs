@@ -155,7 +155,7 @@ impl Node {
             request.metadata_mut().insert(LEASE_FOR, me.id.0.into());
         }
         let answer = self
-            .peers
+            .probes
             .call_within(peer, self.probe_timeout(), |mut c| async move {
                 c.get_node_info(request).await.map(tonic::Response::new)
             })

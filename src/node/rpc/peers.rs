@@ -66,6 +66,15 @@ impl Peers {
         )
     }
 
+    /// [`Peers::of`] for a failure detector's probes: on channels of their
+    /// own, each connect a real attempt ([`crate::transport::Network::forgetful`]).
+    pub fn probing(config: &crate::node::NodeConfig) -> Self {
+        Self {
+            network: config.network.forgetful(),
+            ..Self::of(config)
+        }
+    }
+
     /// A client for the node at `addr`, reusing its channel.
     pub fn client(&self, addr: &str) -> Result<DhtNodeClient<AuthChannel>, NodeError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
@@ -217,17 +226,21 @@ pub(in crate::node) fn peer_error(addr: &str, status: tonic::Status) -> NodeErro
             || text.contains("Connection refused")
             || text.contains("dns error")
             || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                // `TimedOut` inside a transport error is the connect
-                // timeout (a host that does not answer at all): the request
-                // timeout is ours, outside the call.
                 matches!(
                     io.kind(),
-                    std::io::ErrorKind::ConnectionRefused
-                        | std::io::ErrorKind::AddrNotAvailable
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::NotConnected
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
                 )
-            });
+                    // The connect timeout (a host that does not answer at
+                    // all) is a tokio timer's `Elapsed`; a kernel `TimedOut`
+                    // on a live connection is not, and may follow a request
+                    // that went out.
+                    || (io.kind() == std::io::ErrorKind::TimedOut
+                        && io
+                            .get_ref()
+                            .is_some_and(|inner| inner.is::<tokio::time::error::Elapsed>()))
+            })
+            // A connect not tried: one just before failed.
+            || e.downcast_ref::<crate::transport::RecentlyFailed>().is_some();
         source = e.source();
     }
     if transport && not_connected {
