@@ -108,8 +108,8 @@ impl Network {
     }
 
     /// A channel to `endpoint` that connects on first use (and reconnects),
-    /// giving each TCP connect `connect_timeout` (a simulated network's dial
-    /// takes as long as that network says).
+    /// each connect bounded by the endpoint's connect timeout (tonic wraps
+    /// any connector in it).
     ///
     /// Calls on a channel queue while it has no connection, and each queued
     /// call waits for a connect of its own, one after another: against a host
@@ -118,14 +118,13 @@ impl Network {
     /// [`FAILED_CONNECT_MEMORY`] fails at once (as not connected: the request
     /// never went out), and the calls queued behind a failed connect fail
     /// with it instead of in turn.
-    pub fn connect_lazy(&self, endpoint: &Endpoint, connect_timeout: Duration) -> Channel {
+    pub fn connect_lazy(&self, endpoint: &Endpoint) -> Channel {
         let failures = (!self.forgetful).then(|| self.failures.clone());
         match &self.dial {
             None => {
                 let mut http = HttpConnector::new();
                 http.enforce_http(false);
                 http.set_nodelay(true);
-                http.set_connect_timeout(Some(connect_timeout));
                 endpoint.connect_with_connector_lazy(Remembering {
                     inner: http,
                     failures,

@@ -288,9 +288,9 @@ impl Node {
             health,
             registry: registry.and_then(|addr| {
                 let endpoint = rpc::peers::endpoint(&addr, timeouts, &credentials);
-                endpoint.ok().map(|e| {
-                    AuthChannel::new(network.connect_lazy(&e, timeouts.connect), credentials)
-                })
+                endpoint
+                    .ok()
+                    .map(|e| AuthChannel::new(network.connect_lazy(&e), credentials))
             }),
         }
     }
@@ -759,8 +759,9 @@ pub(crate) async fn walk(
                 "the ring did not close after {limit} nodes"
             )));
         }
-        ring.push(summary_of(peers, &at).await?);
-        at = ring.last().map_or(at, |s| s.next.clone());
+        let summary = summary_of(peers, &at).await?;
+        at = summary.next.clone();
+        ring.push(summary);
     }
     ring.sort_by_key(|s| s.me.id);
     Ok(ring)

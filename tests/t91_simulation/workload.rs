@@ -27,7 +27,7 @@ pub fn client(host: &str) -> NodeClient {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{PORT}"))
         .expect("a valid address")
         .connect_timeout(Duration::from_millis(500));
-    let channel = crate::network::network().connect_lazy(&endpoint, Duration::from_millis(500));
+    let channel = crate::network::network().connect_lazy(&endpoint);
     DhtNodeClient::with_interceptor(channel, Credentials::default())
 }
 

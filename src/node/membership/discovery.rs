@@ -165,19 +165,20 @@ impl From<String> for Failed {
 
 impl From<NodeError> for Failed {
     fn from(e: NodeError) -> Self {
-        match e.code() {
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-                Failed::Refused(e.to_string())
-            }
-            _ => Failed::Transient(e.to_string()),
-        }
+        Failed::of_code(e.code(), e.to_string())
     }
 }
 
 impl Failed {
     /// A peer's or the registry's answer `status`, described by `reason`.
     fn from_status(status: &tonic::Status, reason: String) -> Self {
-        match status.code() {
+        Failed::of_code(status.code(), reason)
+    }
+
+    /// A failure answered with `code`: a refusal for want of credentials, or
+    /// worth another try.
+    fn of_code(code: tonic::Code, reason: String) -> Self {
+        match code {
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Failed::Refused(reason),
             _ => Failed::Transient(reason),
         }

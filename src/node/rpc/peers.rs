@@ -85,10 +85,9 @@ impl Peers {
                 if channels.len() >= MAX_CHANNELS {
                     channels.clear();
                 }
-                let c = self.network.connect_lazy(
-                    &endpoint(addr, self.timeouts, &self.credentials)?,
-                    self.timeouts.connect,
-                );
+                let c =
+                    self.network
+                        .connect_lazy(&endpoint(addr, self.timeouts, &self.credentials)?);
                 channels.insert(addr.to_string(), c.clone());
                 c
             }
