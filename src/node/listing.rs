@@ -300,21 +300,14 @@ fn retryable(e: &NodeError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{NodeConfig, View};
     use crate::ring::{Member, key_position};
-    use crate::store::MemoryStore;
 
     #[tokio::test]
     async fn a_range_is_listed_only_under_a_lease() {
-        let me = Member::new(Position(100), "http://me");
-        let other = Member::new(Position(1000), "http://other");
-        let (health, _) = tonic_health::server::health_reporter();
-        let store = std::sync::Arc::new(MemoryStore::new());
-        let node = Node::new(me.clone(), NodeConfig::default(), store, health, None);
-        node.update_view(|v| {
-            *v = View::first(me);
-            (v.prev, v.next) = (other.clone(), other);
-        });
+        let node = crate::node::serving_beside(
+            Member::new(Position(100), "http://me"),
+            Member::new(Position(1000), "http://other"),
+        );
         node.store
             .set(Position(500), b"k".to_vec(), b"v".to_vec(), 1)
             .unwrap();

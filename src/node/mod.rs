@@ -774,3 +774,23 @@ pub(crate) async fn summary_of(peers: &Peers, at: &Member) -> Result<NodeSummary
         .await?;
     NodeSummary::try_from(info).map_err(NodeError::RingWalk)
 }
+
+/// Tests only: a node in memory, serving the arc from `me` to `other`, its
+/// only neighbour on both sides, and holding no lease yet.
+#[cfg(test)]
+pub(crate) fn serving_beside(me: Member, other: Member) -> Arc<Node> {
+    let (health, _) = tonic_health::server::health_reporter();
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let node = Arc::new(Node::new(
+        me.clone(),
+        NodeConfig::default(),
+        store,
+        health,
+        None,
+    ));
+    node.update_view(|v| {
+        *v = View::first(me);
+        (v.prev, v.next) = (other.clone(), other);
+    });
+    node
+}

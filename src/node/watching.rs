@@ -482,30 +482,17 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{NodeConfig, View};
     use crate::ring::Position;
-    use crate::store::MemoryStore;
 
     #[tokio::test]
     async fn an_owner_without_a_lease_gives_a_watch_no_state() {
         let key = b"k".to_vec();
         let at = key_position(&key);
         // This node owns the arc from just below the key to well past it.
-        let me = Member::new(Position(at.0.wrapping_sub(10)), "http://me");
-        let other = Member::new(Position(at.0.wrapping_add(1 << 40)), "http://other");
-        let (health, _) = tonic_health::server::health_reporter();
-        let store = Arc::new(MemoryStore::new());
-        let node = Arc::new(Node::new(
-            me.clone(),
-            NodeConfig::default(),
-            store,
-            health,
-            None,
-        ));
-        node.update_view(|v| {
-            *v = View::first(me);
-            (v.prev, v.next) = (other.clone(), other);
-        });
+        let node = crate::node::serving_beside(
+            Member::new(Position(at.0.wrapping_sub(10)), "http://me"),
+            Member::new(Position(at.0.wrapping_add(1 << 40)), "http://other"),
+        );
         node.store.set(at, key.clone(), b"v".to_vec(), 1).unwrap();
         let mut unleased = node.watch_local(Watched::Key(key.clone()), None);
         assert!(matches!(
