@@ -15,6 +15,12 @@ use crustyring::store::footprint::{self, FootprintPlan};
 use crustyring::{cli, client};
 use std::time::Duration;
 
+/// mimalloc rather than glibc's allocator: a request allocates dozens of small
+/// buffers (headers, futures, bodies), and glibc's spent about a fifth of a GET's
+/// instructions (see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Crusty Ring: a distributed key-value store on a consistent-hashing ring.
 ///
 /// With no command, starts a local cluster (a registry and 3 nodes) in this process.

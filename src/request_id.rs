@@ -35,6 +35,10 @@ pub enum BadRequestId {
 impl RequestId {
     /// The header (and gRPC metadata key) an ID travels under.
     pub const HEADER: &'static str = "x-request-id";
+    /// [`RequestId::HEADER`] as a header name, parsed once (a `&str` name is
+    /// parsed and validated on every use).
+    pub const HEADER_NAME: axum::http::HeaderName =
+        axum::http::HeaderName::from_static(Self::HEADER);
     /// The longest ID accepted, in bytes.
     pub const MAX_LEN: usize = 128;
     /// How many IDs a replica write names at most: a batch of more writes

@@ -358,6 +358,24 @@ async fn browsers_on_other_origins_may_call_the_api() {
             .unwrap()
             .contains("PUT")
     );
+    common::http("PUT", &url, b"v").await;
+    let cross = common::http_with("GET", &url, b"", &[("origin", "http://elsewhere.test")]).await;
+    assert_eq!(cross.status, 200);
+    assert_eq!(
+        cross.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    let exposed = cross.header("access-control-expose-headers").unwrap();
+    for name in ["etag", "x-crusty-hops", "x-crusty-owner", "x-request-id"] {
+        assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+    }
+    // Without an Origin header (curl, load tools) no CORS headers are made,
+    // but the answer says it would differ for a cross-origin request, so that
+    // no cache hands it to one.
+    let plain = common::http("GET", &url, b"").await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("access-control-allow-origin"), None);
+    assert_eq!(plain.header("vary").as_deref(), Some("origin"));
     cluster.shutdown().await;
 }
 

@@ -3,6 +3,7 @@
 
 use super::observe::{Observed, observe};
 use super::problem::{ApiError, Problem, body_rejected};
+use super::watch::LastEventId;
 use crate::metrics::Op;
 use crate::node::{Answer, Condition, Node, NodeError, Operation, Outcome, Query, RouteTaken};
 use crate::request_id::RequestId;
@@ -293,18 +294,29 @@ fn query(op: Operation, key: Vec<u8>, node: &Node, id: RequestId) -> Result<Quer
 
 /// `response` with the route the query took in its headers.
 fn with_route(mut response: Response, route: &RouteTaken) -> Response {
-    let headers = response.headers_mut();
-    // The route, ETag and request ID headers, in one allocation.
-    headers.reserve(6);
-    headers.insert(RouteTaken::HOPS, HeaderValue::from(route.hops));
-    if let Some(owner) = &route.owner {
-        if let Ok(addr) = HeaderValue::from_str(&owner.addr) {
-            headers.insert(RouteTaken::OWNER, addr);
-        }
-        if let Ok(id) = HeaderValue::from_str(&owner.id.to_hex()) {
-            headers.insert(RouteTaken::OWNER_ID, id);
-        }
-    }
+    route.write_headers(response.headers_mut());
+    response
+}
+
+/// How many headers a key's answer ends with: its content type and length,
+/// the route (3), `ETag`, the request ID, a time to live, CORS (3 or 4).
+const ANSWER_HEADERS: usize = 13;
+
+/// An answer of `content_type` whose header map has room for every header it
+/// will carry, so that it is allocated once rather than grown on the way.
+fn answer_of(content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
+    let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut response = Response::new(body.into());
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A JSON answer, its header map grown once to take every header it will
+/// carry (see [`answer_of`]).
+fn json_answer(status: StatusCode, value: &impl Serialize) -> Response {
+    let mut response = (status, axum::Json(value)).into_response();
+    response.headers_mut().reserve(ANSWER_HEADERS);
     response
 }
 
@@ -355,7 +367,7 @@ pub async fn get_key(
     State(node): State<Arc<Node>>,
     Observed(id): Observed,
     uri: Uri,
-    headers: HeaderMap,
+    LastEventId(last_event): LastEventId,
     options: Result<UrlQuery<GetOptions>, QueryRejection>,
 ) -> Response {
     if let Ok(UrlQuery(GetOptions {
@@ -364,7 +376,7 @@ pub async fn get_key(
         ..
     })) = &options
     {
-        let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+        let last_event = last_event.as_ref().and_then(|v| v.to_str().ok());
         let watched = key_from_path(&uri, "/keys/").and_then(|key| {
             // The key is checked as a read of it would be.
             Query::new(Operation::Get, key.clone(), &node.config().limits)?;
@@ -397,11 +409,12 @@ async fn get(
     } = node.execute(q).await?;
     let mut response = match outcome {
         Outcome::Value(value) if options.raw == Some(true) => {
-            ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response()
+            answer_of("application/octet-stream", value)
         }
-        Outcome::Value(value) => {
-            axum::Json(key_value(&key, position, &value, version, expires)).into_response()
-        }
+        Outcome::Value(value) => json_answer(
+            StatusCode::OK,
+            &key_value(&key, position, &value, version, expires),
+        ),
         Outcome::Absent | Outcome::Created => ApiError::KeyNotFound(shown(&key)).into_response(),
     };
     if let Some(ms) = ttl_left(expires) {
@@ -490,10 +503,10 @@ async fn put(
         let (value, encoding) = encode(&previous);
         result.created = false;
         result.previous = Some(EncodedValue { value, encoding });
-        let response = with_etag(axum::Json(result).into_response(), version);
+        let response = with_etag(json_answer(StatusCode::OK, &result), version);
         return Ok(with_route(response, &route));
     }
-    let mut response = (StatusCode::CREATED, axum::Json(result)).into_response();
+    let mut response = json_answer(StatusCode::CREATED, &result);
     let location = format!("/keys/{}", percent_encode(&key, NON_ALPHANUMERIC));
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -544,9 +557,10 @@ async fn delete(
     let position = q.position;
     let Answer { outcome, route, .. } = node.execute(q).await?;
     let response = match outcome {
-        Outcome::Value(value) => {
-            axum::Json(key_value(&key, position, &value, None, None)).into_response()
-        }
+        Outcome::Value(value) => json_answer(
+            StatusCode::OK,
+            &key_value(&key, position, &value, None, None),
+        ),
         Outcome::Absent | Outcome::Created => ApiError::KeyNotFound(shown(&key)).into_response(),
     };
     Ok(with_route(response, &route))

@@ -5,6 +5,7 @@
 //! as gRPC `QueryDht`; errors become problem+json in one place ([`problem`]).
 
 pub mod batch;
+pub mod cors;
 #[cfg(test)]
 mod fuzz;
 pub mod health;
@@ -21,9 +22,10 @@ use crate::node::{Node, RouteTaken};
 use crate::request_id::RequestId;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use cors::CorsForOrigins;
 use std::sync::Arc;
 use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 use utoipa::OpenApi;
@@ -129,7 +131,7 @@ pub fn router(node: Arc<Node>) -> Router {
         // A body that has not arrived in time (`server::with_body_deadline`)
         // fails to read: 408, see `problem::BodyRejected`.
         .with_state(node)
-        .layer(
+        .layer(CorsForOrigins::new(
             CorsLayer::new()
                 .allow_origin(Any)
                 .allow_methods([
@@ -144,12 +146,12 @@ pub fn router(node: Arc<Node>) -> Router {
                 .expose_headers([
                     header::LOCATION,
                     header::ETAG,
-                    HeaderName::from_static(RouteTaken::HOPS),
-                    HeaderName::from_static(RouteTaken::OWNER),
-                    HeaderName::from_static(RouteTaken::OWNER_ID),
-                    HeaderName::from_static(RequestId::HEADER),
+                    RouteTaken::HOPS_HEADER,
+                    RouteTaken::OWNER_HEADER,
+                    RouteTaken::OWNER_ID_HEADER,
+                    RequestId::HEADER_NAME,
                 ]),
-        );
+        ));
     Router::new()
         .route("/", get(page::index))
         .route("/style.css", get(page::style))

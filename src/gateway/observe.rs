@@ -25,7 +25,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Observed {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Observed(RequestId::from_header(
-            parts.headers.get(RequestId::HEADER),
+            parts.headers.get(RequestId::HEADER_NAME),
         )))
     }
 }
@@ -51,9 +51,11 @@ where
     };
     let headers = response.headers();
     let hops = headers
-        .get(RouteTaken::HOPS)
+        .get(RouteTaken::HOPS_HEADER)
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    let owner = headers.get(RouteTaken::OWNER).and_then(|v| v.to_str().ok());
+    let owner = headers
+        .get(RouteTaken::OWNER_HEADER)
+        .and_then(|v| v.to_str().ok());
     let outcome = outcome_of_status(response.status());
     let elapsed = started.elapsed();
     log_request(
@@ -69,6 +71,6 @@ where
         .request(operation, Interface::Http, outcome, elapsed, hops);
     response
         .headers_mut()
-        .insert(RequestId::HEADER, id.header_value());
+        .insert(RequestId::HEADER_NAME, id.header_value());
     response
 }

@@ -8,6 +8,9 @@ use super::keys::{Encoding, encode};
 use super::problem::ApiError;
 use crate::node::{Node, NodeError};
 use crate::store::{Entry, Version, now_micros};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -49,6 +52,21 @@ pub struct WatchEvent {
     id: String,
     /// The change, as JSON (see the `Change` schema).
     data: String,
+}
+
+/// The `Last-Event-ID` header a reconnecting event stream sends, if any:
+/// taken alone rather than with a copy of every header, as the read path
+/// that `GET /keys/{key}` shares with watches would otherwise pay for.
+#[derive(Debug)]
+pub struct LastEventId(pub Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        const NAME: HeaderName = HeaderName::from_static("last-event-id");
+        Ok(LastEventId(parts.headers.get(NAME).cloned()))
+    }
 }
 
 /// The version a watch resumes after: `Last-Event-ID`, else `since`.

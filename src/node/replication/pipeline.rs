@@ -190,7 +190,7 @@ impl Sender {
                     batch.iter().filter_map(|p| p.request_id.as_ref()).collect();
                 if let Ok(value) = HeaderValue::from_str(&RequestId::list(ids.into_iter())) {
                     let metadata: &mut HeaderMap = request.metadata_mut().as_mut();
-                    metadata.insert(RequestId::HEADER, RequestId::never_indexed(value));
+                    metadata.insert(RequestId::HEADER_NAME, RequestId::never_indexed(value));
                 }
                 let outcome = tokio::time::timeout(timeout, client.replicate(request)).await;
                 drop(slot);

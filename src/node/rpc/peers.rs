@@ -161,7 +161,7 @@ impl Peers {
         let mut request = tonic::Request::new(query);
         if let Some(id) = request_id {
             let metadata: &mut axum::http::HeaderMap = request.metadata_mut().as_mut();
-            metadata.insert(RequestId::HEADER, id.header_value());
+            metadata.insert(RequestId::HEADER_NAME, id.header_value());
         }
         let response = self
             .call(to, |mut c| async move {

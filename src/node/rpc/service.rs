@@ -40,7 +40,7 @@ fn answer(answer: Answer, id: &RequestId) -> Response<dht::QueryResult> {
     let mut response = Response::new((&answer).into());
     answer.route.write_metadata(response.metadata_mut());
     let metadata: &mut axum::http::HeaderMap = response.metadata_mut().as_mut();
-    metadata.insert(RequestId::HEADER, id.header_value());
+    metadata.insert(RequestId::HEADER_NAME, id.header_value());
     response
 }
 
@@ -48,7 +48,7 @@ fn answer(answer: Answer, id: &RequestId) -> Response<dht::QueryResult> {
 /// over HTTP: gRPC metadata are HTTP/2 headers).
 fn request_id(metadata: &tonic::metadata::MetadataMap) -> Result<RequestId, BadRequestId> {
     let headers: &axum::http::HeaderMap = metadata.as_ref();
-    RequestId::from_header(headers.get(RequestId::HEADER))
+    RequestId::from_header(headers.get(RequestId::HEADER_NAME))
 }
 
 /// What a query's wire type asks for, as metrics count it.
