@@ -5,6 +5,10 @@ use crustyring::cli;
 use crustyring::node::Discovery;
 use tokio::sync::watch;
 
+/// mimalloc rather than glibc's allocator (see `crustyring`'s main).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Crusty Ring DHT node: joins the ring (through the registry, or through any
 /// member with --join), serves gRPC and HTTP on its port, keeps its data in
 /// --data-dir (default crustyring-data/node-PORT; --memory for none), and on
