@@ -10,7 +10,8 @@
 //!
 //! - [`ring`]: pure ring maths: positions, hashing, arcs, `owner()`, the balanced
 //!   choice of a joiner's ID. No I/O.
-//! - [`routing`]: one-hop routing tables and the sweep that relearns them. No I/O.
+//! - [`routing`]: one-hop routing tables, the sweep that relearns them, and a
+//!   query's attempts on its way to the owner (retries and waits). No I/O.
 //! - [`failure`]: failure detection as a state machine: probe results in,
 //!   verdicts on `next` and `prev` out. No I/O, no clock.
 //! - [`joining`]: the joiner's side of a join as a state machine: whom to

@@ -58,7 +58,7 @@ pub use watching::{WatchSettings, Watched, event as watch_event, resume_after};
 
 use crate::metrics::{NodeGauges, NodeMetrics};
 use crate::ring::Member;
-use crate::routing::RoutingTable;
+use crate::routing::{AfterFailure, AttemptSettings, Attempts, Failure, RoutingTable};
 use crate::security::AuthChannel;
 use crate::store::{Entry, Store, Version};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -97,9 +97,6 @@ impl KeyLocks {
         self.0[stripe].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
-
-/// How many times a write is made again after a replica held a newer version.
-const MAX_REWRITES: u32 = 3;
 
 /// How a node behaves: limits, timeouts and joining.
 #[derive(Debug, Clone)]
@@ -497,27 +494,33 @@ impl Node {
     /// read applies nothing), is retried along the repaired route, with
     /// backoff, for as long as failure detection takes (at most the request
     /// timeout); a write whose hop failed mid-request or timed out is not
-    /// retried (it may have been applied).
+    /// retried (it may have been applied). What is retried and when is
+    /// [`Attempts`]' to decide.
     ///
     /// The next hop is the key's owner by the routing table while the query has
     /// been forwarded fewer than [`TABLE_HOPS`](crate::routing::TABLE_HOPS) times, and the ring walk's after.
     pub async fn execute(&self, query: Query) -> Result<Answer, NodeError> {
-        let stall = self.config.timeouts.request;
         let maintenance = self.config.maintenance;
-        let retry_budget = (maintenance.probe_interval * (maintenance.misses + 3))
-            .min(self.config.timeouts.request);
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(50);
-        let mut clockwise_only = false;
-        let mut rewrites = 0;
+        let settings = AttemptSettings::new(
+            self.config.timeouts.request,
+            maintenance.probe_interval,
+            maintenance.misses,
+        );
+        let now = || tokio::time::Instant::now().into_std();
+        let mut attempts = Attempts::new(settings, now());
+        let deadline = tokio::time::Instant::from_std(attempts.deadline());
         loop {
             let mut changes = self.changes.subscribe();
             let mut unleased = None;
             let route = {
                 let view = self.view();
                 let table = self.routes();
-                let mut route =
-                    view.route_by_table(&table, query.position, query.hops, clockwise_only);
+                let mut route = view.route_by_table(
+                    &table,
+                    query.position,
+                    query.hops,
+                    attempts.clockwise_only(),
+                );
                 // Owned, but not to be served yet: wait for a lease, or for
                 // the end of a takeover's wait.
                 if route == Route::Local {
@@ -546,7 +549,7 @@ impl Node {
                     };
                     if let Some(entry) = written {
                         let newer = self
-                            .replicate_write(entry, started + stall, query.request_id.as_ref())
+                            .replicate_write(entry, deadline, query.request_id.as_ref())
                             .await?;
                         // A replica held the key at a newer version that this
                         // owner does not know (a clock ahead of ours, or a
@@ -556,10 +559,9 @@ impl Node {
                         // its own later write, made after this one: this
                         // write stands, in its place in the key's history.
                         if let Some(newer) = newer
-                            && rewrites < MAX_REWRITES
                             && !self.holds_at_least(&newer)?
+                            && attempts.may_rewrite()
                         {
-                            rewrites += 1;
                             self.store.insert_all(vec![newer])?;
                             continue;
                         }
@@ -595,7 +597,7 @@ impl Node {
                 // refused for being early.
                 Route::NotServing => match self.state() {
                     NodeState::Joining => {
-                        if tokio::time::timeout_at(started + stall, changes.changed())
+                        if tokio::time::timeout_at(deadline, changes.changed())
                             .await
                             .is_err()
                         {
@@ -607,21 +609,19 @@ impl Node {
                     NodeState::Serving | NodeState::Leaving => {}
                 },
                 Route::Wait => {
-                    // One deadline for all waits: views change all the time.
-                    let wake = match unleased {
-                        Some(crate::lease::Serve::From(at)) => {
-                            tokio::time::Instant::from_std(at).min(started + stall)
-                        }
-                        _ => started + stall,
+                    let serves_from = match unleased {
+                        Some(crate::lease::Serve::From(at)) => Some(at),
+                        _ => None,
                     };
+                    let wake = tokio::time::Instant::from_std(attempts.wait_until(serves_from));
                     if tokio::time::timeout_at(wake, changes.changed())
                         .await
                         .is_err()
-                        && tokio::time::Instant::now() >= started + stall
+                        && attempts.expired(now())
                     {
                         return Err(match unleased {
-                            Some(_) => NodeError::Unleased(stall),
-                            None => NodeError::HandOffStalled(stall),
+                            Some(_) => NodeError::Unleased(settings.stall),
+                            None => NodeError::HandOffStalled(settings.stall),
                         });
                     }
                 }
@@ -642,21 +642,23 @@ impl Node {
                             });
                             return Ok(Answer::from_result(result, &query.op, route));
                         }
-                        Err(
-                            e @ (NodeError::Unreachable { .. } | NodeError::Interrupted { .. }),
-                        ) if started.elapsed() + delay < retry_budget
-                            && (matches!(e, NodeError::Unreachable { .. })
-                                || matches!(query.op, Operation::Get)) =>
-                        {
-                            // Route around it until the next sweep says more.
-                            self.forget_route(&to);
-                            // Counter-clockwise through a dead `prev` never
-                            // repairs itself: go clockwise from now on.
-                            clockwise_only |= to == self.view().prev;
-                            let _ = tokio::time::timeout(delay, changes.changed()).await;
-                            delay = (delay * 2).min(maintenance.probe_interval);
+                        Err(e) => {
+                            let failure = match e {
+                                NodeError::Unreachable { .. } => Failure::NotSent,
+                                NodeError::Interrupted { .. } => Failure::Interrupted,
+                                _ => Failure::Answered,
+                            };
+                            let read = matches!(query.op, Operation::Get);
+                            let through_prev = to == self.view().prev;
+                            match attempts.forward_failed(failure, read, through_prev, now()) {
+                                AfterFailure::RetryAfter(wait) => {
+                                    // Route around it until the next sweep says more.
+                                    self.forget_route(&to);
+                                    let _ = tokio::time::timeout(wait, changes.changed()).await;
+                                }
+                                AfterFailure::GiveUp => return Err(e),
+                            }
                         }
-                        Err(e) => return Err(e),
                     }
                 }
             }

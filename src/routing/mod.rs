@@ -18,10 +18,13 @@
 //!
 //! - `table`: the members by ID, and who owns a position by them.
 //! - `sweep`: relearning every member by walking successor lists.
+//! - `attempts`: one query's retries and waits on its way to the owner.
 
+mod attempts;
 mod sweep;
 mod table;
 
+pub use attempts::{AfterFailure, AttemptSettings, Attempts, Failure, MAX_REWRITES};
 pub use sweep::{Step, Sweep, SweepReply};
 pub use table::RoutingTable;
 
