@@ -18,6 +18,8 @@
 //!   ask, when to wait, fall back or give up. No I/O; time passed in.
 //! - [`lease`]: leases on ownership (when a node may serve its arc), so that
 //!   an arc never has two serving owners. No I/O; time passed in.
+//! - [`acks`]: a replicated write's acknowledgement as a state machine: whom
+//!   to send it to, when it counts as acknowledged. No I/O, no clock.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
 //!   disk (redb, group commit, values read from disk behind an index of keys);
 //!   digests of arcs for anti-entropy; the footprint measurement (`store-bench`).
@@ -53,6 +55,7 @@
 //! `cli` and `bench` at the top). A unit test (`layers`) reads the sources and
 //! fails on a cycle.
 
+pub mod acks;
 pub mod bench;
 pub mod cli;
 pub mod client;

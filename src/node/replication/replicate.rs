@@ -13,14 +13,17 @@
 //! with the default quorum (every copy), an acknowledged write is durable on
 //! every live replica the owner knows. Entries carry versions and replicas merge
 //! them newest-wins, so the order replica writes arrive in does not matter.
+//!
+//! When a write counts as acknowledged is decided by [`WriteAcks`], a state
+//! machine without I/O; this module sends, waits, and reports the answers.
 
+use crate::acks::{Incomplete, Round, Takeover, WriteAcks};
 use crate::node::Node;
 use crate::node::error::NodeError;
 use crate::node::rpc::entries::entry_from_wire;
 use crate::node::view::NodeState;
 use crate::proto::dht;
 use crate::request_id::RequestId;
-use crate::ring::Position;
 use crate::store::Entry;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -86,26 +89,28 @@ impl Node {
         remote
     }
 
-    /// With leases, whether the node that would take this node's arc over
-    /// (its `prev`, which grants its lease) is among those that hold the
-    /// write (`acked`): an acknowledged write must be there when it does. A
-    /// node whose `prev` is unknown acknowledges nothing until one links to
-    /// it, unless it is alone and may serve alone (`crate::lease`). Without
-    /// leases: always.
-    fn takeover_has(&self, acked: &[Position]) -> bool {
+    /// Who must hold a write before it is acknowledged, by leases
+    /// ([`Takeover`]): the node that would take this node's arc over (its
+    /// `prev`, which grants its lease), so that an acknowledged write is there
+    /// when it does.
+    fn takeover(&self) -> Takeover {
         let Some(leases) = self.leases.as_ref() else {
-            return true;
+            return Takeover::Unchecked;
         };
         let view = self.view();
         if view.prev != view.me {
-            return acked.contains(&view.prev.id);
+            return Takeover::By(view.prev.id);
         }
-        view.alone() && (leases.lock().unwrap_or_else(|e| e.into_inner())).may_serve_alone()
+        Takeover::NoPrev {
+            may_serve_alone: view.alone()
+                && (leases.lock().unwrap_or_else(|e| e.into_inner())).may_serve_alone(),
+        }
     }
 
-    /// Sends `entry` to the replicas until the quorum has it; returns a
-    /// replica's copy of the key if one holds it at a newer version (the write
-    /// lost there, and will lose everywhere once anti-entropy runs).
+    /// Sends `entry` to the replicas until the quorum has it ([`WriteAcks`]
+    /// decides); returns a replica's copy of the key if one holds it at a
+    /// newer version (the write lost there, and will lose everywhere once
+    /// anti-entropy runs).
     async fn send_to_replicas(
         &self,
         entry: Entry,
@@ -113,9 +118,7 @@ impl Node {
         request_id: Option<&RequestId>,
     ) -> Result<Option<Entry>, NodeError> {
         let settings = self.config.replication;
-        let mut newer: Option<Entry> = None;
-        let mut acked: Vec<Position> = Vec::new();
-        let mut last_error = String::from("none");
+        let mut acks = WriteAcks::new();
         loop {
             let mut changes = self.changes.subscribe();
             let (replicas, target) = {
@@ -126,15 +129,14 @@ impl Node {
                 )
             };
             // Copies beyond the owner's, for as many replicas as the ring should
-            // give it (a replica set still being learned is waited for);
-            // replicas that left the set no longer count.
+            // give it (a replica set still being learned is waited for).
             let needed = settings.copies_needed(target) - 1;
-            let mut have = replicas.iter().filter(|r| acked.contains(&r.id)).count();
-            if have >= needed && self.takeover_has(&acked) {
-                return Ok(newer);
-            }
+            let send_to = match acks.round(&replicas, needed, self.takeover()) {
+                Round::Done(newer) => return Ok(newer),
+                Round::Send(to) => to,
+            };
             let mut calls = JoinSet::new();
-            for replica in replicas.into_iter().filter(|r| !acked.contains(&r.id)) {
+            for replica in send_to {
                 // Queued with the other writes to this replica (`pipeline`).
                 let call = self.pipes.send(
                     &self.peers,
@@ -158,24 +160,17 @@ impl Node {
                 };
                 match done {
                     Ok((replica, Ok(copies))) => {
-                        acked.push(replica.id);
-                        have += 1;
-                        for copy in copies {
-                            if newer.as_ref().is_none_or(|n| n.version < copy.version) {
-                                newer = Some(copy);
-                            }
-                        }
-                        if have >= needed && self.takeover_has(&acked) {
+                        if acks.acked(replica.id, copies, self.takeover()) {
                             // The rest finish on their own.
                             calls.detach_all();
-                            return Ok(newer);
+                            return Ok(acks.newer().cloned());
                         }
                     }
                     Ok((replica, Err(e))) => {
                         tracing::debug!(replica = %replica.addr, error = %e, "replica write failed");
-                        last_error = e;
+                        acks.failed(e);
                     }
-                    Err(e) => last_error = format!("replica call panicked: {e}"),
+                    Err(e) => acks.failed(format!("replica call panicked: {e}")),
                 }
             }
             // A replica failed: wait for failure detection to change the view
@@ -184,10 +179,15 @@ impl Node {
                 .await
                 .is_err()
             {
+                let Incomplete {
+                    copies,
+                    needed,
+                    reason,
+                } = acks.incomplete();
                 return Err(NodeError::ReplicationIncomplete {
-                    copies: have + 1,
-                    needed: needed + 1,
-                    reason: last_error,
+                    copies,
+                    needed,
+                    reason,
                 });
             }
         }
