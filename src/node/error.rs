@@ -119,6 +119,10 @@ pub enum NodeError {
         "this node holds no lease on the key's arc within {0:?} (it may be cut off from its neighbours, or taking the arc over from a failed one); retry"
     )]
     Unleased(Duration),
+    /// A read met a write to its key that is applied at the owner but not
+    /// yet acknowledged, and it did not settle in time.
+    #[error("a write to this key is still being replicated and did not finish within {0:?}; retry")]
+    WriteInFlight(Duration),
     /// A write did not reach enough replicas in time. It is applied on
     /// `copies` nodes and may still spread to the rest (anti-entropy).
     #[error(
@@ -181,6 +185,7 @@ impl NodeError {
             | NodeError::Interrupted { .. }
             | NodeError::HandOffStalled(_)
             | NodeError::Unleased(_)
+            | NodeError::WriteInFlight(_)
             | NodeError::ReplicationIncomplete { .. }
             | NodeError::RingWalk(_) => Code::Unavailable,
             NodeError::Timeout { .. } => Code::DeadlineExceeded,

@@ -33,6 +33,7 @@ mod error;
 pub(crate) mod fuzz;
 mod listing;
 mod membership;
+mod pending;
 mod query;
 mod replication;
 mod routes;
@@ -223,6 +224,8 @@ pub struct Node {
     metrics: Arc<NodeMetrics>,
     /// Serialise the writes to each key (see [`KeyLocks`]).
     key_locks: KeyLocks,
+    /// Writes applied here but not yet acknowledged (reads of their keys wait).
+    pending: pending::PendingWrites,
     /// The changes this node applied lately, for watches (`watching`).
     change_log: watching::ChangeLog,
     /// Set when the node shuts down: streams that would never end (watches)
@@ -267,6 +270,7 @@ impl Node {
             ),
             metrics,
             key_locks: KeyLocks::new(),
+            pending: pending::PendingWrites::default(),
             change_log: watching::ChangeLog::new(config.watch),
             closing: watch::channel(false).0,
             config,
@@ -530,19 +534,35 @@ impl Node {
                     }
                 }
                 match route {
-                    // Only a read asks whether the owner is behind.
-                    Route::Local => Ok((
-                        self.apply_local(&query, view.me.id.0)?,
-                        !matches!(query.op, Operation::Get) || self.caught_up(&view),
-                        view.me.clone(),
-                    )),
+                    Route::Local => {
+                        // A write is in flight from before it applies until
+                        // it is acknowledged or fails (`pending`).
+                        let in_flight = (!matches!(query.op, Operation::Get))
+                            .then(|| self.pending.begin(query.position));
+                        Ok((
+                            self.apply_local(&query, view.me.id.0)?,
+                            // Only a read asks whether the owner is behind.
+                            !matches!(query.op, Operation::Get) || self.caught_up(&view),
+                            view.me.clone(),
+                            in_flight,
+                        ))
+                    }
                     other => Err(other),
                 }
             };
             let route = match route {
                 // Applied under the view lock; acknowledged once durable here
                 // and on the key's replicas.
-                Ok(((outcome, version, expires, written), caught_up, me)) => {
+                Ok(((outcome, version, expires, written), caught_up, me, _in_flight)) => {
+                    // A read that met a write not yet acknowledged waits for
+                    // it to settle, then reads again (`pending`).
+                    if matches!(query.op, Operation::Get) && self.pending.in_flight(query.position)
+                    {
+                        if !self.pending.settled(query.position, deadline).await {
+                            return Err(NodeError::WriteInFlight(settings.stall));
+                        }
+                        continue;
+                    }
                     let route = RouteTaken {
                         hops: query.hops,
                         owner: Some(me),
@@ -781,15 +801,15 @@ pub(crate) async fn summary_of(peers: &Peers, at: &Member) -> Result<NodeSummary
 /// only neighbour on both sides, and holding no lease yet.
 #[cfg(test)]
 pub(crate) fn serving_beside(me: Member, other: Member) -> Arc<Node> {
+    serving_beside_with(me, other, NodeConfig::default())
+}
+
+/// Tests only: [`serving_beside`] with `config`.
+#[cfg(test)]
+pub(crate) fn serving_beside_with(me: Member, other: Member, config: NodeConfig) -> Arc<Node> {
     let (health, _) = tonic_health::server::health_reporter();
     let store = Arc::new(crate::store::MemoryStore::new());
-    let node = Arc::new(Node::new(
-        me.clone(),
-        NodeConfig::default(),
-        store,
-        health,
-        None,
-    ));
+    let node = Arc::new(Node::new(me.clone(), config, store, health, None));
     node.update_view(|v| {
         *v = View::first(me);
         (v.prev, v.next) = (other.clone(), other);
