@@ -329,7 +329,7 @@ fn key_value(
     position: Position,
     value: &[u8],
     version: Option<Version>,
-    expires: Option<u64>,
+    ttl_ms: Option<u64>,
 ) -> KeyValue {
     let (key, key_encoding) = encode(key);
     let (value, encoding) = encode(value);
@@ -340,7 +340,7 @@ fn key_value(
         encoding,
         position: position.to_hex(),
         version: version.map(|v| v.token()),
-        ttl_ms: ttl_left(expires),
+        ttl_ms,
     }
 }
 
@@ -407,17 +407,19 @@ async fn get(
         version,
         expires,
     } = node.execute(q).await?;
+    // Once, so that the header and the body say the same.
+    let ttl_ms = ttl_left(expires);
     let mut response = match outcome {
         Outcome::Value(value) if options.raw == Some(true) => {
             answer_of("application/octet-stream", value)
         }
         Outcome::Value(value) => json_answer(
             StatusCode::OK,
-            &key_value(&key, position, &value, version, expires),
+            &key_value(&key, position, &value, version, ttl_ms),
         ),
         Outcome::Absent | Outcome::Created => ApiError::KeyNotFound(shown(&key)).into_response(),
     };
-    if let Some(ms) = ttl_left(expires) {
+    if let Some(ms) = ttl_ms {
         response
             .headers_mut()
             .insert(TTL_HEADER, HeaderValue::from(ms));

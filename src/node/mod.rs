@@ -513,6 +513,7 @@ impl Node {
         let now = || tokio::time::Instant::now().into_std();
         let mut attempts = Attempts::new(settings, now());
         let deadline = tokio::time::Instant::from_std(attempts.deadline());
+        let mut read_waited = false;
         loop {
             let mut changes = self.changes.subscribe();
             let mut unleased = None;
@@ -554,13 +555,16 @@ impl Node {
                 // Applied under the view lock; acknowledged once durable here
                 // and on the key's replicas.
                 Ok(((outcome, version, expires, written), caught_up, me, _in_flight)) => {
-                    // A read that met a write not yet acknowledged waits for
-                    // it to settle, then reads again (`pending`).
-                    if matches!(query.op, Operation::Get) && self.pending.in_flight(query.position)
+                    // A read that met writes not yet acknowledged waits for
+                    // them to settle, then reads again, once (`pending`).
+                    if matches!(query.op, Operation::Get)
+                        && !read_waited
+                        && let Some(last) = self.pending.in_flight(query.position)
                     {
-                        if !self.pending.settled(query.position, deadline).await {
+                        if !self.pending.settled(query.position, last, deadline).await {
                             return Err(NodeError::WriteInFlight(settings.stall));
                         }
+                        read_waited = true;
                         continue;
                     }
                     let route = RouteTaken {
@@ -579,9 +583,10 @@ impl Node {
                         // its own later write, made after this one: this
                         // write stands, in its place in the key's history.
                         if let Some(newer) = newer
+                            && attempts.rewrites_left()
                             && !self.holds_at_least(&newer)?
-                            && attempts.may_rewrite()
                         {
+                            attempts.rewrite();
                             self.store.insert_all(vec![newer])?;
                             continue;
                         }

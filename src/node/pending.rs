@@ -6,9 +6,12 @@
 //! the key without it. A read answered from the store in that window would
 //! have shown a value that then vanished: a later read returning an older
 //! value than an earlier one, which no order of the operations explains.
-//! So a read at the owner that meets a key with a write in flight waits for
-//! that write to settle (acknowledged, or failed by its deadline) and reads
-//! again.
+//! So a read at the owner that meets a key with writes in flight waits for
+//! them to settle (acknowledged, failed by their deadline, or abandoned by
+//! their callers: then they count as failed, "may have been applied") and
+//! reads again. Only the writes in flight when it first looked: writes that
+//! begin while it waits may be answered before they are acknowledged, as the
+//! price of a read never waiting for more than one round of writes to its key.
 //!
 //! Keyed by ring position (two keys at one position share an entry: the
 //! worst a collision costs is a read waiting for the other key's write).
@@ -16,16 +19,18 @@
 //! read that saw the write's value sees its registration too.
 
 use crate::ring::Position;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// The positions with a write applied but not yet acknowledged, and a signal
-/// for each that settles.
+/// The positions with a write applied but not yet acknowledged (each write
+/// numbered in the order it began), and a signal for each that settles.
 #[derive(Debug, Default)]
 pub(super) struct PendingWrites {
-    counts: Mutex<HashMap<u64, usize>>,
+    writes: Mutex<HashMap<u64, BTreeSet<u64>>>,
+    next: AtomicU64,
     settled: Notify,
 }
 
@@ -34,39 +39,54 @@ pub(super) struct PendingWrites {
 pub(super) struct InFlight<'a> {
     pending: &'a PendingWrites,
     position: u64,
+    number: u64,
 }
 
 impl PendingWrites {
-    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<u64, usize>> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    fn writes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, BTreeSet<u64>>> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A write at `position` is about to be applied.
     pub fn begin(&self, position: Position) -> InFlight<'_> {
-        *self.counts().entry(position.0).or_default() += 1;
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        self.writes().entry(position.0).or_default().insert(number);
         InFlight {
             pending: self,
             position: position.0,
+            number,
         }
     }
 
-    /// Whether a write at `position` is in flight.
-    pub fn in_flight(&self, position: Position) -> bool {
-        self.counts().contains_key(&position.0)
+    /// The last write in flight at `position`, if any: what a read that
+    /// checks now waits for ([`PendingWrites::settled`]).
+    pub fn in_flight(&self, position: Position) -> Option<u64> {
+        self.writes()
+            .get(&position.0)
+            .and_then(|w| w.last().copied())
     }
 
-    /// Waits until no write at `position` is in flight; `false` if
-    /// `deadline` came first.
-    pub async fn settled(&self, position: Position, deadline: Instant) -> bool {
+    /// Waits until every write at `position` up to `last` (from
+    /// [`PendingWrites::in_flight`]) has settled; `false` if `deadline` came
+    /// first. Writes that began later are not waited for, so a key written
+    /// all the time cannot starve its reads.
+    pub async fn settled(&self, position: Position, last: u64, deadline: Instant) -> bool {
+        let waited_for = |pending: &Self| {
+            pending
+                .writes()
+                .get(&position.0)
+                .and_then(|w| w.first().copied())
+                .is_some_and(|first| first <= last)
+        };
         loop {
             let notified = self.settled.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if !self.in_flight(position) {
+            if !waited_for(self) {
                 return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return !self.in_flight(position);
+                return !waited_for(self);
             }
         }
     }
@@ -75,11 +95,11 @@ impl PendingWrites {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         {
-            let mut counts = self.pending.counts();
-            if let Some(n) = counts.get_mut(&self.position) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(&self.position);
+            let mut writes = self.pending.writes();
+            if let Some(w) = writes.get_mut(&self.position) {
+                w.remove(&self.number);
+                if w.is_empty() {
+                    writes.remove(&self.position);
                 }
             }
         }
@@ -140,7 +160,7 @@ mod tests {
                 answer
             }
         });
-        while !node.pending.in_flight(position) {
+        while node.pending.in_flight(position).is_none() {
             tokio::task::yield_now().await;
         }
         // The read comes after the write (its deadline too).
@@ -165,21 +185,35 @@ mod tests {
         let (p, other) = (Position(7), Position(8));
         let first = pending.begin(p);
         let second = pending.begin(p);
-        assert!(pending.in_flight(p) && !pending.in_flight(other));
+        let last = pending.in_flight(p).unwrap();
+        assert_eq!(pending.in_flight(other), None);
         let soon = Instant::now() + Duration::from_millis(10);
         assert!(
-            !pending.settled(p, soon).await,
-            "still in flight at the deadline"
+            !pending.settled(p, last, soon).await,
+            "in flight at the deadline"
         );
         drop(first);
-        assert!(pending.in_flight(p));
+        assert_eq!(pending.in_flight(p), Some(last));
         let later = Instant::now() + Duration::from_secs(1);
-        let (settled, ()) = tokio::join!(pending.settled(p, later), async move {
+        let (settled, ()) = tokio::join!(pending.settled(p, last, later), async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
             drop(second);
         });
         assert!(settled);
-        assert!(!pending.in_flight(p));
-        assert!(pending.settled(other, Instant::now()).await);
+        assert_eq!(pending.in_flight(p), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_waits_only_for_the_writes_in_flight_when_it_looked() {
+        let pending = PendingWrites::default();
+        let p = Position(7);
+        let seen = pending.begin(p);
+        let last = pending.in_flight(p).unwrap();
+        let later_write = pending.begin(p);
+        drop(seen);
+        // The write that began after the read looked is still in flight.
+        assert!(pending.in_flight(p).is_some());
+        assert!(pending.settled(p, last, Instant::now()).await);
+        drop(later_write);
     }
 }
