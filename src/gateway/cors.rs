@@ -62,7 +62,11 @@ where
         Either<tower_http::cors::ResponseFuture<S::Future>, Plain<S::Future, ResBody, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Both are clones of the same routes; each is asked, as each may be called.
+        // Both are clones of the same routes; each is asked, as each may be
+        // called. Only one is then called: fine for axum's routes, which are
+        // always ready and hold nothing between `poll_ready` and `call`; a
+        // layer inside that reserves capacity in `poll_ready` would need a
+        // different split.
         match self.cors.poll_ready(cx) {
             Poll::Ready(Ok(())) => self.plain.poll_ready(cx),
             other => other,
