@@ -88,8 +88,14 @@ impl WriteAcks {
     }
 
     /// Starts a round with the owner's current `replicas`, of which `needed`
-    /// must hold the write: done, or whom to send it to.
-    pub fn round(&mut self, replicas: &[Member], needed: usize, takeover: Takeover) -> Round {
+    /// must hold the write: done, or whom to send it to. `takeover` is asked
+    /// only once the count is reached (it reads the owner's view and leases).
+    pub fn round(
+        &mut self,
+        replicas: &[Member],
+        needed: usize,
+        takeover: impl FnOnce() -> Takeover,
+    ) -> Round {
         self.needed = needed;
         self.have = replicas
             .iter()
@@ -110,7 +116,12 @@ impl WriteAcks {
     /// `replica` (one the round sent to) holds the write durably; `copies` are
     /// its copies of the key newer than the write. Whether the write is now
     /// acknowledged (the round's other calls need not be waited for).
-    pub fn acked(&mut self, replica: Position, copies: Vec<Entry>, takeover: Takeover) -> bool {
+    pub fn acked(
+        &mut self,
+        replica: Position,
+        copies: Vec<Entry>,
+        takeover: impl FnOnce() -> Takeover,
+    ) -> bool {
         if !self.acked.contains(&replica) {
             self.acked.push(replica);
             self.have += 1;
@@ -142,9 +153,9 @@ impl WriteAcks {
         }
     }
 
-    fn done(&self, takeover: Takeover) -> bool {
+    fn done(&self, takeover: impl FnOnce() -> Takeover) -> bool {
         self.have >= self.needed
-            && match takeover {
+            && match takeover() {
                 Takeover::Unchecked => true,
                 Takeover::By(prev) => self.acked.contains(&prev),
                 Takeover::NoPrev { may_serve_alone } => may_serve_alone,
@@ -182,19 +193,19 @@ mod tests {
     fn a_write_is_acknowledged_once_the_needed_replicas_hold_it() {
         let mut acks = WriteAcks::new();
         let set = [member(1), member(2)];
-        assert_eq!(sent(acks.round(&set, 2, Takeover::Unchecked)), [1, 2]);
-        assert!(!acks.acked(Position(1), vec![], Takeover::Unchecked));
-        assert!(acks.acked(Position(2), vec![], Takeover::Unchecked));
+        assert_eq!(sent(acks.round(&set, 2, || Takeover::Unchecked)), [1, 2]);
+        assert!(!acks.acked(Position(1), vec![], || Takeover::Unchecked));
+        assert!(acks.acked(Position(2), vec![], || Takeover::Unchecked));
     }
 
     #[test]
     fn a_failed_replica_is_sent_the_write_again_in_the_next_round_and_alone() {
         let mut acks = WriteAcks::new();
         let set = [member(1), member(2)];
-        acks.round(&set, 2, Takeover::Unchecked);
-        acks.acked(Position(1), vec![], Takeover::Unchecked);
+        acks.round(&set, 2, || Takeover::Unchecked);
+        acks.acked(Position(1), vec![], || Takeover::Unchecked);
         acks.failed("n2 did not answer");
-        assert_eq!(sent(acks.round(&set, 2, Takeover::Unchecked)), [2]);
+        assert_eq!(sent(acks.round(&set, 2, || Takeover::Unchecked)), [2]);
         assert_eq!(
             acks.incomplete(),
             Incomplete {
@@ -208,10 +219,10 @@ mod tests {
     #[test]
     fn only_replicas_of_the_current_set_count() {
         let mut acks = WriteAcks::new();
-        acks.round(&[member(1), member(2)], 2, Takeover::Unchecked);
-        acks.acked(Position(1), vec![], Takeover::Unchecked);
+        acks.round(&[member(1), member(2)], 2, || Takeover::Unchecked);
+        acks.acked(Position(1), vec![], || Takeover::Unchecked);
         // Replica 1 left the set (repair replaced it by 3): 3 must take it too.
-        let round = acks.round(&[member(2), member(3)], 2, Takeover::Unchecked);
+        let round = acks.round(&[member(2), member(3)], 2, || Takeover::Unchecked);
         assert_eq!(sent(round), [2, 3]);
         assert_eq!(acks.incomplete().copies, 1);
     }
@@ -222,31 +233,31 @@ mod tests {
         let set = [member(1), member(2)];
         let takeover = Takeover::By(Position(1));
         // A quorum of one, but the prev (1) has not answered.
-        acks.round(&set, 1, takeover);
-        assert!(!acks.acked(Position(2), vec![], takeover));
-        assert!(acks.acked(Position(1), vec![], takeover));
+        acks.round(&set, 1, || takeover);
+        assert!(!acks.acked(Position(2), vec![], || takeover));
+        assert!(acks.acked(Position(1), vec![], || takeover));
         // Already held by both: done at the start of the next write's round.
-        assert_eq!(acks.round(&set, 1, takeover), Round::Done(None));
+        assert_eq!(acks.round(&set, 1, || takeover), Round::Done(None));
     }
 
     #[test]
     fn an_owner_without_a_prev_acknowledges_only_if_it_may_serve_alone() {
         let mut acks = WriteAcks::new();
         let alone = |may_serve_alone| Takeover::NoPrev { may_serve_alone };
-        assert_eq!(acks.round(&[], 0, alone(true)), Round::Done(None));
-        assert_eq!(acks.round(&[], 0, alone(false)), Round::Send(vec![]));
+        assert_eq!(acks.round(&[], 0, || alone(true)), Round::Done(None));
+        assert_eq!(acks.round(&[], 0, || alone(false)), Round::Send(vec![]));
     }
 
     #[test]
     fn the_newest_copy_a_replica_held_is_the_result() {
         let mut acks = WriteAcks::new();
         let set = [member(1), member(2)];
-        acks.round(&set, 2, Takeover::Unchecked);
-        acks.acked(Position(1), vec![copy(5)], Takeover::Unchecked);
-        acks.acked(Position(2), vec![copy(7), copy(6)], Takeover::Unchecked);
+        acks.round(&set, 2, || Takeover::Unchecked);
+        acks.acked(Position(1), vec![copy(5)], || Takeover::Unchecked);
+        acks.acked(Position(2), vec![copy(7), copy(6)], || Takeover::Unchecked);
         assert_eq!(acks.newer(), Some(&copy(7)));
         assert_eq!(
-            acks.round(&set, 2, Takeover::Unchecked),
+            acks.round(&set, 2, || Takeover::Unchecked),
             Round::Done(Some(copy(7)))
         );
     }
@@ -255,8 +266,8 @@ mod tests {
     fn an_answer_counted_twice_counts_once() {
         let mut acks = WriteAcks::new();
         let set = [member(1), member(2)];
-        acks.round(&set, 2, Takeover::Unchecked);
-        acks.acked(Position(1), vec![], Takeover::Unchecked);
-        assert!(!acks.acked(Position(1), vec![], Takeover::Unchecked));
+        acks.round(&set, 2, || Takeover::Unchecked);
+        acks.acked(Position(1), vec![], || Takeover::Unchecked);
+        assert!(!acks.acked(Position(1), vec![], || Takeover::Unchecked));
     }
 }

@@ -513,7 +513,6 @@ impl Node {
         let now = || tokio::time::Instant::now().into_std();
         let mut attempts = Attempts::new(settings, now());
         let deadline = tokio::time::Instant::from_std(attempts.deadline());
-        let mut read_waited = false;
         loop {
             let mut changes = self.changes.subscribe();
             let mut unleased = None;
@@ -556,15 +555,14 @@ impl Node {
                 // and on the key's replicas.
                 Ok(((outcome, version, expires, written), caught_up, me, _in_flight)) => {
                     // A read that met writes not yet acknowledged waits for
-                    // them to settle, then reads again, once (`pending`).
+                    // them to settle, then reads again (`pending`).
                     if matches!(query.op, Operation::Get)
-                        && !read_waited
                         && let Some(last) = self.pending.in_flight(query.position)
+                        && attempts.wait_for_writes()
                     {
                         if !self.pending.settled(query.position, last, deadline).await {
                             return Err(NodeError::WriteInFlight(settings.stall));
                         }
-                        read_waited = true;
                         continue;
                     }
                     let route = RouteTaken {

@@ -23,7 +23,10 @@
 //!   a taken-over arc still waiting) share one deadline, the request timeout
 //!   from the start: views change all the time;
 //! - an owner writes again past a replica's newer version at most
-//!   [`MAX_REWRITES`] times.
+//!   [`MAX_REWRITES`] times;
+//! - a read at the owner that meets writes to its key not yet acknowledged
+//!   waits for them once (`node::pending`), then answers what it reads: a
+//!   key written all the time cannot starve its reads.
 
 use std::time::{Duration, Instant};
 
@@ -86,6 +89,7 @@ pub struct Attempts {
     delay: Duration,
     clockwise_only: bool,
     rewrites: u32,
+    waited_for_writes: bool,
 }
 
 impl Attempts {
@@ -97,6 +101,7 @@ impl Attempts {
             delay: FIRST_DELAY,
             clockwise_only: false,
             rewrites: 0,
+            waited_for_writes: false,
         }
     }
 
@@ -149,6 +154,12 @@ impl Attempts {
     /// whether the owner may still write again past it.
     pub fn rewrites_left(&self) -> bool {
         self.rewrites < MAX_REWRITES
+    }
+
+    /// A read at the owner met writes to its key in flight: whether to wait
+    /// for them (the first time only).
+    pub fn wait_for_writes(&mut self) -> bool {
+        !std::mem::replace(&mut self.waited_for_writes, true)
     }
 
     /// The owner writes again past a newer replica (counted against
@@ -248,6 +259,14 @@ mod tests {
         assert_eq!(a.wait_until(Some(t0 + 20_000 * MS)), a.deadline());
         assert!(!a.expired(t0 + 9_999 * MS));
         assert!(a.expired(t0 + 10_000 * MS));
+    }
+
+    #[test]
+    fn a_read_waits_for_writes_in_flight_once() {
+        let (mut a, _) = attempts();
+        assert!(a.wait_for_writes());
+        assert!(!a.wait_for_writes());
+        assert!(!a.wait_for_writes());
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl Node {
             // Copies beyond the owner's, for as many replicas as the ring should
             // give it (a replica set still being learned is waited for).
             let needed = settings.copies_needed(target) - 1;
-            let send_to = match acks.round(&replicas, needed, self.takeover()) {
+            let send_to = match acks.round(&replicas, needed, || self.takeover()) {
                 Round::Done(newer) => return Ok(newer),
                 Round::Send(to) => to,
             };
@@ -160,7 +160,7 @@ impl Node {
                 };
                 match done {
                     Ok((replica, Ok(copies))) => {
-                        if acks.acked(replica.id, copies, self.takeover()) {
+                        if acks.acked(replica.id, copies, || self.takeover()) {
                             // The rest finish on their own.
                             calls.detach_all();
                             return Ok(acks.newer().cloned());
