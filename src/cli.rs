@@ -377,6 +377,7 @@ impl StorageArgs {
             DiskOptions {
                 sync: self.sync.mode(),
                 cache_bytes: self.cache.bytes(),
+                ..DiskOptions::default()
             },
         )?))
     }

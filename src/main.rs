@@ -629,6 +629,7 @@ async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {
         disk: DiskOptions {
             sync: c.sync.mode(),
             cache_bytes: c.cache.bytes(),
+            ..DiskOptions::default()
         },
         ids: c.ids.rule(),
     };

@@ -13,8 +13,25 @@ pub(in crate::store) const FILE_NAME: &str = "crustyring.redb";
 
 /// Entries by (position, raw key); the value is [`encode`]d with its version.
 pub(super) const ENTRIES: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("entries_v2");
-/// The node's identity: `id` (8 bytes, big-endian) and `addr` (UTF-8).
+/// The node's identity: `id` (8 bytes, big-endian) and `addr` (UTF-8); and
+/// [`WAL_GENERATION`].
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The meta key of the write-ahead log's generation (8 bytes, big-endian): the
+/// generation whose records redb does not have yet (see [`super::wal`]).
+pub(super) const WAL_GENERATION: &str = "wal";
+
+/// The write-ahead log generation saved in the meta table (1 when none is).
+pub(super) fn wal_generation(meta: &redb::ReadOnlyTable<&str, &[u8]>) -> Result<u64, StoreError> {
+    let stored = meta
+        .get(WAL_GENERATION)
+        .map_err(|e| StoreError::Engine(e.to_string()))?;
+    match stored {
+        None => Ok(1),
+        Some(v) => <[u8; 8]>::try_from(v.value())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Engine("corrupt write-ahead log generation".into())),
+    }
+}
 
 /// The node identity saved in the meta table, if a whole one is there.
 pub(super) fn identity(

@@ -17,21 +17,26 @@
 //! once every mutation queued so far is on disk, or at once in
 //! [`SyncMode::Batched`], where the committer commits every interval instead.
 //! [`Store::durable_point`] always waits for the disk.
+//!
+//! "On disk" means in the [`wal`] (write-ahead log) in [`SyncMode::Always`]:
+//! redb is committed behind it in large checkpoints, and opening the store
+//! replays the log's records that redb does not have yet.
 
 mod commit;
 mod index;
 mod layout;
 mod overlay;
 mod read;
+mod wal;
 
 pub(super) use layout::FILE_NAME;
 
 use super::expiring::Expiring;
 use super::{Bucket, Entry, Store, StoreError, SyncFuture, Version, Written, now_micros};
 use crate::ring::{Arc, Member, Position};
-use commit::{Committer, Mutation};
+use commit::{Committer, Mutation, Work};
 use index::{Index, Meta, Slot};
-use layout::{ENTRIES, META, decode, header, identity};
+use layout::{ENTRIES, META, decode, header, identity, wal_generation};
 use overlay::{Overlay, Pending};
 use prometheus_client::metrics::histogram::Histogram;
 use read::Found;
@@ -68,13 +73,21 @@ pub struct DiskOptions {
     /// keys read from disk (redb's own default, 1 GiB, would hold a node's
     /// whole data).
     pub cache_bytes: usize,
+    /// In [`SyncMode::Always`], the longest a durable write waits in the
+    /// write-ahead log before redb has it too (a checkpoint): longer gathers
+    /// more writes per B-tree commit, and keeps more in the overlay.
+    pub checkpoint_every: Duration,
 }
+
+/// The default [`DiskOptions::checkpoint_every`].
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 impl Default for DiskOptions {
     fn default() -> Self {
         Self {
             sync: SyncMode::Always,
             cache_bytes: DEFAULT_CACHE_MB << 20,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
         }
     }
 }
@@ -87,9 +100,12 @@ pub struct DiskStore {
     /// Held while applying a mutation and queueing it, so the queue's order is
     /// the order the index saw, and a write's read of the previous value is not
     /// raced by another write.
-    order: Mutex<mpsc::Sender<(u64, Mutation)>>,
+    order: Mutex<mpsc::Sender<Work>>,
     queued: AtomicU64,
     committed: watch::Receiver<u64>,
+    /// The last sequence number redb has (the rest is in the log).
+    #[cfg_attr(not(test), allow(dead_code))]
+    checkpointed: watch::Receiver<u64>,
     failure: std::sync::Arc<Mutex<Option<String>>>,
     identity: Option<Member>,
     /// Keys written with an expiry, by expiry: what `purge_lapsed` removes
@@ -136,8 +152,9 @@ impl DiskStore {
         )
     }
 
-    /// Opens (or creates) the store in `dir`: indexes its entries in one scan
-    /// (keeping no value) and loads its identity.
+    /// Opens (or creates) the store in `dir`: replays the write-ahead log into
+    /// redb, indexes the entries in one scan (keeping no value) and loads its
+    /// identity.
     pub fn open_with(dir: &Path, options: DiskOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| engine(format!("cannot create {}: {e}", dir.display())))?;
@@ -150,6 +167,23 @@ impl DiskStore {
         txn.open_table(ENTRIES).map_err(engine)?;
         txn.open_table(META).map_err(engine)?;
         txn.commit().map_err(engine)?;
+
+        // Replay what the log holds beyond redb, and start a new generation
+        // whether or not it held anything: bytes of this one that were written
+        // but never made durable must not become readable records later.
+        let generation = {
+            let read = db.begin_read().map_err(engine)?;
+            wal_generation(&read.open_table(META).map_err(engine)?)?
+        };
+        let (wal, replayed) = wal::Wal::open(dir, generation).map_err(engine)?;
+        commit::checkpoint(&db, &replayed, wal.generation()).map_err(engine)?;
+        if !replayed.is_empty() {
+            tracing::info!(
+                mutations = replayed.len(),
+                "replayed the write-ahead log into the store"
+            );
+        }
+        drop(replayed);
 
         let read = db.begin_read().map_err(engine)?;
         let keys = Index::hasher();
@@ -181,13 +215,18 @@ impl DiskStore {
         let overlay = std::sync::Arc::new(RwLock::new(Overlay::default()));
         let (tx, rx) = mpsc::channel();
         let (committed_tx, committed) = watch::channel(0);
+        let (checkpointed_tx, checkpointed) = watch::channel(0);
         let failure = std::sync::Arc::new(Mutex::new(None));
         let commits = crate::metrics::latency_histogram();
         let committer = Committer {
             commits: commits.clone(),
             db: db.clone(),
+            wal,
             queue: rx,
+            reports: tx.clone(),
             committed: committed_tx,
+            checkpointed: checkpointed_tx,
+            checkpoint_every: options.checkpoint_every,
             failure: failure.clone(),
             overlay: overlay.clone(),
             mode: options.sync,
@@ -204,6 +243,7 @@ impl DiskStore {
             order: Mutex::new(tx),
             queued: AtomicU64::new(0),
             committed,
+            checkpointed,
             failure,
             identity,
             expiring,
@@ -212,17 +252,13 @@ impl DiskStore {
         })
     }
 
-    fn order(&self) -> MutexGuard<'_, mpsc::Sender<(u64, Mutation)>> {
+    fn order(&self) -> MutexGuard<'_, mpsc::Sender<Work>> {
         self.order.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records `mutations` in the overlay and queues them, in order; call with
     /// the order lock held.
-    fn queue(
-        &self,
-        log: &mpsc::Sender<(u64, Mutation)>,
-        mutations: Vec<Mutation>,
-    ) -> Result<(), StoreError> {
+    fn queue(&self, log: &mpsc::Sender<Work>, mutations: Vec<Mutation>) -> Result<(), StoreError> {
         let mut overlay = lock_write(&self.overlay);
         for m in mutations {
             let seq = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
@@ -233,7 +269,7 @@ impl DiskStore {
                 Mutation::Remove(p, k) => overlay.record(seq, *p, k.clone(), Pending::Removed),
                 Mutation::Identity(_) => {}
             }
-            log.send((seq, m))
+            log.send(Work::Mutation(seq, m))
                 .map_err(|_| engine("the commit thread has stopped"))?;
         }
         Ok(())
@@ -277,7 +313,7 @@ impl DiskStore {
     /// Forgets `ids` in the index and on disk; call with the order lock held.
     fn remove_ids(
         &self,
-        log: &mpsc::Sender<(u64, Mutation)>,
+        log: &mpsc::Sender<Work>,
         ids: Vec<(u64, Vec<u8>)>,
     ) -> Result<usize, StoreError> {
         let n = ids.len();
@@ -297,6 +333,13 @@ impl DiskStore {
     #[cfg(test)]
     fn pending(&self) -> usize {
         lock_read(&self.overlay).len()
+    }
+}
+
+impl Drop for DiskStore {
+    /// Lets the committer checkpoint what is left and stop.
+    fn drop(&mut self) {
+        let _ = self.order().send(Work::Close);
     }
 }
 

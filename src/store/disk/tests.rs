@@ -96,6 +96,17 @@ fn put(store: &DiskStore, position: u64, key: &str, value: &str) -> Written {
         .unwrap()
 }
 
+/// An entry as a peer sends it, version 1 of node 2.
+fn entry(position: u64, key: &str, value: &str) -> Entry {
+    Entry {
+        position: Position(position),
+        key: key.into(),
+        value: Some(value.into()),
+        version: Version { micros: 1, node: 2 },
+        expires: None,
+    }
+}
+
 /// Reopens `dir`, waiting until the previous store's committer lets go.
 async fn reopen(dir: &Path) -> DiskStore {
     loop {
@@ -156,8 +167,20 @@ fn writes_are_read_before_their_commit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Resolves once redb has every mutation queued so far (a checkpoint took
+/// them from the log).
+async fn checkpointed(store: &DiskStore) {
+    let target = store.queued.load(Ordering::SeqCst);
+    store
+        .checkpointed
+        .clone()
+        .wait_for(|c| *c >= target)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
-async fn the_overlay_empties_as_commits_land() {
+async fn the_overlay_empties_as_checkpoints_land() {
     let dir = temp_dir("settle");
     let store = DiskStore::open(&dir, SyncMode::Always).unwrap();
     for round in 0..3u8 {
@@ -167,7 +190,9 @@ async fn the_overlay_empties_as_commits_land() {
                 .unwrap();
         }
         store.durable_point().await.unwrap();
-        // Memory does not grow with writes: committed entries left the overlay.
+        checkpointed(&store).await;
+        // Memory does not grow with writes: checkpointed entries left the
+        // overlay.
         assert_eq!(store.pending(), 0);
     }
     assert_eq!(committed_entries(&store), 500);
@@ -179,6 +204,7 @@ async fn the_overlay_empties_as_commits_land() {
     store.delete(Position(7), &7u64.to_be_bytes(), 1).unwrap();
     assert_eq!(store.purge_tombstones(u64::MAX).unwrap(), 1);
     store.durable_point().await.unwrap();
+    checkpointed(&store).await;
     assert_eq!(store.pending(), 0);
     assert_eq!(committed_entries(&store), 499);
     assert_eq!(store.len(), 499);
@@ -194,6 +220,7 @@ async fn a_corrupt_entry_is_an_error_not_a_panic() {
     let store = DiskStore::open(&dir, SyncMode::Always).unwrap();
     put(&store, 1, "k", "v");
     store.durable_point().await.unwrap();
+    checkpointed(&store).await;
     {
         let txn = store.db.begin_write().unwrap();
         txn.open_table(ENTRIES)
@@ -212,5 +239,162 @@ async fn a_corrupt_entry_is_an_error_not_a_panic() {
         }
     };
     assert!(reopened.contains("position 0000000000000001"), "{reopened}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Copies the store's files as a power cut would leave them: redb as last
+/// committed, and the write-ahead log.
+fn crash_image(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for name in [FILE_NAME, wal::FILE_NAMES[0], wal::FILE_NAMES[1]] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+}
+
+fn checkpoint_hourly() -> DiskOptions {
+    DiskOptions {
+        checkpoint_every: Duration::from_secs(3600),
+        ..DiskOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn durable_writes_redb_does_not_have_yet_survive_a_crash() {
+    let (dir, image) = (temp_dir("wal-live"), temp_dir("wal-image"));
+    let store = DiskStore::open_with(&dir, checkpoint_hourly()).unwrap();
+    put(&store, 5, "a", "1");
+    put(&store, 9, "b", "2");
+    put(&store, 5, "a", "3");
+    store.delete(Position(9), b"b", 1).unwrap();
+    store.insert_all(vec![entry(20, "c", "4")]).unwrap();
+    store
+        .save_identity(&Member::new(Position(42), "http://x:1"))
+        .unwrap();
+    store.durable_point().await.unwrap();
+    // Durable, and only in the log: redb has none of it.
+    assert_eq!(committed_entries(&store), 0);
+    crash_image(&dir, &image);
+
+    let replayed = DiskStore::open(&image, SyncMode::Always).unwrap();
+    assert_eq!(
+        replayed.get(Position(5), b"a").unwrap(),
+        Some(b"3".to_vec())
+    );
+    assert_eq!(replayed.get(Position(9), b"b").unwrap(), None);
+    assert_eq!(
+        replayed.get(Position(20), b"c").unwrap(),
+        Some(b"4".to_vec())
+    );
+    assert_eq!(
+        replayed.entry(Position(5), b"a").unwrap(),
+        store.entry(Position(5), b"a").unwrap()
+    );
+    assert_eq!(replayed.len(), 2);
+    assert_eq!(
+        replayed.identity(),
+        Some(Member::new(Position(42), "http://x:1"))
+    );
+    // The replay is in redb now: opening again (the log started over) still
+    // has it all.
+    assert_eq!(committed_entries(&replayed), 3);
+    drop(replayed);
+    let again = reopen(&image).await;
+    assert_eq!(again.get(Position(5), b"a").unwrap(), Some(b"3".to_vec()));
+    assert_eq!(again.len(), 2);
+    drop(again);
+    for d in [dir, image] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[tokio::test]
+async fn a_torn_log_tail_loses_only_what_was_not_durable() {
+    let (dir, image) = (temp_dir("wal-torn"), temp_dir("wal-torn-image"));
+    let store = DiskStore::open_with(&dir, checkpoint_hourly()).unwrap();
+    put(&store, 5, "a", "1");
+    store.durable_point().await.unwrap();
+    crash_image(&dir, &image);
+    // A second write was being appended when the power went: half of it
+    // reached the disk.
+    // The log's one generation so far is in whichever of its files is not
+    // empty.
+    let len = |path: std::path::PathBuf| std::fs::metadata(path).map_or(0, |m| m.len());
+    let name = *wal::FILE_NAMES
+        .iter()
+        .find(|n| len(image.join(n)) > 0)
+        .unwrap();
+    let whole = len(image.join(name));
+    put(&store, 6, "b", "2");
+    store.durable_point().await.unwrap();
+    let log = std::fs::read(dir.join(name)).unwrap();
+    let torn = &log[..(whole as usize + log.len()) / 2];
+    std::fs::write(image.join(name), torn).unwrap();
+
+    let replayed = DiskStore::open(&image, SyncMode::Always).unwrap();
+    assert_eq!(
+        replayed.get(Position(5), b"a").unwrap(),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(replayed.get(Position(6), b"b").unwrap(), None);
+    // New writes after the replay land and survive the next crash too.
+    put(&replayed, 7, "c", "3");
+    replayed.durable_point().await.unwrap();
+    let second = temp_dir("wal-torn-second");
+    crash_image(&image, &second);
+    let after = DiskStore::open(&second, SyncMode::Always).unwrap();
+    assert_eq!(after.get(Position(5), b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(after.get(Position(7), b"c").unwrap(), Some(b"3".to_vec()));
+    assert_eq!(after.get(Position(6), b"b").unwrap(), None);
+    drop((store, replayed, after));
+    for d in [dir, image, second] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_moves_the_log_into_redb() {
+    let dir = temp_dir("wal-checkpoint");
+    let store = DiskStore::open_with(
+        &dir,
+        DiskOptions {
+            checkpoint_every: Duration::from_millis(1),
+            ..DiskOptions::default()
+        },
+    )
+    .unwrap();
+    for i in 0..100u64 {
+        put(&store, i, &i.to_string(), "v");
+    }
+    store.durable_point().await.unwrap();
+    checkpointed(&store).await;
+    assert_eq!(committed_entries(&store), 100);
+    assert_eq!(store.pending(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_the_log_goes_straight_to_redb() {
+    let dir = temp_dir("wal-large");
+    let store = DiskStore::open_with(&dir, checkpoint_hourly()).unwrap();
+    put(&store, 1, "small", "v");
+    store.durable_point().await.unwrap();
+    assert_eq!(
+        committed_entries(&store),
+        0,
+        "the small write is in the log"
+    );
+    let mib = "x".repeat(1 << 20);
+    let large: Vec<Entry> = (0..(wal::CAPACITY >> 20) + 1)
+        .map(|i| entry(100 + i, &i.to_string(), &mib))
+        .collect();
+    let n = large.len() as u64;
+    store.insert_all(large).unwrap();
+    store.durable_point().await.unwrap();
+    // Durable without waiting for the hourly checkpoint: it was one, and it
+    // took the small write in the log along.
+    assert_eq!(committed_entries(&store), n + 1);
+    drop(store);
+    let store = reopen(&dir).await;
+    assert_eq!(store.len() as u64, n + 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
