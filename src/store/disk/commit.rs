@@ -166,8 +166,8 @@ struct Rounds {
     stash: Vec<(u64, Mutation)>,
     /// Whether the store has closed.
     closing: bool,
-    /// A log append or checkpoint failed: the log is no longer written, so
-    /// what it holds stays for the next open to replay.
+    /// A log append or checkpoint failed (`--sync always`): the log is no
+    /// longer written, so what it holds stays for the next open to replay.
     broken: bool,
 }
 
@@ -193,22 +193,27 @@ impl Committer {
         };
         while !rounds.closing {
             let due = !rounds.unapplied.is_empty() && !rounds.in_flight && !rounds.broken;
+            // Checked before receiving: under steady load the queue is never
+            // empty, and a timed receive would never time out.
+            let left = self.checkpoint_every.saturating_sub(rounds.since.elapsed());
+            if due && left.is_zero() {
+                self.hand_over(&mut rounds, &to_checkpointer);
+                continue;
+            }
             let next = if due {
-                let left = self.checkpoint_every.saturating_sub(rounds.since.elapsed());
                 match self.queue.recv_timeout(left) {
-                    Ok(work) => Some(work),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Ok(work) => work,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             } else {
                 match self.queue.recv() {
-                    Ok(work) => Some(work),
+                    Ok(work) => work,
                     Err(_) => break,
                 }
             };
             match next {
-                None => self.hand_over(&mut rounds, &to_checkpointer),
-                Some(Work::Mutation(seq, m)) => {
+                Work::Mutation(seq, m) => {
                     if let SyncMode::Batched(interval) = self.mode {
                         std::thread::sleep(interval);
                     }
@@ -218,15 +223,19 @@ impl Committer {
                     }
                     self.round(&mut rounds, batch, &to_checkpointer);
                 }
-                Some(work) => self.take(&mut rounds, &mut Vec::new(), work),
+                work => self.take(&mut rounds, &mut Vec::new(), work),
             }
         }
         self.await_checkpoint(&mut rounds);
         let left = std::mem::take(&mut rounds.stash);
+        let last = left.last().map(|(seq, _)| *seq);
         if !(left.is_empty() && rounds.unapplied.is_empty()) {
             let started = Instant::now();
             let done = self.checkpoint_here(&mut rounds, left);
             self.observe(started, done);
+        }
+        if let Some(last) = last {
+            self.committed.send_replace(last);
         }
     }
 
@@ -258,7 +267,7 @@ impl Committer {
             stash.append(&mut batch);
             batch = stash;
         }
-        let last = batch.last().map_or(0, |(seq, _)| *seq);
+        let mut last = batch.last().map_or(0, |(seq, _)| *seq);
         let started = Instant::now();
         let done = if rounds.broken {
             Err("the store has failed".to_string())
@@ -280,6 +289,7 @@ impl Committer {
             self.await_checkpoint(rounds);
             let stashed = std::mem::take(&mut rounds.stash);
             batch.extend(stashed);
+            last = batch.last().map_or(last, |(seq, _)| *seq);
             self.checkpoint_here(rounds, batch)
         };
         if rounds.buffer.capacity() > CAPACITY as usize {
@@ -345,7 +355,9 @@ impl Committer {
         let done = self.checkpointer().take(Generation { mutations, next });
         match &done {
             Ok(()) => self.wal.switch(),
-            Err(_) => rounds.broken = true,
+            // The log holds what redb lacks: it must not be written over.
+            // Without a log (batched), later rounds go on committing.
+            Err(_) => rounds.broken = self.mode == SyncMode::Always,
         }
         done
     }
@@ -388,10 +400,13 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Takes each generation it is sent into redb, and reports.
+    /// Takes each generation it is sent into redb, and reports (a panic as a
+    /// failure, so that the committer does not wait for it forever).
     fn run(self, generations: mpsc::Receiver<Generation>) {
         for generation in generations {
-            let done = self.take(generation);
+            let taken =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.take(generation)));
+            let done = taken.unwrap_or_else(|_| Err("the checkpoint thread panicked".into()));
             if self.reports.send(Work::Checkpointed(done)).is_err() {
                 return;
             }

@@ -6,7 +6,7 @@
 
 use crate::ring::{Member, Position};
 use crate::store::{Entry, StoreError, Version};
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 
 /// The file name of the database in the store's directory.
 pub(in crate::store) const FILE_NAME: &str = "crustyring.redb";
@@ -14,11 +14,35 @@ pub(in crate::store) const FILE_NAME: &str = "crustyring.redb";
 /// Entries by (position, raw key); the value is [`encode`]d with its version.
 pub(super) const ENTRIES: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("entries_v2");
 /// The node's identity: `id` (8 bytes, big-endian) and `addr` (UTF-8); and
-/// [`WAL_GENERATION`].
+/// [`WAL_GENERATION`] and [`WAL_SALT`].
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The meta key of the write-ahead log's generation (8 bytes, big-endian): the
 /// generation whose records redb does not have yet (see [`super::wal`]).
 pub(super) const WAL_GENERATION: &str = "wal";
+
+/// The meta key of the write-ahead log's salt (8 bytes, big-endian).
+pub(super) const WAL_SALT: &str = "wal_salt";
+
+/// The write-ahead log salt saved in the meta table, or a new one saved in
+/// `txn` (a store created now, or by a version without the log).
+pub(super) fn wal_salt(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let engine = |e: redb::Error| StoreError::Engine(e.to_string());
+    let mut meta = txn.open_table(META).map_err(|e| engine(e.into()))?;
+    let stored = meta
+        .get(WAL_SALT)
+        .map_err(|e| engine(e.into()))?
+        .map(|v| <[u8; 8]>::try_from(v.value()));
+    match stored {
+        Some(Ok(bytes)) => Ok(u64::from_be_bytes(bytes)),
+        Some(Err(_)) => Err(StoreError::Engine("corrupt write-ahead log salt".into())),
+        None => {
+            let salt = super::wal::new_salt();
+            meta.insert(WAL_SALT, salt.to_be_bytes().as_slice())
+                .map_err(|e| engine(e.into()))?;
+            Ok(salt)
+        }
+    }
+}
 
 /// The write-ahead log generation saved in the meta table (1 when none is).
 pub(super) fn wal_generation(meta: &redb::ReadOnlyTable<&str, &[u8]>) -> Result<u64, StoreError> {

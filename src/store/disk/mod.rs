@@ -36,7 +36,7 @@ use super::{Bucket, Entry, Store, StoreError, SyncFuture, Version, Written, now_
 use crate::ring::{Arc, Member, Position};
 use commit::{Committer, Mutation, Work};
 use index::{Index, Meta, Slot};
-use layout::{ENTRIES, META, decode, header, identity, wal_generation};
+use layout::{ENTRIES, META, decode, header, identity, wal_generation, wal_salt};
 use overlay::{Overlay, Pending};
 use prometheus_client::metrics::histogram::Histogram;
 use read::Found;
@@ -166,6 +166,7 @@ impl DiskStore {
         let txn = db.begin_write().map_err(engine)?;
         txn.open_table(ENTRIES).map_err(engine)?;
         txn.open_table(META).map_err(engine)?;
+        let salt = wal_salt(&txn)?;
         txn.commit().map_err(engine)?;
 
         // Replay what the log holds beyond redb, and start a new generation
@@ -175,7 +176,7 @@ impl DiskStore {
             let read = db.begin_read().map_err(engine)?;
             wal_generation(&read.open_table(META).map_err(engine)?)?
         };
-        let (wal, replayed) = wal::Wal::open(dir, generation).map_err(engine)?;
+        let (wal, replayed) = wal::Wal::open(dir, generation, salt).map_err(engine)?;
         commit::checkpoint(&db, &replayed, wal.generation()).map_err(engine)?;
         if !replayed.is_empty() {
             tracing::info!(

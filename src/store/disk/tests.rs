@@ -398,3 +398,50 @@ async fn a_batch_larger_than_the_log_goes_straight_to_redb() {
     assert_eq!(store.len() as u64, n + 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn checkpoints_keep_their_interval_under_steady_writes() {
+    let dir = temp_dir("wal-steady");
+    let store = std::sync::Arc::new(
+        DiskStore::open_with(
+            &dir,
+            DiskOptions {
+                checkpoint_every: Duration::from_millis(1),
+                ..DiskOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    // Writers that never let the committer's queue run dry.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for i in 0..100_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    put(&store, w << 32 | i, &i.to_string(), "v");
+                }
+            })
+        })
+        .collect();
+    let mut checkpointed = store.checkpointed.clone();
+    let first = tokio::time::timeout(Duration::from_secs(30), checkpointed.wait_for(|c| *c > 0))
+        .await
+        .expect("a checkpoint within 30 s")
+        .map(|c| *c)
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    // The interval, not the count of waiting mutations, started it.
+    assert!(
+        (first as usize) < commit::CHECKPOINT_AFTER,
+        "first checkpoint at mutation {first}"
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}

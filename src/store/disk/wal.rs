@@ -19,9 +19,13 @@
 //! the zeros or torn bytes past the last whole record, end a generation when it
 //! is read back.
 //!
-//! A record is `len: u32 LE`, `crc: u32 LE` (CRC-32 of the generation and the
-//! payload), `generation: u64 LE`, then `len` bytes of payload: one
-//! [`Mutation`], tagged.
+//! A record is `len: u32 LE`, `crc: u32 LE` (CRC-32 of the store's salt, the
+//! generation and the payload), `generation: u64 LE`, then `len` bytes of
+//! payload: one [`Mutation`], tagged. The salt (meta key `wal_salt`, random
+//! when the store is created, never written to the log) is there because the
+//! bytes past a generation's end are an older generation's, values included:
+//! without it, a client could store a value that holds a well-formed record
+//! of a future generation, at the offset where it would one day be read.
 //!
 //! Every mutation is a blind write (put this entry as it is, remove this key,
 //! save this identity), so replaying a record that a checkpoint already wrote
@@ -57,6 +61,8 @@ pub(super) struct Wal {
     at: u64,
     /// The generation records are written with.
     generation: u64,
+    /// The store's salt, in every record's checksum.
+    salt: u64,
 }
 
 impl Wal {
@@ -64,7 +70,7 @@ impl Wal {
     /// generations `generation` and the one after, in order, each up to its
     /// first record that is not whole. Appends then go to
     /// `generation + 2` (see [`Wal::switch`]), once redb has what was read.
-    pub fn open(dir: &Path, generation: u64) -> Result<(Self, Vec<Mutation>), String> {
+    pub fn open(dir: &Path, generation: u64, salt: u64) -> Result<(Self, Vec<Mutation>), String> {
         let open = |name: &str| {
             let path = dir.join(name);
             File::options()
@@ -81,12 +87,17 @@ impl Wal {
             let path = dir.join(FILE_NAMES[slot(g)]);
             let bytes =
                 std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            mutations.extend(read_records(&bytes, g)?.0);
+            mutations.extend(read_records(&bytes, g, salt)?.0);
         }
+        // The new files' names must survive a crash, like their records.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
         let wal = Self {
             files,
             at: 0,
             generation: generation + 2,
+            salt,
         };
         Ok((wal, mutations))
     }
@@ -128,11 +139,26 @@ impl Wal {
             payload(m, out);
             let len = (out.len() - start - RECORD_HEADER) as u32;
             out[start + 8..start + 16].copy_from_slice(&self.generation.to_le_bytes());
-            let crc = crc32fast::hash(&out[start + 8..]);
+            let crc = checksum(self.salt, &out[start + 8..]);
             out[start..start + 4].copy_from_slice(&len.to_le_bytes());
             out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         }
     }
+}
+
+/// A record's checksum: of the salt, then its generation and payload.
+fn checksum(salt: u64, body: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&salt.to_le_bytes());
+    crc.update(body);
+    crc.finalize()
+}
+
+/// A new salt for a store: unpredictable from outside the process (the
+/// standard library's randomly keyed SipHash, over the time).
+pub(super) fn new_salt() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 /// Which of the two files holds `generation`.
@@ -167,7 +193,11 @@ fn payload(m: &Mutation, out: &mut Vec<u8>) {
 /// The whole records of `generation` at the start of `bytes`, and where they
 /// end. A record whose checksum holds but whose payload does not parse is an
 /// error: the log was written by something else.
-fn read_records(bytes: &[u8], generation: u64) -> Result<(Vec<Mutation>, usize), String> {
+fn read_records(
+    bytes: &[u8],
+    generation: u64,
+    salt: u64,
+) -> Result<(Vec<Mutation>, usize), String> {
     let mut out = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + RECORD_HEADER) {
@@ -177,7 +207,7 @@ fn read_records(bytes: &[u8], generation: u64) -> Result<(Vec<Mutation>, usize),
         let Some(body) = bytes.get(at + 8..at + RECORD_HEADER + len) else {
             break;
         };
-        if len == 0 || of != generation || crc32fast::hash(body) != crc {
+        if len == 0 || of != generation || checksum(salt, body) != crc {
             break;
         }
         let m = parse(&body[8..]).ok_or_else(|| {
@@ -222,11 +252,14 @@ mod tests {
         })
     }
 
+    const SALT: u64 = 0x5A17;
+
     fn wal(generation: u64) -> Wal {
         Wal {
             files: [temp_file(0), temp_file(1)],
             at: 0,
             generation,
+            salt: SALT,
         }
     }
 
@@ -269,7 +302,7 @@ mod tests {
         ];
         let mut bytes = Vec::new();
         log.encode(&written, &mut bytes);
-        let (read, end) = read_records(&bytes, 3).unwrap();
+        let (read, end) = read_records(&bytes, 3, SALT).unwrap();
         assert_eq!(ids(&read), ids(&written));
         assert_eq!(end, bytes.len());
 
@@ -278,29 +311,36 @@ mod tests {
         log.encode(&written[3..], &mut last);
         let whole = bytes.len() - last.len();
         for cut in whole..bytes.len() {
-            let (read, end) = read_records(&bytes[..cut], 3).unwrap();
+            let (read, end) = read_records(&bytes[..cut], 3, SALT).unwrap();
             assert_eq!(read.len(), 3, "cut at {cut}");
             assert_eq!(end, whole);
         }
         // A flipped bit in the last record ends the log before it.
         let mut flipped = bytes.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert_eq!(read_records(&flipped, 3).unwrap().0.len(), 3);
+        assert_eq!(read_records(&flipped, 3, SALT).unwrap().0.len(), 3);
     }
 
     #[test]
-    fn records_of_other_generations_and_zeros_end_the_log() {
+    fn records_of_other_generations_or_salts_and_zeros_end_the_log() {
         let (old, new) = (wal(1), wal(2));
         let mut bytes = Vec::new();
         new.encode(&[put(1, "a", "new")], &mut bytes);
         let end = bytes.len();
         old.encode(&[put(2, "b", "old")], &mut bytes);
-        let (read, at) = read_records(&bytes, 2).unwrap();
+        let (read, at) = read_records(&bytes, 2, SALT).unwrap();
         assert_eq!(ids(&read), vec!["put 1 Some([110, 101, 119])"]);
         assert_eq!(at, end);
-        assert!(read_records(&bytes, 3).unwrap().0.is_empty());
-        assert!(read_records(&[0; 64], 0).unwrap().0.is_empty());
-        assert!(read_records(&[], 2).unwrap().0.is_empty());
+        assert!(read_records(&bytes, 3, SALT).unwrap().0.is_empty());
+        assert!(read_records(&[0; 64], 0, SALT).unwrap().0.is_empty());
+        // Nor is a record forged without the store's salt.
+        assert!(
+            read_records(&bytes[..end], 2, SALT + 1)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert!(read_records(&[], 2, SALT).unwrap().0.is_empty());
     }
 
     #[test]
@@ -310,9 +350,9 @@ mod tests {
         log.encode(&[Mutation::Remove(6, b"b".to_vec())], &mut bytes);
         // Claim a longer key than the record holds, and fix the checksum.
         bytes[RECORD_HEADER + 9] = 200;
-        let crc = crc32fast::hash(&bytes[8..]);
+        let crc = checksum(SALT, &bytes[8..]);
         bytes[4..8].copy_from_slice(&crc.to_le_bytes());
-        let e = read_records(&bytes, 1).err().unwrap();
+        let e = read_records(&bytes, 1, SALT).err().unwrap();
         assert!(e.contains("byte 0"), "{e}");
     }
 
@@ -329,7 +369,7 @@ mod tests {
         let on_disk = |log: &Wal, file: usize, generation: u64| {
             let mut bytes = vec![0; first as usize];
             log.files[file].read_exact_at(&mut bytes, 0).unwrap();
-            ids(&read_records(&bytes, generation).unwrap().0)
+            ids(&read_records(&bytes, generation, SALT).unwrap().0)
         };
         log.switch();
         assert_eq!((log.at, log.generation()), (0, 2));
