@@ -44,7 +44,9 @@ pub async fn start<L: Listener>(
     // Not serving until joined.
     node.publish_health().await;
     let grpc = crate::node::grpc_routes(node.clone(), health_service).into_axum_router();
-    let router = crate::gateway::app(grpc, node.clone());
+    // dht.DhtNode calls skip the router's table (see `server`'s Direct routes).
+    let routes = crate::server::Routes::from(crate::gateway::app(grpc, node.clone()))
+        .with_direct(crate::node::dht_server(node.clone()));
     let (stop, stopped) = watch::channel(false);
     let serving = crate::server::Serving {
         limits: node.config().serving,
@@ -53,7 +55,7 @@ pub async fn start<L: Listener>(
     };
     let server = tokio::spawn(crate::server::serve(
         listener,
-        router,
+        routes,
         serving,
         wait_for(stopped.clone()),
     ));

@@ -53,7 +53,7 @@ pub use query::{
 };
 pub use replication::replicate::ReplicationSettings;
 pub use rpc::peers::{PeerTimeouts, Peers};
-pub use rpc::service::grpc_routes;
+pub use rpc::service::{DhtService, dht_server, grpc_routes};
 pub use view::{JoinRefusal, NodeState, Route, View};
 pub use watching::{WatchSettings, Watched, event as watch_event, resume_after};
 

@@ -11,7 +11,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use std::convert::Infallible;
 use std::sync::Arc;
+use tower::util::BoxCloneSyncService;
 
 /// `router` behind the gate for `required` (unchanged when nothing is required).
 pub fn guard(router: axum::Router, required: Required) -> axum::Router {
@@ -22,6 +24,18 @@ pub fn guard(router: axum::Router, required: Required) -> axum::Router {
         Arc::new(required),
         admit,
     ))
+}
+
+/// `service` behind the gate for `required`, as [`guard`] puts a router.
+pub(super) fn guard_service(
+    service: BoxCloneSyncService<Request, Response, Infallible>,
+    required: Required,
+) -> BoxCloneSyncService<Request, Response, Infallible> {
+    if required == Required::default() {
+        return service;
+    }
+    let gate = axum::middleware::from_fn_with_state(Arc::new(required), admit);
+    BoxCloneSyncService::new(tower::Layer::layer(&gate, service))
 }
 
 async fn admit(State(required): State<Arc<Required>>, request: Request, next: Next) -> Response {

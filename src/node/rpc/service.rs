@@ -27,11 +27,16 @@ pub fn grpc_routes(
         impl tonic_health::pb::health_server::Health,
     >,
 ) -> tonic::service::Routes {
-    let max = node.config().limits.max_message_bytes();
-    let dht = dht::dht_node_server::DhtNodeServer::new(DhtService { node })
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let dht = dht_server(node);
     crate::server::with_reflection(tonic::service::Routes::new(dht).add_service(health))
+}
+
+/// The `dht.DhtNode` service of `node`, with its message size limits.
+pub fn dht_server(node: Arc<Node>) -> dht::dht_node_server::DhtNodeServer<DhtService> {
+    let max = node.config().limits.max_message_bytes();
+    dht::dht_node_server::DhtNodeServer::new(DhtService { node })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max)
 }
 
 /// A query's result, with the route it took and the request's ID in the
