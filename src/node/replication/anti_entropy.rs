@@ -3,15 +3,17 @@
 //! a join, a leave or a failure.
 //!
 //! Each `anti_entropy_interval`, a serving node takes each arc it replicates (the
-//! arcs of its `factor - 1` nearest successors, from its successor list) and:
+//! arcs of its `factor - 1` nearest successors, from its successor list) and
+//! runs one exchange of it with its owner, whose steps
+//! [`ArcSync`](crate::repair::ArcSync) decides (no I/O there):
 //!
-//! 1. computes the arc's digest (equal buckets of positions, see
+//! 1. it computes the arc's digest (equal buckets of positions, see
 //!    [`crate::store::bucket_count`]) and asks the owner for its digest
 //!    (`DigestRange`);
-//! 2. for each run of buckets whose digests differ, reads the owner's entries
+//! 2. for each run of buckets whose digests differ, it reads the owner's entries
 //!    there (`ReadRange`) and reconciles them with its own: it merges what the
 //!    owner has newer, and sends the owner (`Replicate`) what it has newer;
-//! 3. paces the entries it moves to `repair_rate` a second.
+//! 3. it paces the entries it moves to `repair_rate` a second.
 //!
 //! The replica drives, so a node that was down catches up by itself once it is
 //! back, and after a failure the new replicas of the inherited arc pull it. An
@@ -25,23 +27,17 @@ use crate::node::error::NodeError;
 use crate::node::rpc::entries::{batches, entry_from_wire, wire_size};
 use crate::node::view::NodeState;
 use crate::proto::dht;
+use crate::repair::{ArcSync, Exchanged, Step};
 use crate::ring::{Arc, Member};
-use crate::store::{Bucket, Entry, bucket_count, buckets_arc, differing_runs, reconcile};
+use crate::store::{Bucket, Entry};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::Status;
 
-/// Buckets per digest: enough that a few changed keys in a big arc mean reading
-/// a small part of it, few enough that a digest is a small message.
-const BUCKETS: usize = 256;
-
 /// Anti-entropy rounds between two sweeps for stray entries (each sweep with
 /// strays walks the ring).
 const SWEEP_EVERY: u64 = 5;
-
-/// Buckets read per `ReadRange` at most (1/16 of an arc).
-const READ_BUCKETS: usize = BUCKETS / 16;
 
 /// Entries per `Replicate` message sent by anti-entropy (messages also stay
 /// under the peer's size limit).
@@ -78,15 +74,6 @@ impl Pacer {
             tokio::time::sleep(wait).await;
         }
     }
-}
-
-/// What one round of anti-entropy moved for one arc.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(in crate::node) struct Exchanged {
-    /// Entries taken from the owner.
-    pub taken: usize,
-    /// Entries sent to the owner.
-    pub given: usize,
 }
 
 impl Node {
@@ -140,19 +127,20 @@ impl Node {
         }
     }
 
-    /// One anti-entropy exchange of `arc` with its `owner`.
+    /// One anti-entropy exchange of `arc` with its `owner`: carries out the
+    /// steps of an [`ArcSync`].
     pub(in crate::node) async fn sync_arc(
         &self,
         owner: &Member,
         arc: Arc,
         pacer: &mut Pacer,
     ) -> Result<Exchanged, NodeError> {
-        let buckets = bucket_count(arc, BUCKETS);
-        let mine = self.store.digest(arc, buckets)?;
+        let mut sync = ArcSync::new(arc);
+        let mine = self.store.digest(arc, sync.buckets())?;
         let request = dht::DigestRequest {
             start: arc.start.0,
             end: arc.end.0,
-            buckets: buckets as u32,
+            buckets: sync.buckets() as u32,
         };
         let theirs: Vec<Bucket> = self
             .peers
@@ -162,34 +150,24 @@ impl Node {
             .into_iter()
             .map(Bucket::from)
             .collect();
-        if theirs.len() != buckets {
-            return Err(NodeError::Peer(Status::internal(format!(
-                "{} answered {} buckets for a digest of {buckets}",
-                owner.addr,
-                theirs.len()
-            ))));
-        }
-        let mut exchanged = Exchanged::default();
-        // Differing runs are read a few buckets at a time, so that one read
-        // stays small even when a fresh replica differs everywhere.
-        let chunks = differing_runs(&mine, &theirs).into_iter().flat_map(|run| {
-            (run.start..run.end)
-                .step_by(READ_BUCKETS)
-                .map(move |from| from..(from + READ_BUCKETS).min(run.end))
-        });
-        for chunk in chunks {
-            let part = buckets_arc(arc, chunk, buckets);
-            let theirs = self.read_range(owner, part).await?;
-            let found = reconcile(self.store.entries_in(part)?, theirs);
-            pacer.pace(found.take.len() + found.give.len()).await;
-            exchanged.taken += found.take.len();
-            exchanged.given += found.give.len();
-            if !found.take.is_empty() {
-                self.store.insert_all(found.take)?;
+        let mut step = sync
+            .on_digests(&mine, &theirs)
+            .map_err(|e| NodeError::Peer(Status::internal(format!("{}: {e}", owner.addr))))?;
+        loop {
+            match step {
+                Step::Read(part) => {
+                    let theirs = self.read_range(owner, part).await?;
+                    let (found, next) = sync.on_read(self.store.entries_in(part)?, theirs);
+                    pacer.pace(found.take.len() + found.give.len()).await;
+                    if !found.take.is_empty() {
+                        self.store.insert_all(found.take)?;
+                    }
+                    self.give(owner, found.give).await?;
+                    step = next;
+                }
+                Step::Done(exchanged) => return Ok(exchanged),
             }
-            self.give(owner, found.give).await?;
         }
-        Ok(exchanged)
     }
 
     /// Every entry `peer` holds in `arc` (`ReadRange`), checked, and only those
