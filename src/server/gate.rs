@@ -39,10 +39,7 @@ pub(super) fn guard_service(
 }
 
 async fn admit(State(required): State<Arc<Required>>, request: Request, next: Next) -> Response {
-    // A browser's CORS preflight never carries credentials (and changes
-    // nothing): it must reach the CORS layer to learn that `authorization`
-    // may be sent.
-    if request.method() == Method::OPTIONS {
+    if is_preflight(&request) {
         return next.run(request).await;
     }
     let headers = request.headers();
@@ -56,6 +53,21 @@ async fn admit(State(required): State<Arc<Required>>, request: Request, next: Ne
         Ok(()) => next.run(request).await,
         Err(refusal) => refuse(refusal, super::is_grpc(headers)),
     }
+}
+
+/// Whether `request` is a browser's CORS preflight, which never carries
+/// credentials and must reach the CORS layer to learn that `authorization` may
+/// be sent: an `OPTIONS` with `Origin` and `Access-Control-Request-Method` and
+/// no body. Any other `OPTIONS` is checked like every request: gRPC services
+/// answer any method, so an `OPTIONS` with a gRPC body would run the call (and
+/// an empty one runs nothing: a unary call without its message fails).
+fn is_preflight(request: &Request) -> bool {
+    use hyper::body::Body as _;
+    let headers = request.headers();
+    request.method() == Method::OPTIONS
+        && headers.contains_key(header::ORIGIN)
+        && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && request.body().size_hint().exact() == Some(0)
 }
 
 /// The token of an `authorization: Bearer <token>` header (the scheme in any
@@ -96,6 +108,65 @@ fn refuse(refusal: Refusal, grpc: bool) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::Secret;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceExt as _;
+
+    /// A peer-only gRPC route behind the gate for a cluster secret, and how
+    /// many calls reached it.
+    fn guarded() -> (axum::Router, Arc<AtomicUsize>) {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counter = ran.clone();
+        let router = axum::Router::new().route(
+            "/dht.DhtNode/{*rest}",
+            axum::routing::any(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { "ran" }
+            }),
+        );
+        let secret = Secret::new("cluster secret", "a-cluster-secret-of-32-bytes-...").unwrap();
+        let required = Required {
+            cluster_secret: Some(secret),
+            client_token: None,
+        };
+        (guard(router, required), ran)
+    }
+
+    fn options(body: &'static [u8], preflight: bool) -> Request {
+        let mut r = axum::http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/dht.DhtNode/Replicate")
+            .header(header::CONTENT_TYPE, "application/grpc");
+        if preflight {
+            r = r
+                .header(header::ORIGIN, "http://elsewhere.example")
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST");
+        }
+        r.body(Body::from(body)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_options_call_with_a_body_is_checked_like_any_other() {
+        let (router, ran) = guarded();
+        let call = b"\0\0\0\0\x05hello";
+        for preflight in [false, true] {
+            let answer = router
+                .clone()
+                .oneshot(options(call, preflight))
+                .await
+                .unwrap();
+            assert_eq!(
+                answer.headers().get("grpc-status").map(|v| v.as_bytes()),
+                Some(&b"16"[..]),
+                "refused as unauthenticated (preflight headers: {preflight})"
+            );
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "the call never ran");
+        // A real preflight (no body) passes, for the CORS layer to answer.
+        let answer = router.oneshot(options(b"", true)).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn the_bearer_scheme_is_read_in_any_case() {

@@ -127,6 +127,13 @@ struct Direct {
     service: BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>,
 }
 
+impl Direct {
+    /// Whether `path` is one of the service's: its prefix and a method name.
+    fn takes(&self, path: &str) -> bool {
+        path.len() > self.prefix.len() && path.starts_with(&self.prefix)
+    }
+}
+
 impl Routes {
     /// `service` is called directly for its paths, `/{NAME}/...`; the router
     /// should route them to the same service, for anything that reads the
@@ -284,7 +291,9 @@ async fn serve_connection<S>(
             requested.store(true, Ordering::Relaxed);
             let request = with_body_deadline(request, limits.body_timeout);
             match &direct {
-                Some(d) if request.uri().path().starts_with(&d.prefix) => {
+                // A method name must follow, as for the router's
+                // `/{service}/{*method}` route.
+                Some(d) if d.takes(request.uri().path()) => {
                     Either::Left(d.service.clone().oneshot(request))
                 }
                 _ => Either::Right(router.call(request)),
