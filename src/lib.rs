@@ -16,6 +16,8 @@
 //!   verdicts on `next` and `prev` out. No I/O, no clock.
 //! - [`joining`]: the joiner's side of a join as a state machine: whom to
 //!   ask, when to wait, fall back or give up. No I/O; time passed in.
+//! - [`leaving`]: the leaver's side of a graceful leave as a state machine:
+//!   whom to hand the arc to, when to retry or give up. No I/O; time passed in.
 //! - [`lease`]: leases on ownership (when a node may serve its arc), so that
 //!   an arc never has two serving owners. No I/O; time passed in.
 //! - [`acks`]: a replicated write's acknowledgement as a state machine: whom
@@ -73,6 +75,7 @@ pub mod launch;
 #[cfg(test)]
 mod layers;
 pub mod lease;
+pub mod leaving;
 pub mod metrics;
 pub mod node;
 pub mod proto;

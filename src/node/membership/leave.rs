@@ -13,55 +13,85 @@
 //!
 //! If `P` refuses (a joiner got between them, so `L`'s previous neighbour
 //! changed) or cannot be reached, `L` lifts the fence, waits for its view to
-//! settle and tries again, within the join timeout.
+//! settle and tries again, within the join timeout. Those decisions are a
+//! state machine without I/O, [`crate::leaving::Leaver`]; this module carries
+//! them out.
 
+use crate::leaving::{Leaver, Plan, Retry, Standing};
 use crate::metrics::HandOff;
 use crate::node::Node;
 use crate::node::error::NodeError;
 use crate::node::membership::handoff::HandOffHeader;
 use crate::node::view::NodeState;
 use crate::ring::Member;
-use std::time::Duration;
 
 impl Node {
     /// Leaves the ring gracefully: see the module docs. Returns once the arc is
-    /// with the predecessor (or the node was alone).
+    /// with the predecessor (or the node was alone). The steps are a
+    /// [`Leaver`]'s.
     pub async fn leave(&self) -> Result<(), NodeError> {
-        let deadline = tokio::time::Instant::now() + self.config.join.timeout;
-        let mut delay = self.config.join.retry_delay;
+        // Tokio's clock, which a simulation runs in virtual time.
+        let now = || tokio::time::Instant::now().into_std();
+        let join = self.config.join;
+        let mut leaver = Leaver::new(now(), join.timeout, join.retry_delay);
         loop {
-            let view = self.view_snapshot();
-            if view.state == NodeState::Left || view.state == NodeState::Joining {
-                return Ok(());
-            }
-            if view.alone() {
-                let _membership = self.membership.lock().await;
-                self.update_view(|v| v.state = NodeState::Left);
-                self.deregister().await;
-                tracing::info!("left; the ring is now empty");
+            // A node still joining has nothing to leave, and must not wait for
+            // the membership lock its join holds.
+            if leaver.plan(self.standing()) == Plan::Done {
                 return Ok(());
             }
             // The membership lock is held per attempt, not across the waits.
             let attempt = {
                 let _membership = self.membership.lock().await;
-                let view = self.view_snapshot();
-                self.try_leave(view.prev.clone(), view.next.clone()).await
+                match leaver.plan(self.standing()) {
+                    Plan::Done => return Ok(()),
+                    Plan::LeaveAlone => {
+                        self.update_view(|v| v.state = NodeState::Left);
+                        self.deregister().await;
+                        tracing::info!("left; the ring is now empty");
+                        return Ok(());
+                    }
+                    Plan::HandOff { to, next } => {
+                        let handed = self.try_leave(to.clone(), next.clone()).await;
+                        if handed.is_ok() {
+                            if let Some((to, next)) = leaver.handed_off(&to, &next).introduce {
+                                self.introduce(&to, &next).await;
+                            }
+                            self.deregister().await;
+                        }
+                        handed
+                    }
+                }
             };
-            match attempt {
-                Ok(()) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() >= deadline => {
+            let Err(e) = attempt else {
+                return Ok(());
+            };
+            match leaver.failed(now()) {
+                Retry::Wait(delay) => {
+                    tracing::info!(error = %e, "leave attempt failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Retry::GiveUp => {
                     self.update_view(|v| {
                         v.state = NodeState::Serving;
                         v.handoff = None;
                     });
                     return Err(e);
                 }
-                Err(e) => {
-                    tracing::info!(error = %e, "leave attempt failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
             }
+        }
+    }
+
+    /// Where this node stands, for a [`Leaver`].
+    fn standing(&self) -> Standing {
+        let view = self.view_snapshot();
+        match view.state {
+            NodeState::Left | NodeState::Joining => Standing::Outside,
+            _ if view.alone() => Standing::Alone,
+            _ => Standing::Linked {
+                prev: view.prev.clone(),
+                next: view.next.clone(),
+            },
         }
     }
 
@@ -114,10 +144,6 @@ impl Node {
         if let Err(e) = self.store.remove_in(arc) {
             tracing::error!(error = %e, "could not drop the handed-off arc");
         }
-        if next != prev {
-            self.introduce(&prev, &next).await;
-        }
-        self.deregister().await;
         tracing::info!(keys = handed, to = %prev.addr, "left the ring");
         Ok(())
     }
