@@ -158,7 +158,11 @@ mod tests {
     /// Runs an exchange between two stores to its end, the way the node
     /// does; returns what it moved and every part it read.
     fn exchange(replica: &MemoryStore, owner: &MemoryStore) -> (Exchanged, Vec<Arc>) {
-        let mut sync = ArcSync::new(arc());
+        exchange_of(arc(), replica, owner)
+    }
+
+    fn exchange_of(arc: Arc, replica: &MemoryStore, owner: &MemoryStore) -> (Exchanged, Vec<Arc>) {
+        let mut sync = ArcSync::new(arc);
         let (mine, theirs) = (
             replica.digest(sync.arc(), sync.buckets()).unwrap(),
             owner.digest(sync.arc(), sync.buckets()).unwrap(),
@@ -233,6 +237,44 @@ mod tests {
             assert_eq!(pair[0].end, pair[1].start);
         }
         assert_eq!(replica.len(), BUCKETS);
+    }
+
+    #[test]
+    fn separate_runs_are_read_separately_and_short_runs_whole() {
+        // Buckets 3 and 200 differ (4096 positions a bucket), nothing between.
+        let replica = store(&[entry(3 * 4096 + 1, "a", 1), entry(200 * 4096 + 1, "b", 1)]);
+        let owner = store(&[entry(3 * 4096 + 1, "a", 2), entry(200 * 4096 + 1, "b", 2)]);
+        let (x, reads) = exchange(&replica, &owner);
+        assert_eq!(x, Exchanged { taken: 2, given: 0 });
+        assert_eq!(reads.len(), 2);
+        assert!(reads[0].contains(Position((1 << 40) + 3 * 4096 + 1)));
+        assert!(reads[1].contains(Position((1 << 40) + 200 * 4096 + 1)));
+        assert!(!reads[0].contains(Position((1 << 40) + 100 * 4096)));
+    }
+
+    #[test]
+    fn an_arc_across_the_top_of_the_ring_and_tombstones_are_exchanged_too() {
+        let wraps = Arc::new(Position(u64::MAX - (1 << 19)), Position(1 << 19));
+        let at = |position: u64, key: &str, micros: u64, live: bool| Entry {
+            position: Position(position),
+            key: key.into(),
+            value: live.then(|| key.into()),
+            version: Version { micros, node: 1 },
+            expires: None,
+        };
+        // The owner deleted "top" after the replica's copy; the replica holds
+        // a newer "bottom" than the owner.
+        let replica = store(&[at(u64::MAX - 5, "top", 1, true), at(5, "bottom", 9, true)]);
+        let owner = store(&[at(u64::MAX - 5, "top", 4, false), at(5, "bottom", 2, true)]);
+        let (x, _) = exchange_of(wraps, &replica, &owner);
+        assert_eq!(x, Exchanged { taken: 1, given: 1 });
+        for s in [&replica, &owner] {
+            let top = s.entry(Position(u64::MAX - 5), b"top").unwrap().unwrap();
+            assert_eq!((top.version.micros, top.value), (4, None));
+            let bottom = s.entry(Position(5), b"bottom").unwrap().unwrap();
+            assert_eq!(bottom.version.micros, 9);
+        }
+        assert_eq!(exchange_of(wraps, &replica, &owner).0, Exchanged::default());
     }
 
     #[test]
