@@ -14,7 +14,10 @@
 //! price of a read never waiting for more than one round of writes to its key.
 //!
 //! Keyed by ring position (two keys at one position share an entry: the
-//! worst a collision costs is a read waiting for the other key's write).
+//! worst a collision costs is a read waiting for the other key's write), in
+//! [`SHARDS`] shards by position, each with its own lock and signal: a write
+//! that settles wakes only the reads waiting in its shard, and writes to
+//! different shards do not contend.
 //! A read checks *after* it read: a write registers before it applies, so a
 //! read that saw the write's value sees its registration too.
 
@@ -25,13 +28,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Shards of [`PendingWrites`].
+const SHARDS: usize = 16;
+
 /// The positions with a write applied but not yet acknowledged (each write
 /// numbered in the order it began), and a signal for each that settles.
 #[derive(Debug, Default)]
 pub(super) struct PendingWrites {
-    writes: Mutex<HashMap<u64, BTreeSet<u64>>>,
+    shards: [Shard; SHARDS],
     next: AtomicU64,
+}
+
+/// The writes in flight at some positions, and the signal that one settled.
+#[derive(Debug, Default)]
+struct Shard {
+    writes: Mutex<HashMap<u64, BTreeSet<u64>>>,
     settled: Notify,
+}
+
+impl Shard {
+    fn writes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, BTreeSet<u64>>> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A write in flight at a position; it settles when dropped.
@@ -43,14 +61,19 @@ pub(super) struct InFlight<'a> {
 }
 
 impl PendingWrites {
-    fn writes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, BTreeSet<u64>>> {
-        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    /// The shard of `position` (positions are hash prefixes: any bits do).
+    fn shard(&self, position: u64) -> &Shard {
+        &self.shards[(position >> 60) as usize % SHARDS]
     }
 
     /// A write at `position` is about to be applied.
     pub fn begin(&self, position: Position) -> InFlight<'_> {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
-        self.writes().entry(position.0).or_default().insert(number);
+        self.shard(position.0)
+            .writes()
+            .entry(position.0)
+            .or_default()
+            .insert(number);
         InFlight {
             pending: self,
             position: position.0,
@@ -61,7 +84,8 @@ impl PendingWrites {
     /// The last write in flight at `position`, if any: what a read that
     /// checks now waits for ([`PendingWrites::settled`]).
     pub fn in_flight(&self, position: Position) -> Option<u64> {
-        self.writes()
+        self.shard(position.0)
+            .writes()
             .get(&position.0)
             .and_then(|w| w.last().copied())
     }
@@ -71,22 +95,23 @@ impl PendingWrites {
     /// first. Writes that began later are not waited for, so a key written
     /// all the time cannot starve its reads.
     pub async fn settled(&self, position: Position, last: u64, deadline: Instant) -> bool {
-        let waited_for = |pending: &Self| {
-            pending
+        let shard = self.shard(position.0);
+        let waited_for = || {
+            shard
                 .writes()
                 .get(&position.0)
                 .and_then(|w| w.first().copied())
                 .is_some_and(|first| first <= last)
         };
         loop {
-            let notified = self.settled.notified();
+            let notified = shard.settled.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if !waited_for(self) {
+            if !waited_for() {
                 return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return !waited_for(self);
+                return !waited_for();
             }
         }
     }
@@ -94,8 +119,9 @@ impl PendingWrites {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        let shard = self.pending.shard(self.position);
         {
-            let mut writes = self.pending.writes();
+            let mut writes = shard.writes();
             if let Some(w) = writes.get_mut(&self.position) {
                 w.remove(&self.number);
                 if w.is_empty() {
@@ -103,7 +129,7 @@ impl Drop for InFlight<'_> {
                 }
             }
         }
-        self.pending.settled.notify_waiters();
+        shard.settled.notify_waiters();
     }
 }
 
@@ -201,6 +227,32 @@ mod tests {
         });
         assert!(settled);
         assert_eq!(pending.in_flight(p), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn positions_in_other_shards_are_independent() {
+        let pending = PendingWrites::default();
+        // One position in each shard, a write in flight at each.
+        let positions: Vec<Position> = (0..SHARDS as u64).map(|i| Position(i << 60 | 5)).collect();
+        let writes: Vec<_> = positions.iter().map(|p| pending.begin(*p)).collect();
+        let lasts: Vec<u64> = positions
+            .iter()
+            .map(|p| pending.in_flight(*p).unwrap())
+            .collect();
+        let mut writes = writes.into_iter();
+        drop(writes.next());
+        let now = Instant::now();
+        assert!(pending.settled(positions[0], lasts[0], now).await);
+        for (p, last) in positions.iter().zip(&lasts).skip(1) {
+            assert!(
+                !pending.settled(*p, *last, now).await,
+                "{p:?} still in flight"
+            );
+        }
+        drop(writes);
+        for (p, last) in positions.iter().zip(&lasts) {
+            assert!(pending.settled(*p, *last, now).await);
+        }
     }
 
     #[tokio::test(start_paused = true)]
