@@ -22,9 +22,10 @@
 //!   an arc never has two serving owners. No I/O; time passed in.
 //! - [`acks`]: a replicated write's acknowledgement as a state machine: whom
 //!   to send it to, when it counts as acknowledged. No I/O, no clock.
-//! - [`repair`]: anti-entropy's exchange of a replica arc with its owner as a
-//!   state machine: digests and entries in, what to read, store and send out.
-//!   No I/O, no clock.
+//! - [`repair`]: anti-entropy's decisions as state machines: the exchange of a
+//!   replica arc with its owner (digests and entries in, what to read, store
+//!   and send out), and the sweep of stray entries (when, and to whom each
+//!   goes). No I/O, no clock.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
 //!   disk (redb, group commit, values read from disk behind an index of keys);
 //!   digests of arcs for anti-entropy; the footprint measurement (`store-bench`).

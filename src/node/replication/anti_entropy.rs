@@ -27,7 +27,7 @@ use crate::node::error::NodeError;
 use crate::node::rpc::entries::{batches, entry_from_wire, wire_size};
 use crate::node::view::NodeState;
 use crate::proto::dht;
-use crate::repair::{ArcSync, Exchanged, Step};
+use crate::repair::{ArcSync, Exchanged, Step, StraySweep};
 use crate::ring::{Arc, Member};
 use crate::store::{Bucket, Entry};
 use std::time::Duration;
@@ -88,7 +88,7 @@ impl Node {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pacer = Pacer::new(settings.repair_rate);
         let mut round: u64 = 0;
-        let mut last_kept = None;
+        let mut strays = StraySweep::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -105,7 +105,7 @@ impl Node {
                 tracing::debug!(error = %e, "catching up with the replicas failed");
             }
             if round.is_multiple_of(SWEEP_EVERY)
-                && let Err(e) = self.sweep_strays(&mut last_kept).await
+                && let Err(e) = self.sweep_strays(&mut strays).await
             {
                 tracing::debug!(error = %e, "stray sweep failed");
             }

@@ -1,31 +1,24 @@
-//! Stray entries: what a node holds outside the arc it keeps (its own arc and
-//! the arcs it replicates). A node that was the nearest replica of an arc stops
-//! being one when a node joins nearer; a node restarted from its data directory
-//! may hold keys of arcs that moved while it was down; a stabilize merge may
-//! leave entries behind. Left alone, strays cost space and skew the key counts;
-//! dropped carelessly, they may be the only copy of a write.
-//!
-//! So a sweep runs only when the kept arc has not changed since the previous
-//! sweep; it hands each stray to the node that owns its position (found by a
-//! ring walk), newest-wins as every merge, and drops it only once that owner
-//! has acknowledged it durable, under the view lock, if the kept arc is still
+//! Sweeping stray entries: the node's side of [`StraySweep`] (when to sweep,
+//! and to whom each stray goes, are decided there, with the reasons). Here the
+//! node reads its strays, walks the ring, hands each owner its strays, and
+//! drops them once acknowledged, under the view lock, if the kept arc is still
 //! the same, and only at the version it handed over (a write that arrived since
-//! stays). The owner's replicas then get it by anti-entropy, as any write.
+//! stays). The owner's replicas then get them by anti-entropy, as any write.
 
 use crate::node::Node;
 use crate::node::error::NodeError;
 use crate::node::view::NodeState;
-use crate::ring::{self, Arc, Member, Position};
-use crate::store::Entry;
+use crate::repair::StraySweep;
+use crate::ring::{Member, Position};
 use std::collections::BTreeMap;
 
 impl Node {
     /// Hands this node's stray entries to their owners and drops them; returns
-    /// how many were dropped. `last_kept` is the kept arc the previous sweep saw:
-    /// a sweep only runs when it has not changed since.
+    /// how many were dropped. `sweep` remembers the kept arc between sweeps: a
+    /// sweep only runs when it has not changed since.
     pub(in crate::node) async fn sweep_strays(
         &self,
-        last_kept: &mut Option<Arc>,
+        sweep: &mut StraySweep,
     ) -> Result<usize, NodeError> {
         let factor = self.config.replication.factor;
         let view = self.view_snapshot();
@@ -33,11 +26,9 @@ impl Node {
             return Ok(0);
         }
         let kept = view.kept_arc(factor);
-        let stable = last_kept.replace(kept) == Some(kept);
-        if !stable || kept.start == kept.end {
+        let Some(strays_arc) = sweep.arc_to_sweep(kept) else {
             return Ok(0);
-        }
-        let strays_arc = Arc::new(kept.end, kept.start);
+        };
         let strays = self.store.entries_in(strays_arc)?;
         if strays.is_empty() {
             return Ok(0);
@@ -49,23 +40,11 @@ impl Node {
             .filter(|s| s.state == NodeState::Serving.as_str())
             .map(|s| (s.me.id, s.me))
             .collect();
-        let mut by_owner: BTreeMap<Position, (Member, Vec<Entry>)> = BTreeMap::new();
-        for entry in strays {
-            let Some((id, owner)) = ring::owner(&members, entry.position) else {
-                return Ok(0);
-            };
-            if id == view.me.id {
-                // The walk and this node's view disagree: the ring is changing.
-                return Ok(0);
-            }
-            by_owner
-                .entry(id)
-                .or_insert_with(|| (owner.clone(), Vec::new()))
-                .1
-                .push(entry);
-        }
+        let Some(by_owner) = StraySweep::owners(view.me.id, &members, strays) else {
+            return Ok(0);
+        };
         let mut handed = Vec::new();
-        for (owner, entries) in by_owner.into_values() {
+        for (owner, entries) in by_owner {
             handed.extend(
                 entries
                     .iter()

@@ -1,12 +1,5 @@
-//! Anti-entropy's exchange of one replica arc with its owner, as a state
-//! machine: digests and entries in, what to ask, store and send out. No I/O, no
-//! clock; the node's anti-entropy loop (`node::replication::anti_entropy`)
-//! carries the steps out and paces them.
-//!
-//! Why a state machine: the exchange's order (digest first, then only the
-//! buckets that differ, a few at a time, each reconciled both ways) is the
-//! protocol, and it can be read and tested here without a peer; the loop around
-//! it only does the calls.
+//! One exchange of a replica arc with its owner: digests in, the next part to
+//! read out; both copies of a part in, what to store and send out.
 //!
 //! The exchange: the replica splits the arc into equal buckets
 //! ([`bucket_count`]) and compares its digest with the owner's. Every run of
