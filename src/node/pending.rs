@@ -63,7 +63,7 @@ pub(super) struct InFlight<'a> {
 impl PendingWrites {
     /// The shard of `position` (positions are hash prefixes: any bits do).
     fn shard(&self, position: u64) -> &Shard {
-        &self.shards[(position >> 60) as usize % SHARDS]
+        &self.shards[(position % SHARDS as u64) as usize]
     }
 
     /// A write at `position` is about to be applied.
@@ -233,7 +233,7 @@ mod tests {
     async fn positions_in_other_shards_are_independent() {
         let pending = PendingWrites::default();
         // One position in each shard, a write in flight at each.
-        let positions: Vec<Position> = (0..SHARDS as u64).map(|i| Position(i << 60 | 5)).collect();
+        let positions: Vec<Position> = (0..SHARDS as u64).map(|i| Position(1 << 40 | i)).collect();
         let writes: Vec<_> = positions.iter().map(|p| pending.begin(*p)).collect();
         let lasts: Vec<u64> = positions
             .iter()
