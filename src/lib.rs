@@ -24,8 +24,9 @@
 //!   to send it to, when it counts as acknowledged. No I/O, no clock.
 //! - [`repair`]: anti-entropy's decisions as state machines: the exchange of a
 //!   replica arc with its owner (digests and entries in, what to read, store
-//!   and send out), and the sweep of stray entries (when, and to whom each
-//!   goes). No I/O, no clock.
+//!   and send out), the sweep of stray entries (when, and to whom each goes),
+//!   and catching up (when an owner's own store answers reads, and which copy
+//!   a read answers while it does not). No I/O, no clock.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
 //!   disk (redb, group commit, values read from disk behind an index of keys);
 //!   digests of arcs for anti-entropy; the footprint measurement (`store-bench`).

@@ -212,7 +212,7 @@ pub struct Node {
     health: tonic_health::server::HealthReporter,
     /// The arc and replicas this node last reconciled with: while they do not
     /// vouch for its current ones, reads also ask the replicas (`catch_up`).
-    reconciled: std::sync::Mutex<Option<replication::catch_up::Reconciled>>,
+    catch_up: std::sync::Mutex<crate::repair::CatchUp>,
     /// Key counts last reported by `summary` (see `key_counts`).
     counts: std::sync::Mutex<Option<KeyCounts>>,
     /// The lease on this node's arc, if leases are on (`config.leases`).
@@ -278,7 +278,7 @@ impl Node {
             view: RwLock::new(View::joining(me)),
             changes: watch::channel(0).0,
             membership: tokio::sync::Mutex::new(()),
-            reconciled: std::sync::Mutex::new(None),
+            catch_up: std::sync::Mutex::new(crate::repair::CatchUp::default()),
             counts: std::sync::Mutex::new(None),
             leases,
             store: Arc::new(membership::migration::RecordedStore::new(

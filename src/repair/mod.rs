@@ -11,9 +11,13 @@
 //! - [`arc_sync`]: one exchange of a replica arc with its owner ([`ArcSync`]).
 //! - [`strays`]: when to sweep the entries a node holds outside the arcs it
 //!   keeps, and to whom each goes ([`StraySweep`]).
+//! - [`catch_up`]: when an owner may answer reads from its own store alone,
+//!   and which copy a read answers while it may not ([`CatchUp`]).
 
 pub mod arc_sync;
+pub mod catch_up;
 pub mod strays;
 
 pub use arc_sync::{ArcSync, BUCKETS, Exchanged, READ_BUCKETS, Step, WrongDigest};
+pub use catch_up::CatchUp;
 pub use strays::StraySweep;
