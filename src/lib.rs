@@ -25,8 +25,9 @@
 //! - [`repair`]: anti-entropy's decisions as state machines: the exchange of a
 //!   replica arc with its owner (digests and entries in, what to read, store
 //!   and send out), the sweep of stray entries (when, and to whom each goes),
-//!   and catching up (when an owner's own store answers reads, and which copy
-//!   a read answers while it does not). No I/O, no clock.
+//!   catching up (when an owner's own store answers reads, and which copy a
+//!   read answers while it does not), and the rounds and pace of the loop.
+//!   No I/O, no clock.
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
 //!   disk (redb, group commit, values read from disk behind an index of keys);
 //!   digests of arcs for anti-entropy; the footprint measurement (`store-bench`).

@@ -13,11 +13,15 @@
 //!   keeps, and to whom each goes ([`StraySweep`]).
 //! - [`catch_up`]: when an owner may answer reads from its own store alone,
 //!   and which copy a read answers while it may not ([`CatchUp`]).
+//! - [`rounds`]: what each tick of the anti-entropy loop does ([`Rounds`]),
+//!   and the pace of the entries it moves ([`Pacer`]).
 
 pub mod arc_sync;
 pub mod catch_up;
+pub mod rounds;
 pub mod strays;
 
 pub use arc_sync::{ArcSync, BUCKETS, Exchanged, READ_BUCKETS, Step, WrongDigest};
 pub use catch_up::CatchUp;
+pub use rounds::{Pacer, Round, Rounds};
 pub use strays::StraySweep;

@@ -27,58 +27,29 @@ use crate::node::error::NodeError;
 use crate::node::rpc::entries::{batches, entry_from_wire, wire_size};
 use crate::node::view::NodeState;
 use crate::proto::dht;
-use crate::repair::{ArcSync, Exchanged, Step, StraySweep};
+use crate::repair::{ArcSync, Exchanged, Pacer, Rounds, Step, StraySweep};
 use crate::ring::{Arc, Member};
 use crate::store::{Bucket, Entry};
-use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 use tonic::Status;
-
-/// Anti-entropy rounds between two sweeps for stray entries (each sweep with
-/// strays walks the ring).
-const SWEEP_EVERY: u64 = 5;
 
 /// Entries per `Replicate` message sent by anti-entropy (messages also stay
 /// under the peer's size limit).
 const BATCH: usize = 256;
 
-/// Paces work to a rate: each batch of `n` items pushes the next free moment
-/// `n / rate` seconds further; a caller waits until it comes.
-#[derive(Debug)]
-pub(in crate::node) struct Pacer {
-    rate: f64,
-    next_free: Instant,
-}
-
-impl Pacer {
-    /// A pacer for `rate` items a second (at least one).
-    pub fn new(rate: u32) -> Self {
-        Self {
-            rate: f64::from(rate.max(1)),
-            next_free: Instant::now(),
-        }
-    }
-
-    /// How long to wait before `items` more may go, and books them.
-    pub fn book(&mut self, items: usize, now: Instant) -> Duration {
-        let start = self.next_free.max(now);
-        self.next_free = start + Duration::from_secs_f64(items as f64 / self.rate);
-        start - now
-    }
-
-    /// Waits until `items` more may go.
-    async fn pace(&mut self, items: usize) {
-        let wait = self.book(items, Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+/// Waits until `items` more may go by `pacer`, on Tokio's clock (which a
+/// simulation runs in virtual time).
+async fn pace(pacer: &mut Pacer, items: usize) {
+    let wait = pacer.book(items, tokio::time::Instant::now().into_std());
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
 }
 
 impl Node {
-    /// Runs anti-entropy rounds until `stop` turns true; every
-    /// [`SWEEP_EVERY`] rounds, also sweeps stray entries.
+    /// Runs anti-entropy rounds until `stop` turns true, as [`Rounds`] plans
+    /// them.
     pub(in crate::node) async fn anti_entropy(
         self: std::sync::Arc<Self>,
         mut stop: watch::Receiver<bool>,
@@ -86,25 +57,24 @@ impl Node {
         let settings = self.config.replication;
         let mut tick = tokio::time::interval(settings.anti_entropy_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut pacer = Pacer::new(settings.repair_rate);
-        let mut round: u64 = 0;
+        let mut pacer = Pacer::new(settings.repair_rate, tokio::time::Instant::now().into_std());
+        let mut rounds = Rounds::default();
         let mut strays = StraySweep::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let view = self.view_snapshot();
-            if view.state != NodeState::Serving {
+            let serving = self.view_snapshot().state == NodeState::Serving;
+            let Some(round) = rounds.tick(serving, settings.factor > 1) else {
                 continue;
-            }
-            round += 1;
-            if settings.factor > 1
+            };
+            if round.catch_up
                 && let Err(e) = self.catch_up(&mut pacer).await
             {
                 tracing::debug!(error = %e, "catching up with the replicas failed");
             }
-            if round.is_multiple_of(SWEEP_EVERY)
+            if round.sweep_strays
                 && let Err(e) = self.sweep_strays(&mut strays).await
             {
                 tracing::debug!(error = %e, "stray sweep failed");
@@ -158,7 +128,7 @@ impl Node {
                 Step::Read(part) => {
                     let theirs = self.read_range(owner, part).await?;
                     let (found, next) = sync.on_read(self.store.entries_in(part)?, theirs);
-                    pacer.pace(found.take.len() + found.give.len()).await;
+                    pace(pacer, found.take.len() + found.give.len()).await;
                     if !found.take.is_empty() {
                         self.store.insert_all(found.take)?;
                     }
@@ -221,21 +191,5 @@ impl Node {
                 .await?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pacer_spaces_batches_by_the_rate() {
-        let mut pacer = Pacer::new(100);
-        let now = pacer.next_free;
-        assert_eq!(pacer.book(50, now), Duration::ZERO);
-        assert_eq!(pacer.book(10, now), Duration::from_millis(500));
-        // Time that passed idle is not saved up beyond now.
-        let later = now + Duration::from_secs(10);
-        assert_eq!(pacer.book(1, later), Duration::ZERO);
     }
 }

@@ -27,7 +27,7 @@ impl Node {
     /// then records that it is caught up (if its view did not change meanwhile).
     pub(in crate::node) async fn catch_up(
         &self,
-        pacer: &mut crate::node::replication::anti_entropy::Pacer,
+        pacer: &mut crate::repair::Pacer,
     ) -> Result<(), NodeError> {
         let view = self.view_snapshot();
         if view.state != NodeState::Serving || self.caught_up(&view) {
