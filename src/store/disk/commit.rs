@@ -14,7 +14,9 @@
 //! redb transaction, which also advances the stored generation, settles it in
 //! the overlay (those entries are now read from redb) and reports back. One
 //! checkpoint is in flight at a time (a generation's file is reused two
-//! generations later). A round that does not fit in the log, and the store's
+//! generations later); once [`CHECKPOINT_AFTER`] more mutations have gathered
+//! meanwhile, the committer waits for it (back-pressure: a checkpoint's size
+//! stays bounded when writers outrun redb). A round that does not fit in the log, and the store's
 //! close, wait for the checkpoint in flight and then checkpoint everything,
 //! that round included, on the committer's own thread. In [`SyncMode::Batched`]
 //! every round is such a checkpoint, one interval apart, and the log is not
@@ -38,7 +40,7 @@ use tokio::sync::watch;
 
 /// How many mutations may wait in the log (and the overlay) before a
 /// checkpoint, whatever the interval: this bounds the overlay's memory.
-pub(super) const CHECKPOINT_AFTER: usize = 16_384;
+pub(super) const CHECKPOINT_AFTER: usize = 8_192;
 
 /// What the committer is sent.
 pub(super) enum Work {
@@ -192,6 +194,12 @@ impl Committer {
             broken: false,
         };
         while !rounds.closing {
+            // Mutations that arrived while a round waited for a checkpoint
+            // make a round of their own.
+            if !rounds.stash.is_empty() {
+                self.round(&mut rounds, Vec::new(), &to_checkpointer);
+                continue;
+            }
             let due = !rounds.unapplied.is_empty() && !rounds.in_flight && !rounds.broken;
             // Checked before receiving: under steady load the queue is never
             // empty, and a timed receive would never time out.
@@ -279,6 +287,11 @@ impl Committer {
                 }
                 rounds.unapplied.extend(batch);
                 if rounds.unapplied.len() >= CHECKPOINT_AFTER {
+                    // Back-pressure: a checkpoint never takes much more than
+                    // CHECKPOINT_AFTER (its dirty pages, the overlay and the
+                    // file's growth stay bounded), so writers faster than
+                    // redb wait here for the one in flight.
+                    self.await_checkpoint(rounds);
                     self.hand_over(rounds, to_checkpointer);
                 }
             } else {

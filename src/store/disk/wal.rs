@@ -84,6 +84,16 @@ impl Wal {
         let files = [open(FILE_NAMES[0])?, open(FILE_NAMES[1])?];
         let mut mutations = Vec::new();
         for g in [generation, generation + 1] {
+            // After a clean close both files hold older generations: their
+            // first header says so, and they are not read further.
+            let file = &files[slot(g)];
+            let mut first = [0u8; RECORD_HEADER];
+            let starts_with_g = file.read_exact_at(&mut first, 0).is_ok()
+                && first[8..16] == g.to_le_bytes()
+                && first[..4] != [0; 4];
+            if !starts_with_g {
+                continue;
+            }
             let path = dir.join(FILE_NAMES[slot(g)]);
             let bytes =
                 std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
