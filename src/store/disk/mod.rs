@@ -35,12 +35,12 @@ use super::expiring::Expiring;
 use super::{Bucket, Entry, Store, StoreError, SyncFuture, Version, Written, now_micros};
 use crate::ring::{Arc, Member, Position};
 use commit::{Committer, Mutation, Work};
-use index::{Index, Meta, Slot};
+use index::{Index, IndexBuilder, Meta, Slot};
 use layout::{ENTRIES, META, decode, header, identity, wal_generation, wal_salt};
 use overlay::{Overlay, Pending};
 use prometheus_client::metrics::histogram::Histogram;
 use read::Found;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::collections::{BTreeSet, HashSet};
 use std::ops::RangeInclusive;
 use std::path::Path;
@@ -187,15 +187,11 @@ impl DiskStore {
         drop(replayed);
 
         let read = db.begin_read().map_err(engine)?;
-        let keys = Index::hasher();
-        let mut slots = Vec::new();
+        let entries = read.open_table(ENTRIES).map_err(engine)?;
+        let mut index =
+            IndexBuilder::new(usize::try_from(entries.len().map_err(engine)?).unwrap_or_default());
         let expiring = Expiring::default();
-        for row in read
-            .open_table(ENTRIES)
-            .map_err(engine)?
-            .iter()
-            .map_err(engine)?
-        {
+        for row in entries.iter().map_err(engine)? {
             let (k, v) = row.map_err(engine)?;
             let (position, key) = k.value();
             let (h, _) = header(position, v.value())?;
@@ -203,12 +199,14 @@ impl DiskStore {
                 expiring.note_at(at, position, key);
             }
             let position = Position(position);
-            slots.push((
-                Index::slot_with(&keys, position, key),
+            index.push(
+                position,
+                key,
                 Meta::of(position, key, h.version, h.tombstone),
-            ));
+            );
         }
-        let index = Index::new(keys, slots);
+        drop(entries);
+        let index = index.finish();
         let identity = identity(&read.open_table(META).map_err(engine)?)?;
         drop(read);
 
