@@ -570,9 +570,15 @@ impl Node {
                         owner: Some(me),
                     };
                     if let Some(entry) = written {
-                        let newer = self
+                        let change = entry.clone();
+                        let replicated = self
                             .replicate_write(entry, deadline, query.request_id.as_ref())
-                            .await?;
+                            .await;
+                        // Watchers hear of a write when it settles, as a read
+                        // of its key would see it: acknowledged, or failed
+                        // (then it may still be applied and spread).
+                        self.change_log.record(change);
+                        let newer = replicated?;
                         // A replica held the key at a newer version that this
                         // owner does not know (a clock ahead of ours, or a
                         // write this owner missed): take it and write again,
@@ -752,7 +758,6 @@ impl Node {
             }
         };
         let version = written.value.is_some().then_some(written.version);
-        self.change_log.record(&written);
         Ok((outcome, version, written.expires, Some(written)))
     }
 }
@@ -818,4 +823,26 @@ pub(crate) fn serving_beside_with(me: Member, other: Member, config: NodeConfig)
         (v.prev, v.next) = (other.clone(), other);
     });
     node
+}
+
+/// Tests only: a node in memory without leases, owning the key `k`, whose
+/// only neighbour and replica cannot be reached (a closed loopback port), so
+/// that its writes are applied and never acknowledged.
+#[cfg(test)]
+pub(crate) fn owner_with_unreachable_replica() -> Arc<Node> {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let replica = Member::new(
+        crate::ring::Position(50),
+        format!("http://{}", closed.local_addr().unwrap()),
+    );
+    drop(closed);
+    let config = NodeConfig {
+        leases: None,
+        ..NodeConfig::default()
+    };
+    serving_beside_with(
+        Member::new(crate::ring::Position(100), "http://127.0.0.1:9"),
+        replica,
+        config,
+    )
 }

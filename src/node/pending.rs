@@ -90,6 +90,15 @@ impl PendingWrites {
             .and_then(|w| w.last().copied())
     }
 
+    /// Waits until every write in flight at `position` now has settled;
+    /// `false` if `deadline` came first.
+    pub async fn settled_now(&self, position: Position, deadline: Instant) -> bool {
+        match self.in_flight(position) {
+            Some(last) => self.settled(position, last, deadline).await,
+            None => true,
+        }
+    }
+
     /// Waits until every write at `position` up to `last` (from
     /// [`PendingWrites::in_flight`]) has settled; `false` if `deadline` came
     /// first. Writes that began later are not waited for, so a key written
@@ -136,8 +145,8 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{NodeConfig, Operation, Outcome, Query, serving_beside_with};
-    use crate::ring::{Member, key_position};
+    use crate::node::{Operation, Outcome, Query};
+    use crate::ring::key_position;
     use crate::store::{Entry, Version};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,21 +157,7 @@ mod tests {
     /// answer it, and answers only once the write has failed.
     #[tokio::test(start_paused = true)]
     async fn a_read_waits_for_a_write_not_yet_acknowledged() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let replica = Member::new(
-            Position(50),
-            format!("http://{}", closed.local_addr().unwrap()),
-        );
-        drop(closed);
-        let config = NodeConfig {
-            leases: None,
-            ..NodeConfig::default()
-        };
-        let node = serving_beside_with(
-            Member::new(Position(100), "http://127.0.0.1:9"),
-            replica,
-            config,
-        );
+        let node = crate::node::owner_with_unreachable_replica();
         let key = b"k".to_vec();
         let position = key_position(&key);
         node.store

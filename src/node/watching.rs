@@ -1,7 +1,9 @@
 //! Watching a key (or every key with a prefix): its changes as they happen.
 //!
 //! Every node keeps a log of the last [`RETAINED`] changes it applied (as
-//! owner, or as a replica taking newer copies) and broadcasts each new one
+//! owner, each once it settles, acknowledged or failed, so that a watch
+//! through the owner reports no write a read would still wait for; or as a
+//! replica taking newer copies) and broadcasts each new one
 //! ([`ChangeLog`], plain state). A member's *local* stream serves that log
 //! (`Watch` with `local`).
 //!
@@ -127,8 +129,8 @@ fn size(e: &Entry) -> usize {
 
 impl ChangeLog {
     /// Notes a change this node applied.
-    pub fn record(&self, entry: &Entry) {
-        self.record_shared(Arc::new(entry.clone()));
+    pub fn record(&self, change: Entry) {
+        self.record_shared(Arc::new(change));
     }
 
     /// [`ChangeLog::record`] for a change already copied out.
@@ -292,6 +294,14 @@ impl Node {
                 && first.is_empty()
                 && !reaches
             {
+                // Nor a write not yet acknowledged: it is reported when it
+                // settles (its change comes on `live` then).
+                let wait = node.config.timeouts.request;
+                let deadline = tokio::time::Instant::now() + wait;
+                if !node.pending.settled_now(key_position(key), deadline).await {
+                    let _ = tx.send(Err(NodeError::WriteInFlight(wait))).await;
+                    return;
+                }
                 match node.store.entry(key_position(key), key) {
                     Ok(Some(e)) if since.is_none_or(|v| e.version > v) => first.push(e),
                     Ok(_) => {}
@@ -484,6 +494,42 @@ mod tests {
     use super::*;
     use crate::ring::Position;
 
+    /// The owner's only replica cannot be reached, so a write is applied
+    /// here and never acknowledged: a watch open before it, and one opened
+    /// while it is in flight, hear of it only once it has settled (failed),
+    /// as a read of the key would.
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_hears_of_a_write_when_it_settles() {
+        use crate::node::{Operation, Query};
+        let node = crate::node::owner_with_unreachable_replica();
+        let key = b"k".to_vec();
+        let position = key_position(&key);
+        let mut before = node.watch_local(Watched::Key(key.clone()), None);
+        let limits = node.config().limits;
+        let set = Query::new(Operation::Set(b"v".to_vec()), key.clone(), &limits).unwrap();
+        let write = tokio::spawn({
+            let node = node.clone();
+            async move { node.execute(set).await }
+        });
+        while node.pending.in_flight(position).is_none() {
+            tokio::task::yield_now().await;
+        }
+        let mut during = node.watch_local(Watched::Key(key.clone()), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(before.try_recv().is_err(), "heard of a write in flight");
+        assert!(during.try_recv().is_err(), "a state with a write in flight");
+        assert!(!write.is_finished());
+
+        assert!(write.await.unwrap().is_err(), "no replica holds the write");
+        for watch in [&mut before, &mut during] {
+            let heard = watch.recv().await.expect("a change").expect("not an error");
+            assert_eq!(heard.value.as_deref(), Some(&b"v"[..]));
+        }
+    }
+
     #[tokio::test]
     async fn an_owner_without_a_lease_gives_a_watch_no_state() {
         let key = b"k".to_vec();
@@ -521,16 +567,16 @@ mod tests {
     fn the_log_keeps_the_newest_changes_within_its_count_and_bytes() {
         let log = ChangeLog::new(WatchSettings::default());
         for i in 0..(RETAINED as u64 + 10) {
-            log.record(&change("k", i + 1, 1));
+            log.record(change("k", i + 1, 1));
         }
         let (kept, reaches) = log.since(&Watched::Key(b"k".to_vec()), Version::default());
         assert_eq!(kept.len(), RETAINED);
         assert_eq!(kept[0].version.micros, 11, "the oldest went first");
         assert!(!reaches, "it no longer reaches back to the start");
         let big = ChangeLog::new(WatchSettings::default());
-        big.record(&change("a", 1, RETAINED_BYTES / 2));
-        big.record(&change("b", 2, RETAINED_BYTES / 2));
-        big.record(&change("c", 3, 10));
+        big.record(change("a", 1, RETAINED_BYTES / 2));
+        big.record(change("b", 2, RETAINED_BYTES / 2));
+        big.record(change("c", 3, 10));
         let (kept, _) = big.since(&Watched::Prefix(Vec::new()), Version::default());
         let keys: Vec<&[u8]> = kept.iter().map(|e| e.key.as_slice()).collect();
         assert_eq!(keys, [b"b".as_slice(), b"c"], "over 8 MiB: the oldest went");
@@ -539,10 +585,10 @@ mod tests {
     #[test]
     fn a_watch_gets_the_changes_after_its_version_of_what_it_follows() {
         let log = ChangeLog::new(WatchSettings::default());
-        log.record(&change("p/1", 5, 1));
-        log.record(&change("q/1", 6, 1));
-        log.record(&change("p/2", 7, 1));
-        log.record(&change("p/1", 8, 1));
+        log.record(change("p/1", 5, 1));
+        log.record(change("q/1", 6, 1));
+        log.record(change("p/2", 7, 1));
+        log.record(change("p/1", 8, 1));
         let since = Version { micros: 5, node: 1 };
         let (key, reaches) = log.since(&Watched::Key(b"p/1".to_vec()), since);
         assert_eq!(
