@@ -94,10 +94,36 @@ pub struct Page {
 impl Node {
     /// `ListRange`: the live keys this node owns from `start`, up to `end` or
     /// the end of its arc (whichever is first; never past the last position).
-    pub(super) fn list_range(
+    ///
+    /// Like a read, it answers no write that is applied here but not yet
+    /// acknowledged: if writes are in flight in the range once it is read,
+    /// it is read again once they have settled (one round: writes that begin
+    /// meanwhile may show, as with a read).
+    pub(super) async fn list_range(
         &self,
         request: &dht::ListRangeRequest,
     ) -> Result<dht::ListRangeReply, NodeError> {
+        let (reply, range) = self.listed_now(request)?;
+        let in_flight = self.pending.in_flight_within(range);
+        if in_flight.is_empty() {
+            return Ok(reply);
+        }
+        let wait = self.config.timeouts.request;
+        let deadline = tokio::time::Instant::now() + wait;
+        for (position, last) in in_flight {
+            if !self.pending.settled(position, last, deadline).await {
+                return Err(NodeError::WriteInFlight(wait));
+            }
+        }
+        Ok(self.listed_now(request)?.0)
+    }
+
+    /// [`Node::list_range`] as the store holds the range now, and the arc
+    /// the range covers.
+    pub(super) fn listed_now(
+        &self,
+        request: &dht::ListRangeRequest,
+    ) -> Result<(dht::ListRangeReply, Arc), NodeError> {
         let limit = request.limit as usize;
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(NodeError::BadListing(format!(
@@ -137,7 +163,7 @@ impl Node {
             entries.truncate(cut.max(1));
             more = true;
         }
-        Ok(dht::ListRangeReply {
+        let reply = dht::ListRangeReply {
             entries: entries
                 .into_iter()
                 .map(|mut e| {
@@ -149,7 +175,8 @@ impl Node {
                 .collect(),
             covered_end: covered,
             more,
-        })
+        };
+        Ok((reply, range))
     }
 
     /// One page of the ring's live keys, asking each range of it of its
@@ -231,7 +258,7 @@ impl Node {
     ) -> Result<dht::ListRangeReply, NodeError> {
         let owner = self.routes().owner(Position(ask.start)).clone();
         if owner == self.view().me {
-            return self.list_range(&ask);
+            return self.list_range(&ask).await;
         }
         self.peers
             .call(&owner, |mut c| async move { c.list_range(ask).await })
@@ -317,12 +344,54 @@ mod tests {
             limit: 10,
             ..Default::default()
         };
-        assert!(matches!(node.list_range(&ask), Err(NodeError::Unleased(_))));
+        assert!(matches!(
+            node.list_range(&ask).await,
+            Err(NodeError::Unleased(_))
+        ));
         let now = tokio::time::Instant::now().into_std();
         node.update_leases(|l| l.granted(now));
-        let reply = node.list_range(&ask).unwrap();
+        let reply = node.list_range(&ask).await.unwrap();
         assert_eq!(reply.entries.len(), 1);
         assert_eq!(reply.covered_end, 999);
+    }
+
+    /// The owner's only replica cannot be reached, so a write is applied
+    /// here and never acknowledged: a listing of its range meanwhile must not
+    /// show it, and answers only once the write has failed (then with it: a
+    /// failed write may have been applied).
+    #[tokio::test(start_paused = true)]
+    async fn a_listing_waits_for_a_write_not_yet_acknowledged() {
+        use std::sync::atomic::Ordering;
+        let node = crate::node::owner_with_unreachable_replica();
+        let key = b"k".to_vec();
+        let position = key_position(&key);
+        assert!(position.0 >= 100, "the key lies in the listed range");
+        node.store
+            .set(position, key.clone(), b"acknowledged".to_vec(), 1)
+            .unwrap();
+        let (write, write_done) = crate::node::write_in_flight(&node, &key, b"in flight").await;
+        // The listing comes after the write (its deadline too).
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let ask = dht::ListRangeRequest {
+            start: 100,
+            end: u64::MAX,
+            limit: 10,
+            values: true,
+            ..Default::default()
+        };
+        let reply = node.list_range(&ask).await.unwrap();
+        assert!(
+            write_done.load(Ordering::SeqCst),
+            "the listing answered before the write settled"
+        );
+        assert!(write.await.unwrap().is_err(), "no replica holds the write");
+        let listed: Vec<Entry> = reply
+            .entries
+            .into_iter()
+            .map(|e| entry_from_wire(e, &node.config().limits).unwrap())
+            .collect();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].value.as_deref(), Some(&b"in flight"[..]));
     }
 
     fn entry(position: u64, key: &[u8]) -> Entry {

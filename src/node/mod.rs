@@ -570,15 +570,14 @@ impl Node {
                         owner: Some(me),
                     };
                     if let Some(entry) = written {
-                        let change = entry.clone();
-                        let replicated = self
-                            .replicate_write(entry, deadline, query.request_id.as_ref())
-                            .await;
                         // Watchers hear of a write when it settles, as a read
-                        // of its key would see it: acknowledged, or failed
-                        // (then it may still be applied and spread).
-                        self.change_log.record(change);
-                        let newer = replicated?;
+                        // of its key sees it: acknowledged, failed (it is
+                        // applied here all the same) or abandoned by its
+                        // caller. Dropped before `_in_flight`.
+                        let _settling = self.change_log.when_settled(entry.clone());
+                        let newer = self
+                            .replicate_write(entry, deadline, query.request_id.as_ref())
+                            .await?;
                         // A replica held the key at a newer version that this
                         // owner does not know (a clock ahead of ours, or a
                         // write this owner missed): take it and write again,
@@ -845,4 +844,38 @@ pub(crate) fn owner_with_unreachable_replica() -> Arc<Node> {
         replica,
         config,
     )
+}
+
+/// Tests only: a write of `value` to `key` at `node`, started and in flight
+/// (applied, not yet settled) when this returns: its task, and a flag raised
+/// once it has answered.
+#[cfg(test)]
+pub(crate) async fn write_in_flight(
+    node: &Arc<Node>,
+    key: &[u8],
+    value: &[u8],
+) -> (
+    tokio::task::JoinHandle<Result<Answer, NodeError>>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let set = Query::new(
+        Operation::Set(value.to_vec()),
+        key.to_vec(),
+        &node.config().limits,
+    )
+    .expect("a valid write");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let write = tokio::spawn({
+        let (node, done) = (node.clone(), done.clone());
+        async move {
+            let answer = node.execute(set).await;
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            answer
+        }
+    });
+    let position = crate::ring::key_position(key);
+    while node.pending.in_flight(position).is_none() {
+        tokio::task::yield_now().await;
+    }
+    (write, done)
 }

@@ -90,13 +90,17 @@ impl PendingWrites {
             .and_then(|w| w.last().copied())
     }
 
-    /// Waits until every write in flight at `position` now has settled;
-    /// `false` if `deadline` came first.
-    pub async fn settled_now(&self, position: Position, deadline: Instant) -> bool {
-        match self.in_flight(position) {
-            Some(last) => self.settled(position, last, deadline).await,
-            None => true,
+    /// The positions in `arc` with writes in flight, each with its last one:
+    /// what a listing of the arc that checks now waits for.
+    pub fn in_flight_within(&self, arc: crate::ring::Arc) -> Vec<(Position, u64)> {
+        let mut found = Vec::new();
+        for shard in &self.shards {
+            found.extend(shard.writes().iter().filter_map(|(p, w)| {
+                let last = w.last().copied()?;
+                arc.contains(Position(*p)).then_some((Position(*p), last))
+            }));
         }
+        found
     }
 
     /// Waits until every write at `position` up to `last` (from
@@ -148,8 +152,7 @@ mod tests {
     use crate::node::{Operation, Outcome, Query};
     use crate::ring::key_position;
     use crate::store::{Entry, Version};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     /// The owner's only replica cannot be reached, so a write is applied
@@ -169,24 +172,12 @@ mod tests {
                 expires: None,
             }])
             .unwrap();
-        let limits = node.config().limits;
-        let query = |op| Query::new(op, key.clone(), &limits).unwrap();
-        let write_done = Arc::new(AtomicBool::new(false));
-        let write = tokio::spawn({
-            let (node, done) = (node.clone(), write_done.clone());
-            let q = query(Operation::Set(b"unacknowledged".to_vec()));
-            async move {
-                let answer = node.execute(q).await;
-                done.store(true, Ordering::SeqCst);
-                answer
-            }
-        });
-        while node.pending.in_flight(position).is_none() {
-            tokio::task::yield_now().await;
-        }
+        let (write, write_done) =
+            crate::node::write_in_flight(&node, &key, b"unacknowledged").await;
         // The read comes after the write (its deadline too).
         tokio::time::advance(Duration::from_millis(1)).await;
-        let read = node.execute(query(Operation::Get)).await;
+        let get = Query::new(Operation::Get, key.clone(), &node.config().limits).unwrap();
+        let read = node.execute(get).await;
         assert!(
             write_done.load(Ordering::SeqCst),
             "the read answered before the write settled"

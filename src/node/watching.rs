@@ -105,11 +105,13 @@ pub(super) struct ChangeLog {
     keep: WatchSettings,
 }
 
-/// The retained changes, oldest first, and the bytes of their keys and values.
+/// The retained changes, oldest recorded first, the bytes of their keys and
+/// values, and the newest version of those dropped.
 #[derive(Debug, Default)]
 struct Recent {
     changes: VecDeque<Arc<Entry>>,
     bytes: usize,
+    dropped: Option<Version>,
 }
 
 impl ChangeLog {
@@ -119,6 +121,21 @@ impl ChangeLog {
             recent: Mutex::new(Recent::default()),
             tx: broadcast::channel(1024).0,
             keep,
+        }
+    }
+}
+
+/// Records its change in a [`ChangeLog`] when dropped
+/// ([`ChangeLog::when_settled`]).
+pub(super) struct Settling<'a> {
+    log: &'a ChangeLog,
+    change: Option<Entry>,
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        if let Some(change) = self.change.take() {
+            self.log.record(change);
         }
     }
 }
@@ -146,22 +163,37 @@ impl ChangeLog {
         {
             if let Some(old) = recent.changes.pop_front() {
                 recent.bytes -= size(&old);
+                recent.dropped = recent.dropped.max(Some(old.version));
             }
         }
     }
 
-    /// The retained changes `watched` follows after `since`, oldest first, and
-    /// whether the log reaches back to `since` (it holds an older change).
+    /// The retained changes `watched` follows after `since`, in version order
+    /// (an owner logs its writes as they settle, which need not be the order
+    /// they were made in), and whether the log reaches back to `since` (it
+    /// holds an older change, and dropped none newer).
     fn since(&self, watched: &Watched, since: Version) -> (Vec<Arc<Entry>>, bool) {
         let recent = self.recent();
-        let reaches = recent.changes.front().is_some_and(|e| e.version <= since);
-        let changes = recent
+        let reaches = recent.changes.iter().any(|e| e.version <= since)
+            && recent.dropped.is_none_or(|d| d <= since);
+        let mut changes: Vec<_> = recent
             .changes
             .iter()
             .filter(|e| watched.matches(&e.key) && e.version > since)
             .cloned()
             .collect();
+        changes.sort_by_key(|e| e.version);
         (changes, reaches)
+    }
+
+    /// A change to record when the returned guard is dropped: when the write
+    /// settles, or when its caller abandons it (a client that went away, a
+    /// forward that timed out), since it is applied either way.
+    pub fn when_settled(&self, change: Entry) -> Settling<'_> {
+        Settling {
+            log: self,
+            change: Some(change),
+        }
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
@@ -294,15 +326,21 @@ impl Node {
                 && first.is_empty()
                 && !reaches
             {
-                // Nor a write not yet acknowledged: it is reported when it
-                // settles (its change comes on `live` then).
-                let wait = node.config.timeouts.request;
-                let deadline = tokio::time::Instant::now() + wait;
-                if !node.pending.settled_now(key_position(key), deadline).await {
-                    let _ = tx.send(Err(NodeError::WriteInFlight(wait))).await;
-                    return;
+                // Nor does it answer a write not yet acknowledged: if one is
+                // in flight once the state is read, the state is read again
+                // once it has settled (its change comes on `live` then).
+                let position = key_position(key);
+                let mut state = node.store.entry(position, key);
+                if let Some(write) = node.pending.in_flight(position) {
+                    let wait = node.config.timeouts.request;
+                    let deadline = tokio::time::Instant::now() + wait;
+                    if !node.pending.settled(position, write, deadline).await {
+                        let _ = tx.send(Err(NodeError::WriteInFlight(wait))).await;
+                        return;
+                    }
+                    state = node.store.entry(position, key);
                 }
-                match node.store.entry(key_position(key), key) {
+                match state {
                     Ok(Some(e)) if since.is_none_or(|v| e.version > v) => first.push(e),
                     Ok(_) => {}
                     Err(e) => {
@@ -312,6 +350,11 @@ impl Node {
                 }
             }
             for e in first {
+                if let Watched::Key(_) = watched
+                    && last.is_some_and(|v| e.version <= v)
+                {
+                    continue;
+                }
                 last = Some(last.map_or(e.version, |l| l.max(e.version)));
                 if tx.send(Ok(e)).await.is_err() {
                     return;
@@ -414,7 +457,7 @@ impl Node {
                 let mut changes = node.member_stream(&owner, &watched, last);
                 while let Some(change) = changes.recv().await {
                     let Ok(e) = change else { break };
-                    last = Some(e.version);
+                    last = Some(last.map_or(e.version, |l| l.max(e.version)));
                     delay = Duration::from_millis(50);
                     if tx.send(Ok(e)).await.is_err() {
                         return;
@@ -500,20 +543,10 @@ mod tests {
     /// as a read of the key would.
     #[tokio::test(start_paused = true)]
     async fn a_watch_hears_of_a_write_when_it_settles() {
-        use crate::node::{Operation, Query};
         let node = crate::node::owner_with_unreachable_replica();
         let key = b"k".to_vec();
-        let position = key_position(&key);
         let mut before = node.watch_local(Watched::Key(key.clone()), None);
-        let limits = node.config().limits;
-        let set = Query::new(Operation::Set(b"v".to_vec()), key.clone(), &limits).unwrap();
-        let write = tokio::spawn({
-            let node = node.clone();
-            async move { node.execute(set).await }
-        });
-        while node.pending.in_flight(position).is_none() {
-            tokio::task::yield_now().await;
-        }
+        let (write, _) = crate::node::write_in_flight(&node, &key, b"v").await;
         let mut during = node.watch_local(Watched::Key(key.clone()), None);
         tokio::time::advance(Duration::from_millis(1)).await;
         for _ in 0..100 {
@@ -528,6 +561,26 @@ mod tests {
             let heard = watch.recv().await.expect("a change").expect("not an error");
             assert_eq!(heard.value.as_deref(), Some(&b"v"[..]));
         }
+    }
+
+    /// A write's caller goes away (a client, or a forward that timed out)
+    /// while the write is in flight: the write is applied, so watchers hear
+    /// of it all the same.
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_hears_of_a_write_its_caller_abandoned() {
+        let node = crate::node::owner_with_unreachable_replica();
+        let key = b"k".to_vec();
+        let mut watch = node.watch_local(Watched::Key(key.clone()), None);
+        let (write, _) = crate::node::write_in_flight(&node, &key, b"v").await;
+        write.abort();
+        assert!(write.await.unwrap_err().is_cancelled());
+        let heard = tokio::time::timeout(Duration::from_secs(60), watch.recv())
+            .await
+            .expect("the watch heard nothing of the abandoned write")
+            .expect("a change")
+            .expect("not an error");
+        assert_eq!(heard.value.as_deref(), Some(&b"v"[..]));
+        assert_eq!(node.pending.in_flight(key_position(&key)), None);
     }
 
     #[tokio::test]
@@ -601,6 +654,32 @@ mod tests {
             prefix.iter().map(|e| e.version.micros).collect::<Vec<_>>(),
             [7, 8]
         );
+    }
+
+    #[test]
+    fn changes_logged_out_of_order_come_in_version_order() {
+        // Writes settle in any order: the later one (8) was logged first.
+        let log = ChangeLog::new(WatchSettings {
+            retained: 3,
+            ..WatchSettings::default()
+        });
+        log.record(change("k", 4, 1));
+        log.record(change("k", 8, 1));
+        log.record(change("k", 7, 1));
+        let since = Version { micros: 4, node: 1 };
+        let (changes, reaches) = log.since(&Watched::Key(b"k".to_vec()), since);
+        assert_eq!(
+            changes.iter().map(|e| e.version.micros).collect::<Vec<_>>(),
+            [7, 8]
+        );
+        assert!(reaches);
+        // 4 is dropped, then 8: the log still holds 7, but no longer all
+        // that came after it.
+        log.record(change("k", 9, 1));
+        log.record(change("k", 10, 1));
+        let seven = Version { micros: 7, node: 1 };
+        let (_, reaches) = log.since(&Watched::Key(b"k".to_vec()), seven);
+        assert!(!reaches);
     }
 
     #[test]

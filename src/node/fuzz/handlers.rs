@@ -290,8 +290,8 @@ fn list_ranges_answer_what_a_listing_accepts() {
                 limit,
                 values,
             };
-            match node.list_range(&ask) {
-                Ok(reply) => {
+            match node.listed_now(&ask) {
+                Ok((reply, _)) => {
                     let got: Vec<Entry> = reply
                         .entries
                         .into_iter()

@@ -272,7 +272,9 @@ impl DhtNode for DhtService {
         &self,
         request: Request<dht::ListRangeRequest>,
     ) -> Result<Response<dht::ListRangeReply>, Status> {
-        Ok(Response::new(self.node.list_range(request.get_ref())?))
+        Ok(Response::new(
+            self.node.list_range(request.get_ref()).await?,
+        ))
     }
 
     type ListKeysStream = Pin<Box<dyn Stream<Item = Result<dht::ListedKey, Status>> + Send>>;
