@@ -136,9 +136,9 @@ fn by_owner(table: &RoutingTable, queries: &[Query]) -> Vec<(Member, Vec<usize>)
 pub(super) fn answer_to_wire(answer: Result<Answer, NodeError>) -> dht::BatchAnswer {
     match answer {
         Ok(a) => dht::BatchAnswer {
-            result: Some((&a).into()),
             hops: a.route.hops,
             owner: a.route.owner.as_ref().map(Into::into),
+            result: Some(a.into()),
             ..dht::BatchAnswer::default()
         },
         Err(e) => dht::BatchAnswer {

@@ -387,13 +387,14 @@ impl From<Outcome> for dht::QueryResult {
     }
 }
 
-impl From<&Answer> for dht::QueryResult {
-    fn from(a: &Answer) -> Self {
-        let now = crate::store::now_micros();
+impl From<Answer> for dht::QueryResult {
+    fn from(a: Answer) -> Self {
         Self {
             version: a.version.map(|v| v.token()),
-            ttl_ms: a.expires.map(|at| at.saturating_sub(now).div_ceil(1000)),
-            ..a.outcome.clone().into()
+            ttl_ms: a
+                .expires
+                .map(|at| at.saturating_sub(crate::store::now_micros()).div_ceil(1000)),
+            ..a.outcome.into()
         }
     }
 }

@@ -63,7 +63,7 @@ impl Version {
     /// The version as clients see it (`QueryResult.version`, the HTTP `ETag`):
     /// 32 hex digits, the microseconds then the writer.
     pub fn token(&self) -> String {
-        self.hex().iter().map(|&b| char::from(b)).collect()
+        String::from_utf8(self.hex().to_vec()).expect("hex digits are ASCII")
     }
 
     /// The version a [`Version::token`] names; `None` if `token` is not one.

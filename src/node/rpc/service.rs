@@ -42,11 +42,11 @@ pub fn dht_server(node: Arc<Node>) -> dht::dht_node_server::DhtNodeServer<DhtSer
 /// A query's result, with the route it took and the request's ID in the
 /// response metadata.
 fn answer(answer: Answer, id: &RequestId) -> Response<dht::QueryResult> {
-    let mut response = Response::new((&answer).into());
-    answer.route.write_metadata(response.metadata_mut());
-    let metadata: &mut axum::http::HeaderMap = response.metadata_mut().as_mut();
-    metadata.insert(RequestId::HEADER_NAME, id.header_value());
-    response
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    answer.route.write_metadata(&mut metadata);
+    let headers: &mut axum::http::HeaderMap = metadata.as_mut();
+    headers.insert(RequestId::HEADER_NAME, id.header_value());
+    Response::from_parts(metadata, answer.into(), Default::default())
 }
 
 /// The request's ID: the caller's `x-request-id`, checked, or a new one (as
