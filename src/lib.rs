@@ -18,6 +18,9 @@
 //!   ask, when to wait, fall back or give up. No I/O; time passed in.
 //! - [`leaving`]: the leaver's side of a graceful leave as a state machine:
 //!   whom to hand the arc to, when to retry or give up. No I/O; time passed in.
+//! - [`replacing`]: replacing a dead `next` as a state machine: when to ask
+//!   the registry for candidates, take the arc over, probe the new `next`,
+//!   pass it over in turn or introduce this node to it. No I/O, no clock.
 //! - [`lease`]: leases on ownership (when a node may serve its arc), so that
 //!   an arc never has two serving owners. No I/O; time passed in.
 //! - [`acks`]: a replicated write's acknowledgement as a state machine: whom
@@ -84,6 +87,7 @@ pub mod node;
 pub mod proto;
 pub mod registry;
 pub mod repair;
+pub mod replacing;
 pub mod request_id;
 pub mod ring;
 pub mod routing;

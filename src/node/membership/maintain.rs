@@ -26,6 +26,7 @@ use crate::node::membership::handoff::HandOffHeader;
 use crate::node::view::NodeState;
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
+use crate::replacing::{Replacement, Step, TakenOver};
 use crate::ring::{Arc, Member};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -269,60 +270,71 @@ impl Node {
     }
 
     /// `dead` (this node's next) failed: promote the first backup (asking the
-    /// registry for candidates if there is none) and introduce this node to it.
-    /// A promoted backup that fails `misses` quick probes in a row (as a killed
-    /// neighbour's neighbour does, when two fail at once) is passed over at once
-    /// rather than a probe interval later: the criterion is the detector's, only
-    /// without the wait between probes.
+    /// registry for candidates if there is none) and introduce this node to
+    /// it, as [`Replacement`] decides. A promoted backup that fails `misses`
+    /// quick probes in a row (as a killed neighbour's neighbour does, when two
+    /// fail at once) is passed over at once rather than a probe interval
+    /// later.
     async fn replace_dead_next(&self, dead: &Member) {
         // Not while a join into this node's arc is linking the joiner in.
         let _membership = self.membership.lock().await;
-        let mut dead = dead.clone();
         let settings = self.config.maintenance;
-        for _ in 0..=settings.successors {
-            if self.view().backups.is_empty() {
-                let candidates = self.registry_successors(&dead).await;
-                self.update_view(|v| {
-                    if v.next == dead && v.backups.is_empty() {
-                        v.backups = candidates.into_iter().take(settings.successors).collect();
-                    }
-                });
-            }
-            // The dead node's arc is served only once any lease this node
-            // granted it has lapsed: noted under the view lock, with the
-            // change, so that no query waiting for the arc routes into it
-            // before its wait is known.
-            let now = tokio::time::Instant::now().into_std();
-            let taken = self.update_view(|v| {
-                (v.next == dead).then(|| {
-                    v.next_failed();
-                    let arc = Arc::new(dead.id, v.next.id);
-                    self.with_leases(|l| l.took_over(arc, dead.id, now));
-                })
-            });
-            if taken.is_none() {
-                return;
-            }
-            self.metrics.neighbour_failed(true);
-            self.forget_route(&dead);
-            let view = self.view_snapshot();
-            tracing::warn!(dead = %dead.addr, next = %view.next.addr, "next neighbour failed; arc extended over it");
-            if view.alone() {
-                return;
-            }
-            let mut alive = false;
-            for _ in 0..settings.misses {
-                if self.probe(&view.next).await.is_some() {
-                    alive = true;
-                    break;
+        let mut replacement = Replacement::new(dead.clone(), settings.successors, settings.misses);
+        let has_backups = || !self.view().backups.is_empty();
+        let mut step = replacement.round(has_backups());
+        loop {
+            step = match step {
+                Step::Done => return,
+                Step::AskRegistry { dead } => {
+                    let candidates = self.registry_successors(&dead).await;
+                    self.update_view(|v| {
+                        if v.next == dead && v.backups.is_empty() {
+                            v.backups = candidates.into_iter().take(settings.successors).collect();
+                        }
+                    });
+                    replacement.asked()
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if alive {
-                self.introduce_to(&view.next).await;
-                return;
-            }
-            dead = view.next;
+                Step::TakeOver { dead } => replacement.took_over(self.take_over_next(&dead)),
+                Step::Probe { next, pause } => {
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    let alive = self.probe(&next).await.is_some();
+                    replacement.probed(next, alive, has_backups())
+                }
+                Step::Introduce { next } => {
+                    self.introduce_to(&next).await;
+                    return;
+                }
+            };
+        }
+    }
+
+    /// Takes the arc of `dead` over if it is still this node's next: the
+    /// first backup becomes `next`. The dead node's arc is served only once
+    /// any lease this node granted it has lapsed: noted under the view lock,
+    /// with the change, so that no query waiting for the arc routes into it
+    /// before its wait is known.
+    fn take_over_next(&self, dead: &Member) -> TakenOver {
+        let now = tokio::time::Instant::now().into_std();
+        let taken = self.update_view(|v| {
+            (v.next == *dead).then(|| {
+                v.next_failed();
+                let arc = Arc::new(dead.id, v.next.id);
+                self.with_leases(|l| l.took_over(arc, dead.id, now));
+            })
+        });
+        if taken.is_none() {
+            return TakenOver::NotNext;
+        }
+        self.metrics.neighbour_failed(true);
+        self.forget_route(dead);
+        let view = self.view_snapshot();
+        tracing::warn!(dead = %dead.addr, next = %view.next.addr, "next neighbour failed; arc extended over it");
+        if view.alone() {
+            TakenOver::Alone
+        } else {
+            TakenOver::Next(view.next)
         }
     }
 
