@@ -19,8 +19,8 @@
 //!   between probe intervals): if it answers, this node introduces itself to
 //!   it; if not (two adjacent nodes died), it is the dead node of the next
 //!   round;
-//! - at most `successors + 1` rounds: the backups one by one, then the
-//!   registry's candidates.
+//! - at most `successors + 1` rounds in all, whether their candidates come
+//!   from the backups or from the registry.
 
 use crate::ring::Member;
 use std::time::Duration;

@@ -108,7 +108,9 @@ impl Node {
         if in_flight.is_empty() {
             return Ok(reply);
         }
-        let wait = self.config.timeouts.request;
+        // Half the request timeout: the asker's call to this node started
+        // earlier, and should hear this node's answer, not its own timeout.
+        let wait = self.config.timeouts.request / 2;
         let deadline = tokio::time::Instant::now() + wait;
         for (position, last) in in_flight {
             if !self.pending.settled(position, last, deadline).await {
@@ -119,7 +121,7 @@ impl Node {
     }
 
     /// [`Node::list_range`] as the store holds the range now, and the arc
-    /// the range covers.
+    /// the reply answers for (up to its last key if the page is cut short).
     pub(super) fn listed_now(
         &self,
         request: &dht::ListRangeRequest,
@@ -128,6 +130,12 @@ impl Node {
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(NodeError::BadListing(format!(
                 "limit {limit}: ask for 1 to {MAX_PAGE} keys"
+            )));
+        }
+        if request.end < request.start {
+            return Err(NodeError::BadListing(format!(
+                "a range never wraps past the last position: end {:016x} is before start {:016x}",
+                request.end, request.start
             )));
         }
         let view = self.view();
@@ -163,6 +171,11 @@ impl Node {
             entries.truncate(cut.max(1));
             more = true;
         }
+        // A page cut short answers up to its last key only.
+        let answered = match entries.last() {
+            Some(last) if more => Arc::new(start, Position(last.position.0.wrapping_add(1))),
+            _ => range,
+        };
         let reply = dht::ListRangeReply {
             entries: entries
                 .into_iter()
@@ -176,7 +189,7 @@ impl Node {
             covered_end: covered,
             more,
         };
-        Ok((reply, range))
+        Ok((reply, answered))
     }
 
     /// One page of the ring's live keys, asking each range of it of its
@@ -353,12 +366,19 @@ mod tests {
         let reply = node.list_range(&ask).await.unwrap();
         assert_eq!(reply.entries.len(), 1);
         assert_eq!(reply.covered_end, 999);
+        let backwards = dht::ListRangeRequest { end: 99, ..ask };
+        assert!(matches!(
+            node.list_range(&backwards).await,
+            Err(NodeError::BadListing(_))
+        ));
     }
 
     /// The owner's only replica cannot be reached, so a write is applied
     /// here and never acknowledged: a listing of its range meanwhile must not
-    /// show it, and answers only once the write has failed (then with it: a
-    /// failed write may have been applied).
+    /// show it. It waits for the write to settle (here: its caller gives up
+    /// on it), then answers with it (a write that did not settle as
+    /// acknowledged may still have been applied); a write still in flight
+    /// after half the request timeout makes the listing unavailable.
     #[tokio::test(start_paused = true)]
     async fn a_listing_waits_for_a_write_not_yet_acknowledged() {
         use std::sync::atomic::Ordering;
@@ -369,9 +389,6 @@ mod tests {
         node.store
             .set(position, key.clone(), b"acknowledged".to_vec(), 1)
             .unwrap();
-        let (write, write_done) = crate::node::write_in_flight(&node, &key, b"in flight").await;
-        // The listing comes after the write (its deadline too).
-        tokio::time::advance(Duration::from_millis(1)).await;
         let ask = dht::ListRangeRequest {
             start: 100,
             end: u64::MAX,
@@ -379,12 +396,19 @@ mod tests {
             values: true,
             ..Default::default()
         };
-        let reply = node.list_range(&ask).await.unwrap();
+        let (write, write_done) = crate::node::write_in_flight(&node, &key, b"in flight").await;
+        let listing = tokio::spawn({
+            let (node, ask) = (node.clone(), ask.clone());
+            async move { node.list_range(&ask).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!listing.is_finished(), "answered with a write in flight");
+        write.abort();
+        let reply = listing.await.unwrap().unwrap();
         assert!(
-            write_done.load(Ordering::SeqCst),
-            "the listing answered before the write settled"
+            !write_done.load(Ordering::SeqCst),
+            "the write was abandoned"
         );
-        assert!(write.await.unwrap().is_err(), "no replica holds the write");
         let listed: Vec<Entry> = reply
             .entries
             .into_iter()
@@ -392,6 +416,12 @@ mod tests {
             .collect();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].value.as_deref(), Some(&b"in flight"[..]));
+
+        let (_write, _) = crate::node::write_in_flight(&node, &key, b"stuck").await;
+        assert!(matches!(
+            node.list_range(&ask).await,
+            Err(NodeError::WriteInFlight(_))
+        ));
     }
 
     fn entry(position: u64, key: &[u8]) -> Entry {

@@ -590,7 +590,10 @@ impl Node {
                             && !self.holds_at_least(&newer)?
                         {
                             attempts.rewrite();
-                            self.store.insert_all(vec![newer])?;
+                            self.store.insert_all(vec![newer.clone()])?;
+                            // Watchers hear of the copy taken, as reads may
+                            // see it before the write made past it.
+                            self.change_log.record(newer);
                             continue;
                         }
                     }

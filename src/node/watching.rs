@@ -152,10 +152,13 @@ impl ChangeLog {
 
     /// [`ChangeLog::record`] for a change already copied out.
     pub fn record_shared(&self, change: Arc<Entry>) {
+        // Logged and sent under one lock, which a new watch takes to
+        // subscribe and read the log (`subscribe_since`): each change reaches
+        // it one way or the other.
+        let mut recent = self.recent();
         if self.tx.receiver_count() > 0 {
             let _ = self.tx.send(change.clone());
         }
-        let mut recent = self.recent();
         recent.bytes += size(&change);
         recent.changes.push_back(change);
         while recent.changes.len() > self.keep.retained
@@ -168,12 +171,37 @@ impl ChangeLog {
         }
     }
 
+    /// A subscription to the changes from now on, and [`ChangeLog::since`]
+    /// `since` (nothing, without one), taken together: no change falls
+    /// between them.
+    fn subscribe_since(
+        &self,
+        watched: &Watched,
+        since: Option<Version>,
+    ) -> (broadcast::Receiver<Arc<Entry>>, Vec<Arc<Entry>>, bool) {
+        let recent = self.recent();
+        let live = self.tx.subscribe();
+        let (backlog, reaches) = match since {
+            Some(v) => Self::retained_since(&recent, watched, v),
+            None => (Vec::new(), false),
+        };
+        (live, backlog, reaches)
+    }
+
     /// The retained changes `watched` follows after `since`, in version order
     /// (an owner logs its writes as they settle, which need not be the order
     /// they were made in), and whether the log reaches back to `since` (it
     /// holds an older change, and dropped none newer).
+    #[cfg(test)]
     fn since(&self, watched: &Watched, since: Version) -> (Vec<Arc<Entry>>, bool) {
-        let recent = self.recent();
+        Self::retained_since(&self.recent(), watched, since)
+    }
+
+    fn retained_since(
+        recent: &Recent,
+        watched: &Watched,
+        since: Version,
+    ) -> (Vec<Arc<Entry>>, bool) {
         let reaches = recent.changes.iter().any(|e| e.version <= since)
             && recent.dropped.is_none_or(|d| d <= since);
         let mut changes: Vec<_> = recent
@@ -189,6 +217,7 @@ impl ChangeLog {
     /// A change to record when the returned guard is dropped: when the write
     /// settles, or when its caller abandons it (a client that went away, a
     /// forward that timed out), since it is applied either way.
+    #[must_use = "the change is recorded when the guard is dropped"]
     pub fn when_settled(&self, change: Entry) -> Settling<'_> {
         Settling {
             log: self,
@@ -307,12 +336,8 @@ impl Node {
     /// then live ones. Ends if it falls behind its broadcast.
     pub fn watch_local(self: &Arc<Self>, watched: Watched, since: Option<Version>) -> Changes {
         self.spawn_stream(256, move |node, tx| async move {
-            let mut live = node.change_log.tx.subscribe();
+            let (mut live, backlog, reaches) = node.change_log.subscribe_since(&watched, since);
             let mut last = since;
-            let (backlog, reaches) = match since {
-                Some(v) => node.change_log.since(&watched, v),
-                None => (Vec::new(), false),
-            };
             let mut first: Vec<Entry> = backlog.iter().map(|e| (**e).clone()).collect();
             // A key's state, read for a watch, is a read like any other: only
             // under a lease (the follower asks again, from its last version).
