@@ -25,23 +25,10 @@
 //!   old by then, so the wait adds little to failure detection.
 //! - **Serving.** A node serves a position of its arc only while it holds a
 //!   lease, and not in an arc it took over before that arc's wait has passed.
-//!   A node alone in its ring has no one to lease from: it serves if it did
-//!   not get there by declaring neighbours dead (it started the ring, or the
-//!   others left gracefully), or while the registry confirms it alone.
-//! - **Alone by failures.** A node that declared neighbours dead until none
-//!   was left (the ring's last survivor, or a node cut off from everyone)
-//!   serves only on the registry's word: a list of live members, asked for
-//!   after its last declaration and not from a registry still relearning,
-//!   that names this node and no other. It then serves until its latest
-//!   heartbeat the registry acknowledged was sent, plus the registry's member
-//!   time to live shrunk for drift ([`Leases::confirmed_alone`]); each round
-//!   of maintenance asks again. Two nodes never both serve alone: the
-//!   registry names the other only while it heard from it within that time to
-//!   live, and the other's own confirmation lapses before the registry stops
-//!   naming it. Arcs taken over keep their waits, so a dead neighbour's lease
-//!   lapses first as ever. Without a registry (or with one that does not say
-//!   its time to live) such a node serves nothing until a neighbour links to
-//!   it again.
+//!   A node alone in its ring has no one to lease from: it serves only if it
+//!   did not get there by declaring neighbours dead (it started the ring, or
+//!   the others left gracefully); a node cut off from everyone declares them
+//!   all dead and so serves nothing until a neighbour links to it again.
 //!
 //! The drift bound: each node's monotonic clock runs at a rate within
 //! `±drift` of real time, and keeps running while the process is paused (true
@@ -113,11 +100,6 @@ pub struct Leases {
     linked: Option<(Position, Instant)>,
     /// The last lease this node granted, to whom and when (its clock).
     granted_to: Option<(Position, Instant)>,
-    /// How many neighbours this node has declared dead.
-    failures: u64,
-    /// The registry confirmed this node alone, asked after this many
-    /// declarations, until this instant.
-    alone: Option<(u64, Instant)>,
 }
 
 impl Leases {
@@ -130,8 +112,6 @@ impl Leases {
             taken: Vec::new(),
             linked: None,
             granted_to: None,
-            failures: 0,
-            alone: None,
         }
     }
 
@@ -163,54 +143,13 @@ impl Leases {
     /// This node declared a neighbour dead (its next or its prev).
     pub fn neighbour_failed(&mut self) {
         self.failed_since_linked = true;
-        self.failures += 1;
-    }
-
-    /// How many neighbours this node has declared dead: note it before
-    /// asking the registry whether this node is alone
-    /// ([`Leases::confirmed_alone`]).
-    pub fn failures(&self) -> u64 {
-        self.failures
-    }
-
-    /// The registry, asked once this node had declared `failures` neighbours
-    /// dead, listed it and no other live member, and was not relearning; its
-    /// members stay listed `ttl` after it last heard from them, and this node
-    /// sent its latest acknowledged heartbeat at `heartbeat_sent`. Alone,
-    /// the node may serve until that heartbeat plus `ttl` shrunk for drift
-    /// (see the module docs), unless it has declared another neighbour dead
-    /// since it asked.
-    pub fn confirmed_alone(&mut self, failures: u64, heartbeat_sent: Instant, ttl: Duration) {
-        if failures != self.failures {
-            return;
-        }
-        let drift = self.settings.drift.clamp(0.0, 0.5);
-        let window = ttl
-            .mul_f64((1.0 - drift) / (1.0 + drift))
-            .saturating_sub(Duration::from_millis(1));
-        let until = heartbeat_sent + window;
-        let later = match self.alone {
-            Some((f, u)) if f == failures => u.max(until),
-            _ => until,
-        };
-        self.alone = Some((failures, later));
-    }
-
-    /// Whether this node, alone in its ring, may serve at `now`: it did not
-    /// get there by declaring a neighbour dead, or the registry confirms it
-    /// alone.
-    pub fn may_serve_alone(&self, now: Instant) -> bool {
-        !self.failed_since_linked
-            || self
-                .alone
-                .is_some_and(|(f, until)| f == self.failures && now < until)
     }
 
     /// This node declared its next, `dead`, dead at `now` and took over `arc`
     /// (from the dead node's ID to the new next's): served once any lease
     /// `dead` may hold has lapsed.
     pub fn took_over(&mut self, arc: Arc, dead: Position, now: Instant) {
-        self.neighbour_failed();
+        self.failed_since_linked = true;
         let about_dead = |record: Option<(Position, Instant)>| {
             record.filter(|(id, _)| *id == dead).map(|(_, at)| at)
         };
@@ -238,7 +177,7 @@ impl Leases {
         let leased = match self.until {
             Some(until) => until > now,
             None => false,
-        } || (alone && self.may_serve_alone(now));
+        } || (alone && !self.failed_since_linked);
         if !leased {
             return Serve::Unleased;
         }
@@ -252,6 +191,12 @@ impl Leases {
             Some(from) => Serve::From(from),
             None => Serve::Now,
         }
+    }
+
+    /// Whether this node, alone in its ring, may serve: it did not get there
+    /// by declaring a neighbour dead.
+    pub fn may_serve_alone(&self) -> bool {
+        !self.failed_since_linked
     }
 
     /// Until when the arc is leased, if it ever was.
@@ -413,49 +358,6 @@ mod tests {
     fn a_node_that_started_alone_serves_alone() {
         let (mut l, t0) = (leases(), Instant::now());
         assert_eq!(l.serves(Position(5), true, t0), Serve::Now);
-    }
-
-    #[test]
-    fn a_node_left_alone_by_failures_serves_while_the_registry_confirms_it_alone() {
-        let (mut l, t0) = (leases(), Instant::now());
-        let ttl = 3 * SECOND;
-        l.granted(t0);
-        let asked_before = l.failures();
-        l.neighbour_failed();
-        let t1 = t0 + 3 * SECOND;
-        // An answer to a question asked before the declaration counts for
-        // nothing: the registry may have listed the dead node's absence
-        // before this node had its own say.
-        l.confirmed_alone(asked_before, t1, ttl);
-        assert_eq!(l.serves(Position(5), true, t1), Serve::Unleased);
-        l.confirmed_alone(l.failures(), t1, ttl);
-        assert_eq!(l.serves(Position(5), true, t1), Serve::Now);
-        // Not alone: the confirmation says nothing.
-        assert_eq!(l.serves(Position(5), false, t1), Serve::Unleased);
-        // Until the heartbeat plus the time to live, shrunk for drift (1%).
-        let end = t1 + ttl.mul_f64(0.99 / 1.01) - Duration::from_millis(1);
-        assert_eq!(
-            l.serves(Position(5), true, end - Duration::from_millis(1)),
-            Serve::Now
-        );
-        assert_eq!(l.serves(Position(5), true, end), Serve::Unleased);
-        // A later heartbeat renews it; another declaration ends it.
-        l.confirmed_alone(l.failures(), end, ttl);
-        assert_eq!(l.serves(Position(5), true, end), Serve::Now);
-        l.neighbour_failed();
-        assert_eq!(l.serves(Position(5), true, end), Serve::Unleased);
-    }
-
-    #[test]
-    fn a_confirmed_node_alone_still_waits_out_the_arcs_it_took_over() {
-        let (mut l, t0) = (leases(), Instant::now());
-        l.linked_to(Position(100), t0);
-        l.granting(Position(100), t0);
-        l.took_over(Arc::new(Position(100), Position(0)), Position(100), t0);
-        l.confirmed_alone(l.failures(), t0, 10 * SECOND);
-        let wait = l.settings().takeover_wait();
-        assert_eq!(l.serves(Position(5), true, t0), Serve::Now);
-        assert_eq!(l.serves(Position(150), true, t0), Serve::From(t0 + wait));
     }
 
     #[test]

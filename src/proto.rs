@@ -14,16 +14,6 @@ pub mod dht {
     tonic::include_proto!("dht");
 }
 
-/// Metadata of a registry's `GetConnectedNodes` answer: how long (ms) a
-/// member it has not heard from stays listed. A node alone in its ring by
-/// failures serves again on an answer that lists it alone (`crate::lease`),
-/// for less than this after its last heartbeat the registry acknowledged.
-pub const MEMBER_TTL_METADATA: &str = "x-crusty-member-ttl-ms";
-/// Metadata of a registry's `GetConnectedNodes` answer while the registry,
-/// just started, is still relearning the live members from their heartbeats:
-/// its list may be short, so it confirms no node alone.
-pub const RELEARNING_METADATA: &str = "x-crusty-relearning";
-
 /// The encoded descriptor set of every proto (with its imports), for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/crustyring_descriptor.bin"));

@@ -4,7 +4,6 @@
 mod common;
 
 use common::Proc;
-use crustyring::lease::LeaseSettings;
 use crustyring::proto::dht::OperationType;
 use crustyring::ring::{Position, key_position};
 use futures_util::{StreamExt, stream};
@@ -122,61 +121,6 @@ async fn a_killed_node_is_repaired_around() {
     let _serial = SERIAL.lock().await;
     let (registry, nodes) = ring_of(6);
     kill_and_check_repair(nodes, &registry, &[2]).await;
-}
-
-/// A ring of two loses a node: the survivor got to be alone by declaring its
-/// neighbour dead, so it has no one to lease from; it serves again (every key:
-/// with three copies asked for, both nodes held each) once the registry lists
-/// it alone, rather than serving nothing until a node joins. The 30 s only
-/// stops a hang (about the registry's 3 s member time to live is expected).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_last_survivor_serves_again_once_the_registry_lists_it_alone() {
-    const KEYS: usize = 50;
-    let _serial = SERIAL.lock().await;
-    let (_registry, mut nodes) = ring_of(2);
-    common::await_ring(
-        &[nodes[0].addr.clone(), nodes[1].addr.clone()],
-        Duration::from_secs(30),
-    )
-    .await;
-    write(&nodes[0].addr, KEYS).await;
-    // A key the dead node owned: its arc is the survivor's only once it is
-    // alone.
-    let owner = owners(&nodes[0].addr, KEYS).await;
-    let theirs = (0..KEYS)
-        .find(|i| owner[*i] == nodes[1].addr)
-        .expect("each node owns some of 50 keys");
-    nodes[1].signal("KILL");
-    let killed = std::time::Instant::now();
-    nodes[1].wait_exit(Duration::from_secs(5));
-    let survivor = nodes[0].addr.clone();
-    // The lease the dead node last granted the survivor holds for up to its
-    // length (2 s) after the kill, and the survivor serves on it meanwhile:
-    // what is checked is serving after it.
-    let lapsed = 2 * Duration::from_millis(LeaseSettings::DEFAULT_LENGTH_MS);
-    let url = format!(
-        "{survivor}/keys/{}",
-        String::from_utf8(key(theirs)).unwrap()
-    );
-    common::eventually(Duration::from_secs(30), "the survivor serving", || {
-        let url = url.clone();
-        async move {
-            if killed.elapsed() < lapsed {
-                return Err("the survivor's lease may still hold".into());
-            }
-            let answer = common::http("GET", &url, b"").await;
-            match answer.status {
-                200 => Ok(()),
-                status => Err(format!(
-                    "{status}: {}",
-                    String::from_utf8_lossy(&answer.body)
-                )),
-            }
-        }
-    })
-    .await;
-    println!("the survivor served {:?} after the kill", killed.elapsed());
-    assert_readable(&survivor, &(0..KEYS).collect::<Vec<_>>()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

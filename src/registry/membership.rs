@@ -126,17 +126,6 @@ impl Membership {
             .collect()
     }
 
-    /// How long a member not heard from stays listed.
-    pub fn ttl(&self) -> Duration {
-        self.liveness.ttl
-    }
-
-    /// Whether the registry, started less than the relearning time before
-    /// `now`, may not have heard from every live member yet.
-    pub fn relearning(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.started) < self.liveness.relearn
-    }
-
     fn expire(&mut self, now: Instant) {
         let ttl = self.liveness.ttl;
         self.members

@@ -99,23 +99,13 @@ impl Registry for RegistryService {
     }
 
     async fn get_connected_nodes(&self, _: Request<()>) -> Result<Response<pb::Nodes>, Status> {
-        let at = now();
-        let (nodes, ttl, relearning) = {
-            let mut membership = self.membership();
-            let nodes = membership.members(at).iter().map(Into::into).collect();
-            (nodes, membership.ttl(), membership.relearning(at))
-        };
-        let mut answer = Response::new(pb::Nodes { nodes });
-        let metadata = answer.metadata_mut();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        metadata.insert(crate::proto::MEMBER_TTL_METADATA, ttl_ms.into());
-        if relearning {
-            metadata.insert(
-                crate::proto::RELEARNING_METADATA,
-                tonic::metadata::MetadataValue::from_static("true"),
-            );
-        }
-        self.counted("GetConnectedNodes", Ok(answer))
+        let nodes = self
+            .membership()
+            .members(now())
+            .iter()
+            .map(Into::into)
+            .collect();
+        self.counted("GetConnectedNodes", Ok(Response::new(pb::Nodes { nodes })))
     }
 
     async fn heartbeat(&self, request: Request<pb::Node>) -> Result<Response<()>, Status> {

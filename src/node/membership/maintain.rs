@@ -97,8 +97,8 @@ impl Node {
             self.check_prev(&mut detector).await;
             if last_heartbeat.is_none_or(|t| t.elapsed() >= settings.heartbeat_interval) {
                 last_heartbeat = Some(Instant::now());
-                let heartbeat = self.heartbeat().await;
-                self.rejoin_if_not_alone(heartbeat).await;
+                self.heartbeat().await;
+                self.rejoin_if_not_alone().await;
             }
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = Instant::now();
@@ -344,41 +344,14 @@ impl Node {
     /// as its previous neighbour; stabilize then links the rest (and merges
     /// what each side holds of the other's arcs). Without this a node cut off
     /// from every other stayed alone for good.
-    ///
-    /// A registry that lists this node and no other confirms it alone (see
-    /// `crate::lease`, "Alone by failures"), given the send time of this
-    /// node's latest heartbeat it acknowledged, `heartbeat`.
-    async fn rejoin_if_not_alone(&self, heartbeat: Option<Instant>) {
+    async fn rejoin_if_not_alone(&self) {
         if !self.view().alone() {
             return;
         }
         let me = self.me();
-        // Noted before asking: an answer counts only for the declarations
-        // made before the question.
-        let failures = self
-            .leases
-            .as_ref()
-            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).failures());
-        let Some(listing) = self.registry_listing().await else {
-            return;
-        };
-        let mut others: Vec<Member> = listing
-            .members
-            .iter()
-            .filter(|m| m.id != me.id)
-            .cloned()
-            .collect();
-        others.sort_by_key(|m| me.id.distance_to(m.id));
-        if let Some(next) = others.into_iter().next() {
+        if let Some(next) = self.registry_successors(&me).await.into_iter().next() {
             tracing::warn!(next = %next.addr, "alone while the registry knows other members; rejoining through them");
             self.introduce_to(&next).await;
-            return;
-        }
-        let listed = listing.members.contains(&me);
-        if let (true, false, Some(ttl), Some(sent), Some(failures)) =
-            (listed, listing.relearning, listing.ttl, heartbeat, failures)
-        {
-            self.with_leases(|l| l.confirmed_alone(failures, sent.into_std(), ttl));
         }
     }
 
@@ -517,20 +490,14 @@ impl Node {
     }
 
     /// Tells the registry (if any) that this node is alive.
-    /// Tells the registry (if any) that this node is alive; when it was sent,
-    /// if the registry acknowledged it.
-    async fn heartbeat(&self) -> Option<Instant> {
-        let mut registry = self.registry_client()?;
+    async fn heartbeat(&self) {
+        let Some(mut registry) = self.registry_client() else {
+            return;
+        };
         let me: pb::Node = (&self.me()).into();
-        let sent = Instant::now();
         let call = registry.heartbeat(me);
-        match tokio::time::timeout(self.config.timeouts.request, call).await {
-            Ok(Ok(_)) => Some(sent),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "registry heartbeat failed");
-                None
-            }
-            Err(_) => None,
+        if let Ok(Err(e)) = tokio::time::timeout(self.config.timeouts.request, call).await {
+            tracing::debug!(error = %e, "registry heartbeat failed");
         }
     }
 
@@ -545,48 +512,24 @@ impl Node {
 
     /// The registry's live members (empty without a registry or an answer).
     pub(in crate::node) async fn registry_members(&self) -> Vec<Member> {
-        self.registry_listing()
-            .await
-            .map(|l| l.members)
-            .unwrap_or_default()
+        let Some(mut registry) = self.registry_client() else {
+            return Vec::new();
+        };
+        match tokio::time::timeout(
+            self.config.timeouts.request,
+            registry.get_connected_nodes(()),
+        )
+        .await
+        {
+            Ok(Ok(nodes)) => nodes
+                .into_inner()
+                .nodes
+                .into_iter()
+                .map(Member::from)
+                .collect(),
+            _ => Vec::new(),
+        }
     }
-
-    /// The registry's answer to `GetConnectedNodes`, if there is a registry
-    /// and it answered.
-    async fn registry_listing(&self) -> Option<RegistryListing> {
-        let mut registry = self.registry_client()?;
-        let call = registry.get_connected_nodes(());
-        let answer = tokio::time::timeout(self.config.timeouts.request, call)
-            .await
-            .ok()?
-            .ok()?;
-        let metadata = answer.metadata();
-        let ttl = metadata
-            .get(crate::proto::MEMBER_TTL_METADATA)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .map(Duration::from_millis);
-        let relearning = metadata.contains_key(crate::proto::RELEARNING_METADATA);
-        let members = answer
-            .into_inner()
-            .nodes
-            .into_iter()
-            .map(Member::from)
-            .collect();
-        Some(RegistryListing {
-            members,
-            ttl,
-            relearning,
-        })
-    }
-}
-
-/// What the registry says of the ring's live members.
-struct RegistryListing {
-    members: Vec<Member>,
-    /// How long it lists a member it has not heard from, if it says.
-    ttl: Option<Duration>,
-    /// Whether it is still relearning the members after a restart.
-    relearning: bool,
 }
 
 /// A probe's answer (as [`Node::probe`] filters it) in the detector's terms.

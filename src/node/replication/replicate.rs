@@ -103,8 +103,7 @@ impl Node {
         }
         Takeover::NoPrev {
             may_serve_alone: view.alone()
-                && (leases.lock().unwrap_or_else(|e| e.into_inner()))
-                    .may_serve_alone(tokio::time::Instant::now().into_std()),
+                && (leases.lock().unwrap_or_else(|e| e.into_inner())).may_serve_alone(),
         }
     }
 
