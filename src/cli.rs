@@ -8,7 +8,8 @@ use crate::ring::IdRule;
 use crate::security::{Required, Secret, SecretError, SecurityError, Tls};
 use crate::server::ServeLimits;
 use crate::store::{
-    DEFAULT_CACHE_MB, DiskOptions, DiskStore, MemoryStore, Store, StoreError, SyncMode,
+    DEFAULT_CACHE_MB, DEFAULT_CHECKPOINT_EVERY, DiskOptions, DiskStore, MemoryStore, Store,
+    StoreError, SyncMode,
 };
 use std::time::Duration;
 
@@ -336,6 +337,12 @@ pub struct SyncArgs {
     /// The fsync interval of --sync batched, in milliseconds.
     #[arg(long, default_value_t = 50)]
     pub sync_interval_ms: u64,
+    /// With --sync always: the longest a durable write waits in the
+    /// write-ahead log before redb has it too (a checkpoint), in
+    /// milliseconds. Longer gathers more writes into each B-tree commit, and
+    /// keeps them in memory meanwhile.
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINT_EVERY.as_millis() as u64)]
+    pub checkpoint_interval_ms: u64,
 }
 
 impl SyncArgs {
@@ -344,6 +351,15 @@ impl SyncArgs {
         match self.sync {
             Sync::Always => SyncMode::Always,
             Sync::Batched => SyncMode::Batched(Duration::from_millis(self.sync_interval_ms.max(1))),
+        }
+    }
+
+    /// The on-disk store's options these flags and `cache` describe.
+    pub fn disk_options(&self, cache: &CacheArgs) -> DiskOptions {
+        DiskOptions {
+            sync: self.mode(),
+            cache_bytes: cache.bytes(),
+            checkpoint_every: Duration::from_millis(self.checkpoint_interval_ms.max(1)),
         }
     }
 }
@@ -374,11 +390,7 @@ impl StorageArgs {
         };
         Ok(std::sync::Arc::new(DiskStore::open_with(
             &dir,
-            DiskOptions {
-                sync: self.sync.mode(),
-                cache_bytes: self.cache.bytes(),
-                ..DiskOptions::default()
-            },
+            self.sync.disk_options(&self.cache),
         )?))
     }
 }
@@ -476,6 +488,29 @@ mod tests {
             leases(&["--lease-ms", "300", "--probe-interval-ms", "500"]),
             Some(Duration::from_secs(1)),
             "a lease shorter than two probe intervals is raised to that"
+        );
+    }
+
+    #[test]
+    fn storage_flags_make_the_disk_options() {
+        #[derive(Parser)]
+        struct Storage {
+            #[command(flatten)]
+            storage: super::StorageArgs,
+        }
+        let options = |args: &[&str]| {
+            let s = Storage::try_parse_from(std::iter::once("dht").chain(args.iter().copied()))
+                .expect("valid flags")
+                .storage;
+            s.sync.disk_options(&s.cache)
+        };
+        assert_eq!(options(&[]), crate::store::DiskOptions::default());
+        let tuned = options(&["--checkpoint-interval-ms", "500", "--cache-mb", "8"]);
+        assert_eq!(tuned.checkpoint_every, Duration::from_millis(500));
+        assert_eq!(tuned.cache_bytes, 8 << 20);
+        assert_eq!(
+            options(&["--sync", "batched", "--sync-interval-ms", "20"]).sync,
+            crate::store::SyncMode::Batched(Duration::from_millis(20))
         );
     }
 }

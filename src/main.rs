@@ -626,11 +626,7 @@ async fn run_cluster(c: ClusterArgs) -> anyhow::Result<()> {
         registry_port: c.port,
         node: c.node.config()?,
         data_dir: c.data_dir.clone(),
-        disk: DiskOptions {
-            sync: c.sync.mode(),
-            cache_bytes: c.cache.bytes(),
-            ..DiskOptions::default()
-        },
+        disk: c.sync.disk_options(&c.cache),
         ids: c.ids.rule(),
     };
     let mut cluster = LocalCluster::start(options).await?;
