@@ -159,10 +159,13 @@ impl DiskStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| engine(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db = redb::Builder::new()
-            .set_cache_size(options.cache_bytes)
-            .create(&path)
-            .map_err(|e| engine(format!("cannot open {}: {e}", path.display())))?;
+        let open = || {
+            redb::Builder::new()
+                .set_cache_size(options.cache_bytes)
+                .create(&path)
+                .map_err(|e| engine(format!("cannot open {}: {e}", path.display())))
+        };
+        let db = open()?;
         let txn = db.begin_write().map_err(engine)?;
         txn.open_table(ENTRIES).map_err(engine)?;
         txn.open_table(META).map_err(engine)?;
@@ -185,6 +188,13 @@ impl DiskStore {
             );
         }
         drop(replayed);
+        // Opened again: after the commit above, redb 4.6 read the store
+        // about 50% slower (400,000 random reads of 5 M keys: 3.5 against
+        // 2.3 s, and the scan below 4.7 against 3.7 s). A fresh handle reads
+        // as fast as before it, until the next checkpoint commits (see
+        // docs/performance.md).
+        drop(db);
+        let db = open()?;
 
         let read = db.begin_read().map_err(engine)?;
         let entries = read.open_table(ENTRIES).map_err(engine)?;
