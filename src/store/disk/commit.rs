@@ -26,13 +26,13 @@
 //! [`DiskOptions::checkpoint_every`]: super::DiskOptions::checkpoint_every
 
 use super::layout::{ENTRIES, META, WAL_GENERATION, encode};
-use super::overlay::Overlay;
+use super::overlay::{Overlay, Snapshot};
 use super::wal::{CAPACITY, Wal};
 use super::{SyncMode, lock_write};
 use crate::ring::Member;
 use crate::store::Entry;
 use prometheus_client::metrics::histogram::Histogram;
-use redb::Database;
+use redb::{Database, ReadableDatabase};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -430,12 +430,16 @@ impl Checkpointer {
     fn take(&self, generation: Generation) -> Result<(), String> {
         let Generation { mutations, next } = generation;
         checkpoint(&self.db, mutations.iter().map(|(_, m)| m), next)?;
+        // Opened after the commit, and in place as the batch leaves the
+        // overlay: see the overlay's docs.
+        let snapshot = Snapshot(Arc::new(self.db.begin_read().map_err(|e| e.to_string())?));
         let mut overlay = lock_write(&self.overlay);
         for (seq, m) in &mutations {
             if let Some((position, key)) = m.id() {
                 overlay.settle(*seq, position, key);
             }
         }
+        overlay.set_snapshot(snapshot);
         drop(overlay);
         if let Some((seq, _)) = mutations.last() {
             self.checkpointed.send_replace(*seq);

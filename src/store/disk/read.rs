@@ -3,7 +3,7 @@
 //! one consistent view (see the overlay's docs).
 
 use super::layout::{ENTRIES, decode};
-use super::overlay::Pending;
+use super::overlay::{Overlay, Pending, Snapshot};
 use super::{DiskStore, engine, lock_read};
 use crate::ring::{Arc, Position};
 use crate::store::{Entry, StoreError};
@@ -18,6 +18,18 @@ pub(super) enum Found<'a> {
 }
 
 impl DiskStore {
+    /// The read transaction under `overlay` (a fresh one if the store has
+    /// none yet).
+    fn snapshot(
+        &self,
+        overlay: &Overlay,
+    ) -> Result<std::sync::Arc<redb::ReadTransaction>, StoreError> {
+        match overlay.snapshot() {
+            Some(Snapshot(txn)) => Ok(txn),
+            None => Ok(std::sync::Arc::new(self.db.begin_read().map_err(engine)?)),
+        }
+    }
+
     /// The stored entry of `key`: pending in the overlay, else in redb.
     pub(super) fn stored(
         &self,
@@ -29,8 +41,8 @@ impl DiskStore {
             match overlay.get(position.0, key) {
                 Some(Pending::Put(e)) => return Ok(Some(e.clone())),
                 Some(Pending::Removed) => return Ok(None),
-                // Opened under the overlay's lock: see the overlay's docs.
-                None => self.db.begin_read().map_err(engine)?,
+                // Taken under the overlay's lock: see the overlay's docs.
+                None => self.snapshot(&overlay)?,
             }
         };
         let table = txn.open_table(ENTRIES).map_err(engine)?;
@@ -51,7 +63,7 @@ impl DiskStore {
         for r in arc.ranges() {
             let (pending, txn) = {
                 let overlay = lock_read(&self.overlay);
-                (overlay.range(&r), self.db.begin_read().map_err(engine)?)
+                (overlay.range(&r), self.snapshot(&overlay)?)
             };
             let table = txn.open_table(ENTRIES).map_err(engine)?;
             let start: (u64, &[u8]) = (*r.start(), &[]);

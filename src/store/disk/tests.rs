@@ -167,6 +167,50 @@ fn writes_are_read_before_their_commit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Reads share one redb read transaction until the next checkpoint, which
+/// replaces it as its entries leave the overlay: a reader running beside
+/// checkpoints every millisecond finds every write made before its read,
+/// whether the overlay or the snapshot holds it.
+#[test]
+fn reads_see_every_earlier_write_while_checkpoints_land() {
+    const KEYS: u64 = 3000;
+    let dir = temp_dir("snapshots");
+    let options = DiskOptions {
+        checkpoint_every: Duration::from_millis(1),
+        ..DiskOptions::default()
+    };
+    let store = std::sync::Arc::new(DiskStore::open_with(&dir, options).unwrap());
+    let written = std::sync::Arc::new(AtomicU64::new(0));
+    let reader = std::thread::spawn({
+        let (store, written) = (store.clone(), written.clone());
+        move || {
+            let mut reads = 0u64;
+            loop {
+                let upto = written.load(Ordering::SeqCst);
+                for i in (upto.saturating_sub(50)..upto).rev() {
+                    let got = store.get(Position(i), i.to_string().as_bytes()).unwrap();
+                    assert_eq!(got, Some(i.to_string().into_bytes()), "key {i} of {upto}");
+                    reads += 1;
+                }
+                if upto == KEYS {
+                    return reads;
+                }
+            }
+        }
+    });
+    for i in 0..KEYS {
+        put(&store, i, &i.to_string(), &i.to_string());
+        written.store(i + 1, Ordering::SeqCst);
+    }
+    let reads = reader.join().unwrap();
+    assert!(reads >= 50, "the reader ran: {reads} reads");
+    assert!(
+        store.checkpointed.borrow().to_owned() > 0,
+        "checkpoints landed meanwhile"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Resolves once redb has every mutation queued so far (a checkpoint took
 /// them from the log).
 async fn checkpointed(store: &DiskStore) {
@@ -229,6 +273,10 @@ async fn a_corrupt_entry_is_an_error_not_a_panic() {
             .unwrap();
         txn.commit().unwrap();
     }
+    // Reads see redb as of the last checkpoint: make one.
+    put(&store, 2, "other", "v");
+    store.durable_point().await.unwrap();
+    checkpointed(&store).await;
     assert!(store.get(Position(1), b"k").is_err());
     drop(store);
     let reopened = loop {
