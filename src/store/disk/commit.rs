@@ -245,6 +245,10 @@ impl Committer {
         if let Some(last) = last {
             self.committed.send_replace(last);
         }
+        // The shared read transaction goes before the database does, so
+        // that redb closes with no reader open.
+        let snapshot = lock_write(&self.overlay).set_snapshot(None);
+        drop(snapshot);
     }
 
     /// Takes `work` that arrived while gathering or waiting: mutations into
@@ -431,16 +435,24 @@ impl Checkpointer {
         let Generation { mutations, next } = generation;
         checkpoint(&self.db, mutations.iter().map(|(_, m)| m), next)?;
         // Opened after the commit, and in place as the batch leaves the
-        // overlay: see the overlay's docs.
-        let snapshot = Snapshot(Arc::new(self.db.begin_read().map_err(|e| e.to_string())?));
+        // overlay: see the overlay's docs. Without one (it could not be
+        // opened), reads open a transaction each, which is consistent too.
+        let snapshot = match self.db.begin_read() {
+            Ok(txn) => Some(Snapshot(Arc::new(txn))),
+            Err(e) => {
+                tracing::warn!(error = %e, "no shared read transaction after a checkpoint; reads open their own");
+                None
+            }
+        };
         let mut overlay = lock_write(&self.overlay);
         for (seq, m) in &mutations {
             if let Some((position, key)) = m.id() {
                 overlay.settle(*seq, position, key);
             }
         }
-        overlay.set_snapshot(snapshot);
+        let replaced = overlay.set_snapshot(snapshot);
         drop(overlay);
+        drop(replaced);
         if let Some((seq, _)) = mutations.last() {
             self.checkpointed.send_replace(*seq);
         }

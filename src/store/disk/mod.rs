@@ -188,11 +188,10 @@ impl DiskStore {
             );
         }
         drop(replayed);
-        // Opened again: after the commit above, redb 4.6 scanned the store
-        // below more slowly (5 M keys: 4.4 to 5.3 against 3.7 s; see
-        // docs/performance.md). Reads after it share a read transaction per
-        // checkpoint for the same reason (the overlay's `Snapshot`).
-        drop(db);
+        // Opened again: after the commit above, opening took longer
+        // (5 M keys: 4.4 and 5.3 against 3.7 s, two runs each; see
+        // docs/performance.md), why is not known.
+        db.close().map_err(engine)?;
         let db = open()?;
 
         let read = db.begin_read().map_err(engine)?;
@@ -221,9 +220,9 @@ impl DiskStore {
 
         let db = std::sync::Arc::new(db);
         let mut overlay = Overlay::default();
-        overlay.set_snapshot(overlay::Snapshot(std::sync::Arc::new(
+        overlay.set_snapshot(Some(overlay::Snapshot(std::sync::Arc::new(
             db.begin_read().map_err(engine)?,
-        )));
+        ))));
         let overlay = std::sync::Arc::new(RwLock::new(overlay));
         let (tx, rx) = mpsc::channel();
         let (committed_tx, committed) = watch::channel(0);

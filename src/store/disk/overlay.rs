@@ -56,9 +56,11 @@ impl Overlay {
     }
 
     /// Reads see redb through `snapshot` from now on (opened after every
-    /// commit whose entries the overlay no longer holds).
-    pub fn set_snapshot(&mut self, snapshot: Snapshot) {
-        self.snapshot = Some(snapshot);
+    /// commit whose entries the overlay no longer holds), or through a
+    /// transaction of their own with none; returns the one it replaces (to
+    /// be dropped outside the overlay's lock).
+    pub fn set_snapshot(&mut self, snapshot: Option<Snapshot>) -> Option<Snapshot> {
+        std::mem::replace(&mut self.snapshot, snapshot)
     }
 
     /// Records `pending` for `(position, key)`, queued as number `seq`.

@@ -1,6 +1,7 @@
-//! Reads of the on-disk store: the overlay of uncommitted writes first, then a
-//! redb read transaction, opened under the overlay's lock so that the two are
-//! one consistent view (see the overlay's docs).
+//! Reads of the on-disk store: the overlay of uncommitted writes first, then
+//! redb through the read transaction the overlay holds, taken under the
+//! overlay's lock so that the two are one consistent view (see the overlay's
+//! docs).
 
 use super::layout::{ENTRIES, decode};
 use super::overlay::{Overlay, Pending, Snapshot};
