@@ -96,28 +96,18 @@ impl Node {
     /// the end of its arc (whichever is first; never past the last position).
     ///
     /// Like a read, it answers no write that is applied here but not yet
-    /// acknowledged: if writes are in flight in the range once it is read,
-    /// it is read again once they have settled (one round: writes that begin
-    /// meanwhile may show, as with a read).
+    /// acknowledged ([`PendingWrites::read_settled`](super::pending::PendingWrites::read_settled)),
+    /// waiting at most half the request timeout: the asker's call to this
+    /// node started earlier, and should hear this node's answer, not its own
+    /// timeout.
     pub(super) async fn list_range(
         &self,
         request: &dht::ListRangeRequest,
     ) -> Result<dht::ListRangeReply, NodeError> {
-        let (reply, range) = self.listed_now(request)?;
-        let in_flight = self.pending.in_flight_within(range);
-        if in_flight.is_empty() {
-            return Ok(reply);
-        }
-        // Half the request timeout: the asker's call to this node started
-        // earlier, and should hear this node's answer, not its own timeout.
         let wait = self.config.timeouts.request / 2;
-        let deadline = tokio::time::Instant::now() + wait;
-        for (position, last) in in_flight {
-            if !self.pending.settled(position, last, deadline).await {
-                return Err(NodeError::WriteInFlight(wait));
-            }
-        }
-        Ok(self.listed_now(request)?.0)
+        self.pending
+            .read_settled(wait, || self.listed_now(request))
+            .await
     }
 
     /// [`Node::list_range`] as the store holds the range now, and the arc

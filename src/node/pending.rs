@@ -21,6 +21,7 @@
 //! A read checks *after* it read: a write registers before it applies, so a
 //! read that saw the write's value sees its registration too.
 
+use super::NodeError;
 use crate::ring::Position;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -91,16 +92,47 @@ impl PendingWrites {
     }
 
     /// The positions in `arc` with writes in flight, each with its last one:
-    /// what a listing of the arc that checks now waits for.
-    pub fn in_flight_within(&self, arc: crate::ring::Arc) -> Vec<(Position, u64)> {
-        let mut found = Vec::new();
-        for shard in &self.shards {
-            found.extend(shard.writes().iter().filter_map(|(p, w)| {
-                let last = w.last().copied()?;
-                arc.contains(Position(*p)).then_some((Position(*p), last))
-            }));
+    /// what a read of the arc that checks now waits for.
+    fn in_flight_within(&self, arc: crate::ring::Arc) -> Vec<(Position, u64)> {
+        let within = |shard: &Shard| -> Vec<(Position, u64)> {
+            shard
+                .writes()
+                .iter()
+                .filter_map(|(p, w)| {
+                    let last = w.last().copied()?;
+                    arc.contains(Position(*p)).then_some((Position(*p), last))
+                })
+                .collect()
+        };
+        if arc == crate::ring::Arc::point(arc.start) {
+            return within(self.shard(arc.start.0));
         }
-        found
+        self.shards.iter().flat_map(within).collect()
+    }
+
+    /// What `read` answers when no write it could see is in flight: `read`
+    /// returns its answer and the arc it read; if writes in that arc were in
+    /// flight once it had read, this waits (up to `wait`) for them to settle
+    /// and reads again, once. So a key's state for a watch or a listing's
+    /// page answers no write that is applied but not yet acknowledged, as a
+    /// query's read does (one round: writes that begin meanwhile may show).
+    pub async fn read_settled<T>(
+        &self,
+        wait: std::time::Duration,
+        mut read: impl FnMut() -> Result<(T, crate::ring::Arc), NodeError>,
+    ) -> Result<T, NodeError> {
+        let (answer, arc) = read()?;
+        let in_flight = self.in_flight_within(arc);
+        if in_flight.is_empty() {
+            return Ok(answer);
+        }
+        let deadline = Instant::now() + wait;
+        for (position, last) in in_flight {
+            if !self.settled(position, last, deadline).await {
+                return Err(NodeError::WriteInFlight(wait));
+            }
+        }
+        Ok(read()?.0)
     }
 
     /// Waits until every write at `position` up to `last` (from

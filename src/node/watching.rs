@@ -351,25 +351,23 @@ impl Node {
                 && first.is_empty()
                 && !reaches
             {
-                // Nor does it answer a write not yet acknowledged: if one is
-                // in flight once the state is read, the state is read again
-                // once it has settled (its change comes on `live` then).
+                // Nor does it answer a write not yet acknowledged (its
+                // change comes on `live` once it settles).
                 let position = key_position(key);
-                let mut state = node.store.entry(position, key);
-                if let Some(write) = node.pending.in_flight(position) {
-                    let wait = node.config.timeouts.request;
-                    let deadline = tokio::time::Instant::now() + wait;
-                    if !node.pending.settled(position, write, deadline).await {
-                        let _ = tx.send(Err(NodeError::WriteInFlight(wait))).await;
-                        return;
-                    }
-                    state = node.store.entry(position, key);
-                }
+                let state = node
+                    .pending
+                    .read_settled(node.config.timeouts.request, || {
+                        Ok((
+                            node.store.entry(position, key)?,
+                            crate::ring::Arc::point(position),
+                        ))
+                    })
+                    .await;
                 match state {
                     Ok(Some(e)) if since.is_none_or(|v| e.version > v) => first.push(e),
                     Ok(_) => {}
                     Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
                 }
