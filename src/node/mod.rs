@@ -66,13 +66,16 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long key counts for `GetNodeInfo` are reused while the arcs stay the same.
+/// How long key counts for `GetNodeInfo` are reused while the arcs and the
+/// store's size stay the same.
 const COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Key counts of a node's own and replicated arcs, as last counted.
 #[derive(Debug)]
 struct KeyCounts {
     at: tokio::time::Instant,
+    /// The store's live entries when counted.
+    live: usize,
     own: crate::ring::Arc,
     replicated: Vec<crate::ring::Arc>,
     owned: u64,
@@ -425,7 +428,10 @@ impl Node {
 
     /// Live keys in this node's arc and in the arcs it replicates. Counting
     /// scans those arcs, and every probe of this node asks (`GetNodeInfo`), so
-    /// the counts are reused for [`COUNTS_MAX_AGE`] while the arcs stay the same.
+    /// the counts are reused for [`COUNTS_MAX_AGE`] while the arcs and the
+    /// store's count of live entries stay the same: a hand-off, a repair or a
+    /// write of a new key is counted at once, not up to a second later. (Only
+    /// as many keys added as removed within that second can go unseen.)
     fn key_counts(&self, view: &View) -> (u64, u64) {
         let own = view.arc();
         let replicated: Vec<crate::ring::Arc> = view
@@ -433,9 +439,13 @@ impl Node {
             .into_iter()
             .map(|(_, arc)| arc)
             .collect();
+        let live = self.store.len();
         let mut cached = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cached.as_ref().filter(|c| {
-            c.own == own && c.replicated == replicated && c.at.elapsed() < COUNTS_MAX_AGE
+            c.live == live
+                && c.own == own
+                && c.replicated == replicated
+                && c.at.elapsed() < COUNTS_MAX_AGE
         }) {
             return (c.owned, c.replica);
         }
@@ -446,6 +456,7 @@ impl Node {
             .sum();
         *cached = Some(KeyCounts {
             at: tokio::time::Instant::now(),
+            live,
             own,
             replicated,
             owned,
