@@ -28,6 +28,7 @@
 //! mutex, so two joiners into one arc are handled one after the other.
 
 mod batch;
+mod copy_hold;
 mod error;
 #[cfg(test)]
 pub(crate) mod fuzz;

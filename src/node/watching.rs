@@ -16,8 +16,12 @@
 //!
 //! A prefix watch relays the local streams of every member (each change comes
 //! from the key's owner and its replicas, so a member's failure loses none) and
-//! delivers each change once ([`Deliveries`]).
+//! delivers each change once ([`Deliveries`]). A member's prefix stream holds
+//! the copies it took as a replica for the request timeout
+//! ([`super::copy_hold`]), so the watcher hears of a write from its owner, when
+//! it settles, and from a replica only if the owner failed to tell it.
 
+use super::copy_hold::CopyHold;
 use super::{Node, NodeError};
 use crate::proto::dht;
 use crate::ring::{Member, key_position};
@@ -101,7 +105,7 @@ impl Watched {
 #[derive(Debug)]
 pub(super) struct ChangeLog {
     recent: Mutex<Recent>,
-    tx: broadcast::Sender<Arc<Entry>>,
+    tx: broadcast::Sender<Logged>,
     keep: WatchSettings,
 }
 
@@ -109,9 +113,17 @@ pub(super) struct ChangeLog {
 /// values, and the newest version of those dropped.
 #[derive(Debug, Default)]
 struct Recent {
-    changes: VecDeque<Arc<Entry>>,
+    changes: VecDeque<Logged>,
     bytes: usize,
     dropped: Option<Version>,
+}
+
+/// A change in the log: the entry, and when it was stored if this node took
+/// it as a replica's copy (`None`: an owner's write, logged when it settled).
+#[derive(Debug, Clone)]
+struct Logged {
+    entry: Arc<Entry>,
+    copied: Option<tokio::time::Instant>,
 }
 
 impl ChangeLog {
@@ -145,13 +157,24 @@ fn size(e: &Entry) -> usize {
 }
 
 impl ChangeLog {
-    /// Notes a change this node applied.
+    /// Notes a change this node applied as owner, once settled.
     pub fn record(&self, change: Entry) {
-        self.record_shared(Arc::new(change));
+        self.log(Logged {
+            entry: Arc::new(change),
+            copied: None,
+        });
     }
 
-    /// [`ChangeLog::record`] for a change already copied out.
-    pub fn record_shared(&self, change: Arc<Entry>) {
+    /// Notes a replica's copy this node stored (newer than its own), before
+    /// its owner's acknowledgement.
+    pub fn record_copy(&self, copy: Arc<Entry>) {
+        self.log(Logged {
+            entry: copy,
+            copied: Some(tokio::time::Instant::now()),
+        });
+    }
+
+    fn log(&self, change: Logged) {
         // Logged and sent under one lock, which a new watch takes to
         // subscribe and read the log (`subscribe_since`): each change reaches
         // it one way or the other.
@@ -159,14 +182,14 @@ impl ChangeLog {
         if self.tx.receiver_count() > 0 {
             let _ = self.tx.send(change.clone());
         }
-        recent.bytes += size(&change);
+        recent.bytes += size(&change.entry);
         recent.changes.push_back(change);
         while recent.changes.len() > self.keep.retained
             || (recent.bytes > self.keep.retained_bytes && recent.changes.len() > 1)
         {
             if let Some(old) = recent.changes.pop_front() {
-                recent.bytes -= size(&old);
-                recent.dropped = recent.dropped.max(Some(old.version));
+                recent.bytes -= size(&old.entry);
+                recent.dropped = recent.dropped.max(Some(old.entry.version));
             }
         }
     }
@@ -178,7 +201,7 @@ impl ChangeLog {
         &self,
         watched: &Watched,
         since: Option<Version>,
-    ) -> (broadcast::Receiver<Arc<Entry>>, Vec<Arc<Entry>>, bool) {
+    ) -> (broadcast::Receiver<Logged>, Vec<Logged>, bool) {
         let recent = self.recent();
         let live = self.tx.subscribe();
         let (backlog, reaches) = match since {
@@ -194,23 +217,20 @@ impl ChangeLog {
     /// holds an older change, and dropped none newer).
     #[cfg(test)]
     fn since(&self, watched: &Watched, since: Version) -> (Vec<Arc<Entry>>, bool) {
-        Self::retained_since(&self.recent(), watched, since)
+        let (changes, reaches) = Self::retained_since(&self.recent(), watched, since);
+        (changes.into_iter().map(|c| c.entry).collect(), reaches)
     }
 
-    fn retained_since(
-        recent: &Recent,
-        watched: &Watched,
-        since: Version,
-    ) -> (Vec<Arc<Entry>>, bool) {
-        let reaches = recent.changes.iter().any(|e| e.version <= since)
+    fn retained_since(recent: &Recent, watched: &Watched, since: Version) -> (Vec<Logged>, bool) {
+        let reaches = recent.changes.iter().any(|c| c.entry.version <= since)
             && recent.dropped.is_none_or(|d| d <= since);
         let mut changes: Vec<_> = recent
             .changes
             .iter()
-            .filter(|e| watched.matches(&e.key) && e.version > since)
+            .filter(|c| watched.matches(&c.entry.key) && c.entry.version > since)
             .cloned()
             .collect();
-        changes.sort_by_key(|e| e.version);
+        changes.sort_by_key(|c| c.entry.version);
         (changes, reaches)
     }
 
@@ -333,12 +353,24 @@ impl Node {
     /// `since` it retains (or, if its log does not reach back that far or no
     /// `since` is given, the key's current state), then live ones until it no
     /// longer keeps the key; for a prefix, those after `since` it retains,
-    /// then live ones. Ends if it falls behind its broadcast.
+    /// then live ones, each copy it took as a replica once its hold has ended
+    /// (`node::copy_hold`). Ends if it falls behind its broadcast.
     pub fn watch_local(self: &Arc<Self>, watched: Watched, since: Option<Version>) -> Changes {
         self.spawn_stream(256, move |node, tx| async move {
             let (mut live, backlog, reaches) = node.change_log.subscribe_since(&watched, since);
             let mut last = since;
-            let mut first: Vec<Entry> = backlog.iter().map(|e| (**e).clone()).collect();
+            let prefix = matches!(watched, Watched::Prefix(_));
+            let mut held = CopyHold::new(node.config.timeouts.request, node.config.watch);
+            // What a prefix stream sends now of a logged change.
+            let now_or_held = |c: Logged, held: &mut CopyHold| match c.copied {
+                Some(at) if prefix => held.take(at, c.entry, tokio::time::Instant::now()),
+                _ => Some(c.entry),
+            };
+            let mut first: Vec<Entry> = backlog
+                .into_iter()
+                .filter_map(|c| now_or_held(c, &mut held))
+                .map(|e| (*e).clone())
+                .collect();
             // A key's state, read for a watch, is a read like any other: only
             // under a lease (the follower asks again, from its last version).
             if let Watched::Key(key) = &watched
@@ -385,9 +417,13 @@ impl Node {
             }
             let mut check = tokio::time::interval(HOLD_CHECK);
             loop {
+                let next_due = held.next_due();
                 tokio::select! {
                     got = live.recv() => match got {
-                        Ok(e) if watched.matches(&e.key) => {
+                        Ok(c) if watched.matches(&c.entry.key) => {
+                            let Some(e) = now_or_held(c, &mut held) else {
+                                continue;
+                            };
                             // A key's changes in version order; a prefix's as
                             // they come.
                             if let Watched::Key(_) = watched {
@@ -405,6 +441,15 @@ impl Node {
                         // resumes from its last version.
                         Err(_) => return,
                     },
+                    () = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)),
+                        if next_due.is_some() =>
+                    {
+                        for e in held.due(tokio::time::Instant::now()) {
+                            if tx.send(Ok((*e).clone())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                     _ = check.tick() => {
                         let factor = node.config.replication.factor;
                         // A key this node no longer keeps, or owns without a
@@ -604,6 +649,81 @@ mod tests {
             .expect("not an error");
         assert_eq!(heard.value.as_deref(), Some(&b"v"[..]));
         assert_eq!(node.pending.in_flight(key_position(&key)), None);
+    }
+
+    /// The next change `stream` sends, within twice `timeout`.
+    async fn next(stream: &mut Changes, timeout: Duration) -> Entry {
+        tokio::time::timeout(timeout * 2, stream.recv())
+            .await
+            .expect("a change in time")
+            .expect("the stream is open")
+            .expect("not an error")
+    }
+
+    /// A replica stores a copy before its owner has heard from every
+    /// replica: its prefix stream sends its owner's settled writes at once,
+    /// and the copy only once the request timeout has passed (by then the
+    /// owner has told the watcher itself, or failed).
+    #[tokio::test(start_paused = true)]
+    async fn a_prefix_stream_holds_a_replicas_copy_for_the_request_timeout() {
+        // The other node owns the key; this one replicates its arc.
+        let other = Position(key_position(b"p/copy").0.wrapping_sub(1));
+        let node = crate::node::serving_beside(
+            Member::new(Position(other.0.wrapping_add(1 << 63)), "http://me"),
+            Member::new(other, "http://other"),
+        );
+        let timeout = node.config.timeouts.request;
+        let mut stream = node.watch_local(Watched::Prefix(b"p/".to_vec()), None);
+        // The stream subscribes to the log once its task runs.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let copy = Entry {
+            position: key_position(b"p/copy"),
+            key: b"p/copy".to_vec(),
+            value: Some(b"v".to_vec()),
+            version: Version { micros: 1, node: 2 },
+            expires: None,
+        };
+        let request = dht::ReplicateRequest {
+            entries: vec![copy.clone().into()],
+        };
+        node.accept_replicas(request, None).await.unwrap();
+        node.change_log.record(Entry {
+            key: b"p/own".to_vec(),
+            version: Version { micros: 2, node: 1 },
+            ..copy.clone()
+        });
+        let first = next(&mut stream, timeout).await;
+        assert_eq!(first.key, b"p/own", "the owner's write comes at once");
+        // A stream that resumes over the log holds the copy as long (from
+        // when it was stored); a key's stream, which follows the owner, does
+        // not hold it.
+        tokio::time::advance(timeout / 2).await;
+        let mut resumed =
+            node.watch_local(Watched::Prefix(b"p/".to_vec()), Some(Version::default()));
+        let mut key = node.watch_local(Watched::Key(b"p/copy".to_vec()), Some(Version::default()));
+        assert_eq!(next(&mut key, timeout).await.version, copy.version);
+        assert_eq!(next(&mut resumed, timeout).await.key, b"p/own");
+        tokio::time::advance(timeout / 2 - Duration::from_millis(1)).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            stream.try_recv().is_err(),
+            "the copy came before its hold ended"
+        );
+        assert!(
+            resumed.try_recv().is_err(),
+            "the copy came before its hold ended"
+        );
+        let started = tokio::time::Instant::now();
+        assert_eq!(next(&mut stream, timeout).await.key, b"p/copy");
+        assert_eq!(next(&mut resumed, timeout).await.key, b"p/copy");
+        assert!(
+            started.elapsed() <= Duration::from_millis(1),
+            "sent as its hold ended"
+        );
     }
 
     #[tokio::test]

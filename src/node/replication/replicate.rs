@@ -239,7 +239,7 @@ impl Node {
             .insert_all(entries)
             .map_err(|e| Status::internal(e.to_string()))?;
         for change in taken {
-            self.change_log.record_shared(change);
+            self.change_log.record_copy(change);
         }
         self.store
             .sync_point()
