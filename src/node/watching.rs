@@ -56,8 +56,8 @@ impl Default for WatchSettings {
         }
     }
 }
-/// A prefix watch remembers the last version it delivered of at most this
-/// many keys (to deliver each change once); past that it starts afresh.
+/// A prefix watch remembers the last version it delivered of at least this
+/// many keys (to deliver each change once; see [`Deliveries`]).
 const DEDUPE_KEYS: usize = 100_000;
 /// How often a local key watch checks that its node still holds the key.
 const HOLD_CHECK: Duration = Duration::from_millis(500);
@@ -251,20 +251,27 @@ impl ChangeLog {
 }
 
 /// What a prefix watch has delivered: the newest version of each key, so
-/// that a change arriving again (from another replica) is not delivered twice.
+/// that a change arriving again (from another replica, or a copy a replica
+/// held) is not delivered twice. Two generations of up to [`DEDUPE_KEYS`]
+/// keys each: when the newer fills, the older is forgotten, so a key is
+/// remembered for at least the last `DEDUPE_KEYS` keys delivered.
 #[derive(Debug, Default)]
-struct Deliveries(HashMap<Vec<u8>, Version>);
+struct Deliveries {
+    newer: HashMap<Vec<u8>, Version>,
+    older: HashMap<Vec<u8>, Version>,
+}
 
 impl Deliveries {
     /// Whether `e` is new, noting it if so.
     fn first_time(&mut self, e: &Entry) -> bool {
-        if self.0.get(&e.key).is_some_and(|v| *v >= e.version) {
+        let known = self.newer.get(&e.key).or_else(|| self.older.get(&e.key));
+        if known.is_some_and(|v| *v >= e.version) {
             return false;
         }
-        if self.0.len() >= DEDUPE_KEYS {
-            self.0.clear();
+        if self.newer.len() >= DEDUPE_KEYS && !self.newer.contains_key(&e.key) {
+            self.older = std::mem::take(&mut self.newer);
         }
-        self.0.insert(e.key.clone(), e.version);
+        self.newer.insert(e.key.clone(), e.version);
         true
     }
 }
@@ -555,6 +562,10 @@ impl Node {
             let mut resume: HashMap<String, Version> = HashMap::new();
             let mut open: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
             let mut delivered = Deliveries::default();
+            // A copy is held for the request timeout; a second for clocks.
+            let rewind =
+                u64::try_from((node.config.timeouts.request + Duration::from_secs(1)).as_micros())
+                    .unwrap_or(u64::MAX);
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
@@ -564,7 +575,15 @@ impl Node {
                             if open.get(&m.addr).is_some_and(|h| !h.is_finished()) {
                                 continue;
                             }
-                            let from = *resume.entry(m.addr.clone()).or_insert(since);
+                            // From a hold further back than the last
+                            // version the member sent: the copies it held
+                            // when its stream ended are older (repeats are
+                            // dropped).
+                            let last = *resume.entry(m.addr.clone()).or_insert(since);
+                            let from = since.max(Version {
+                                micros: last.micros.saturating_sub(rewind),
+                                node: 0,
+                            });
                             let mut changes = node.member_stream(&m, &watched, Some(from));
                             let merged = merged.clone();
                             let addr = m.addr.clone();
@@ -833,5 +852,19 @@ mod tests {
         assert!(!d.first_time(&change("k", 4, 1)), "an older change, late");
         assert!(d.first_time(&change("k", 6, 1)));
         assert!(d.first_time(&change("other", 1, 1)));
+    }
+
+    #[test]
+    fn a_key_delivered_within_the_last_dedupe_keys_is_remembered() {
+        let mut d = Deliveries::default();
+        assert!(d.first_time(&change("k", 5, 1)));
+        for i in 0..DEDUPE_KEYS {
+            assert!(d.first_time(&change(&format!("fill/{i}"), 1, 1)));
+        }
+        assert!(
+            !d.first_time(&change("k", 5, 1)),
+            "a late copy, after a full generation"
+        );
+        assert!(!d.first_time(&change("fill/0", 1, 1)));
     }
 }
