@@ -71,18 +71,22 @@ fn node_config(leases: Option<LeaseSettings>) -> NodeConfig {
     }
 }
 
-/// What a node host shares with the driver: its node once it serves, and
-/// whether it has been asked to leave.
+/// What a node host shares with the driver: its node once it serves,
+/// whether it has been asked to leave, and the member it joins through
+/// (`--join`), if not the registry.
 #[derive(Default)]
 struct NodeSlot {
     node: Option<Arc<Node>>,
     leave: bool,
+    contact: Option<String>,
 }
 
 type Slots = Rc<RefCell<BTreeMap<String, NodeSlot>>>;
 
-/// A node host: starts a node that joins through the registry, publishes it
-/// in `slots`, serves until asked to leave, then leaves gracefully.
+/// A node host: starts a node that joins through the registry or through the
+/// member its slot names (choosing its ID by the registry's rule, and still
+/// heartbeating to the registry), publishes it in `slots`, serves until asked
+/// to leave, then leaves gracefully.
 fn add_node_host(
     sim: &mut turmoil::Sim<'_>,
     name: &str,
@@ -95,10 +99,20 @@ fn add_node_host(
         let (name, slots) = (name.clone(), slots.clone());
         async move {
             let listener = SimListener::bind(PORT).await?;
+            let registry = format!("http://registry:{PORT}");
+            let contact = slots.borrow().get(&name).and_then(|s| s.contact.clone());
+            let discovery = match contact {
+                Some(contact) => Discovery::Join {
+                    contact: format!("http://{contact}:{PORT}"),
+                    ids: id_rule(),
+                    registry: Some(registry),
+                },
+                None => Discovery::Registry(registry),
+            };
             let running = crustyring::launch::start(
                 listener,
                 &name,
-                Discovery::Registry(format!("http://registry:{PORT}")),
+                discovery,
                 node_config(leases),
                 Arc::new(MemoryStore::new()),
                 std::future::pending(),
@@ -214,12 +228,22 @@ fn run(seed: u64, faults: Faults, leases: Option<LeaseSettings>) -> Outcome {
     }
 }
 
+/// How IDs are chosen: the registry's default salt and rule, which a node
+/// joining through a member applies itself.
+fn id_rule() -> IdRule {
+    IdRule::new(registry::DEFAULT_SALT, IdRule::DEFAULT_CHOICES)
+}
+
 /// The registry host, with the default salt and ID rule.
 fn add_registry(sim: &mut turmoil::Sim<'_>) {
     sim.host("registry", || async {
         let listener = SimListener::bind(PORT).await?;
-        let ids = IdRule::new(registry::DEFAULT_SALT, IdRule::DEFAULT_CHOICES);
-        registry::serve(listener, RegistryConfig::fresh(ids), std::future::pending()).await?;
+        registry::serve(
+            listener,
+            RegistryConfig::fresh(id_rule()),
+            std::future::pending(),
+        )
+        .await?;
         Ok(())
     });
 }
@@ -324,7 +348,17 @@ impl World {
         match action {
             Action::Join => {
                 let name = self.start(sim);
-                self.note(at, format!("{name} starts"));
+                let contact = self
+                    .slots
+                    .borrow()
+                    .get(&name)
+                    .and_then(|s| s.contact.clone());
+                match contact {
+                    Some(contact) => {
+                        self.note(at, format!("{name} starts, joining through {contact}"))
+                    }
+                    None => self.note(at, format!("{name} starts")),
+                }
             }
             Action::Crash(name) => self.crash(sim, at, &name),
             Action::CrashNextOf(name) => match self.neighbour(&name, true) {
@@ -450,16 +484,22 @@ impl World {
         } else {
             format!("n{}", self.hosts.len() + 1)
         };
+        // A quarter of starts join through a live member rather than the
+        // registry (`--join`).
+        let alive = self.alive.borrow().clone();
+        let contact = (!alive.is_empty() && self.rng.chance(25))
+            .then(|| alive[self.rng.below(alive.len() as u64) as usize].clone());
+        {
+            let mut slots = self.slots.borrow_mut();
+            let slot = slots.entry(name.clone()).or_default();
+            slot.leave = false;
+            slot.contact = contact.clone();
+        }
         if self.hosts.insert(name.clone()) {
             add_node_host(sim, &name, &self.slots, self.leases);
         } else {
             sim.bounce(name.as_str());
         }
-        self.slots
-            .borrow_mut()
-            .entry(name.clone())
-            .or_default()
-            .leave = false;
         self.alive.borrow_mut().push(name.clone());
         name
     }

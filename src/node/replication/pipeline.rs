@@ -27,7 +27,7 @@ use crate::request_id::RequestId;
 use crate::ring::Member;
 use crate::store::Entry;
 use axum::http::{HeaderMap, HeaderValue};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,7 +62,7 @@ struct Pending {
 /// A queue and a sender per replica.
 #[derive(Debug)]
 pub struct ReplicaPipes {
-    pipes: Mutex<HashMap<String, mpsc::Sender<Pending>>>,
+    pipes: Mutex<BTreeMap<String, mpsc::Sender<Pending>>>,
     limits: Limits,
     timeout: Duration,
     metrics: Arc<NodeMetrics>,
@@ -73,7 +73,7 @@ impl ReplicaPipes {
     /// and counted in `metrics`.
     pub fn new(limits: Limits, timeout: Duration, metrics: Arc<NodeMetrics>) -> Self {
         Self {
-            pipes: Mutex::new(HashMap::new()),
+            pipes: Mutex::new(BTreeMap::new()),
             limits,
             timeout,
             metrics,

@@ -8,7 +8,7 @@ use crate::request_id::RequestId;
 use crate::ring::Member;
 use crate::security::{AuthChannel, Credentials};
 use crate::transport::Network;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -26,10 +26,12 @@ pub struct PeerTimeouts {
     pub request: Duration,
 }
 
-/// A pool of channels to peers, keyed by address.
+/// A pool of channels to peers, keyed by address. Ordered, so that dropping
+/// the pool closes its channels in the same order in every process (a
+/// simulation's run replays exactly).
 #[derive(Debug)]
 pub struct Peers {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<BTreeMap<String, Channel>>,
     timeouts: PeerTimeouts,
     max_message_bytes: usize,
     /// Sent with every call: the cluster secret, and the client token.
@@ -47,7 +49,7 @@ impl Peers {
         network: Network,
     ) -> Self {
         Self {
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(BTreeMap::new()),
             timeouts,
             max_message_bytes,
             credentials,
