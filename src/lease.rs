@@ -22,7 +22,13 @@
 //!   linked to it (a lease granted by an earlier `prev` of the dead node was
 //!   granted before that moment), or after the declaration if it knows
 //!   neither. After a real crash the last grant is about one probe interval
-//!   old by then, so the wait adds little to failure detection.
+//!   old by then, so the wait adds little to failure detection. Until the
+//!   wait has passed it grants no lease at all ([`Leases::granting`]): the
+//!   dead node's lease may cover the arc of the node it now links to.
+//! - **After a gap.** A node leased again after its lease lapsed may lack
+//!   writes another node made into its arc meanwhile
+//!   ([`Leases::lapsed_before`]): the node reads with its replicas until it
+//!   has caught up (`crate::repair::CatchUp::forget`).
 //! - **Serving.** A node serves a position of its arc only while it holds a
 //!   lease, and not in an arc it took over before that arc's wait has passed.
 //!   A node alone in its ring has no one to lease from: it serves only if it
@@ -120,15 +126,34 @@ impl Leases {
         self.linked = Some((next, now));
     }
 
-    /// This node grants its `next` a lease at `now` (it answers its probe
-    /// while its view links to it).
-    pub fn granting(&mut self, next: Position, now: Instant) {
+    /// Whether this node may grant its `next` a lease at `now` (it answers
+    /// its probe while its view links to it), noting the grant if so: not
+    /// while the wait on an arc it took over runs. The dead node's lease,
+    /// granted by this node, may cover more than this node knows of (the dead
+    /// node may itself have taken over the arc of the node after it, which
+    /// this node now links to): a lease granted before it has lapsed could
+    /// give an arc two serving owners.
+    pub fn granting(&mut self, next: Position, now: Instant) -> bool {
+        self.taken.retain(|(_, from)| *from > now);
+        if !self.taken.is_empty() {
+            return false;
+        }
         self.granted_to = Some((next, now));
+        true
     }
 
     /// The settings.
     pub fn settings(&self) -> LeaseSettings {
         self.settings
+    }
+
+    /// Whether a lease granted in answer to a probe sent at `asked_at` would
+    /// follow a gap: this node held a lease that lapsed before then. While it
+    /// held none, its arc may have been taken over and written to by another
+    /// node, whose writes this node lacks: it must catch up before it answers
+    /// reads from its own store alone.
+    pub fn lapsed_before(&self, asked_at: Instant) -> bool {
+        self.until.is_some_and(|until| until < asked_at)
     }
 
     /// `prev` granted a lease in answer to a probe sent at `asked_at` (its view
@@ -306,7 +331,7 @@ mod tests {
         let (dead, arc) = (Position(100), Arc::new(Position(100), Position(200)));
         l.granted(t0);
         l.linked_to(dead, t0);
-        l.granting(dead, t0 + SECOND);
+        assert!(l.granting(dead, t0 + SECOND));
         // Declared dead 2.5 s in (three missed probes after the last grant).
         let declared = t0 + 2500 * SECOND / 1000;
         l.took_over(arc, dead, declared);
@@ -323,13 +348,44 @@ mod tests {
     }
 
     #[test]
+    fn no_lease_is_granted_while_a_takeover_wait_runs() {
+        // The dead node may have taken over the arc of the node after it,
+        // which this node now links to: granting that node a lease before
+        // the dead node's has lapsed would give the arc two serving owners.
+        let (mut l, t0) = (leases(), Instant::now());
+        let (dead, after) = (Position(100), Position(200));
+        l.linked_to(dead, t0);
+        assert!(l.granting(dead, t0 + SECOND));
+        let declared = t0 + 2500 * SECOND / 1000;
+        l.took_over(Arc::new(dead, after), dead, declared);
+        l.linked_to(after, declared);
+        let lapsed = t0 + SECOND + l.settings().takeover_wait();
+        assert!(!l.granting(after, declared), "granted inside the wait");
+        assert!(!l.granting(after, lapsed - Duration::from_millis(1)));
+        assert!(
+            l.granting(after, lapsed),
+            "the dead node's lease has lapsed"
+        );
+    }
+
+    #[test]
+    fn a_lease_that_follows_a_gap_says_so() {
+        let (mut l, t0) = (leases(), Instant::now());
+        assert!(!l.lapsed_before(t0), "never leased: nothing lapsed");
+        l.granted(t0);
+        let length = l.settings().length;
+        assert!(!l.lapsed_before(t0 + length), "renewed as it ends");
+        assert!(l.lapsed_before(t0 + length + Duration::from_millis(1)));
+    }
+
+    #[test]
     fn leases_granted_before_this_node_linked_to_the_dead_one_count_too() {
         // Another node was the dead one's prev until this node linked to it
         // at t0 + 1 s (a join between them): its leases predate the link.
         let (mut l, t0) = (leases(), Instant::now());
         let (dead, arc) = (Position(100), Arc::new(Position(100), Position(200)));
         l.granted(t0);
-        l.granting(dead, t0);
+        assert!(l.granting(dead, t0));
         l.linked_to(Position(50), t0 + SECOND / 2);
         l.linked_to(dead, t0 + SECOND);
         l.took_over(arc, dead, t0 + 2 * SECOND);

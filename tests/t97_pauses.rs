@@ -168,45 +168,60 @@ async fn paused_nodes_serve_no_stale_reads_and_lose_no_acknowledged_writes() {
     }
 }
 
-/// How long a killed node's arc is unavailable, with and without leases: a
-/// measurement, not a check (`cargo test --test t97_pauses -- --ignored
-/// --nocapture`). Five processes; a writer sets a key the victim owns through
-/// another node every 20 ms; the victim is SIGKILLed; printed: the time from
-/// the kill to the first acknowledged write after it, three rounds each.
+/// How long a killed node's arc is unavailable, and its next neighbour's
+/// (which must be leased again, by the killed node's prev), with and without
+/// leases: a measurement, not a check (`cargo test --test t97_pauses --
+/// --ignored --nocapture`). Five processes; a writer sets a key the victim
+/// (or its next) owns through another node every 20 ms; the victim is
+/// SIGKILLed; printed: the time from the kill to the first acknowledged write
+/// after it, three rounds each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: prints figures, asserts nothing"]
 async fn measure_unavailability_after_sigkill() {
     for lease in ["0", "2000"] {
-        let mut gaps = Vec::new();
-        for _ in 0..3 {
-            gaps.push(unavailable_after_kill(lease).await);
+        for (whose, next) in [("a killed owner's key", false), ("its next's key", true)] {
+            let mut gaps = Vec::new();
+            for _ in 0..3 {
+                gaps.push(unavailable_after_kill(lease, next).await);
+            }
+            eprintln!("--lease-ms {lease}: {whose} unavailable for {gaps:?}");
         }
-        eprintln!("--lease-ms {lease}: a killed owner's key unavailable for {gaps:?}");
     }
 }
 
-/// One round of [`measure_unavailability_after_sigkill`].
-async fn unavailable_after_kill(lease: &str) -> Duration {
+/// One round of [`measure_unavailability_after_sigkill`]: the victim's key,
+/// or its next neighbour's if `next`.
+async fn unavailable_after_kill(lease: &str, next: bool) -> Duration {
     let registry = common::registry_process();
     let nodes: Vec<Proc> = (0..5)
         .map(|_| common::dht_process(&registry.addr, &["--lease-ms", lease]))
         .collect();
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     common::await_ring(&addrs, Duration::from_secs(20)).await;
-    // A key the third node owns, written through the first.
+    // The third node is the victim; a key it (or its next) owns, written
+    // through a node that is neither.
     let ring = client::ring(&addrs[0], 16).await.expect("the ring");
     let members: std::collections::BTreeMap<_, _> = (ring.iter())
         .filter_map(|i| i.node.clone())
         .map(|n| (crustyring::ring::Position(n.id), n.addr))
         .collect();
+    let victims_next = (ring.iter())
+        .find(|i| i.node.as_ref().is_some_and(|n| n.addr == addrs[2]))
+        .and_then(|i| i.next.clone())
+        .expect("the victim's next")
+        .addr;
+    let target = if next { &victims_next } else { &addrs[2] };
+    let writer = (addrs.iter())
+        .find(|a| **a != addrs[2] && **a != victims_next)
+        .expect("a writer");
     let k = (0..)
         .map(|i| format!("owned-{i}").into_bytes())
         .find(|k| {
             let owner = crustyring::ring::owner(&members, crustyring::ring::key_position(k));
-            owner.is_some_and(|(_, a)| *a == addrs[2])
+            owner.is_some_and(|(_, a)| a == target)
         })
         .expect("a key");
-    let mut c = client::connect(&addrs[0]).await.expect("a client");
+    let mut c = client::connect(writer).await.expect("a client");
     nodes[2].signal("KILL");
     let killed = Instant::now();
     loop {

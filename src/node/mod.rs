@@ -67,16 +67,13 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long key counts for `GetNodeInfo` are reused while the arcs and the
-/// store's size stay the same.
+/// How long key counts for `GetNodeInfo` are reused while the arcs stay the same.
 const COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Key counts of a node's own and replicated arcs, as last counted.
 #[derive(Debug)]
 struct KeyCounts {
     at: tokio::time::Instant,
-    /// The store's live entries when counted.
-    live: usize,
     own: crate::ring::Arc,
     replicated: Vec<crate::ring::Arc>,
     owned: u64,
@@ -350,8 +347,9 @@ impl Node {
             return false;
         }
         let now = tokio::time::Instant::now().into_std();
-        self.with_leases(|l| l.granting(to, now));
-        true
+        let mut granted = false;
+        self.with_leases(|l| granted = l.granting(to, now));
+        granted
     }
 
     /// Runs `change` on the leases, if they are on, and wakes the queries
@@ -429,10 +427,7 @@ impl Node {
 
     /// Live keys in this node's arc and in the arcs it replicates. Counting
     /// scans those arcs, and every probe of this node asks (`GetNodeInfo`), so
-    /// the counts are reused for [`COUNTS_MAX_AGE`] while the arcs and the
-    /// store's count of live entries stay the same: a hand-off, a repair or a
-    /// write of a new key is counted at once, not up to a second later. (Only
-    /// as many keys added as removed within that second can go unseen.)
+    /// the counts are reused for [`COUNTS_MAX_AGE`] while the arcs stay the same.
     fn key_counts(&self, view: &View) -> (u64, u64) {
         let own = view.arc();
         let replicated: Vec<crate::ring::Arc> = view
@@ -440,13 +435,9 @@ impl Node {
             .into_iter()
             .map(|(_, arc)| arc)
             .collect();
-        let live = self.store.len();
         let mut cached = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cached.as_ref().filter(|c| {
-            c.live == live
-                && c.own == own
-                && c.replicated == replicated
-                && c.at.elapsed() < COUNTS_MAX_AGE
+            c.own == own && c.replicated == replicated && c.at.elapsed() < COUNTS_MAX_AGE
         }) {
             return (c.owned, c.replica);
         }
@@ -457,7 +448,6 @@ impl Node {
             .sum();
         *cached = Some(KeyCounts {
             at: tokio::time::Instant::now(),
-            live,
             own,
             replicated,
             owned,

@@ -562,10 +562,6 @@ impl Node {
             let mut resume: HashMap<String, Version> = HashMap::new();
             let mut open: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
             let mut delivered = Deliveries::default();
-            // A copy is held for the request timeout; a second for clocks.
-            let rewind =
-                u64::try_from((node.config.timeouts.request + Duration::from_secs(1)).as_micros())
-                    .unwrap_or(u64::MAX);
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
@@ -575,15 +571,7 @@ impl Node {
                             if open.get(&m.addr).is_some_and(|h| !h.is_finished()) {
                                 continue;
                             }
-                            // From a hold further back than the last
-                            // version the member sent: the copies it held
-                            // when its stream ended are older (repeats are
-                            // dropped).
-                            let last = *resume.entry(m.addr.clone()).or_insert(since);
-                            let from = since.max(Version {
-                                micros: last.micros.saturating_sub(rewind),
-                                node: 0,
-                            });
+                            let from = *resume.entry(m.addr.clone()).or_insert(since);
                             let mut changes = node.member_stream(&m, &watched, Some(from));
                             let merged = merged.clone();
                             let addr = m.addr.clone();

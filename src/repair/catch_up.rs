@@ -14,7 +14,9 @@
 //!
 //! [`CatchUp`] records the arc and replica set the owner last reconciled. A new
 //! replica (a node joined or died among its predecessors) or a wider arc makes
-//! it behind again; a narrower arc (a joiner took part of it) does not.
+//! it behind again; a narrower arc (a joiner took part of it) does not. So does
+//! a lease that lapsed ([`CatchUp::forget`]): meanwhile another node may have
+//! taken the arc over and written to it.
 
 use crate::ring::{Arc, Member, Position};
 use crate::store::Entry;
@@ -23,6 +25,9 @@ use crate::store::Entry;
 #[derive(Debug, Default)]
 pub struct CatchUp {
     reconciled: Option<Reconciled>,
+    /// Bumped by each [`CatchUp::forget`]: an exchange that began before it
+    /// vouches for nothing.
+    forgotten: u64,
 }
 
 /// The arc and replicas an owner last reconciled with.
@@ -42,11 +47,26 @@ impl CatchUp {
             })
     }
 
-    /// The owner reconciled `arc` with each of `replicas`; `now` is its arc
-    /// and replicas after that. Recorded only if they did not change meanwhile
-    /// (a replica that joined during the exchange was not reconciled with).
-    pub fn reconciled(&mut self, arc: Arc, replicas: &[Member], now: (Arc, &[Member])) {
-        if now == (arc, replicas) {
+    /// Behind again, whatever was reconciled: another node may have served
+    /// the owner's arc (its lease lapsed).
+    pub fn forget(&mut self) {
+        self.reconciled = None;
+        self.forgotten += 1;
+    }
+
+    /// What an exchange beginning now passes to [`CatchUp::reconciled`].
+    pub fn begin(&self) -> u64 {
+        self.forgotten
+    }
+
+    /// The owner reconciled `arc` with each of `replicas`, in an exchange that
+    /// began at `began` ([`CatchUp::begin`]); `now` is its arc and replicas
+    /// after that. Recorded only if they did not change meanwhile (a replica
+    /// that joined during the exchange was not reconciled with), and nothing
+    /// was forgotten since it began (what it read may predate the writes that
+    /// made the owner behind).
+    pub fn reconciled(&mut self, began: u64, arc: Arc, replicas: &[Member], now: (Arc, &[Member])) {
+        if now == (arc, replicas) && began == self.forgotten {
             self.reconciled = Some(Reconciled {
                 arc,
                 replicas: replicas.iter().map(|r| r.id).collect(),
@@ -95,7 +115,7 @@ mod tests {
         let replicas = [member(90), member(80)];
         assert!(!c.caught_up(arc, &replicas), "never reconciled");
         assert!(c.caught_up(arc, &[]), "no replicas to lack writes from");
-        c.reconciled(arc, &replicas, (arc, &replicas));
+        c.reconciled(c.begin(), arc, &replicas, (arc, &replicas));
         assert!(c.caught_up(arc, &replicas));
         assert!(c.caught_up(Arc::new(Position(100), Position(200)), &replicas));
         // The arc grew over a failed neighbour's.
@@ -110,11 +130,29 @@ mod tests {
         let arc = Arc::new(Position(100), Position(300));
         let replicas = [member(90), member(80)];
         let joined = [member(95), member(90)];
-        c.reconciled(arc, &replicas, (arc, &joined));
+        c.reconciled(c.begin(), arc, &replicas, (arc, &joined));
         assert!(!c.caught_up(arc, &replicas));
         let grown = Arc::new(Position(100), Position(400));
-        c.reconciled(arc, &replicas, (grown, &replicas));
+        c.reconciled(c.begin(), arc, &replicas, (grown, &replicas));
         assert!(!c.caught_up(arc, &replicas));
+    }
+
+    #[test]
+    fn an_owner_whose_lease_lapsed_is_behind_until_an_exchange_begun_after() {
+        let mut c = CatchUp::default();
+        let arc = Arc::new(Position(100), Position(300));
+        let replicas = [member(90), member(80)];
+        c.reconciled(c.begin(), arc, &replicas, (arc, &replicas));
+        let began = c.begin();
+        c.forget();
+        assert!(!c.caught_up(arc, &replicas), "forgotten");
+        c.reconciled(began, arc, &replicas, (arc, &replicas));
+        assert!(
+            !c.caught_up(arc, &replicas),
+            "an exchange begun before vouches for nothing"
+        );
+        c.reconciled(c.begin(), arc, &replicas, (arc, &replicas));
+        assert!(c.caught_up(arc, &replicas));
     }
 
     #[test]

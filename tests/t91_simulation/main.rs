@@ -484,11 +484,19 @@ impl World {
         } else {
             format!("n{}", self.hosts.len() + 1)
         };
-        // A quarter of starts join through a live member rather than the
-        // registry (`--join`).
-        let alive = self.alive.borrow().clone();
-        let contact = (!alive.is_empty() && self.rng.chance(25))
-            .then(|| alive[self.rng.below(alive.len() as u64) as usize].clone());
+        // A quarter of starts join through a serving member rather than the
+        // registry (`--join`), while no link is cut (a joiner cut off from
+        // its contact, or a contact cut off from the ring, would fail the
+        // join, and with it the run).
+        let serving: Vec<String> = {
+            let slots = self.slots.borrow();
+            (self.alive.borrow().iter())
+                .filter(|n| slots.get(*n).is_some_and(|s| s.node.is_some()))
+                .cloned()
+                .collect()
+        };
+        let contact = (!serving.is_empty() && self.cuts.is_empty() && self.rng.chance(25))
+            .then(|| self.rng.pick(&serving).clone());
         {
             let mut slots = self.slots.borrow_mut();
             let slot = slots.entry(name.clone()).or_default();

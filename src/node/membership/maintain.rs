@@ -392,6 +392,16 @@ impl Node {
                 // `prev` would take this node's arc over: while its view
                 // links here, it grants the lease on it, and notes it.
                 if links_here && granted {
+                    // After a gap, another node may have served the arc:
+                    // behind until caught up, before the lease takes effect.
+                    let lapsed = (self.leases.as_ref()).is_some_and(|l| {
+                        l.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .lapsed_before(asked_at)
+                    });
+                    if lapsed {
+                        self.behind_again();
+                    }
                     self.update_leases(|l| l.granted(asked_at));
                 }
             }

@@ -19,6 +19,13 @@ impl Node {
         self.catch_up_state().caught_up(view.arc(), &replicas)
     }
 
+    /// Forgets what this node last reconciled with: its reads ask the
+    /// replicas until it has caught up again (its lease lapsed, so another
+    /// node may have served its arc meanwhile).
+    pub(in crate::node) fn behind_again(&self) {
+        self.catch_up_state().forget();
+    }
+
     fn catch_up_state(&self) -> std::sync::MutexGuard<'_, CatchUp> {
         self.catch_up.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -36,6 +43,7 @@ impl Node {
         let factor = self.config.replication.factor;
         let arc = view.arc();
         let replicas = view.replicas(factor);
+        let began = self.catch_up_state().begin();
         for replica in &replicas {
             let moved = self.sync_arc(replica, arc, pacer).await?;
             if moved.taken > 0 {
@@ -45,7 +53,7 @@ impl Node {
         let now = self.view_snapshot();
         let now_replicas = now.replicas(factor);
         self.catch_up_state()
-            .reconciled(arc, &replicas, (now.arc(), &now_replicas));
+            .reconciled(began, arc, &replicas, (now.arc(), &now_replicas));
         Ok(())
     }
 
