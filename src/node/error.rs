@@ -119,6 +119,20 @@ pub enum NodeError {
         "this node holds no lease on the key's arc within {0:?} (it may be cut off from its neighbours, or taking the arc over from a failed one); retry"
     )]
     Unleased(Duration),
+    /// The owner is catching up on its arc (it was leased again after a time
+    /// without a lease, when another node may have written to it): a listing
+    /// or a watch's state, which read its store alone, wait for that.
+    #[error(
+        "this node is catching up on writes to the key's arc after a time without a lease; retry"
+    )]
+    CatchingUp,
+    /// The owner's lease lapsed before its replicas held a write: the write
+    /// is not acknowledged, since another node may take the arc over without
+    /// it once the lease has lapsed.
+    #[error(
+        "this node's lease on the key's arc lapsed before the write was acknowledged (it may be cut off from its neighbours); the write is applied here and may still take effect; retry to be sure"
+    )]
+    LeaseLapsed,
     /// A read met a write to its key that is applied at the owner but not
     /// yet acknowledged, and it did not settle in time.
     #[error("a write to this key is still being replicated and did not finish within {0:?}; retry")]
@@ -185,6 +199,8 @@ impl NodeError {
             | NodeError::Interrupted { .. }
             | NodeError::HandOffStalled(_)
             | NodeError::Unleased(_)
+            | NodeError::LeaseLapsed
+            | NodeError::CatchingUp
             | NodeError::WriteInFlight(_)
             | NodeError::ReplicationIncomplete { .. }
             | NodeError::RingWalk(_) => Code::Unavailable,

@@ -145,6 +145,11 @@ impl Node {
         if self.unleased_arc(range, view.alone()).is_some() {
             return Err(NodeError::Unleased(Duration::ZERO));
         }
+        // Nor by an owner that is behind (it may lack writes another owner of
+        // the arc made): the listing retries once it has caught up.
+        if !self.caught_up(&view) {
+            return Err(NodeError::CatchingUp);
+        }
         let mut entries = self.store.page(
             request.start..=covered,
             request.after_key.as_deref(),
@@ -321,6 +326,7 @@ fn retryable(e: &NodeError) -> bool {
         NodeError::NotOwner { .. }
         | NodeError::Unreachable { .. }
         | NodeError::Interrupted { .. }
+        | NodeError::CatchingUp
         | NodeError::Unleased(_) => true,
         NodeError::Peer(status) => status.code() == tonic::Code::Unavailable,
         _ => false,
@@ -356,10 +362,21 @@ mod tests {
         let reply = node.list_range(&ask).await.unwrap();
         assert_eq!(reply.entries.len(), 1);
         assert_eq!(reply.covered_end, 999);
-        let backwards = dht::ListRangeRequest { end: 99, ..ask };
+        let backwards = dht::ListRangeRequest {
+            end: 99,
+            ..ask.clone()
+        };
         assert!(matches!(
             node.list_range(&backwards).await,
             Err(NodeError::BadListing(_))
+        ));
+        // Leased again after a gap, the owner may lack writes another owner
+        // of the arc made meanwhile: no listing from its store alone until it
+        // has caught up.
+        node.behind_again();
+        assert!(matches!(
+            node.list_range(&ask).await,
+            Err(NodeError::CatchingUp)
         ));
     }
 

@@ -326,6 +326,13 @@ impl Node {
             && self.unleased(position, view.alone()).is_some()
     }
 
+    /// Whether this node owns `position` but is behind on its arc
+    /// (`catch_up`): its store alone may lack writes to it.
+    fn owns_behind(&self, position: crate::ring::Position) -> bool {
+        let view = self.view();
+        view.state == NodeState::Serving && view.arc().contains(position) && !self.caught_up(&view)
+    }
+
     /// [`Node::unleased`] for every position of `arc` (a listing's range).
     fn unleased_arc(&self, arc: crate::ring::Arc, alone: bool) -> Option<crate::lease::Serve> {
         let leases = self.leases.as_ref()?;
@@ -598,6 +605,13 @@ impl Node {
                             self.change_log.record(newer);
                             continue;
                         }
+                        // Acknowledged only under the lease it was applied
+                        // under: once the lease has lapsed, `prev` may take
+                        // the arc over, and grant the node after it a lease,
+                        // before this write reached it.
+                        if self.unleased(query.position, self.view().alone()).is_some() {
+                            return Err(NodeError::LeaseLapsed);
+                        }
                     }
                     // An owner that is behind reads with its replicas.
                     if let (Operation::Get, Some(key), false) = (&query.op, &query.key, caught_up) {
@@ -826,6 +840,13 @@ pub(crate) fn serving_beside_with(me: Member, other: Member, config: NodeConfig)
         *v = View::first(me);
         (v.prev, v.next) = (other.clone(), other);
     });
+    // Caught up, as an owner is once it has reconciled with its replicas.
+    let view = node.view_snapshot();
+    let replicas = view.replicas(node.config.replication.factor);
+    let mut catch_up = node.catch_up.lock().unwrap();
+    let began = catch_up.begin();
+    catch_up.reconciled(began, view.arc(), &replicas, (view.arc(), &replicas));
+    drop(catch_up);
     node
 }
 

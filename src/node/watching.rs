@@ -386,6 +386,14 @@ impl Node {
                 let _ = tx.send(Err(NodeError::Unleased(Duration::ZERO))).await;
                 return;
             }
+            // Nor from an owner that is catching up (its store may lack
+            // writes another owner of the arc made).
+            if let Watched::Key(key) = &watched
+                && node.owns_behind(key_position(key))
+            {
+                let _ = tx.send(Err(NodeError::CatchingUp)).await;
+                return;
+            }
             if let Watched::Key(key) = &watched
                 && first.is_empty()
                 && !reaches

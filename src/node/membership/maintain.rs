@@ -378,6 +378,7 @@ impl Node {
         // A lease runs from before it was asked for (`crate::lease`).
         let asked_at = tokio::time::Instant::now().into_std();
         let (info, granted) = self.probe_asking_lease(&view.prev, Some(&view.me)).await;
+        let answered = tokio::time::Instant::now().into_std();
         let links_here = (info.as_ref())
             .and_then(|i| i.next.as_ref())
             .is_some_and(|next| next.id == view.me.id.0);
@@ -392,12 +393,14 @@ impl Node {
                 // `prev` would take this node's arc over: while its view
                 // links here, it grants the lease on it, and notes it.
                 if links_here && granted {
-                    // After a gap, another node may have served the arc:
-                    // behind until caught up, before the lease takes effect.
+                    // After a gap (counted to the answer: the grant takes
+                    // effect here when it arrives), another node may have
+                    // served the arc: behind until caught up, before the
+                    // lease takes effect.
                     let lapsed = (self.leases.as_ref()).is_some_and(|l| {
                         l.lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .lapsed_before(asked_at)
+                            .lapsed_before(answered)
                     });
                     if lapsed {
                         self.behind_again();

@@ -59,7 +59,10 @@ impl Node {
 
     /// A read by an owner that is behind: the newest of its own copy of `key` and
     /// its replicas' copies, stored locally if newer (read repair). Replicas
-    /// that do not answer are passed over. Returns the newest live entry.
+    /// that do not answer are passed over, except `prev`: the node that would
+    /// have taken this node's arc over, and so holds every write another
+    /// owner of the arc acknowledged meanwhile (its acknowledging rule). Without
+    /// its answer the read fails. Returns the newest live entry.
     pub(in crate::node) async fn read_with_replicas(
         &self,
         position: Position,
@@ -67,15 +70,24 @@ impl Node {
     ) -> Result<Option<Entry>, NodeError> {
         let point = Arc::point(position);
         let mine = self.store.entry(position, key)?;
-        let replicas = self.view().replicas(self.config.replication.factor);
+        let (replicas, prev) = {
+            let view = self.view();
+            (
+                view.replicas(self.config.replication.factor),
+                view.prev.clone(),
+            )
+        };
         let mut reads = JoinSet::new();
         for replica in replicas {
-            reads.spawn(self.read_range(&replica, point));
+            let read = self.read_range(&replica, point);
+            reads.spawn(async move { (replica, read.await) });
         }
         let mut theirs: Vec<Entry> = Vec::new();
         while let Some(read) = reads.join_next().await {
-            if let Ok(Ok(entries)) = read {
-                theirs.extend(entries);
+            match read {
+                Ok((_, Ok(entries))) => theirs.extend(entries),
+                Ok((replica, Err(e))) if replica == prev => return Err(e),
+                _ => {}
             }
         }
         let (newest, repair) = newest(key, mine, theirs);
@@ -84,5 +96,39 @@ impl Node {
         }
         let now = crate::store::now_micros();
         Ok(newest.filter(|e| e.is_live(now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::node::{NodeError, Operation, Query};
+
+    /// An owner that is behind answers a read only with its `prev`'s copy:
+    /// `prev` holds every write another owner of the arc acknowledged while
+    /// this one held no lease. Unreachable, it fails the read rather than
+    /// answering from the owner's store alone.
+    #[tokio::test]
+    async fn a_behind_owner_does_not_read_without_its_prev() {
+        let node = crate::node::owner_with_unreachable_replica();
+        let key = b"k".to_vec();
+        let position = crate::ring::key_position(&key);
+        node.store
+            .set(position, key.clone(), b"old".to_vec(), 1)
+            .unwrap();
+        let get = || Query::new(Operation::Get, key.clone(), &node.config().limits).unwrap();
+        let caught_up = node
+            .execute(get())
+            .await
+            .expect("a caught-up owner reads alone");
+        assert!(matches!(caught_up.outcome, crate::node::Outcome::Value(_)));
+        node.behind_again();
+        let behind = node.execute(get()).await;
+        assert!(
+            matches!(
+                behind,
+                Err(NodeError::Unreachable { .. } | NodeError::Interrupted { .. })
+            ),
+            "{behind:?}"
+        );
     }
 }
