@@ -25,8 +25,8 @@
 //!   old by then, so the wait adds little to failure detection. Until the
 //!   wait has passed it grants no lease at all ([`Leases::granting`]): the
 //!   dead node's lease may cover the arc of the node it now links to.
-//! - **After a gap.** A node leased for the first time, or again after its
-//!   lease lapsed, may lack writes another node made into its arc meanwhile
+//! - **After a gap.** A node leased again after its lease lapsed may lack
+//!   writes another node made into its arc meanwhile
 //!   ([`Leases::lapsed_before`]): the node reads with its replicas until it
 //!   has caught up (`crate::repair::CatchUp::forget`). And an owner
 //!   acknowledges a write only if its lease still holds once the replicas
@@ -151,12 +151,13 @@ impl Leases {
     }
 
     /// Whether a lease whose grant arrived at `answered` follows a gap: this
-    /// node held no lease before (its first), or one that lapsed before then.
+    /// node held a lease that lapsed before then. (A first lease is not
+    /// counted: a joiner was handed its arc by the node that served it.)
     /// While it held none, its arc may have been taken over and written to by
     /// another node, whose writes this node lacks: it must catch up before it
     /// answers reads from its own store alone.
     pub fn lapsed_before(&self, answered: Instant) -> bool {
-        self.until.is_none_or(|until| until < answered)
+        self.until.is_some_and(|until| until < answered)
     }
 
     /// `prev` granted a lease in answer to a probe sent at `asked_at` (its view
@@ -375,8 +376,8 @@ mod tests {
     fn a_lease_that_follows_a_gap_says_so() {
         let (mut l, t0) = (leases(), Instant::now());
         assert!(
-            l.lapsed_before(t0),
-            "a first lease follows a time without one"
+            !l.lapsed_before(t0),
+            "a first lease: the arc was handed over"
         );
         l.granted(t0);
         let length = l.settings().length;

@@ -145,9 +145,10 @@ impl Node {
         if self.unleased_arc(range, view.alone()).is_some() {
             return Err(NodeError::Unleased(Duration::ZERO));
         }
-        // Nor by an owner that is behind (it may lack writes another owner of
-        // the arc made): the listing retries once it has caught up.
-        if !self.caught_up(&view) {
+        // Nor by an owner leased again after a gap, until it has caught up
+        // with its `prev` (it may lack writes another owner of the arc
+        // made): the listing retries.
+        if self.after_lease_gap() {
             return Err(NodeError::CatchingUp);
         }
         let mut entries = self.store.page(

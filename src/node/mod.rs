@@ -67,6 +67,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How long a read by an owner that is behind waits before asking its
+/// replicas again, when its `prev` did not answer.
+const READ_RETRY: Duration = Duration::from_millis(100);
+
 /// How long key counts for `GetNodeInfo` are reused while the arcs stay the same.
 const COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
 
@@ -326,11 +330,12 @@ impl Node {
             && self.unleased(position, view.alone()).is_some()
     }
 
-    /// Whether this node owns `position` but is behind on its arc
-    /// (`catch_up`): its store alone may lack writes to it.
+    /// Whether this node owns `position` but was leased again after a gap
+    /// and has not caught up with its `prev` (`catch_up`): its store alone
+    /// may lack writes to it.
     fn owns_behind(&self, position: crate::ring::Position) -> bool {
         let view = self.view();
-        view.state == NodeState::Serving && view.arc().contains(position) && !self.caught_up(&view)
+        view.state == NodeState::Serving && view.arc().contains(position) && self.after_lease_gap()
     }
 
     /// [`Node::unleased`] for every position of `arc` (a listing's range).
@@ -554,6 +559,7 @@ impl Node {
                             !matches!(query.op, Operation::Get) || self.caught_up(&view),
                             view.me.clone(),
                             in_flight,
+                            self.lease_gaps(),
                         ))
                     }
                     other => Err(other),
@@ -562,7 +568,7 @@ impl Node {
             let route = match route {
                 // Applied under the view lock; acknowledged once durable here
                 // and on the key's replicas.
-                Ok(((outcome, version, expires, written), caught_up, me, _in_flight)) => {
+                Ok(((outcome, version, expires, written), caught_up, me, _in_flight, gaps)) => {
                     // A read that met writes not yet acknowledged waits for
                     // them to settle, then reads again (`pending`).
                     if matches!(query.op, Operation::Get)
@@ -609,13 +615,24 @@ impl Node {
                         // under: once the lease has lapsed, `prev` may take
                         // the arc over, and grant the node after it a lease,
                         // before this write reached it.
-                        if self.unleased(query.position, self.view().alone()).is_some() {
+                        if self.unleased(query.position, self.view().alone()).is_some()
+                            || self.lease_gaps() != gaps
+                        {
                             return Err(NodeError::LeaseLapsed);
                         }
                     }
                     // An owner that is behind reads with its replicas.
                     if let (Operation::Get, Some(key), false) = (&query.op, &query.key, caught_up) {
-                        let newest = self.read_with_replicas(query.position, key).await?;
+                        let newest = match self.read_with_replicas(query.position, key).await {
+                            Ok(newest) => newest,
+                            // `prev` did not answer (it may be leaving, or
+                            // failing): ask again, as the ring repairs.
+                            Err(_) if tokio::time::Instant::now() + READ_RETRY < deadline => {
+                                tokio::time::sleep(READ_RETRY).await;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        };
                         let version = newest.as_ref().map(|e| e.version);
                         let expires = newest.as_ref().and_then(|e| e.expires);
                         let outcome = newest

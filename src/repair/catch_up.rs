@@ -28,6 +28,10 @@ pub struct CatchUp {
     /// Bumped by each [`CatchUp::forget`]: an exchange that began before it
     /// vouches for nothing.
     forgotten: u64,
+    /// Forgotten after a lease gap, and not yet reconciled with `prev` since:
+    /// the owner's store alone may lack writes another owner of the arc
+    /// acknowledged (all held by `prev`).
+    after_gap: bool,
 }
 
 /// The arc and replicas an owner last reconciled with.
@@ -52,6 +56,22 @@ impl CatchUp {
     pub fn forget(&mut self) {
         self.reconciled = None;
         self.forgotten += 1;
+        self.after_gap = true;
+    }
+
+    /// Whether the owner was forgotten after a lease gap and has not since
+    /// reconciled with its `prev` ([`CatchUp::prev_reconciled`]): what reads
+    /// its store alone (a listing, a watch's state) must wait.
+    pub fn after_gap(&self) -> bool {
+        self.after_gap
+    }
+
+    /// The owner reconciled its arc with its `prev`, in an exchange that
+    /// began at `began`: no longer after a gap, if nothing was forgotten since.
+    pub fn prev_reconciled(&mut self, began: u64) {
+        if began == self.forgotten {
+            self.after_gap = false;
+        }
     }
 
     /// What an exchange beginning now passes to [`CatchUp::reconciled`].
@@ -169,5 +189,18 @@ mod tests {
         assert_eq!(newest_.unwrap().version.micros, 2);
         assert!(repair);
         assert_eq!(newest(b"k", None, vec![]), (None, false));
+    }
+
+    #[test]
+    fn after_a_gap_until_an_exchange_with_prev_begun_after_it() {
+        let mut c = CatchUp::default();
+        assert!(!c.after_gap());
+        let before = c.begin();
+        c.forget();
+        assert!(c.after_gap());
+        c.prev_reconciled(before);
+        assert!(c.after_gap(), "an exchange begun before the gap");
+        c.prev_reconciled(c.begin());
+        assert!(!c.after_gap());
     }
 }
