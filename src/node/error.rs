@@ -126,11 +126,11 @@ pub enum NodeError {
         "this node is catching up on writes to the key's arc after a time without a lease; retry"
     )]
     CatchingUp,
-    /// The owner's lease lapsed before its replicas held a write: the write
-    /// is not acknowledged, since another node may take the arc over without
-    /// it once the lease has lapsed.
+    /// The owner's lease lapsed before its replicas held a write, and was not
+    /// granted again in time: the write is not acknowledged, since another
+    /// node may take the arc over without it once the lease has lapsed.
     #[error(
-        "this node's lease on the key's arc lapsed before the write was acknowledged (it may be cut off from its neighbours); the write is applied here and may still take effect; retry to be sure"
+        "this node's lease on the key's arc lapsed before the write was acknowledged, and was not granted again in time (it may be cut off from its neighbours); the write is applied here and may still take effect; retry to be sure"
     )]
     LeaseLapsed,
     /// A read met a write to its key that is applied at the owner but not

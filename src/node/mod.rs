@@ -330,6 +330,27 @@ impl Node {
             && self.unleased(position, view.alone()).is_some()
     }
 
+    /// Waits until this node's arc is leased at `position` again, if it is
+    /// not: `LeaseLapsed` if it is not by `deadline`.
+    async fn leased_by(
+        &self,
+        position: crate::ring::Position,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NodeError> {
+        loop {
+            let mut changes = self.changes.subscribe();
+            if self.unleased(position, self.view().alone()).is_none() {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(NodeError::LeaseLapsed);
+            }
+        }
+    }
+
     /// Whether this node owns `position` but was leased again after a gap
     /// and has not caught up with its `prev` (`catch_up`): its store alone
     /// may lack writes to it.
@@ -559,7 +580,6 @@ impl Node {
                             !matches!(query.op, Operation::Get) || self.caught_up(&view),
                             view.me.clone(),
                             in_flight,
-                            self.lease_gaps(),
                         ))
                     }
                     other => Err(other),
@@ -568,7 +588,7 @@ impl Node {
             let route = match route {
                 // Applied under the view lock; acknowledged once durable here
                 // and on the key's replicas.
-                Ok(((outcome, version, expires, written), caught_up, me, _in_flight, gaps)) => {
+                Ok(((outcome, version, expires, written), caught_up, me, _in_flight)) => {
                     // A read that met writes not yet acknowledged waits for
                     // them to settle, then reads again (`pending`).
                     if matches!(query.op, Operation::Get)
@@ -611,15 +631,12 @@ impl Node {
                             self.change_log.record(newer);
                             continue;
                         }
-                        // Acknowledged only under the lease it was applied
-                        // under: once the lease has lapsed, `prev` may take
-                        // the arc over, and grant the node after it a lease,
-                        // before this write reached it.
-                        if self.unleased(query.position, self.view().alone()).is_some()
-                            || self.lease_gaps() != gaps
-                        {
-                            return Err(NodeError::LeaseLapsed);
-                        }
+                        // Acknowledged only under a lease: once the lease
+                        // has lapsed, `prev` may take the arc over (and grant
+                        // the node after it a lease) before this write reached
+                        // it. A node leased again (its neighbour failed and
+                        // the new `prev` granted it) acknowledges it then.
+                        self.leased_by(query.position, deadline).await?;
                     }
                     // An owner that is behind reads with its replicas.
                     if let (Operation::Get, Some(key), false) = (&query.op, &query.key, caught_up) {

@@ -71,12 +71,6 @@ impl Node {
         Ok(())
     }
 
-    /// How many lease gaps this node has had ([`CatchUp::begin`]): a write
-    /// applied before one is not acknowledged after it.
-    pub(in crate::node) fn lease_gaps(&self) -> u64 {
-        self.catch_up_state().begin()
-    }
-
     /// Whether this node was leased again after a gap and has not yet
     /// reconciled with its `prev` (see [`CatchUp::after_gap`]).
     pub(in crate::node) fn after_lease_gap(&self) -> bool {
