@@ -29,9 +29,10 @@
 //!   writes another node made into its arc meanwhile
 //!   ([`Leases::lapsed_before`]): the node reads with its replicas until it
 //!   has caught up (`crate::repair::CatchUp::forget`). And an owner
-//!   acknowledges a write only if its lease still holds once the replicas
-//!   have it, so that no acknowledged write reaches `prev` after `prev` took
-//!   the arc over.
+//!   acknowledges a write only under a lease once the replicas have it
+//!   (waiting for a new grant until the request's deadline if its lease
+//!   lapsed meanwhile), so that no write it acknowledges reaches `prev` only
+//!   after `prev` took the arc over.
 //! - **Serving.** A node serves a position of its arc only while it holds a
 //!   lease, and not in an arc it took over before that arc's wait has passed.
 //!   A node alone in its ring has no one to lease from: it serves only if it

@@ -148,7 +148,7 @@ impl Node {
         // Nor by an owner leased again after a gap, until it has caught up
         // with its `prev` (it may lack writes another owner of the arc
         // made): the listing retries.
-        if self.after_lease_gap() {
+        if self.after_lease_gap(&view) {
             return Err(NodeError::CatchingUp);
         }
         let mut entries = self.store.page(

@@ -356,7 +356,9 @@ impl Node {
     /// may lack writes to it.
     fn owns_behind(&self, position: crate::ring::Position) -> bool {
         let view = self.view();
-        view.state == NodeState::Serving && view.arc().contains(position) && self.after_lease_gap()
+        view.state == NodeState::Serving
+            && view.arc().contains(position)
+            && self.after_lease_gap(&view)
     }
 
     /// [`Node::unleased`] for every position of `arc` (a listing's range).
@@ -640,15 +642,27 @@ impl Node {
                     }
                     // An owner that is behind reads with its replicas.
                     if let (Operation::Get, Some(key), false) = (&query.op, &query.key, caught_up) {
-                        let newest = match self.read_with_replicas(query.position, key).await {
-                            Ok(newest) => newest,
+                        let read = self.read_with_replicas(query.position, key);
+                        let newest = match tokio::time::timeout_at(deadline, read).await {
+                            Ok(Ok(newest)) => newest,
                             // `prev` did not answer (it may be leaving, or
                             // failing): ask again, as the ring repairs.
-                            Err(_) if tokio::time::Instant::now() + READ_RETRY < deadline => {
+                            Ok(Err(
+                                NodeError::Unreachable { .. }
+                                | NodeError::Interrupted { .. }
+                                | NodeError::Timeout { .. }
+                                | NodeError::Peer(_),
+                            )) if tokio::time::Instant::now() + READ_RETRY < deadline => {
                                 tokio::time::sleep(READ_RETRY).await;
                                 continue;
                             }
-                            Err(e) => return Err(e),
+                            Ok(Err(e)) => return Err(e),
+                            Err(_) => {
+                                return Err(NodeError::Timeout {
+                                    addr: self.view().prev.addr.clone(),
+                                    after: self.config.timeouts.request,
+                                });
+                            }
                         };
                         let version = newest.as_ref().map(|e| e.version);
                         let expires = newest.as_ref().and_then(|e| e.expires);

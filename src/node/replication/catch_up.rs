@@ -39,6 +39,8 @@ impl Node {
         &self,
         pacer: &mut crate::repair::Pacer,
     ) -> Result<(), NodeError> {
+        // Before the view: a gap after it is not vouched for by this exchange.
+        let began = self.catch_up_state().begin();
         let view = self.view_snapshot();
         if view.state != NodeState::Serving || self.caught_up(&view) {
             return Ok(());
@@ -46,7 +48,6 @@ impl Node {
         let factor = self.config.replication.factor;
         let arc = view.arc();
         let replicas = view.replicas(factor);
-        let began = self.catch_up_state().begin();
         let mut failed = None;
         for replica in &replicas {
             match self.sync_arc(replica, arc, pacer).await {
@@ -54,11 +55,16 @@ impl Node {
                     if moved.taken > 0 {
                         tracing::info!(replica = %replica.addr, taken = moved.taken, "caught up on writes a replica held");
                     }
-                    if *replica == view.prev {
+                    // Still this node's `prev`: the one that holds what
+                    // another owner of the arc acknowledged.
+                    if *replica == view.prev && self.view().prev == view.prev {
                         self.catch_up_state().prev_reconciled(began);
                     }
                 }
-                Err(e) => failed = Some(e),
+                Err(e) => {
+                    tracing::debug!(replica = %replica.addr, error = %e, "catching up with a replica failed");
+                    failed = Some(e);
+                }
             }
         }
         if let Some(e) = failed {
@@ -71,10 +77,13 @@ impl Node {
         Ok(())
     }
 
-    /// Whether this node was leased again after a gap and has not yet
-    /// reconciled with its `prev` (see [`CatchUp::after_gap`]).
-    pub(in crate::node) fn after_lease_gap(&self) -> bool {
+    /// Whether this node, as `view` has it, was leased again after a gap and
+    /// has not yet reconciled with its `prev` (see [`CatchUp::after_gap`]).
+    /// A node without replicas has no one to catch up from (one copy: a
+    /// takeover keeps nothing of what it acknowledged).
+    pub(in crate::node) fn after_lease_gap(&self, view: &View) -> bool {
         self.catch_up_state().after_gap()
+            && !view.replicas(self.config.replication.factor).is_empty()
     }
 
     /// A read by an owner that is behind: the newest of its own copy of `key` and
