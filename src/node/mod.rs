@@ -67,6 +67,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How long a read by an owner that is behind waits before asking its
+/// replicas again, when its `prev` did not answer.
+const READ_RETRY: Duration = Duration::from_millis(100);
+
 /// How long key counts for `GetNodeInfo` are reused while the arcs stay the same.
 const COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
 
@@ -188,15 +192,6 @@ pub struct NodeSummary {
     pub replica_keys: u64,
     /// Copies of each key it keeps (itself and its replicas).
     pub replication_factor: u32,
-}
-
-/// How a call to a peer failed, as far as retrying it goes.
-fn failure_of(e: &NodeError) -> Failure {
-    match e {
-        NodeError::Unreachable { .. } => Failure::NotSent,
-        NodeError::Interrupted { .. } => Failure::Interrupted,
-        _ => Failure::Answered,
-    }
 }
 
 /// A DHT node: its view, its store, and its connections to peers.
@@ -651,17 +646,17 @@ impl Node {
                         let newest = match tokio::time::timeout_at(deadline, read).await {
                             Ok(Ok(newest)) => newest,
                             // `prev` did not answer (it may be leaving, or
-                            // failing): ask again as a failed forward would be,
-                            // as the ring repairs.
-                            Ok(Err(e)) => {
-                                match attempts.forward_failed(failure_of(&e), true, false, now()) {
-                                    AfterFailure::RetryAfter(wait) => {
-                                        let _ = tokio::time::timeout(wait, changes.changed()).await;
-                                        continue;
-                                    }
-                                    AfterFailure::GiveUp => return Err(e),
-                                }
+                            // failing): ask again, as the ring repairs.
+                            Ok(Err(
+                                NodeError::Unreachable { .. }
+                                | NodeError::Interrupted { .. }
+                                | NodeError::Timeout { .. }
+                                | NodeError::Peer(_),
+                            )) if tokio::time::Instant::now() + READ_RETRY < deadline => {
+                                tokio::time::sleep(READ_RETRY).await;
+                                continue;
                             }
+                            Ok(Err(e)) => return Err(e),
                             Err(_) => {
                                 return Err(NodeError::Timeout {
                                     addr: self.view().prev.addr.clone(),
@@ -743,10 +738,14 @@ impl Node {
                             return Ok(Answer::from_result(result, &query.op, route));
                         }
                         Err(e) => {
+                            let failure = match e {
+                                NodeError::Unreachable { .. } => Failure::NotSent,
+                                NodeError::Interrupted { .. } => Failure::Interrupted,
+                                _ => Failure::Answered,
+                            };
                             let read = matches!(query.op, Operation::Get);
                             let through_prev = to == self.view().prev;
-                            match attempts.forward_failed(failure_of(&e), read, through_prev, now())
-                            {
+                            match attempts.forward_failed(failure, read, through_prev, now()) {
                                 AfterFailure::RetryAfter(wait) => {
                                     // Route around it until the next sweep says more.
                                     self.forget_route(&to);
