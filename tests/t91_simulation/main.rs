@@ -417,6 +417,11 @@ impl World {
                     self.isolate(sim, at, &[a]);
                 }
             }
+            Action::Event(Event::Pause) => {
+                if let Some(a) = self.pick_alive() {
+                    self.pause(sim, at, &a);
+                }
+            }
             Action::Event(Event::IsolatePair) => {
                 if let Some(a) = self.pick_alive() {
                     match self.neighbour(&a, true) {
@@ -474,6 +479,23 @@ impl World {
             }
         }
         self.note(at, format!("{group:?} cut off from every other node"));
+    }
+
+    /// Holds every link of `node`, to every other host (nodes, the registry,
+    /// the clients and the checker), both ways, until the repair.
+    fn pause(&mut self, sim: &mut turmoil::Sim<'_>, at: Duration, node: &str) {
+        let clients = (0..CLIENTS).map(|id| format!("client{id}"));
+        let others: Vec<String> = (self.hosts.iter())
+            .filter(|h| *h != node)
+            .cloned()
+            .chain(["registry".to_string(), "checker".to_string()])
+            .chain(clients)
+            .collect();
+        for other in others {
+            sim.hold(node, other.as_str());
+            self.cuts.push((node.to_string(), other));
+        }
+        self.note(at, format!("{node} paused (every link held)"));
     }
 
     /// Starts a node: a crashed one again (half the time, if any), or a new one.

@@ -46,9 +46,9 @@ pub enum Faults {
     /// lost) and restarts, up to two failures at once, messages delayed within
     /// the probe timeout.
     Promised,
-    /// Also what the README says is not guaranteed yet: cut links (both ways,
-    /// one way, to the registry) and links that hold their messages (as a
-    /// paused process's are), long enough for a false failure suspicion.
+    /// Also cut links (both ways, one way, to the registry), links that hold
+    /// their messages, and paused nodes, long enough for a false failure
+    /// suspicion.
     Suspicions,
     /// Also the ring split in two groups of two or more: two adjacent nodes
     /// cut off together from the rest. Leases do not cover this yet (each
@@ -89,6 +89,15 @@ pub enum Event {
     /// A node is cut off from every other node and the registry, both ways;
     /// clients still reach it.
     Isolate,
+    /// Every link of a node (to every other node, the registry and the
+    /// clients) holds its messages both ways until the repair, which
+    /// delivers them late: what the rest of the world sees of a process
+    /// stopped by `SIGSTOP` and continued by `SIGCONT`, answers computed
+    /// before the stop included. What turmoil 0.7 cannot do is stop the
+    /// node's own clock and tasks: its timers still fire meanwhile (it
+    /// suspects its neighbours while "paused", as a real process does only
+    /// on waking).
+    Pause,
     /// Two adjacent nodes (a node and its next) are cut off together from
     /// every other node and the registry; they still reach each other, and
     /// clients reach both.
@@ -110,6 +119,7 @@ impl Event {
             | Event::PartitionOneWay
             | Event::Hold
             | Event::Isolate
+            | Event::Pause
             | Event::IsolatePair
             | Event::Repair => 0,
         }
@@ -152,9 +162,10 @@ impl Schedule {
                     Event::PartitionOneWay,
                     Event::Hold,
                     Event::Isolate,
+                    Event::Pause,
                     Event::IsolatePair,
                 ];
-                let kinds = if faults == Faults::Splits { 5 } else { 4 };
+                let kinds = if faults == Faults::Splits { 6 } else { 5 };
                 *rng.pick(&cuts[..kinds])
             } else {
                 *rng.pick(&[
@@ -187,9 +198,16 @@ impl Schedule {
                     | Event::PartitionOneWay
                     | Event::Hold
                     | Event::Isolate
+                    | Event::Pause
                     | Event::IsolatePair
             ) {
-                at += rng.between(Duration::from_secs(3), Duration::from_secs(6));
+                // A pause may end before the node is suspected (1.5 s),
+                // or long after.
+                at += if event == Event::Pause {
+                    rng.between(Duration::from_millis(500), Duration::from_secs(10))
+                } else {
+                    rng.between(Duration::from_secs(3), Duration::from_secs(6))
+                };
                 events.push((at, Event::Repair));
             }
             // The ring repairs (probes, hand-offs, anti-entropy) before the

@@ -15,7 +15,11 @@
 //!    with `FAILED_PRECONDITION` and names, in the `crustyring-towards` metadata,
 //!    the neighbour closer to `J`'s predecessor; `J` asks that one. A contact that
 //!    is itself still joining answers `UNAVAILABLE`, and `J` retries with backoff,
-//!    falling back to the other registered members.
+//!    falling back to the other registered members. So does a contact that may
+//!    not serve the arc `[J, N)` now (leases on: no lease from its own `prev`, or
+//!    part of the arc taken over from a failed node and still waiting): its
+//!    `prev` may have declared it dead and own the arc meanwhile, and a joiner
+//!    handed part of it would be a second owner, leased by `P`.
 //! 4. `P` streams the arc `[J, N)` to `J` (`HandOff`) while it keeps serving it,
 //!    the first message naming `J`'s neighbours `{prev: P, next: N}`, then
 //!    batches of entries bounded in bytes; `J` stores them as they come. Then `P`
@@ -232,6 +236,10 @@ impl Node {
             let view = self.view();
             let arc = view
                 .check_join(joiner.id)
+                .and_then(|arc| match self.unleased_arc(arc, view.alone()) {
+                    None => Ok(arc),
+                    Some(_) => Err(JoinRefusal::Unleased),
+                })
                 .map_err(|refusal| refusal_status(refusal, &joiner))?;
             (arc, view.me.clone(), view.prev.clone(), view.next.clone())
         };
@@ -298,6 +306,11 @@ fn refusal_status(refusal: JoinRefusal, joiner: &Member) -> Status {
         JoinRefusal::NotServing => {
             Status::unavailable("this node is not serving yet; retry shortly")
         }
+        JoinRefusal::Unleased => Status::unavailable(
+            "this node holds no lease on the arc the joiner would take (its previous \
+             neighbour has not granted one, or part of the arc was taken over from a failed \
+             node and its lease may still run); retry shortly",
+        ),
         JoinRefusal::Taken { holder } => Status::already_exists(format!(
             "ring ID {} is already held by {}",
             joiner.id, holder.addr
@@ -320,4 +333,71 @@ fn towards(status: &Status) -> Option<Member> {
     let value = status.metadata().get(TOWARDS_METADATA)?.to_str().ok()?;
     let (id, addr) = value.split_once('@')?;
     Some(Member::new(Position(id.parse().ok()?), addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::Arc as RingArc;
+
+    /// A joiner at 150 into the arc `[100, 50)` of a node at 100 whose only
+    /// neighbour is at 50; the joiner's address is a closed port, so a
+    /// hand-off, once tried, fails.
+    fn node_and_joiner() -> (std::sync::Arc<Node>, Member) {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let joiner = Member::new(
+            Position(150),
+            format!("http://{}", closed.local_addr().unwrap()),
+        );
+        drop(closed);
+        let node = crate::node::serving_beside(
+            Member::new(Position(100), "http://127.0.0.1:9"),
+            Member::new(Position(50), "http://127.0.0.1:9"),
+        );
+        (node, joiner)
+    }
+
+    fn refused_unleased(answer: &Result<dht::PreviousNeighbors, Status>) -> bool {
+        answer.as_ref().is_err_and(|s| {
+            s.code() == tonic::Code::Unavailable && s.message().contains("holds no lease")
+        })
+    }
+
+    /// A node hands over only what it may serve: without a lease its `prev`
+    /// may have declared it dead and own the arc, and a joiner handed part of
+    /// it would be a second owner.
+    #[tokio::test]
+    async fn a_node_without_a_lease_on_its_arc_takes_no_joiner_in() {
+        let (node, joiner) = node_and_joiner();
+        let answer = node.accept_join(joiner.clone()).await;
+        assert!(refused_unleased(&answer), "{answer:?}");
+        assert_eq!(node.view().next.id, Position(50), "nothing changed");
+
+        // Leased, it tries the hand-off (which fails: the joiner is gone).
+        node.update_leases(|l| l.granted(std::time::Instant::now()));
+        let answer = node.accept_join(joiner).await;
+        let status = answer.expect_err("the joiner cannot be reached");
+        assert!(
+            status.message().contains("could not hand the arc over"),
+            "{status:?}"
+        );
+    }
+
+    /// Part of the arc taken over from a failed node, still waiting for that
+    /// node's lease to lapse, is not handed over either.
+    #[tokio::test]
+    async fn a_node_waiting_out_a_takeover_takes_no_joiner_into_it() {
+        let (node, joiner) = node_and_joiner();
+        let now = std::time::Instant::now();
+        node.update_leases(|l| {
+            l.granted(now);
+            l.took_over(
+                RingArc::new(Position(120), Position(50)),
+                Position(120),
+                now,
+            );
+        });
+        let answer = node.accept_join(joiner).await;
+        assert!(refused_unleased(&answer), "{answer:?}");
+    }
 }

@@ -459,13 +459,14 @@ impl Node {
     ) -> Result<dht::PreviousNeighbors, Status> {
         // The introduction may be stale (delayed, or sent on behalf of a node that
         // has since left or died): the new predecessor must be serving now.
-        let serving = self
-            .probe(&new)
-            .await
-            .is_some_and(|i| i.state == NodeState::Serving.as_str());
-        if !serving {
+        let state = self.probe(&new).await.map(|i| i.state);
+        if state.as_deref() != Some(NodeState::Serving.as_str()) {
+            let seen = state.map_or_else(
+                || "did not answer a probe".to_string(),
+                |s| format!("is {s}"),
+            );
             return Err(Status::failed_precondition(format!(
-                "{} is not serving; it cannot be my previous neighbour",
+                "{} {seen}, not serving; it cannot be my previous neighbour",
                 new.addr
             )));
         }

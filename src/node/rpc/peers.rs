@@ -10,7 +10,7 @@ use crate::security::{AuthChannel, Credentials};
 use crate::transport::Network;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -26,12 +26,15 @@ pub struct PeerTimeouts {
     pub request: Duration,
 }
 
+/// The cached channels, by address; shared with detached calls.
+type Channels = Arc<Mutex<BTreeMap<String, Channel>>>;
+
 /// A pool of channels to peers, keyed by address. Ordered, so that dropping
 /// the pool closes its channels in the same order in every process (a
 /// simulation's run replays exactly).
 #[derive(Debug)]
 pub struct Peers {
-    channels: Mutex<BTreeMap<String, Channel>>,
+    channels: Channels,
     timeouts: PeerTimeouts,
     max_message_bytes: usize,
     /// Sent with every call: the cluster secret, and the client token.
@@ -49,7 +52,7 @@ impl Peers {
         network: Network,
     ) -> Self {
         Self {
-            channels: Mutex::new(BTreeMap::new()),
+            channels: Channels::default(),
             timeouts,
             max_message_bytes,
             credentials,
@@ -123,11 +126,11 @@ impl Peers {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = self.client(&to.addr)?;
-        settle(
-            &to.addr,
-            after,
-            tokio::time::timeout(after, call(client)).await,
-        )
+        let outcome = tokio::time::timeout(after, call(client)).await;
+        if outcome.is_err() {
+            forget(&self.channels, &to.addr);
+        }
+        settle(&to.addr, after, outcome)
     }
 
     /// [`Peers::call`] as a future that borrows nothing, so it can be spawned
@@ -146,8 +149,12 @@ impl Peers {
         let client = self.client(&to.addr);
         let addr = to.addr.clone();
         let after = self.timeouts.request;
+        let channels = self.channels.clone();
         async move {
             let outcome = tokio::time::timeout(after, call(client?)).await;
+            if outcome.is_err() {
+                forget(&channels, &addr);
+            }
             settle(&addr, after, outcome)
         }
     }
@@ -172,6 +179,24 @@ impl Peers {
             .await?;
         let route = RouteTaken::read_metadata(response.metadata());
         Ok((response.into_inner(), route))
+    }
+}
+
+/// Drops the channel to `addr`, after a call on it went unanswered: the
+/// next call connects afresh. A connection can stay open and deliver
+/// nothing for a long time or for good: after a partition heals, TCP
+/// retransmits only when its backoff (seconds, doubling) next runs out; a
+/// middlebox that dropped the connection's state never delivers; in the
+/// simulation a segment lost to a cut link is never sent again (turmoil
+/// does not retransmit). HTTP/2's keep-alive notices only 15 s later, and
+/// only while a call is open. Calls still on the old channel finish on it.
+fn forget(channels: &Channels, addr: &str) {
+    let mut channels = channels.lock().unwrap_or_else(|e| e.into_inner());
+    if channels.remove(addr).is_some() {
+        tracing::debug!(
+            peer = addr,
+            "no answer in time; the next call connects afresh"
+        );
     }
 }
 
@@ -256,5 +281,47 @@ pub(in crate::node) fn peer_error(addr: &str, status: tonic::Status) -> NodeErro
         }
     } else {
         NodeError::from_peer_status(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A connection that stays open and answers nothing (a black hole) is
+    /// dropped after a call on it times out: the next call opens another.
+    #[tokio::test]
+    async fn a_call_that_times_out_makes_the_next_connect_afresh() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let black_hole = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        let peers = Peers::of(&crate::node::NodeConfig::default());
+        let peer = Member::new(crate::ring::Position(1), addr);
+        for attempt in 1..=2 {
+            let answer = peers
+                .call_within(&peer, Duration::from_millis(300), |mut c| async move {
+                    c.get_node_info(()).await
+                })
+                .await;
+            assert!(
+                matches!(answer, Err(NodeError::Timeout { .. })),
+                "{answer:?}"
+            );
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                attempt,
+                "one connection per call"
+            );
+        }
+        black_hole.abort();
     }
 }
