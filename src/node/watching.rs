@@ -26,7 +26,7 @@ use super::{Node, NodeError};
 use crate::proto::dht;
 use crate::ring::{Member, key_position};
 use crate::store::{Entry, Version, now_micros};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -567,8 +567,10 @@ impl Node {
                 node: 0,
             });
             let (merged, mut events) = mpsc::channel::<(String, Option<Entry>)>(256);
-            let mut resume: HashMap<String, Version> = HashMap::new();
-            let mut open: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+            // Ordered: relays start and are aborted in the same order in
+            // every process, so a simulated run replays exactly.
+            let mut resume: BTreeMap<String, Version> = BTreeMap::new();
+            let mut open: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
             let mut delivered = Deliveries::default();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
