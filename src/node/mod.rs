@@ -67,10 +67,6 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long a read by an owner that is behind waits before asking its
-/// replicas again, when its `prev` did not answer.
-const READ_RETRY: Duration = Duration::from_millis(100);
-
 /// How long key counts for `GetNodeInfo` are reused while the arcs stay the same.
 const COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
 
@@ -648,14 +644,17 @@ impl Node {
                             // `prev` did not answer (it may be leaving, or
                             // failing): ask again, as the ring repairs.
                             Ok(Err(
-                                NodeError::Unreachable { .. }
+                                e @ (NodeError::Unreachable { .. }
                                 | NodeError::Interrupted { .. }
                                 | NodeError::Timeout { .. }
-                                | NodeError::Peer(_),
-                            )) if tokio::time::Instant::now() + READ_RETRY < deadline => {
-                                tokio::time::sleep(READ_RETRY).await;
-                                continue;
-                            }
+                                | NodeError::Peer(_)),
+                            )) => match attempts.behind_read_failed(now()) {
+                                AfterFailure::RetryAfter(wait) => {
+                                    tokio::time::sleep(wait).await;
+                                    continue;
+                                }
+                                AfterFailure::GiveUp => return Err(e),
+                            },
                             Ok(Err(e)) => return Err(e),
                             Err(_) => {
                                 return Err(NodeError::Timeout {

@@ -26,7 +26,13 @@
 //!   [`MAX_REWRITES`] times;
 //! - a read at the owner that meets writes to its key not yet acknowledged
 //!   waits for them once (`node::pending`), then answers what it reads: a
-//!   key written all the time cannot starve its reads.
+//!   key written all the time cannot starve its reads;
+//! - a read by an owner that is behind (it asks its replicas, `prev`
+//!   first) whose `prev` did not answer asks again every
+//!   `BEHIND_READ_RETRY` until the deadline, not within the retry budget:
+//!   the read cannot be answered without `prev`, which may be leaving,
+//!   failing or about to be replaced by a repair, and giving up early turns
+//!   a slow repair into a failed read.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,10 @@ pub const MAX_REWRITES: u32 = 3;
 
 /// The first retry's wait.
 const FIRST_DELAY: Duration = Duration::from_millis(50);
+
+/// How long a read by an owner that is behind waits before asking its
+/// replicas again, when its `prev` did not answer.
+pub const BEHIND_READ_RETRY: Duration = Duration::from_millis(100);
 
 /// The settings a query's attempts follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +147,17 @@ impl Attempts {
         let wait = self.delay;
         self.delay = (self.delay * 2).min(self.settings.max_delay);
         AfterFailure::RetryAfter(wait)
+    }
+
+    /// A read by an owner that is behind could not ask its `prev` at `now`
+    /// (unreachable, interrupted, timed out or refused): ask again after
+    /// `BEHIND_READ_RETRY` if that is before the deadline.
+    pub fn behind_read_failed(&self, now: Instant) -> AfterFailure {
+        if now + BEHIND_READ_RETRY < self.deadline() {
+            AfterFailure::RetryAfter(BEHIND_READ_RETRY)
+        } else {
+            AfterFailure::GiveUp
+        }
     }
 
     /// Until when to wait for an owner that cannot serve yet: the deadline,
@@ -259,6 +280,23 @@ mod tests {
         assert_eq!(a.wait_until(Some(t0 + 20_000 * MS)), a.deadline());
         assert!(!a.expired(t0 + 9_999 * MS));
         assert!(a.expired(t0 + 10_000 * MS));
+    }
+
+    #[test]
+    fn a_behind_owners_read_asks_its_prev_again_until_the_deadline_past_the_budget() {
+        let (a, t0) = attempts();
+        let mut now = t0;
+        let mut retries = 0;
+        while let AfterFailure::RetryAfter(wait) = a.behind_read_failed(now) {
+            assert_eq!(wait, BEHIND_READ_RETRY);
+            now += wait;
+            retries += 1;
+        }
+        // Past the 3 s retry budget, up to the 10 s deadline.
+        assert!(now > t0 + 3_000 * MS, "{:?}", now - t0);
+        assert!(now + BEHIND_READ_RETRY >= a.deadline());
+        assert!(now <= a.deadline());
+        assert_eq!(retries, 99);
     }
 
     #[test]
