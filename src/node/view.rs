@@ -77,12 +77,13 @@ pub enum JoinRefusal {
         /// Where to ask next.
         towards: Member,
     },
-    /// This node may not serve the arc now (no lease on it, or part of it
+    /// This node may not serve the arc now (no lease on it, part of it
     /// taken over from a failed node and still waiting for that node's
-    /// lease to lapse): it may not hand any of it over either. Another
-    /// node may own the arc meanwhile: its `prev`, if that declared this
-    /// node dead, and handing part of it to a joiner would give the part
-    /// two serving owners. Try again later.
+    /// lease to lapse, or leased again after a gap and not caught up): it
+    /// may not hand any of it over either. Another node may own the arc
+    /// meanwhile (its `prev`, if that declared this node dead), and handing
+    /// part of it to a joiner would give the part two serving owners; or
+    /// its store may lack writes that owner made. Try again later.
     Unleased,
     /// A member with this ID already is in the ring.
     Taken {

@@ -37,6 +37,7 @@
 //! parallel; joins into one arc are serialised by its owner.
 
 use crate::joining::{Joiner, Reply, Step};
+use crate::lease::Serve;
 use crate::metrics::HandOff;
 use crate::node::Node;
 use crate::node::error::{JoinError, NodeError};
@@ -174,9 +175,11 @@ impl Node {
             id: me.id.0,
             addr: me.addr.clone(),
         };
-        let client = self.peers.client(&target.addr);
+        let client = self.peers.client_made(&target.addr);
+        let made = client.as_ref().map_or(0, |(_, made)| *made);
         let attempt = async move {
             client?
+                .0
                 .register_as_neighbor(request)
                 .await
                 .map_err(NodeError::Peer)
@@ -194,7 +197,11 @@ impl Node {
             }
             Ok(Err(NodeError::Peer(status))) => status,
             Ok(Err(other)) => Status::unavailable(other.to_string()),
-            Err(_) => Status::deadline_exceeded("no answer in time"),
+            Err(_) => {
+                // The next attempt connects afresh (see `Peers::forget`).
+                self.peers.forget(&target.addr, made);
+                Status::deadline_exceeded("no answer in time")
+            }
         };
         let reason = status.message().to_string();
         match status.code() {
@@ -223,6 +230,15 @@ impl Node {
         }
     }
 
+    /// Whether the registry lists no live member but this node and `joiner`
+    /// (true too without a registry, or when it does not answer).
+    async fn no_other_live_member(&self, joiner: &Member) -> bool {
+        let me = self.me();
+        (self.registry_members().await)
+            .iter()
+            .all(|m| m.id == me.id || m.id == joiner.id)
+    }
+
     /// The predecessor's side of a join: hands the arc `[joiner, next)` to the
     /// joiner and links it in. See the module docs for the steps.
     pub(in crate::node) async fn accept_join(
@@ -232,17 +248,35 @@ impl Node {
         let _membership = self.membership.lock().await;
         // The arc stays served while it streams (`migration`): the fence goes
         // up only for the switch-over.
-        let (arc, me, prev, old_next) = {
+        let (arc, me, prev, old_next, may_hand_over) = {
             let view = self.view();
             let arc = view
                 .check_join(joiner.id)
-                .and_then(|arc| match self.unleased_arc(arc, view.alone()) {
-                    None => Ok(arc),
-                    Some(_) => Err(JoinRefusal::Unleased),
-                })
                 .map_err(|refusal| refusal_status(refusal, &joiner))?;
-            (arc, view.me.clone(), view.prev.clone(), view.next.clone())
+            let may_hand_over = match self.unleased_arc(arc, view.alone()) {
+                // Leased, but perhaps after a gap and not caught up: its
+                // store may lack writes another owner of the arc made.
+                None => Ok(!self.after_lease_gap(&view)),
+                // A node left alone by failures has no `prev` to lease from.
+                Some(Serve::Unleased) => Err(view.alone()),
+                // A takeover's wait: over soon.
+                Some(Serve::From(_) | Serve::Now) => Err(false),
+            };
+            let (me, prev, next) = (view.me.clone(), view.prev.clone(), view.next.clone());
+            (arc, me, prev, next, may_hand_over)
         };
+        let may_hand_over = match may_hand_over {
+            Ok(may) => may,
+            // Alone after failures, it serves again only once a joiner links
+            // in: it takes one in if the registry lists no other live member
+            // (they died, rather than cut this node off; or it has no
+            // registry to ask, as before leases).
+            Err(true) => self.no_other_live_member(&joiner).await,
+            Err(false) => false,
+        };
+        if !may_hand_over {
+            return Err(refusal_status(JoinRefusal::Unleased, &joiner));
+        }
         let header = HandOffHeader {
             from: me.clone(),
             prev: Some(me.clone()),
@@ -307,9 +341,9 @@ fn refusal_status(refusal: JoinRefusal, joiner: &Member) -> Status {
             Status::unavailable("this node is not serving yet; retry shortly")
         }
         JoinRefusal::Unleased => Status::unavailable(
-            "this node holds no lease on the arc the joiner would take (its previous \
-             neighbour has not granted one, or part of the arc was taken over from a failed \
-             node and its lease may still run); retry shortly",
+            "this node may not serve the arc the joiner would take now (no lease from its \
+             previous neighbour, part of the arc taken over from a failed node whose lease may \
+             still run, or catching up after a lease gap); retry shortly",
         ),
         JoinRefusal::Taken { holder } => Status::already_exists(format!(
             "ring ID {} is already held by {}",
@@ -340,26 +374,92 @@ mod tests {
     use super::*;
     use crate::ring::Arc as RingArc;
 
-    /// A joiner at 150 into the arc `[100, 50)` of a node at 100 whose only
-    /// neighbour is at 50; the joiner's address is a closed port, so a
-    /// hand-off, once tried, fails.
-    fn node_and_joiner() -> (std::sync::Arc<Node>, Member) {
+    /// A member at `id` whose address is a closed loopback port: a
+    /// hand-off to it, once tried, fails.
+    fn gone(id: u64) -> Member {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let joiner = Member::new(
-            Position(150),
+        Member::new(
+            Position(id),
             format!("http://{}", closed.local_addr().unwrap()),
-        );
-        drop(closed);
+        )
+    }
+
+    /// A joiner at 150 into the arc `[100, 50)` of a node at 100 whose only
+    /// neighbour is at 50.
+    fn node_and_joiner() -> (std::sync::Arc<Node>, Member) {
         let node = crate::node::serving_beside(
             Member::new(Position(100), "http://127.0.0.1:9"),
             Member::new(Position(50), "http://127.0.0.1:9"),
         );
-        (node, joiner)
+        (node, gone(150))
+    }
+
+    /// A node alone in its ring at 100, leases on, asking the registry at
+    /// `registry` (if any).
+    fn alone(registry: Option<String>) -> std::sync::Arc<Node> {
+        let (health, _) = tonic_health::server::health_reporter();
+        let me = Member::new(Position(100), "http://127.0.0.1:9");
+        let store = std::sync::Arc::new(crate::store::MemoryStore::new());
+        let config = crate::node::NodeConfig::default();
+        let node = std::sync::Arc::new(Node::new(me.clone(), config, store, health, registry));
+        node.update_view(|v| *v = View::first(me));
+        node
+    }
+
+    fn tried_the_hand_off(answer: &Result<dht::PreviousNeighbors, Status>) -> bool {
+        answer
+            .as_ref()
+            .is_err_and(|s| s.message().contains("could not hand the arc over"))
+    }
+
+    /// The first node of a ring serves alone, and takes joiners in.
+    #[tokio::test]
+    async fn a_node_that_started_the_ring_takes_a_joiner_in() {
+        let node = alone(None);
+        let answer = node.accept_join(gone(150)).await;
+        assert!(tried_the_hand_off(&answer), "{answer:?}");
+    }
+
+    /// A node left alone by failures serves nothing until a joiner links in:
+    /// it takes one in if the registry lists no other live member (they
+    /// died), and refuses while it does (they live on and cut this node
+    /// off: a joiner would start a second ring beside theirs).
+    #[tokio::test]
+    async fn a_node_alone_after_failures_takes_a_joiner_in_only_if_no_other_member_lives() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let registry = format!("http://{}", listener.local_addr().unwrap());
+        let config = crate::registry::RegistryConfig::fresh(crate::ring::IdRule::new(
+            crate::registry::DEFAULT_SALT,
+            crate::ring::IdRule::DEFAULT_CHOICES,
+        ));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(crate::registry::serve(listener, config, async {
+            let _ = stopped.await;
+        }));
+        let node = alone(Some(registry));
+        node.update_leases(|l| l.neighbour_failed());
+        let joiner = gone(150);
+
+        // The registry lists no one else: the others died.
+        let answer = node.accept_join(joiner.clone()).await;
+        assert!(tried_the_hand_off(&answer), "{answer:?}");
+
+        // Another member lives: this node was cut off from it.
+        let other = gone(7);
+        let mut client = node.registry_client().unwrap();
+        client
+            .heartbeat(crate::proto::registry::Node::from(&other))
+            .await
+            .unwrap();
+        let answer = node.accept_join(joiner).await;
+        assert!(refused_unleased(&answer), "{answer:?}");
+        let _ = stop.send(());
+        served.await.unwrap().unwrap();
     }
 
     fn refused_unleased(answer: &Result<dht::PreviousNeighbors, Status>) -> bool {
         answer.as_ref().is_err_and(|s| {
-            s.code() == tonic::Code::Unavailable && s.message().contains("holds no lease")
+            s.code() == tonic::Code::Unavailable && s.message().contains("may not serve the arc")
         })
     }
 
@@ -375,12 +475,13 @@ mod tests {
 
         // Leased, it tries the hand-off (which fails: the joiner is gone).
         node.update_leases(|l| l.granted(std::time::Instant::now()));
+        let answer = node.accept_join(joiner.clone()).await;
+        assert!(tried_the_hand_off(&answer), "{answer:?}");
+
+        // Leased again after a gap, it hands nothing over until caught up.
+        node.behind_again();
         let answer = node.accept_join(joiner).await;
-        let status = answer.expect_err("the joiner cannot be reached");
-        assert!(
-            status.message().contains("could not hand the arc over"),
-            "{status:?}"
-        );
+        assert!(refused_unleased(&answer), "{answer:?}");
     }
 
     /// Part of the arc taken over from a failed node, still waiting for that

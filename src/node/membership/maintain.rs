@@ -462,7 +462,10 @@ impl Node {
         let state = self.probe(&new).await.map(|i| i.state);
         if state.as_deref() != Some(NodeState::Serving.as_str()) {
             let seen = state.map_or_else(
-                || "did not answer a probe".to_string(),
+                || {
+                    "did not answer a probe as a member (unreachable, joining, left, or another ID)"
+                        .to_string()
+                },
                 |s| format!("is {s}"),
             );
             return Err(Status::failed_precondition(format!(

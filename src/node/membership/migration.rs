@@ -136,6 +136,14 @@ impl Node {
         // Switch-over: from here queries into the arc wait (every one applied
         // before has been noted), until the joiner serves it.
         self.update_view(|view| view.handoff = Some(arc));
+        // Still leased (checked before the stream too, `accept_join`): a
+        // lease that lapsed while the snapshot streamed may let `prev` take
+        // the arc over, and the joiner, leased by this node, would serve part
+        // of it beside `prev`. The caller lifts the fence; the joiner retries.
+        let alone = self.view().alone();
+        if !alone && self.unleased_arc(arc, false).is_some() {
+            return Err(NodeError::Unleased(std::time::Duration::ZERO));
+        }
         for batch in batches(self.recorder.stop(), budget, usize::MAX) {
             if !send(entries_chunk(batch)).await? {
                 return Ok(());

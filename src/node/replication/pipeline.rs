@@ -127,11 +127,10 @@ impl ReplicaPipes {
         if pipes.len() >= MAX_PIPES {
             pipes.clear();
         }
-        let client = peers.client(addr).map_err(|e| e.to_string())?;
         let (queue, writes) = mpsc::channel(MAX_QUEUED);
         let sender = Sender {
             addr: addr.to_string(),
-            client,
+            peers: peers.clone(),
             limits: self.limits,
             timeout: self.timeout,
             metrics: self.metrics.clone(),
@@ -145,7 +144,11 @@ impl ReplicaPipes {
 /// The sender of one replica's queue.
 struct Sender {
     addr: String,
-    client: crate::proto::dht::dht_node_client::DhtNodeClient<crate::security::AuthChannel>,
+    /// The pool it takes the replica's channel from for each batch: a
+    /// channel whose call went unanswered is dropped from the pool, and the
+    /// next batch connects afresh (a connection wedged after a partition
+    /// would otherwise fail every write until HTTP/2's keep-alive noticed).
+    peers: Peers,
     limits: Limits,
     timeout: Duration,
     metrics: Arc<NodeMetrics>,
@@ -179,9 +182,16 @@ impl Sender {
             if batch.is_empty() {
                 continue;
             }
+            let (mut client, made) = match self.peers.client_made(&self.addr) {
+                Ok(client) => client,
+                Err(e) => {
+                    settle(batch, Err(e.to_string()));
+                    continue;
+                }
+            };
             self.metrics.replicated(batch.len());
-            let mut client = self.client.clone();
             let (addr, limits, timeout) = (self.addr.clone(), self.limits, self.timeout);
+            let peers = self.peers.clone();
             tokio::spawn(async move {
                 let mut request = tonic::Request::new(dht::ReplicateRequest {
                     entries: batch.iter().map(|p| p.entry.clone().into()).collect(),
@@ -195,7 +205,10 @@ impl Sender {
                 let outcome = tokio::time::timeout(timeout, client.replicate(request)).await;
                 drop(slot);
                 let answer = match outcome {
-                    Err(_) => Err(format!("{addr} did not answer within {timeout:?}")),
+                    Err(_) => {
+                        peers.forget(&addr, made);
+                        Err(format!("{addr} did not answer within {timeout:?}"))
+                    }
                     Ok(Err(status)) => Err(format!("{addr}: {}", status.message())),
                     Ok(Ok(ack)) => newer_copies(ack.into_inner(), &limits)
                         .map_err(|e| format!("{addr} sent a bad entry back: {e}")),

@@ -26,13 +26,21 @@ pub struct PeerTimeouts {
     pub request: Duration,
 }
 
-/// The cached channels, by address; shared with detached calls.
-type Channels = Arc<Mutex<BTreeMap<String, Channel>>>;
+/// The cached channels, by address, each with the number it was made
+/// under (so that a late timeout on an old channel does not drop a newer
+/// one); shared with detached calls.
+type Channels = Arc<Mutex<Pool>>;
+
+#[derive(Debug, Default)]
+struct Pool {
+    channels: BTreeMap<String, (Channel, u64)>,
+    made: u64,
+}
 
 /// A pool of channels to peers, keyed by address. Ordered, so that dropping
 /// the pool closes its channels in the same order in every process (a
-/// simulation's run replays exactly).
-#[derive(Debug)]
+/// simulation's run replays exactly). A clone shares the channels.
+#[derive(Debug, Clone)]
 pub struct Peers {
     channels: Channels,
     timeouts: PeerTimeouts,
@@ -82,26 +90,36 @@ impl Peers {
 
     /// A client for the node at `addr`, reusing its channel.
     pub fn client(&self, addr: &str) -> Result<DhtNodeClient<AuthChannel>, NodeError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        let channel = match channels.get(addr) {
+        self.client_made(addr).map(|(client, _)| client)
+    }
+
+    /// [`Peers::client`], and the number its channel was made under (for
+    /// [`Peers::forget`]).
+    pub(in crate::node) fn client_made(
+        &self,
+        addr: &str,
+    ) -> Result<(DhtNodeClient<AuthChannel>, u64), NodeError> {
+        let mut pool = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let (channel, made) = match pool.channels.get(addr) {
             Some(c) => c.clone(),
             None => {
                 // Addresses come from peers: keep the cache bounded.
-                if channels.len() >= MAX_CHANNELS {
-                    channels.clear();
+                if pool.channels.len() >= MAX_CHANNELS {
+                    pool.channels.clear();
                 }
                 let c =
                     self.network
                         .connect_lazy(&endpoint(addr, self.timeouts, &self.credentials)?);
-                channels.insert(addr.to_string(), c.clone());
-                c
+                pool.made += 1;
+                let made = pool.made;
+                pool.channels.insert(addr.to_string(), (c.clone(), made));
+                (c, made)
             }
         };
-        Ok(
-            DhtNodeClient::with_interceptor(channel, self.credentials.clone())
-                .max_decoding_message_size(self.max_message_bytes)
-                .max_encoding_message_size(self.max_message_bytes),
-        )
+        let client = DhtNodeClient::with_interceptor(channel, self.credentials.clone())
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        Ok((client, made))
     }
 
     /// Runs `call` against the node `to`, within the request timeout, and turns
@@ -125,12 +143,18 @@ impl Peers {
         F: FnOnce(DhtNodeClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = self.client(&to.addr)?;
+        let (client, made) = self.client_made(&to.addr)?;
         let outcome = tokio::time::timeout(after, call(client)).await;
         if outcome.is_err() {
-            forget(&self.channels, &to.addr);
+            forget(&self.channels, &to.addr, made);
         }
         settle(&to.addr, after, outcome)
+    }
+
+    /// Drops the channel to `addr` made under `made` (see [`forget`]): a
+    /// call on it went unanswered.
+    pub(in crate::node) fn forget(&self, addr: &str, made: u64) {
+        forget(&self.channels, addr, made);
     }
 
     /// [`Peers::call`] as a future that borrows nothing, so it can be spawned
@@ -146,14 +170,15 @@ impl Peers {
         F: FnOnce(DhtNodeClient<AuthChannel>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send,
     {
-        let client = self.client(&to.addr);
+        let client = self.client_made(&to.addr);
         let addr = to.addr.clone();
         let after = self.timeouts.request;
         let channels = self.channels.clone();
         async move {
-            let outcome = tokio::time::timeout(after, call(client?)).await;
+            let (client, made) = client?;
+            let outcome = tokio::time::timeout(after, call(client)).await;
             if outcome.is_err() {
-                forget(&channels, &addr);
+                forget(&channels, &addr, made);
             }
             settle(&addr, after, outcome)
         }
@@ -190,9 +215,11 @@ impl Peers {
 /// simulation a segment lost to a cut link is never sent again (turmoil
 /// does not retransmit). HTTP/2's keep-alive notices only 15 s later, and
 /// only while a call is open. Calls still on the old channel finish on it.
-fn forget(channels: &Channels, addr: &str) {
-    let mut channels = channels.lock().unwrap_or_else(|e| e.into_inner());
-    if channels.remove(addr).is_some() {
+/// Only the channel made under `made`: one made since is left alone.
+fn forget(channels: &Channels, addr: &str, made: u64) {
+    let mut pool = channels.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.channels.get(addr).is_some_and(|(_, m)| *m == made) {
+        pool.channels.remove(addr);
         tracing::debug!(
             peer = addr,
             "no answer in time; the next call connects afresh"
