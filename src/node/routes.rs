@@ -13,11 +13,11 @@
 
 use super::Node;
 use super::view::NodeState;
+use crate::node::membership::maintain::{next_round, ticker};
 use crate::ring::Member;
 use crate::routing::{RoutingTable, Step, Sweep, SweepReply};
 use std::sync::{Arc, RwLockReadGuard};
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
 
 /// How many members a sweep asks at most: as many as a ring walk visits.
 const SWEEP_LIMIT: usize = super::WALK_LIMIT;
@@ -51,13 +51,8 @@ impl Node {
 
     /// Sweeps the ring every `table_refresh` until `stop` turns true.
     pub(super) async fn refresh_routes(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.config.maintenance.table_refresh);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
+        let mut tick = ticker(self.config.maintenance.table_refresh);
+        while next_round(&mut tick, &mut stop).await {
             if self.view().state == NodeState::Serving {
                 self.sweep().await;
             }

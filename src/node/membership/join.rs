@@ -16,10 +16,14 @@
 //!    the neighbour closer to `J`'s predecessor; `J` asks that one. A contact that
 //!    is itself still joining answers `UNAVAILABLE`, and `J` retries with backoff,
 //!    falling back to the other registered members. So does a contact that may
-//!    not serve the arc `[J, N)` now (leases on: no lease from its own `prev`, or
-//!    part of the arc taken over from a failed node and still waiting): its
-//!    `prev` may have declared it dead and own the arc meanwhile, and a joiner
-//!    handed part of it would be a second owner, leased by `P`.
+//!    not serve the arc `[J, N)` now (leases on: no lease from its own `prev`,
+//!    part of the arc taken over from a failed node and still waiting, or
+//!    catching up after a lease gap): its `prev` may have declared it dead and
+//!    own the arc meanwhile, and a joiner handed part of it would be a second
+//!    owner, leased by `P`. The exception: a node alone after failures, which
+//!    can be leased again only by a joiner, takes one in when the registry
+//!    answers that no other member lives. The check is made again when the
+//!    fence goes up (step 4).
 //! 4. `P` streams the arc `[J, N)` to `J` (`HandOff`) while it keeps serving it,
 //!    the first message naming `J`'s neighbours `{prev: P, next: N}`, then
 //!    batches of entries bounded in bytes; `J` stores them as they come. Then `P`
@@ -231,12 +235,12 @@ impl Node {
     }
 
     /// Whether the registry lists no live member but this node and `joiner`
-    /// (true too without a registry, or when it does not answer).
+    /// (true without a registry; false when it does not answer: a node cut
+    /// off from the ring may well be cut off from the registry too).
     async fn no_other_live_member(&self, joiner: &Member) -> bool {
         let me = self.me();
-        (self.registry_members().await)
-            .iter()
-            .all(|m| m.id == me.id || m.id == joiner.id)
+        (self.registry_answer().await)
+            .is_some_and(|members| members.iter().all(|m| m.id == me.id || m.id == joiner.id))
     }
 
     /// The predecessor's side of a join: hands the arc `[joiner, next)` to the
@@ -265,6 +269,7 @@ impl Node {
             let (me, prev, next) = (view.me.clone(), view.prev.clone(), view.next.clone());
             (arc, me, prev, next, may_hand_over)
         };
+        let vouched = may_hand_over == Err(true);
         let may_hand_over = match may_hand_over {
             Ok(may) => may,
             // Alone after failures, it serves again only once a joiner links
@@ -286,7 +291,7 @@ impl Node {
             // The joiner's predecessors are this node's replicas' chain.
             predecessors: self.view().replicas(usize::MAX),
         };
-        let handed = self.stream_join(&joiner, header, arc).await;
+        let handed = self.stream_join(&joiner, header, arc, vouched).await;
         // Before taking the arc back after a timeout, ask the joiner: or both
         // would own it.
         let handed = self
@@ -423,7 +428,8 @@ mod tests {
     /// A node left alone by failures serves nothing until a joiner links in:
     /// it takes one in if the registry lists no other live member (they
     /// died), and refuses while it does (they live on and cut this node
-    /// off: a joiner would start a second ring beside theirs).
+    /// off: a joiner would start a second ring beside theirs), or does not
+    /// answer.
     #[tokio::test]
     async fn a_node_alone_after_failures_takes_a_joiner_in_only_if_no_other_member_lives() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -451,10 +457,16 @@ mod tests {
             .heartbeat(crate::proto::registry::Node::from(&other))
             .await
             .unwrap();
-        let answer = node.accept_join(joiner).await;
+        let answer = node.accept_join(joiner.clone()).await;
         assert!(refused_unleased(&answer), "{answer:?}");
         let _ = stop.send(());
         served.await.unwrap().unwrap();
+
+        // No registry answers: it cannot tell, so it refuses.
+        let unanswered = alone(Some(gone(0).addr));
+        unanswered.update_leases(|l| l.neighbour_failed());
+        let answer = unanswered.accept_join(joiner).await;
+        assert!(refused_unleased(&answer), "{answer:?}");
     }
 
     fn refused_unleased(answer: &Result<dht::PreviousNeighbors, Status>) -> bool {

@@ -43,12 +43,13 @@ impl Node {
         joiner: &Member,
         header: HandOffHeader,
         arc: RingArc,
+        vouched: bool,
     ) -> Result<u64, NodeError> {
         let mut client = self.peers.client(&joiner.addr)?;
         let (tx, rx) = mpsc::channel(STREAM_AHEAD);
         self.recorder.start(arc);
         let call = client.hand_off(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let produce = self.produce_join_stream(tx, header, arc, &joiner.addr);
+        let produce = self.produce_join_stream(tx, header, arc, &joiner.addr, vouched);
         tokio::pin!(call, produce);
         let request = self.config.timeouts.request;
         let mut answer_by: Option<Instant> = None;
@@ -92,13 +93,17 @@ impl Node {
 
     /// Sends the header, a snapshot of `arc` piece by piece (unfenced), then
     /// fences the arc and sends the writes made into it meanwhile. Stops early,
-    /// unfenced, if the call ends first (its answer then says why).
+    /// unfenced, if the call ends first (its answer then says why), and fails
+    /// if by the fence this node may no longer hand the arc over (its lease
+    /// lapsed, or it is catching up after a gap; `vouched`: it is alone after
+    /// failures, and the registry listed no other member, see `accept_join`).
     async fn produce_join_stream(
         &self,
         tx: mpsc::Sender<dht::HandOffChunk>,
         header: HandOffHeader,
         arc: RingArc,
         to: &str,
+        vouched: bool,
     ) -> Result<(), NodeError> {
         let request = self.config.timeouts.request;
         // Whether the message went (false: the call has ended).
@@ -140,9 +145,15 @@ impl Node {
         // lease that lapsed while the snapshot streamed may let `prev` take
         // the arc over, and the joiner, leased by this node, would serve part
         // of it beside `prev`. The caller lifts the fence; the joiner retries.
-        let alone = self.view().alone();
-        if !alone && self.unleased_arc(arc, false).is_some() {
-            return Err(NodeError::Unleased(std::time::Duration::ZERO));
+        {
+            let view = self.view();
+            match self.unleased_arc(arc, view.alone()) {
+                None if self.after_lease_gap(&view) => return Err(NodeError::CatchingUp),
+                None => {}
+                // Alone after failures, with the registry's word (`accept_join`).
+                Some(crate::lease::Serve::Unleased) if vouched => {}
+                Some(_) => return Err(NodeError::Unleased(std::time::Duration::ZERO)),
+            }
         }
         for batch in batches(self.recorder.stop(), budget, usize::MAX) {
             if !send(entries_chunk(batch)).await? {
