@@ -61,7 +61,6 @@ pub use watching::{WatchSettings, Watched, event as watch_event, resume_after};
 use crate::metrics::{NodeGauges, NodeMetrics};
 use crate::ring::Member;
 use crate::routing::{AfterFailure, AttemptSettings, Attempts, Failure, RoutingTable};
-use crate::security::AuthChannel;
 use crate::store::{Entry, Store, Version};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -218,9 +217,10 @@ pub struct Node {
     counts: std::sync::Mutex<Option<KeyCounts>>,
     /// The lease on this node's arc, if leases are on (`config.leases`).
     leases: Option<std::sync::Mutex<crate::lease::Leases>>,
-    /// A channel to the registry, if the node uses one (heartbeats, members):
-    /// made once, reconnecting by itself, rather than a connection per call.
-    registry: Option<crate::security::AuthChannel>,
+    /// The registry's address, if the node uses one (heartbeats, members):
+    /// its channel is pooled with the peers' (`Peers::registry_client_made`),
+    /// made once, and made afresh after a call on it timed out.
+    registry: Option<String>,
     /// What the node counts, for `GET /metrics`.
     metrics: Arc<NodeMetrics>,
     /// Serialise the writes to each key (see [`KeyLocks`]).
@@ -254,7 +254,6 @@ impl Node {
         registry: Option<String>,
     ) -> Self {
         let timeouts = config.timeouts;
-        let network = config.network.clone();
         let leases = config
             .leases
             .map(|s| std::sync::Mutex::new(crate::lease::Leases::new(s)));
@@ -288,12 +287,8 @@ impl Node {
             )),
             recorder,
             health,
-            registry: registry.and_then(|addr| {
-                let endpoint = rpc::peers::endpoint(&addr, timeouts, &credentials);
-                endpoint
-                    .ok()
-                    .map(|e| AuthChannel::new(network.connect_lazy(&e), credentials))
-            }),
+            registry: registry
+                .filter(|addr| rpc::peers::endpoint(addr, timeouts, &credentials).is_ok()),
         }
     }
 

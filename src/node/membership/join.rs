@@ -220,18 +220,15 @@ impl Node {
 
     /// Whether the registry, asked again, says this node is the first member.
     async fn registry_names_no_contact(&self) -> bool {
-        let Some(mut registry) = self.registry_client() else {
-            return false;
-        };
         let me = self.me();
-        let ask = registry.register_node(ConnectionAddr {
+        let ask = ConnectionAddr {
             addr: me.addr,
             id: Some(me.id.0),
-        });
-        match tokio::time::timeout(self.config.timeouts.request, ask).await {
-            Ok(Ok(info)) => info.into_inner().neighbor.is_none(),
-            _ => false,
-        }
+        };
+        let asked = self
+            .ask_registry(|mut r| async move { r.register_node(ask).await })
+            .await;
+        matches!(asked, Some(Ok(info)) if info.neighbor.is_none())
     }
 
     /// Whether the registry lists no live member but this node and `joiner`
@@ -452,11 +449,11 @@ mod tests {
 
         // Another member lives: this node was cut off from it.
         let other = gone(7);
-        let mut client = node.registry_client().unwrap();
-        client
-            .heartbeat(crate::proto::registry::Node::from(&other))
-            .await
-            .unwrap();
+        let other = crate::proto::registry::Node::from(&other);
+        let heard = node
+            .ask_registry(|mut r| async move { r.heartbeat(other).await })
+            .await;
+        assert!(matches!(heard, Some(Ok(()))), "{heard:?}");
         let answer = node.accept_join(joiner.clone()).await;
         assert!(refused_unleased(&answer), "{answer:?}");
         let _ = stop.send(());

@@ -28,6 +28,7 @@ use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
 use crate::replacing::{Replacement, Step, TakenOver};
 use crate::ring::{Arc, Member};
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -507,32 +508,53 @@ impl Node {
         }))
     }
 
-    /// A client of the registry, if this node uses one.
-    pub(in crate::node) fn registry_client(
+    /// Calls the registry, if this node uses one (`None` if not), within the
+    /// request timeout. A call that times out drops the registry's channel,
+    /// as a peer's (`Peers::forget`): a connection wedged by a partition
+    /// would fail every heartbeat until HTTP/2's keep-alive noticed, and the
+    /// registry would count this node dead meanwhile.
+    pub(in crate::node) async fn ask_registry<T, F, Fut>(
         &self,
-    ) -> Option<RegistryClient<crate::security::AuthChannel>> {
-        self.registry.clone().map(RegistryClient::new)
+        call: F,
+    ) -> Option<Result<T, tonic::Status>>
+    where
+        F: FnOnce(RegistryClient<crate::security::AuthChannel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let addr = self.registry.as_deref()?;
+        let (client, made) = match self.peers.registry_client_made(addr) {
+            Ok(client) => client,
+            Err(e) => return Some(Err(tonic::Status::unavailable(e.to_string()))),
+        };
+        let after = self.config.timeouts.request;
+        Some(match tokio::time::timeout(after, call(client)).await {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => {
+                self.peers.forget(addr, made);
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "the registry did not answer within {after:?}"
+                )))
+            }
+        })
     }
 
     /// Tells the registry (if any) that this node is alive.
     async fn heartbeat(&self) {
-        let Some(mut registry) = self.registry_client() else {
-            return;
-        };
         let me: pb::Node = (&self.me()).into();
-        let call = registry.heartbeat(me);
-        if let Ok(Err(e)) = tokio::time::timeout(self.config.timeouts.request, call).await {
+        if let Some(Err(e)) = self
+            .ask_registry(|mut r| async move { r.heartbeat(me).await })
+            .await
+        {
             tracing::debug!(error = %e, "registry heartbeat failed");
         }
     }
 
     /// Tells the registry (if any) that this node left.
     pub(in crate::node) async fn deregister(&self) {
-        let Some(mut registry) = self.registry_client() else {
-            return;
-        };
         let me: pb::Node = (&self.me()).into();
-        let _ = tokio::time::timeout(self.config.timeouts.request, registry.deregister(me)).await;
+        let _ = self
+            .ask_registry(|mut r| async move { r.deregister(me).await })
+            .await;
     }
 
     /// The registry's live members (empty without a registry or an answer).
@@ -543,24 +565,13 @@ impl Node {
     /// The registry's live members: empty without a registry, `None` if it
     /// did not answer.
     pub(in crate::node) async fn registry_answer(&self) -> Option<Vec<Member>> {
-        let Some(mut registry) = self.registry_client() else {
-            return Some(Vec::new());
-        };
-        match tokio::time::timeout(
-            self.config.timeouts.request,
-            registry.get_connected_nodes(()),
-        )
-        .await
-        {
-            Ok(Ok(nodes)) => Some(
-                nodes
-                    .into_inner()
-                    .nodes
-                    .into_iter()
-                    .map(Member::from)
-                    .collect(),
-            ),
-            _ => None,
+        let asked = self
+            .ask_registry(|mut r| async move { r.get_connected_nodes(()).await })
+            .await;
+        match asked {
+            None => Some(Vec::new()),
+            Some(Ok(nodes)) => Some(nodes.nodes.into_iter().map(Member::from).collect()),
+            Some(Err(_)) => None,
         }
     }
 }

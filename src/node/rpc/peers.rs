@@ -4,6 +4,7 @@
 use crate::node::error::NodeError;
 use crate::node::query::RouteTaken;
 use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
+use crate::proto::registry::registry_client::RegistryClient;
 use crate::request_id::RequestId;
 use crate::ring::Member;
 use crate::security::{AuthChannel, Credentials};
@@ -99,6 +100,26 @@ impl Peers {
         &self,
         addr: &str,
     ) -> Result<(DhtNodeClient<AuthChannel>, u64), NodeError> {
+        let (channel, made) = self.channel_made(addr)?;
+        let client = DhtNodeClient::with_interceptor(channel, self.credentials.clone())
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        Ok((client, made))
+    }
+
+    /// A client of the registry at `addr`, on a channel pooled like a
+    /// peer's, and the number it was made under (for [`Peers::forget`]).
+    pub(in crate::node) fn registry_client_made(
+        &self,
+        addr: &str,
+    ) -> Result<(RegistryClient<AuthChannel>, u64), NodeError> {
+        let (channel, made) = self.channel_made(addr)?;
+        let client = RegistryClient::new(AuthChannel::new(channel, self.credentials.clone()));
+        Ok((client, made))
+    }
+
+    /// The pooled channel to `addr`, made now if there is none.
+    fn channel_made(&self, addr: &str) -> Result<(Channel, u64), NodeError> {
         let mut pool = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         let (channel, made) = match pool.channels.get(addr) {
             Some(c) => c.clone(),
@@ -116,10 +137,7 @@ impl Peers {
                 (c, made)
             }
         };
-        let client = DhtNodeClient::with_interceptor(channel, self.credentials.clone())
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes);
-        Ok((client, made))
+        Ok((channel, made))
     }
 
     /// Runs `call` against the node `to`, within the request timeout, and turns
