@@ -34,7 +34,10 @@
 //!   lapsed meanwhile), so that no write it acknowledges reaches `prev` only
 //!   after `prev` took the arc over.
 //! - **Serving.** A node serves a position of its arc only while it holds a
-//!   lease, and not in an arc it took over before that arc's wait has passed.
+//!   lease, and not in an arc it took over before that arc's wait has passed,
+//!   and (not alone) only in the part of its arc that its `next` confirmed
+//!   ([`Leases::confirms`]): the lease comes from `prev`, which knows where
+//!   the arc starts, not where it ends.
 //!   A node alone in its ring has no one to lease from: it serves only if it
 //!   did not get there by declaring neighbours dead (it started the ring, or
 //!   the others left gracefully); a node cut off from everyone declares them
@@ -110,7 +113,16 @@ pub struct Leases {
     linked: Option<(Position, Instant)>,
     /// The last lease this node granted, to whom and when (its clock).
     granted_to: Option<(Position, Instant)>,
+    /// How much of this node's arc its `next` confirmed when last asked
+    /// ([`Leases::next_probed`]): `None`, nothing.
+    confirmed: Option<Arc>,
+    /// The last few next neighbours this node declared dead and took the
+    /// arcs of (newest last).
+    declared_dead: Vec<Position>,
 }
+
+/// How many of the next neighbours declared dead [`Leases`] remembers.
+const DECLARED_DEAD_KEPT: usize = 8;
 
 impl Leases {
     /// No lease yet.
@@ -122,6 +134,8 @@ impl Leases {
             taken: Vec::new(),
             linked: None,
             granted_to: None,
+            confirmed: None,
+            declared_dead: Vec::new(),
         }
     }
 
@@ -191,6 +205,10 @@ impl Leases {
         };
         let from = (since + self.settings.takeover_wait()).max(now);
         self.taken.push((arc, from));
+        if self.declared_dead.len() >= DECLARED_DEAD_KEPT {
+            self.declared_dead.remove(0);
+        }
+        self.declared_dead.push(dead);
     }
 
     /// Whether `position`, in this node's arc, may be served at `now`; `alone`
@@ -227,6 +245,49 @@ impl Leases {
     /// by declaring a neighbour dead.
     pub fn may_serve_alone(&self) -> bool {
         !self.failed_since_linked
+    }
+
+    /// What a probe of `next` (or a hand-off it took part in) confirmed of
+    /// this node's arc: `Some` arc from this node up to `next`, which knows
+    /// this node as its `prev`; `None`, nothing (`next` refused it as its
+    /// `prev`, or the node lost its lease and may have been replaced).
+    /// Whether it changed.
+    pub fn next_probed(&mut self, confirmed: Option<Arc>) -> bool {
+        std::mem::replace(&mut self.confirmed, confirmed) != confirmed
+    }
+
+    /// A probe of `next` found that it knows a node between this one and it
+    /// as its `prev`, `closer`: `upto` runs from this node to that one,
+    /// `to_next` to `next`. If this node declared `closer` dead and took its
+    /// arc over (the node after a dead one names it until it declares it
+    /// dead too), the arc up to `closer` confirmed before is confirmed up to
+    /// `next` now: `closer`'s arc is this node's, its lease waited out.
+    /// Otherwise it confirms nothing new (more nodes may lie between), and
+    /// what was confirmed is kept only up to `closer`. Whether it changed.
+    pub fn next_narrowed(&mut self, closer: Position, upto: Arc, to_next: Arc) -> bool {
+        let Some(confirmed) = self.confirmed else {
+            return false;
+        };
+        let wider = self.declared_dead.contains(&closer) && confirmed.covers(&upto);
+        let now = if wider {
+            to_next
+        } else if upto.covers(&confirmed) {
+            confirmed
+        } else {
+            upto
+        };
+        self.next_probed(Some(now))
+    }
+
+    /// Whether `arc`, in this node's arc, lies in what its `next` confirmed
+    /// ([`Leases::next_probed`]). A lease covers the arc as this node sees
+    /// it, and that can reach further than its neighbours know: a node that
+    /// rejoined the ring takes its new `prev` as a stand-in `next` until
+    /// stabilize finds the true one, and a node that took its dead `next`'s
+    /// arc over may reach past nodes it has not heard of. A node not alone
+    /// serves only what its `next` confirmed.
+    pub fn confirms(&self, arc: Arc) -> bool {
+        self.confirmed.is_some_and(|c| c.covers(&arc))
     }
 
     /// Until when the arc is leased, if it ever was.
@@ -416,6 +477,52 @@ mod tests {
             l.serves(Position(150), false, t0),
             Serve::From(t0 + SECOND + wait)
         );
+    }
+
+    #[test]
+    fn only_what_next_confirmed_is_served() {
+        let mut l = Leases::new(LeaseSettings::default());
+        assert!(!l.confirms(Arc::point(Position(150))), "nothing yet");
+        // `next` at 200 knows this node (100) as its prev.
+        assert!(l.next_probed(Some(Arc::new(Position(100), Position(200)))));
+        assert!(l.confirms(Arc::new(Position(120), Position(180))));
+        assert!(
+            !l.next_probed(Some(Arc::new(Position(100), Position(200)))),
+            "unchanged"
+        );
+        let to = |end| Arc::new(Position(100), Position(end));
+        // A node at 150 between them that `next` knows: only up to that one
+        // stays confirmed, and nothing beyond it is confirmed later by it.
+        assert!(l.next_narrowed(Position(150), to(150), to(200)));
+        assert!(l.confirms(Arc::point(Position(149))));
+        assert!(!l.confirms(Arc::point(Position(150))));
+        assert!(!l.confirms(Arc::new(Position(120), Position(180))));
+        assert!(!l.next_narrowed(Position(190), to(190), to(200)));
+        assert!(!l.confirms(Arc::point(Position(160))));
+        // Gone after a gap: none of it, and narrowing confirms nothing.
+        l.next_probed(None);
+        assert!(!l.confirms(Arc::point(Position(120))));
+        assert!(!l.next_narrowed(Position(150), to(150), to(200)));
+        assert!(!l.confirms(Arc::point(Position(120))));
+    }
+
+    /// After a takeover, the node after the dead one names the dead one as
+    /// its `prev` until it declares it dead too: the arc confirmed up to the
+    /// dead node is confirmed up to the new `next`.
+    #[test]
+    fn a_taken_arc_is_confirmed_while_the_next_still_names_the_dead_node() {
+        let t0 = Instant::now();
+        let to = |end| Arc::new(Position(100), Position(end));
+        let mut l = Leases::new(LeaseSettings::default());
+        l.next_probed(Some(to(150)));
+        l.took_over(Arc::new(Position(150), Position(200)), Position(150), t0);
+        assert!(l.next_narrowed(Position(150), to(150), to(200)));
+        assert!(l.confirms(to(200)));
+        // Not for a node it did not declare dead.
+        let mut l = Leases::new(LeaseSettings::default());
+        l.next_probed(Some(to(150)));
+        l.next_narrowed(Position(150), to(150), to(200));
+        assert!(!l.confirms(Arc::point(Position(170))));
     }
 
     #[test]

@@ -358,8 +358,30 @@ impl Node {
         let now = tokio::time::Instant::now().into_std();
         let mut leases = leases.lock().unwrap_or_else(|e| e.into_inner());
         match leases.serves_arc(arc, alone, now) {
+            // Past what `next` confirmed, as without a lease: a probe of
+            // `next` that confirms more wakes the waiting queries.
+            crate::lease::Serve::Now if !alone && !leases.confirms(arc) => {
+                Some(crate::lease::Serve::Unleased)
+            }
             crate::lease::Serve::Now => None,
             other => Some(other),
+        }
+    }
+
+    /// Notes how much of this node's arc its `next` confirmed (see
+    /// [`crate::lease::Leases::next_probed`]), waking waiting queries if
+    /// that changed.
+    pub(super) fn next_confirmed(&self, confirmed: Option<crate::ring::Arc>) {
+        self.change_confirmed(|l| l.next_probed(confirmed));
+    }
+
+    /// Runs `change` on what `next` confirmed, waking waiting queries if it
+    /// says that changed.
+    pub(super) fn change_confirmed(&self, change: impl FnOnce(&mut crate::lease::Leases) -> bool) {
+        let changed = (self.leases.as_ref())
+            .is_some_and(|l| change(&mut l.lock().unwrap_or_else(|e| e.into_inner())));
+        if changed {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -882,6 +904,8 @@ pub(crate) fn serving_beside_with(me: Member, other: Member, config: NodeConfig)
         *v = View::first(me);
         (v.prev, v.next) = (other.clone(), other);
     });
+    // Its `next` knows it as its `prev`, as once it has probed it.
+    node.next_confirmed(Some(node.view().arc()));
     // Caught up, as an owner is once it has reconciled with its replicas.
     let view = node.view_snapshot();
     let replicas = view.replicas(node.config.replication.factor);

@@ -17,8 +17,8 @@
 //!    is itself still joining answers `UNAVAILABLE`, and `J` retries with backoff,
 //!    falling back to the other registered members. So does a contact that may
 //!    not serve the arc `[J, N)` now (leases on: no lease from its own `prev`,
-//!    part of the arc taken over from a failed node and still waiting, or
-//!    catching up after a lease gap): its `prev` may have declared it dead and
+//!    part of the arc taken over from a failed node and still waiting, not
+//!    confirmed by its `next`, or catching up after a lease gap): its `prev` may have declared it dead and
 //!    own the arc meanwhile, and a joiner handed part of it would be a second
 //!    owner, leased by `P`. The exception: a node alone after failures, which
 //!    can be leased again only by a joiner, takes one in when the registry
@@ -49,7 +49,7 @@ use crate::node::membership::handoff::HandOffHeader;
 use crate::node::view::{JoinRefusal, NodeState, View};
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::ConnectionAddr;
-use crate::ring::{Member, Position};
+use crate::ring::{Arc as RingArc, Member, Position};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -316,6 +316,12 @@ impl Node {
             view.next = joiner.clone();
             view.adopt_successors(&after, length);
             view.handoff = None;
+            // The joiner took its arc with this node as its `prev`: what is
+            // left of this node's arc is confirmed (`Leases::confirms`; it
+            // served all of it, or was alone).
+            self.with_leases(|l| {
+                l.next_probed(Some(RingArc::new(me.id, joiner.id)));
+            });
         });
         self.learn_route(joiner.clone());
         if self.config.replication.factor > 1 {
@@ -345,7 +351,8 @@ fn refusal_status(refusal: JoinRefusal, joiner: &Member) -> Status {
         JoinRefusal::Unleased => Status::unavailable(
             "this node may not serve the arc the joiner would take now (no lease from its \
              previous neighbour, part of the arc taken over from a failed node whose lease may \
-             still run, or catching up after a lease gap); retry shortly",
+             still run, not confirmed by its next neighbour, or catching up after a lease gap); \
+             retry shortly",
         ),
         JoinRefusal::Taken { holder } => Status::already_exists(format!(
             "ring ID {} is already held by {}",
@@ -486,6 +493,13 @@ mod tests {
         node.update_leases(|l| l.granted(std::time::Instant::now()));
         let answer = node.accept_join(joiner.clone()).await;
         assert!(tried_the_hand_off(&answer), "{answer:?}");
+
+        // Leased, but its `next` knows another node as its `prev` (whose arc
+        // may then cover this one's): nothing is handed over.
+        node.next_confirmed(None);
+        let answer = node.accept_join(joiner.clone()).await;
+        assert!(refused_unleased(&answer), "{answer:?}");
+        node.next_confirmed(Some(node.view().arc()));
 
         // Leased again after a gap, it hands nothing over until caught up.
         node.behind_again();

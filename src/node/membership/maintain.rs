@@ -208,11 +208,23 @@ impl Node {
                 v.adopt_successors(successors, length);
             }
         });
+        // How much of this node's arc `next` confirms (`Leases::confirms`),
+        // if `next` is still `next`.
+        let still_next = || self.view().next == view.next;
+        let to_next = Arc::new(view.me.id, view.next.id);
         match verdict {
+            NextVerdict::Linked { .. } if still_next() => self.next_confirmed(Some(to_next)),
             NextVerdict::Closer { closer, .. } => {
+                if still_next() {
+                    let upto = Arc::new(view.me.id, closer.id);
+                    self.change_confirmed(|l| l.next_narrowed(closer.id, upto, to_next));
+                }
                 self.adopt_closer_next(closer, view.next.clone()).await;
             }
-            NextVerdict::Introduce { .. } => self.introduce_to(&view.next).await,
+            // Confirmed if it takes this node (a refusal changes nothing).
+            NextVerdict::Introduce { .. } => {
+                self.introduce_to(&view.next).await;
+            }
             _ => {}
         }
     }
@@ -341,6 +353,9 @@ impl Node {
         let view = self.view_snapshot();
         tracing::warn!(dead = %dead.addr, next = %view.next.addr, "next neighbour failed; arc extended over it");
         if view.alone() {
+            // Whatever `next` confirmed is gone with it: once linked again,
+            // the arc is served as far as the new `next` confirms.
+            self.next_confirmed(None);
             TakenOver::Alone
         } else {
             TakenOver::Next(view.next)
@@ -413,6 +428,9 @@ impl Node {
                     });
                     if lapsed {
                         self.behind_again();
+                        // Its arc may have been split or taken meanwhile:
+                        // served again once `next` confirms it.
+                        self.next_confirmed(None);
                     }
                     self.update_leases(|l| l.granted(asked_at));
                 }
@@ -432,15 +450,23 @@ impl Node {
         }
     }
 
-    /// Tells `next` that this node is its previous neighbour.
+    /// Tells `next` that this node is its previous neighbour. If it takes
+    /// it, and is still this node's `next`, it confirms this node's arc
+    /// (`Leases::confirms`).
     async fn introduce_to(&self, next: &Member) {
-        self.introduce(&self.me(), next).await;
+        if self.introduce(&self.me(), next).await {
+            let view = self.view_snapshot();
+            if view.next == *next && !view.alone() {
+                self.next_confirmed(Some(Arc::new(view.me.id, next.id)));
+            }
+        }
     }
 
     /// Tells `to` that `prev` is its previous neighbour
-    /// (`RegisterAsNeighbor{Previous}`). A refusal or failure is logged: the
-    /// maintenance loop of `prev` introduces itself again until it holds.
-    pub(in crate::node) async fn introduce(&self, prev: &Member, to: &Member) {
+    /// (`RegisterAsNeighbor{Previous}`); whether it took it. A refusal or
+    /// failure is logged: the maintenance loop of `prev` introduces itself
+    /// again until it holds.
+    pub(in crate::node) async fn introduce(&self, prev: &Member, to: &Member) -> bool {
         let request = dht::NeighborRegisterInfo {
             ty: NeighborType::Previous as i32,
             id: prev.id.0,
@@ -455,7 +481,9 @@ impl Node {
             .await
         {
             tracing::debug!(prev = %prev.addr, to = %to.addr, error = %e, "introduction refused");
+            return false;
         }
+        true
     }
 
     /// A node says it is this node's previous neighbour ("rectify"). Accepted when
@@ -503,6 +531,11 @@ impl Node {
             // then finds the true next and merges what this node holds.
             if v.alone() && v.state == NodeState::Serving {
                 v.next = v.prev.clone();
+                // A stand-in `next`: nothing of the arc it spans is
+                // confirmed until stabilize finds the true one.
+                self.with_leases(|l| {
+                    l.next_probed(None);
+                });
             }
             old
         }))
