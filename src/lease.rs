@@ -98,6 +98,35 @@ pub enum Serve {
     Unleased,
 }
 
+/// Whether a node may hand part of its arc to a joiner ([`hand_over`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOver {
+    /// Yes.
+    Yes,
+    /// Not now (the joiner retries).
+    No,
+    /// Alone after failures, with no `prev` to lease from: only a joiner can
+    /// lease it again, so it takes one in if the registry answers that no
+    /// other member lives (they died, rather than cut it off).
+    IfNoOtherMember,
+}
+
+/// Whether a node may hand the part `serve` describes of its arc to a
+/// joiner: only what it may serve now, and not while it is `catching_up`
+/// after a lease gap (its store may lack writes another owner made), unless
+/// it is `alone` after failures ([`HandOver::IfNoOtherMember`]). A node
+/// that may not serve an arc may have been declared dead by its `prev`,
+/// which then owns the arc: a joiner handed part of it would be a second
+/// owner.
+pub fn hand_over(serve: Serve, alone: bool, catching_up: bool) -> HandOver {
+    match serve {
+        Serve::Now if catching_up => HandOver::No,
+        Serve::Now => HandOver::Yes,
+        Serve::Unleased if alone => HandOver::IfNoOtherMember,
+        Serve::Unleased | Serve::From(_) => HandOver::No,
+    }
+}
+
 /// A node's lease on its arc and the waits on the arcs it took over.
 #[derive(Debug, Clone)]
 pub struct Leases {
@@ -523,6 +552,21 @@ mod tests {
         l.next_probed(Some(to(150)));
         l.next_narrowed(Position(150), to(150), to(200));
         assert!(!l.confirms(Arc::point(Position(170))));
+    }
+
+    #[test]
+    fn an_arc_is_handed_to_a_joiner_only_by_a_node_that_may_serve_it() {
+        let t0 = Instant::now();
+        assert_eq!(hand_over(Serve::Now, false, false), HandOver::Yes);
+        assert_eq!(hand_over(Serve::Now, true, false), HandOver::Yes);
+        assert_eq!(hand_over(Serve::Now, false, true), HandOver::No);
+        assert_eq!(hand_over(Serve::Unleased, false, false), HandOver::No);
+        assert_eq!(hand_over(Serve::From(t0), false, false), HandOver::No);
+        assert_eq!(hand_over(Serve::From(t0), true, false), HandOver::No);
+        assert_eq!(
+            hand_over(Serve::Unleased, true, false),
+            HandOver::IfNoOtherMember
+        );
     }
 
     #[test]

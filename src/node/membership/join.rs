@@ -18,12 +18,13 @@
 //!    falling back to the other registered members. So does a contact that may
 //!    not serve the arc `[J, N)` now (leases on: no lease from its own `prev`,
 //!    part of the arc taken over from a failed node and still waiting, not
-//!    confirmed by its `next`, or catching up after a lease gap): its `prev` may have declared it dead and
-//!    own the arc meanwhile, and a joiner handed part of it would be a second
-//!    owner, leased by `P`. The exception: a node alone after failures, which
-//!    can be leased again only by a joiner, takes one in when the registry
-//!    answers that no other member lives. The check is made again when the
-//!    fence goes up (step 4).
+//!    confirmed by its `next`, or catching up after a lease gap): its `prev`
+//!    may have declared it dead and own the arc meanwhile, and a joiner handed
+//!    part of it would be a second owner, leased by `P`. The exception: a node
+//!    alone after failures, which can be leased again only by a joiner, takes
+//!    one in when the registry answers that no other member lives
+//!    ([`crate::lease::hand_over`]). The check is made again when the fence
+//!    goes up (step 4).
 //! 4. `P` streams the arc `[J, N)` to `J` (`HandOff`) while it keeps serving it,
 //!    the first message naming `J`'s neighbours `{prev: P, next: N}`, then
 //!    batches of entries bounded in bytes; `J` stores them as they come. Then `P`
@@ -41,7 +42,7 @@
 //! parallel; joins into one arc are serialised by its owner.
 
 use crate::joining::{Joiner, Reply, Step};
-use crate::lease::Serve;
+use crate::lease::{HandOver, Serve, hand_over};
 use crate::metrics::HandOff;
 use crate::node::Node;
 use crate::node::error::{JoinError, NodeError};
@@ -231,6 +232,13 @@ impl Node {
         matches!(asked, Some(Ok(info)) if info.neighbor.is_none())
     }
 
+    /// Whether this node may hand `arc`, part of its own, to a joiner now
+    /// ([`crate::lease::hand_over`]), as its `view` and leases say.
+    pub(in crate::node) fn may_hand_over(&self, arc: RingArc, view: &View) -> HandOver {
+        let serve = self.unleased_arc(arc, view.alone()).unwrap_or(Serve::Now);
+        hand_over(serve, view.alone(), self.after_lease_gap(view))
+    }
+
     /// Whether the registry lists no live member but this node and `joiner`
     /// (true without a registry; false when it does not answer: a node cut
     /// off from the ring may well be cut off from the registry too).
@@ -254,27 +262,15 @@ impl Node {
             let arc = view
                 .check_join(joiner.id)
                 .map_err(|refusal| refusal_status(refusal, &joiner))?;
-            let may_hand_over = match self.unleased_arc(arc, view.alone()) {
-                // Leased, but perhaps after a gap and not caught up: its
-                // store may lack writes another owner of the arc made.
-                None => Ok(!self.after_lease_gap(&view)),
-                // A node left alone by failures has no `prev` to lease from.
-                Some(Serve::Unleased) => Err(view.alone()),
-                // A takeover's wait: over soon.
-                Some(Serve::From(_) | Serve::Now) => Err(false),
-            };
+            let may_hand_over = self.may_hand_over(arc, &view);
             let (me, prev, next) = (view.me.clone(), view.prev.clone(), view.next.clone());
             (arc, me, prev, next, may_hand_over)
         };
-        let vouched = may_hand_over == Err(true);
+        let vouched = may_hand_over == HandOver::IfNoOtherMember;
         let may_hand_over = match may_hand_over {
-            Ok(may) => may,
-            // Alone after failures, it serves again only once a joiner links
-            // in: it takes one in if the registry lists no other live member
-            // (they died, rather than cut this node off; or it has no
-            // registry to ask, as before leases).
-            Err(true) => self.no_other_live_member(&joiner).await,
-            Err(false) => false,
+            HandOver::Yes => true,
+            HandOver::No => false,
+            HandOver::IfNoOtherMember => self.no_other_live_member(&joiner).await,
         };
         if !may_hand_over {
             return Err(refusal_status(JoinRefusal::Unleased, &joiner));

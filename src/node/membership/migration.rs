@@ -14,6 +14,7 @@
 //! The recorder is a [`Store`] wrapper, so every write path (queries, replica
 //! writes, anti-entropy, read repair) is noted without each knowing of joins.
 
+use crate::lease::HandOver;
 use crate::node::Node;
 use crate::node::error::NodeError;
 use crate::node::membership::handoff::HandOffHeader;
@@ -145,15 +146,12 @@ impl Node {
         // lease that lapsed while the snapshot streamed may let `prev` take
         // the arc over, and the joiner, leased by this node, would serve part
         // of it beside `prev`. The caller lifts the fence; the joiner retries.
-        {
-            let view = self.view();
-            match self.unleased_arc(arc, view.alone()) {
-                None if self.after_lease_gap(&view) => return Err(NodeError::CatchingUp),
-                None => {}
-                // Alone after failures, with the registry's word (`accept_join`).
-                Some(crate::lease::Serve::Unleased) if vouched => {}
-                Some(_) => return Err(NodeError::Unleased(std::time::Duration::ZERO)),
-            }
+        let may = self.may_hand_over(arc, &self.view());
+        match may {
+            HandOver::Yes => {}
+            // Alone after failures, with the registry's word (`accept_join`).
+            HandOver::IfNoOtherMember if vouched => {}
+            _ => return Err(NodeError::Unleased(std::time::Duration::ZERO)),
         }
         for batch in batches(self.recorder.stop(), budget, usize::MAX) {
             if !send(entries_chunk(batch)).await? {
