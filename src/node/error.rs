@@ -119,6 +119,13 @@ pub enum NodeError {
         "this node holds no lease on the key's arc within {0:?} (it may be cut off from its neighbours, or taking the arc over from a failed one); retry"
     )]
     Unleased(Duration),
+    /// A hand-off to a joiner stopped at the switch-over: this node may no
+    /// longer hand the arc over (its lease lapsed while the arc streamed, or
+    /// it is catching up after a lease gap). Nothing was handed over.
+    #[error(
+        "this node may no longer hand the arc over: its lease lapsed while the arc streamed, or it is catching up after a lease gap; nothing was handed over, the joiner retries"
+    )]
+    HandOverUnleased,
     /// The owner is catching up on its arc (it was leased again after a time
     /// without a lease, when another node may have written to it): a listing
     /// or a watch's state, which read its store alone, wait for that.
@@ -199,6 +206,7 @@ impl NodeError {
             | NodeError::Interrupted { .. }
             | NodeError::HandOffStalled(_)
             | NodeError::Unleased(_)
+            | NodeError::HandOverUnleased
             | NodeError::LeaseLapsed
             | NodeError::CatchingUp
             | NodeError::WriteInFlight(_)

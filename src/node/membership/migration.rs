@@ -151,7 +151,7 @@ impl Node {
             HandOver::Yes => {}
             // Alone after failures, with the registry's word (`accept_join`).
             HandOver::IfNoOtherMember if vouched => {}
-            _ => return Err(NodeError::Unleased(std::time::Duration::ZERO)),
+            _ => return Err(NodeError::HandOverUnleased),
         }
         for batch in batches(self.recorder.stop(), budget, usize::MAX) {
             if !send(entries_chunk(batch)).await? {
