@@ -278,9 +278,9 @@ impl Leases {
 
     /// What a probe of `next` (or a hand-off it took part in) confirmed of
     /// this node's arc: `Some` arc from this node up to `next`, which knows
-    /// this node as its `prev`; `None`, nothing (`next` refused it as its
-    /// `prev`, or the node lost its lease and may have been replaced).
-    /// Whether it changed.
+    /// this node as its `prev`; `None`, nothing (the node was leased again
+    /// after a gap and may have been replaced, became alone, or has a
+    /// stand-in `next`). Whether it changed.
     pub fn next_probed(&mut self, confirmed: Option<Arc>) -> bool {
         std::mem::replace(&mut self.confirmed, confirmed) != confirmed
     }
