@@ -385,6 +385,23 @@ impl Node {
         }
     }
 
+    /// [`Node::change_confirmed`], if `next` is still this node's `next` (and
+    /// it is not alone) while it runs: checked under the view's lock, so that
+    /// no view change lands between the check and the change. What a probe
+    /// of an earlier `next` confirmed must not replace what was noted for
+    /// the `next` since (a joiner taken in confirms only up to itself).
+    pub(super) fn change_confirmed_by(
+        &self,
+        next: &Member,
+        change: impl FnOnce(&mut crate::lease::Leases) -> bool,
+    ) {
+        // The lock order is the view's, then the leases'.
+        let view = self.view();
+        if view.next == *next && !view.alone() {
+            self.change_confirmed(change);
+        }
+    }
+
     /// Grants `to` a lease on its arc if it is this node's serving view's
     /// `next` (and leases are on), noting when; whether it did.
     pub(super) fn grant_lease(&self, to: crate::ring::Position) -> bool {
@@ -970,4 +987,43 @@ pub(crate) async fn write_in_flight(
         tokio::task::yield_now().await;
     }
     (write, done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{Arc as RingArc, Position};
+
+    fn confirms(node: &Node, arc: RingArc) -> bool {
+        let leases = node.leases.as_ref().expect("leases are on");
+        leases.lock().unwrap().confirms(arc)
+    }
+
+    /// A probe of `next` answered after a joiner was taken in speaks of the
+    /// old `next`: it must not widen the confirmation back over the
+    /// joiner's arc (which the node would then serve, should it take the
+    /// joiner's arc over).
+    #[test]
+    fn a_confirmation_probed_of_an_earlier_next_changes_nothing() {
+        let old_next = Member::new(Position(200), "http://127.0.0.1:9");
+        let node = serving_beside(
+            Member::new(Position(100), "http://127.0.0.1:9"),
+            old_next.clone(),
+        );
+        let joiner = Member::new(Position(150), "http://127.0.0.1:9");
+        node.update_view(|v| {
+            v.next = joiner.clone();
+            node.with_leases(|l| {
+                l.next_probed(Some(RingArc::new(Position(100), Position(150))));
+            });
+        });
+        let probed = RingArc::new(Position(100), Position(200));
+        node.change_confirmed_by(&old_next, |l| l.next_probed(Some(probed)));
+        assert!(!confirms(&node, probed));
+        assert!(confirms(&node, RingArc::new(Position(100), Position(150))));
+
+        // The same confirmation, while `next` is the node it is about, holds.
+        node.change_confirmed_by(&joiner, |l| l.next_probed(Some(probed)));
+        assert!(confirms(&node, probed));
+    }
 }

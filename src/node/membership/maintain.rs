@@ -210,15 +210,14 @@ impl Node {
         });
         // How much of this node's arc `next` confirms (`Leases::confirms`),
         // if `next` is still `next`.
-        let still_next = || self.view().next == view.next;
         let to_next = Arc::new(view.me.id, view.next.id);
         match verdict {
-            NextVerdict::Linked { .. } if still_next() => self.next_confirmed(Some(to_next)),
+            NextVerdict::Linked { .. } => {
+                self.change_confirmed_by(&view.next, |l| l.next_probed(Some(to_next)));
+            }
             NextVerdict::Closer { closer, .. } => {
-                if still_next() {
-                    let upto = Arc::new(view.me.id, closer.id);
-                    self.change_confirmed(|l| l.next_narrowed(closer.id, upto, to_next));
-                }
+                let upto = Arc::new(view.me.id, closer.id);
+                self.change_confirmed_by(&view.next, |l| l.next_narrowed(closer.id, upto, to_next));
                 self.adopt_closer_next(closer, view.next.clone()).await;
             }
             // Confirmed if it takes this node (a refusal changes nothing).
@@ -455,10 +454,8 @@ impl Node {
     /// (`Leases::confirms`).
     async fn introduce_to(&self, next: &Member) {
         if self.introduce(&self.me(), next).await {
-            let view = self.view_snapshot();
-            if view.next == *next && !view.alone() {
-                self.next_confirmed(Some(Arc::new(view.me.id, next.id)));
-            }
+            let to_next = Arc::new(self.me().id, next.id);
+            self.change_confirmed_by(next, |l| l.next_probed(Some(to_next)));
         }
     }
 
