@@ -44,9 +44,15 @@ pub async fn start<L: Listener>(
     // Not serving until joined.
     node.publish_health().await;
     let grpc = crate::node::grpc_routes(node.clone(), health_service).into_axum_router();
-    // dht.DhtNode calls skip the router's table (see `server`'s Direct routes).
+    // dht.DhtNode calls and keys skip the router's table (see `server`'s
+    // Direct routes).
     let routes = crate::server::Routes::from(crate::gateway::app(grpc, node.clone()))
-        .with_direct(crate::node::dht_server(node.clone()));
+        .with_direct_grpc(crate::node::dht_server(node.clone()))
+        .with_direct_under(
+            crate::gateway::direct::KEY_PREFIX,
+            crate::gateway::direct::takes,
+            crate::gateway::direct::key_methods(node.clone()),
+        );
     let (stop, stopped) = watch::channel(false);
     let serving = crate::server::Serving {
         limits: node.config().serving,

@@ -83,10 +83,14 @@ where
 
 /// `answer` marked as one that differs for a request with an `Origin` header.
 fn vary_by_origin<B, E>(answer: Result<Response<B>, E>) -> Result<Response<B>, E> {
-    answer.map(|mut response| {
-        response
-            .headers_mut()
-            .append(header::VARY, HeaderValue::from_static("origin"));
-        response
-    })
+    answer.map(varies_by_origin)
+}
+
+/// `response` marked as one that differs for a request with an `Origin`
+/// header: what every answer to a request without one carries.
+pub fn varies_by_origin<B>(mut response: Response<B>) -> Response<B> {
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("origin"));
+    response
 }

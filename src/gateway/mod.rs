@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod cors;
+pub mod direct;
 #[cfg(test)]
 mod fuzz;
 pub mod health;
@@ -89,7 +90,6 @@ pub fn app(grpc: Router, node: Arc<Node>) -> Router {
 
 /// The gateway's routes for `node`.
 pub fn router(node: Arc<Node>) -> Router {
-    let body_limit = node.config().limits.max_value_bytes;
     let api = Router::new()
         .route("/keys/", any(keys::empty_key))
         .route(
@@ -127,9 +127,7 @@ pub fn router(node: Arc<Node>) -> Router {
             "/ring/owner/{*key}",
             get(ring::get_owner).fallback(|| async { method_not_allowed("GET,HEAD") }),
         )
-        .layer(DefaultBodyLimit::max(body_limit))
-        // A body that has not arrived in time (`server::with_body_deadline`)
-        // fails to read: 408, see `problem::BodyRejected`.
+        .layer(body_limit(&node))
         .with_state(node)
         .layer(CorsForOrigins::new(
             CorsLayer::new()
@@ -160,6 +158,13 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/openapi.json", get(page::openapi))
         .merge(SwaggerUi::new("/swagger-ui").config(Config::from("/openapi.json")))
         .merge(api)
+}
+
+/// How large a request body may be: a value's limit. (A body that has not
+/// arrived in time, `server::with_body_deadline`, fails to read: 408, see
+/// `problem::BodyRejected`.)
+pub(crate) fn body_limit(node: &Node) -> DefaultBodyLimit {
+    DefaultBodyLimit::max(node.config().limits.max_value_bytes)
 }
 
 /// A 405 answer for a route that allows `allowed` (comma-separated methods).

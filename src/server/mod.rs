@@ -25,11 +25,14 @@
 //!
 //! # Direct routes
 //!
-//! A port's [`Routes`] may name one gRPC service to call directly for the
-//! paths under its name (`/dht.DhtNode/...`), before the router's table: the
-//! same service the router would reach, behind the same gate, minus axum's
-//! route lookup and the boxed services around each route (about 4k of a
-//! gRPC Get's 75k instructions, counted with callgrind).
+//! A port's [`Routes`] may name services to call directly for the paths under
+//! a prefix, before the router's table: a gRPC service for the paths under
+//! its name (`/dht.DhtNode/...`), or any service for the paths under a prefix
+//! such as `/keys/` with something after it. Each is the same service the
+//! router would reach, behind the same gate, minus axum's route lookup, its
+//! wildcard capture and the boxed services around each route: about 4k of a
+//! gRPC Get's 75k instructions, and of an HTTP GET's 34k (counted with
+//! callgrind, `bench/instructions.sh`).
 //!
 //! `gate`: the layer that refuses calls without the credentials their path
 //! requires ([`crate::security`]); `problem`: the RFC 9457 body of every HTTP
@@ -41,7 +44,7 @@ pub mod problem;
 use crate::security::{Required, Tls};
 use crate::transport::Listener;
 use axum::body::Body;
-use axum::http::{Request, Response};
+use axum::http::{HeaderMap, Method, Request, Response};
 use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper::service::Service as _;
@@ -113,24 +116,31 @@ pub struct Serving {
     pub tls: Tls,
 }
 
-/// What a port serves: a router, and at most one gRPC service called directly
-/// for its own paths (see [Direct routes](self#direct-routes)).
+/// What a port serves: a router, and services called directly for the paths
+/// under their prefixes (see [Direct routes](self#direct-routes)).
 pub struct Routes {
     router: axum::Router,
-    direct: Option<Direct>,
+    direct: Vec<Direct>,
 }
 
-/// A service called without the router for the paths under `prefix`.
+/// A service called without the router for (some of) the paths under
+/// `prefix`.
 #[derive(Clone)]
 struct Direct {
     prefix: String,
+    /// Which requests under `prefix` it takes, by method and headers.
+    takes: fn(&Method, &HeaderMap) -> bool,
     service: BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>,
 }
 
 impl Direct {
-    /// Whether `path` is one of the service's: its prefix and a method name.
-    fn takes(&self, path: &str) -> bool {
-        path.len() > self.prefix.len() && path.starts_with(&self.prefix)
+    /// Whether `request` is one of the service's: its path is the prefix and
+    /// something after it, and `takes` says yes.
+    fn takes<B>(&self, request: &Request<B>) -> bool {
+        let path = request.uri().path();
+        path.len() > self.prefix.len()
+            && path.starts_with(&self.prefix)
+            && (self.takes)(request.method(), request.headers())
     }
 }
 
@@ -138,7 +148,7 @@ impl Routes {
     /// `service` is called directly for its paths, `/{NAME}/...`; the router
     /// should route them to the same service, for anything that reads the
     /// route table (reflection lists services from its own registry).
-    pub fn with_direct<S>(self, service: S) -> Self
+    pub fn with_direct_grpc<S>(self, service: S) -> Self
     where
         S: tower::Service<
                 Request<Body>,
@@ -152,13 +162,33 @@ impl Routes {
         S::Future: Send + 'static,
     {
         let service = service.map_response(|r| r.map(Body::new));
-        Self {
-            direct: Some(Direct {
-                prefix: format!("/{}/", S::NAME),
-                service: BoxCloneSyncService::new(service),
-            }),
-            ..self
-        }
+        self.with_direct_under(&format!("/{}/", S::NAME), |_, _| true, service)
+    }
+
+    /// `service` is called directly for the requests to paths that start
+    /// with `prefix` and go on after it, of which `takes` (given their method
+    /// and headers) says yes; the router should serve them the same way, so
+    /// that both answer alike.
+    pub fn with_direct_under<S>(
+        mut self,
+        prefix: &str,
+        takes: fn(&Method, &HeaderMap) -> bool,
+        service: S,
+    ) -> Self
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.direct.push(Direct {
+            prefix: prefix.to_string(),
+            takes,
+            service: BoxCloneSyncService::new(service),
+        });
+        self
     }
 }
 
@@ -166,7 +196,7 @@ impl From<axum::Router> for Routes {
     fn from(router: axum::Router) -> Self {
         Self {
             router,
-            direct: None,
+            direct: Vec::new(),
         }
     }
 }
@@ -189,10 +219,12 @@ pub async fn serve<L: Listener>(
         tls,
     } = serving;
     let Routes { router, direct } = routes.into();
-    let direct = direct.map(|d| Direct {
-        service: gate::guard_service(d.service, required.clone()),
-        ..d
-    });
+    let direct: Arc<[Direct]> = (direct.into_iter())
+        .map(|d| Direct {
+            service: gate::guard_service(d.service, required.clone()),
+            ..d
+        })
+        .collect();
     let router = gate::guard(router, required);
     let acceptor = tls.acceptor();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -261,7 +293,7 @@ async fn accept<L: Listener>(
 /// or it sends no request within the header timeout. Holds `_permit` meanwhile.
 async fn serve_connection<S>(
     io: S,
-    (router, direct): (axum::Router, Option<Direct>),
+    (router, direct): (axum::Router, Arc<[Direct]>),
     limits: ServeLimits,
     mut closed: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
@@ -290,13 +322,11 @@ async fn serve_connection<S>(
         hyper::service::service_fn(move |request: Request<Incoming>| {
             requested.store(true, Ordering::Relaxed);
             let request = with_body_deadline(request, limits.body_timeout);
-            match &direct {
-                // A method name must follow, as for the router's
-                // `/{service}/{*method}` route.
-                Some(d) if d.takes(request.uri().path()) => {
-                    Either::Left(d.service.clone().oneshot(request))
-                }
-                _ => Either::Right(router.call(request)),
+            // Something must follow the prefix, as for the router's
+            // `/{service}/{*method}` and `/keys/{*key}` routes.
+            match direct.iter().find(|d| d.takes(&request)) {
+                Some(d) => Either::Left(d.service.clone().oneshot(request)),
+                None => Either::Right(router.call(request)),
             }
         })
     };
