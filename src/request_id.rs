@@ -103,6 +103,18 @@ impl RequestId {
         }
     }
 
+    /// The ID a peer sent as text (a query's in a `ForwardBatch`), checked
+    /// as a header's is, or a new one if it sent none.
+    pub fn from_text(text: Option<&str>) -> Result<Self, BadRequestId> {
+        let Some(text) = text else {
+            return Ok(Self::generate());
+        };
+        Self::check(text.as_bytes())?;
+        // Visible ASCII, checked: a valid header value.
+        let value = HeaderValue::from_str(text).map_err(|_| BadRequestId::BadCharacter)?;
+        Ok(Self(value))
+    }
+
     /// The ID as text.
     pub fn as_str(&self) -> &str {
         // Checked to be visible ASCII when made.
@@ -182,6 +194,31 @@ impl std::fmt::Display for RequestId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A forwarded query's ID arrives as text in a peer's message: checked
+    /// as a header is, and made up if absent.
+    #[test]
+    fn an_id_sent_as_text_is_checked_like_a_header() {
+        assert_eq!(
+            RequestId::from_text(Some("abc-1")).unwrap().as_str(),
+            "abc-1"
+        );
+        assert_eq!(RequestId::from_text(None).unwrap().as_str().len(), 16);
+        assert_eq!(RequestId::from_text(Some("")), Err(BadRequestId::Empty));
+        assert_eq!(
+            RequestId::from_text(Some("a b")),
+            Err(BadRequestId::BadCharacter)
+        );
+        assert_eq!(
+            RequestId::from_text(Some("é")),
+            Err(BadRequestId::BadCharacter)
+        );
+        let long = "x".repeat(200);
+        assert_eq!(
+            RequestId::from_text(Some(&long)),
+            Err(BadRequestId::TooLong(200))
+        );
+    }
 
     #[test]
     fn a_client_id_is_kept_when_it_is_printable_and_short() {

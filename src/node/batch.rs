@@ -157,17 +157,21 @@ pub(super) fn answer_to_wire(answer: Result<Answer, NodeError>) -> dht::BatchAns
 
 /// The answer one `Batch` answer gives for `query`.
 pub(super) fn answer_from_wire(a: dht::BatchAnswer, query: &Query) -> Result<Answer, NodeError> {
+    result_from_wire(a).map(|(result, route)| Answer::from_result(result, &query.op, route))
+}
+
+/// The result and route one `Batch` (or `ForwardBatch`) answer gives, or its
+/// query's failure, as a single query's call would have failed.
+pub(super) fn result_from_wire(
+    a: dht::BatchAnswer,
+) -> Result<(dht::QueryResult, RouteTaken), NodeError> {
     match tonic::Code::from_i32(a.code) {
         tonic::Code::Ok => {
             let route = RouteTaken {
                 hops: a.hops,
                 owner: a.owner.map(Member::from),
             };
-            Ok(Answer::from_result(
-                a.result.unwrap_or_default(),
-                &query.op,
-                route,
-            ))
+            Ok((a.result.unwrap_or_default(), route))
         }
         tonic::Code::FailedPrecondition if a.current_version.is_some() => {
             Err(NodeError::PreconditionFailed {

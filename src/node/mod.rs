@@ -209,6 +209,9 @@ pub struct Node {
     probes: Peers,
     /// A queue per replica, so that concurrent writes share `Replicate` calls.
     pipes: replication::pipeline::ReplicaPipes,
+    /// A queue per owner, so that concurrent forwards share `ForwardBatch`
+    /// calls.
+    forwards: rpc::forwards::ForwardPipes,
     health: tonic_health::server::HealthReporter,
     /// The arc and replicas this node last reconciled with: while they do not
     /// vouch for its current ones, reads also ask the replicas (`catch_up`).
@@ -263,7 +266,11 @@ impl Node {
         Self {
             peers: Peers::of(&config),
             probes: Peers::probing(&config),
-            pipes: replication::pipeline::ReplicaPipes::new(
+            forwards: rpc::forwards::forward_pipes(
+                config.timeouts.request,
+                config.limits.max_entry_bytes(),
+            ),
+            pipes: replication::pipeline::replica_pipes(
                 config.limits,
                 config.timeouts.request,
                 metrics.clone(),
@@ -758,16 +765,17 @@ impl Node {
                         return Err(NodeError::TooManyHops { hops: query.hops });
                     }
                     self.metrics.forwarded();
-                    let forwarded =
-                        self.peers
-                            .forward(&to, query.to_forward(), query.request_id.as_ref());
+                    // Sent with the other queries to `to` (`rpc::forwards`),
+                    // given as long as its own call would be.
+                    let forwarded = self.forwards.send(
+                        &self.peers,
+                        &to,
+                        query.to_forward(),
+                        tokio::time::Instant::now() + self.config.timeouts.request,
+                        query.request_id.clone(),
+                    );
                     match forwarded.await {
                         Ok((result, route)) => {
-                            // A peer that reports no route was at least one hop.
-                            let route = route.unwrap_or(RouteTaken {
-                                hops: query.hops + 1,
-                                owner: None,
-                            });
                             return Ok(Answer::from_result(result, &query.op, route));
                         }
                         Err(e) => {

@@ -323,6 +323,7 @@ impl Query {
             if_match,
             if_absent,
             ttl_ms: self.ttl.map(|t| t.as_millis() as u64),
+            request_id: None,
         }
     }
 }

@@ -349,6 +349,13 @@ impl dht::dht_node_server::DhtNode for SilentPeer {
     ) -> Result<Response<dht::BatchReply>, Status> {
         std::future::pending().await
     }
+    type ForwardBatchStream = tokio_stream::Empty<Result<dht::ForwardAnswer, Status>>;
+    async fn forward_batch(
+        &self,
+        _: Request<dht::BatchRequest>,
+    ) -> Result<Response<Self::ForwardBatchStream>, Status> {
+        std::future::pending().await
+    }
     type WatchStream = tokio_stream::Empty<Result<dht::WatchEvent, Status>>;
     async fn watch(
         &self,

@@ -4,7 +4,9 @@
 //! (`health`). Wire types stop here.
 
 pub(super) mod entries;
+pub(super) mod forwards;
 pub(super) mod health;
 pub(super) mod peers;
+pub(super) mod pipes;
 pub(super) mod service;
 pub(super) mod wire;

@@ -2,10 +2,8 @@
 //! bounded connect and request times so that a dead peer costs a bounded wait.
 
 use crate::node::error::NodeError;
-use crate::node::query::RouteTaken;
-use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
+use crate::proto::dht::dht_node_client::DhtNodeClient;
 use crate::proto::registry::registry_client::RegistryClient;
-use crate::request_id::RequestId;
 use crate::ring::Member;
 use crate::security::{AuthChannel, Credentials};
 use crate::transport::Network;
@@ -200,28 +198,6 @@ impl Peers {
             }
             settle(&addr, after, outcome)
         }
-    }
-
-    /// Forwards a query one hop, to `to`: its result, and the route it took
-    /// from there if `to` reports one.
-    pub async fn forward(
-        &self,
-        to: &Member,
-        query: dht::EncodedQuery,
-        request_id: Option<&RequestId>,
-    ) -> Result<(dht::QueryResult, Option<RouteTaken>), NodeError> {
-        let mut request = tonic::Request::new(query);
-        if let Some(id) = request_id {
-            let metadata: &mut axum::http::HeaderMap = request.metadata_mut().as_mut();
-            metadata.insert(RequestId::HEADER_NAME, id.header_value());
-        }
-        let response = self
-            .call(to, |mut c| async move {
-                c.forward_query(request).await.map(tonic::Response::new)
-            })
-            .await?;
-        let route = RouteTaken::read_metadata(response.metadata());
-        Ok((response.into_inner(), route))
     }
 }
 

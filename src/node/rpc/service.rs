@@ -8,6 +8,7 @@ use crate::proto::dht::{self, NeighborType, dht_node_server::DhtNode};
 use crate::request_id::{BadRequestId, RequestId};
 use crate::ring::{Arc as RingArc, Member, Position};
 use crate::store::bucket_count;
+use futures_util::stream::FuturesUnordered;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,8 +78,22 @@ impl DhtService {
         metadata: &tonic::metadata::MetadataMap,
         query: Result<Query, NodeError>,
     ) -> Result<Response<dht::QueryResult>, Status> {
+        let (answered, id) =
+            (self.answer_logged(operation, interface, request_id(metadata), query)).await;
+        Ok(answer(answered?, &id))
+    }
+
+    /// Answers `query` (or its validation error) as the request `id` (or
+    /// why its ID was refused), counting it and logging it as
+    /// [`DhtService::answer_counted`] does; the ID it was logged under.
+    async fn answer_logged(
+        &self,
+        operation: Op,
+        interface: Interface,
+        id: Result<RequestId, BadRequestId>,
+        query: Result<Query, NodeError>,
+    ) -> (Result<Answer, NodeError>, RequestId) {
         let started = Instant::now();
-        let id = request_id(metadata);
         let answered = match (query, &id) {
             (Ok(query), Ok(id)) => self.node.execute(query.with_request_id(id.clone())).await,
             (Err(e), _) => Err(e),
@@ -99,7 +114,7 @@ impl DhtService {
             .ok()
             .and_then(|a| a.route.owner.as_ref().map(|o| o.addr.as_str()));
         crate::request_id::log_request(&id, operation, interface, outcome, elapsed, hops, owner);
-        Ok(answer(answered?, &id))
+        (answered, id)
     }
 }
 
@@ -132,6 +147,48 @@ impl DhtNode for DhtService {
         let query = Query::from_forward(request, &self.node.config().limits);
         self.answer_counted(operation, interface, &metadata, query)
             .await
+    }
+
+    type ForwardBatchStream =
+        Pin<Box<dyn Stream<Item = Result<dht::ForwardAnswer, Status>> + Send>>;
+
+    async fn forward_batch(
+        &self,
+        request: Request<dht::BatchRequest>,
+    ) -> Result<Response<Self::ForwardBatchStream>, Status> {
+        let queries = request.into_inner().queries;
+        let most = crate::node::rpc::forwards::MAX_BATCH_QUERIES;
+        if queries.len() > most {
+            return Err(Status::invalid_argument(format!(
+                "a forwarded batch holds at most {most} queries; this one holds {}",
+                queries.len()
+            )));
+        }
+        let limits = self.node.config().limits;
+        // Each as its own `ForwardQuery` would be (`rpc::forwards`), sent
+        // back as soon as it is answered.
+        let answers: FuturesUnordered<_> = (queries.into_iter().enumerate())
+            .map(|(index, mut q)| {
+                let service = self.clone();
+                async move {
+                    let operation = operation_label(q.ty);
+                    let interface = match q.hops {
+                        0 => Interface::Grpc,
+                        _ => Interface::Peer,
+                    };
+                    let id = RequestId::from_text(q.request_id.take().as_deref());
+                    let query = Query::from_forward(q, &limits);
+                    let (answered, _) =
+                        service.answer_logged(operation, interface, id, query).await;
+                    Ok(dht::ForwardAnswer {
+                        // At most `MAX_BATCH_QUERIES`.
+                        index: index as u32,
+                        answer: Some(crate::node::batch::answer_to_wire(answered)),
+                    })
+                }
+            })
+            .collect();
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn register_as_neighbor(
