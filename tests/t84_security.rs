@@ -194,6 +194,21 @@ async fn node_to_node_calls_without_the_cluster_secret_are_refused_and_change_no
                 .await
                 .map(drop),
             ),
+            (
+                "ForwardBatch",
+                c.forward_batch(dht::BatchRequest {
+                    queries: vec![dht::EncodedQuery {
+                        ty: dht::OperationType::Set as i32,
+                        key: crustyring::ring::key_position(b"forwarded").0,
+                        value: Some(b"intruder".to_vec()),
+                        raw_key: Some(b"forwarded".to_vec()),
+                        hops: 1,
+                        ..Default::default()
+                    }],
+                })
+                .await
+                .map(drop),
+            ),
         ];
         for (rpc, outcome) in outcomes {
             let status = outcome.expect_err(rpc);
@@ -206,7 +221,7 @@ async fn node_to_node_calls_without_the_cluster_secret_are_refused_and_change_no
     let after_info = member_client.get_node_info(()).await.unwrap().into_inner();
     assert_eq!(after_info.prev, before_info.prev);
     assert_eq!(after_info.next, before_info.next);
-    for key in ["pushed", "handed", "batched"] {
+    for key in ["pushed", "handed", "batched", "forwarded"] {
         let r = client::query(
             &mut member_client,
             dht::OperationType::Get,

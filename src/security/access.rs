@@ -30,6 +30,7 @@ const PEER_RPCS: &[&str] = &[
     "ReadRange",
     "ListRange",
     "Batch",
+    "ForwardBatch",
 ];
 
 /// Paths anyone may fetch.

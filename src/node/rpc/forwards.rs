@@ -15,11 +15,14 @@ use super::pipes::{Call, Carrier, Pending, Pipes, Unsent};
 use crate::node::batch::result_from_wire;
 use crate::node::error::NodeError;
 use crate::node::query::RouteTaken;
-use crate::proto::dht;
+use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
+use crate::request_id::RequestId;
+use crate::security::AuthChannel;
 use futures_util::future::BoxFuture;
 use prost::Message as _;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Queries one `ForwardBatch` call carries at most.
 pub const MAX_BATCH_QUERIES: usize = 256;
@@ -30,6 +33,50 @@ pub const MAX_BATCH_QUERIES: usize = 256;
 /// together. Measured: 1 and 2 do alike, and both well above 8 (nearly every
 /// query alone), with 64 clients on one node of three.
 const FORWARDS_OUT: usize = 2;
+
+/// How long a call holds its place among those out to the owner while no
+/// answer has come: under load the first answer comes sooner (one write
+/// round at the owner); slow queries (a read waiting for a write in flight,
+/// an arc in a takeover's wait) do not hold up the calls behind them longer.
+const SLOT_HOLD: Duration = Duration::from_millis(20);
+
+/// How a `ForwardBatch` call broke.
+enum Broke {
+    /// The owner refused it (or it could not be made): nothing was run.
+    Refused(tonic::Status),
+    /// It broke while the owner ran its queries.
+    Midway(tonic::Status),
+}
+
+/// Sends one query as a `ForwardQuery` (to a peer that predates
+/// `ForwardBatch`), answering its caller as the call goes, by `until`.
+async fn forward_one(
+    mut client: DhtNodeClient<AuthChannel>,
+    addr: String,
+    p: Pending<ForwardBatch>,
+    until: Instant,
+) {
+    let mut request = tonic::Request::new(p.item.clone());
+    if let Some(id) = &p.request_id {
+        let metadata: &mut axum::http::HeaderMap = request.metadata_mut().as_mut();
+        metadata.insert(RequestId::HEADER_NAME, id.header_value());
+    }
+    let hops = p.item.hops;
+    let answer = match tokio::time::timeout_at(until, client.forward_query(request)).await {
+        Err(_) => Err(NodeError::Timeout {
+            addr,
+            after: until.saturating_duration_since(Instant::now()),
+        }),
+        Ok(Err(status)) => Err(peer_error(&addr, status)),
+        Ok(Ok(response)) => {
+            // A peer that reports no route was one hop.
+            let route = RouteTaken::read_metadata(response.metadata());
+            let route = route.unwrap_or(RouteTaken { hops, owner: None });
+            Ok((response.into_inner(), route))
+        }
+    };
+    p.answer(answer);
+}
 
 /// A forwarded query's result and the route it took, or why it failed.
 pub type Forwarded = Result<(dht::QueryResult, RouteTaken), NodeError>;
@@ -74,54 +121,83 @@ impl Carrier for ForwardBatch {
             .collect();
         let request = dht::BatchRequest { queries };
         Box::pin(async move {
+            // As long as the last query's own call would have had.
+            let until = batch.iter().map(Pending::deadline).max();
+            let until = until.unwrap_or_else(|| Instant::now() + self.timeout);
             let mut call = call;
             let mut waiting: Vec<Option<Pending<Self>>> = batch.into_iter().map(Some).collect();
             let (addr, mut client) = (call.addr.clone(), call.client.clone());
-            let streamed = tokio::time::timeout(self.timeout, async {
-                let mut answers = client.forward_batch(request).await?.into_inner();
-                while let Some(a) = answers.message().await? {
+            let streamed = tokio::time::timeout_at(until, async {
+                let mut answers = match client.forward_batch(request).await {
+                    Ok(answers) => answers.into_inner(),
+                    Err(status) => return Err(Broke::Refused(status)),
+                };
+                let hold = tokio::time::sleep(SLOT_HOLD);
+                tokio::pin!(hold);
+                loop {
+                    let answer = tokio::select! {
+                        answer = answers.message() => answer.map_err(Broke::Midway)?,
+                        // A slow first answer holds up no later call.
+                        () = &mut hold, if call.holds_slot() => {
+                            call.free_slot();
+                            continue;
+                        }
+                    };
+                    let Some(a) = answer else {
+                        return Ok(());
+                    };
                     // The owner works through the batch: the next one may
                     // leave.
                     call.free_slot();
                     let query = usize::try_from(a.index).ok();
                     let Some(p) = query.and_then(|i| waiting.get_mut(i)?.take()) else {
-                        return Err(tonic::Status::internal(format!(
+                        let status = tonic::Status::internal(format!(
                             "answered query {} of {}, or twice",
                             a.index,
                             waiting.len()
-                        )));
+                        ));
+                        return Err(Broke::Midway(status));
                     };
                     p.answer(result_from_wire(a.answer.unwrap_or_default()));
                 }
-                Ok(())
             })
             .await;
             // What is still unanswered fails as its own call would have.
-            let failed = |p: Pending<Self>, e: NodeError| p.answer(Err(e));
             let left = waiting.into_iter().flatten();
             match streamed {
                 Err(_) => {
                     call.forget();
                     let after = self.timeout;
                     left.for_each(|p| {
-                        failed(
-                            p,
-                            NodeError::Timeout {
-                                addr: addr.clone(),
-                                after,
-                            },
-                        )
+                        let addr = addr.clone();
+                        p.answer(Err(NodeError::Timeout { addr, after }));
                     });
                 }
-                Ok(Err(status)) => left.for_each(|p| failed(p, peer_error(&addr, status.clone()))),
+                // A peer that predates `ForwardBatch`: one `ForwardQuery` each.
+                Ok(Err(Broke::Refused(status))) if status.code() == tonic::Code::Unimplemented => {
+                    for p in left {
+                        let client = call.client.clone();
+                        tokio::spawn(forward_one(client, addr.clone(), p, until));
+                    }
+                }
+                Ok(Err(Broke::Refused(status))) => {
+                    left.for_each(|p| p.answer(Err(peer_error(&addr, status.clone()))));
+                }
+                // The owner had the queries: they may have been applied.
+                Ok(Err(Broke::Midway(status))) => left.for_each(|p| {
+                    let reason = status.message().to_string();
+                    let addr = addr.clone();
+                    p.answer(Err(NodeError::Interrupted { addr, reason }));
+                }),
                 Ok(Ok(())) => left.for_each(|p| {
-                    let status =
-                        tonic::Status::internal("the forwarded batch ended without its answer");
-                    failed(p, peer_error(&addr, status));
+                    let reason = "the forwarded batch ended without its answer".to_string();
+                    let addr = addr.clone();
+                    p.answer(Err(NodeError::Interrupted { addr, reason }));
                 }),
             }
         })
     }
+
     fn unsent(&self, addr: &str, why: Unsent) -> Forwarded {
         let reason = match why {
             // It waited a whole request timeout for its turn.
@@ -131,7 +207,12 @@ impl Carrier for ForwardBatch {
                     after: self.timeout,
                 });
             }
-            Unsent::Full(queued) => format!("{queued} forwarded queries wait for it already"),
+            // Alive but busy: not a reason to route round it.
+            Unsent::Full(queued) => {
+                return Err(NodeError::Peer(tonic::Status::unavailable(format!(
+                    "{addr} is not keeping up: {queued} forwarded queries wait for it already"
+                ))));
+            }
             Unsent::Stopped => "the forwarding sender stopped".to_string(),
             Unsent::NoChannel(reason) => reason,
         };

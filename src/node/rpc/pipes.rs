@@ -84,6 +84,11 @@ impl Call {
         self.slot = None;
     }
 
+    /// Whether the call still holds its place ([`Call::free_slot`]).
+    pub fn holds_slot(&self) -> bool {
+        self.slot.is_some()
+    }
+
     /// Drops the channel the call was made on, after it went unanswered:
     /// the next call connects afresh (a connection wedged after a partition
     /// would otherwise fail every call until HTTP/2's keep-alive noticed).
@@ -117,6 +122,11 @@ pub struct Pending<C: Carrier> {
 }
 
 impl<C: Carrier> Pending<C> {
+    /// When its caller stops waiting.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// Answers the item's caller (gone, if it stopped waiting: fine).
     pub fn answer(self, answer: C::Answer) {
         let _ = self.reply.send(answer);
@@ -266,7 +276,8 @@ impl<C: Carrier> Sender<C> {
 
 /// The next batch off `queue`: at least one item, then as many as fit the
 /// carrier's count and bytes, in queue order. Items whose deadline has passed
-/// by `now` are answered as expired, not sent.
+/// by `now` are answered as expired, not sent; those whose caller is gone are
+/// dropped.
 fn take_batch<C: Carrier>(
     carrier: &C,
     queue: &mut VecDeque<Pending<C>>,
@@ -276,6 +287,11 @@ fn take_batch<C: Carrier>(
     let mut batch = Vec::new();
     let mut size = 0;
     while let Some(next) = queue.front() {
+        // Its caller is gone: nothing waits for it.
+        if next.reply.is_closed() {
+            queue.pop_front();
+            continue;
+        }
         if next.deadline <= now {
             if let Some(expired) = queue.pop_front() {
                 expired.answer(carrier.unsent(addr, Unsent::Expired));
@@ -344,10 +360,10 @@ pub(in crate::node) mod tests {
 
     #[test]
     fn a_batch_takes_what_fits_in_order_and_always_one() {
-        let mut queue: VecDeque<_> = [40, 50, 20, 1, 1, 1, 150, 1]
+        let (mut queue, _answers): (VecDeque<_>, Vec<_>) = [40, 50, 20, 1, 1, 1, 150, 1]
             .into_iter()
-            .map(|n| pending::<Numbers>(n, None).0)
-            .collect();
+            .map(|n| pending::<Numbers>(n, None))
+            .unzip();
         let now = Instant::now();
         // 40 + 50 fit in 100 bytes, 20 more do not.
         assert_eq!(sizes(&take_batch(&Numbers, &mut queue, now, "a")), [40, 50]);
@@ -371,5 +387,14 @@ pub(in crate::node) mod tests {
         let batch = take_batch(&Numbers, &mut queue, Instant::now(), "a");
         assert_eq!(sizes(&batch), [2]);
         assert_eq!(stale_answer.blocking_recv().unwrap(), Err("Expired".into()));
+    }
+
+    #[test]
+    fn items_whose_caller_is_gone_are_not_sent() {
+        let (gone, _) = pending::<Numbers>(1, None);
+        let (waited, _answer) = pending::<Numbers>(2, None);
+        let mut queue = VecDeque::from([gone, waited]);
+        let batch = take_batch(&Numbers, &mut queue, Instant::now(), "a");
+        assert_eq!(sizes(&batch), [2]);
     }
 }
