@@ -58,6 +58,11 @@ impl Carrier for Replicate {
     type Answer = ReplicaAnswer;
     const MAX_BATCH: usize = MAX_BATCH_ENTRIES;
     const MAX_IN_FLIGHT: usize = 8;
+    /// A write applied at the owner reaches its replicas even if its writer
+    /// stopped waiting (its client went away): the sooner every copy holds
+    /// it, the smaller the window in which a read could see it at the owner
+    /// alone.
+    const SENT_UNWAITED: bool = true;
 
     fn size(&self, entry: &Entry) -> usize {
         wire_size(entry)
@@ -146,6 +151,22 @@ mod tests {
         let answer = Ok(vec![newer.clone()]);
         assert_eq!(own_answer(&answer, &entry(1, 1)), Ok(vec![]));
         assert_eq!(own_answer(&answer, &entry(2, 1)), Ok(vec![newer]));
+    }
+
+    /// Unlike a forwarded query, a write whose writer went away still goes
+    /// to the replica.
+    #[test]
+    fn a_write_goes_out_even_if_its_writer_stopped_waiting() {
+        use crate::node::rpc::pipes::{take_batch, tests::pending};
+        let carrier = Replicate {
+            limits: Limits::default(),
+            timeout: Duration::from_secs(1),
+            metrics: Arc::new(NodeMetrics::new(None)),
+        };
+        let (unwaited, _) = pending::<Replicate>(entry(1, 1), None);
+        let mut queue = std::collections::VecDeque::from([unwaited]);
+        let batch = take_batch(&carrier, &mut queue, tokio::time::Instant::now(), "a");
+        assert_eq!(batch.len(), 1);
     }
 
     #[test]

@@ -102,6 +102,8 @@ impl Carrier for ForwardBatch {
     type Answer = Forwarded;
     const MAX_BATCH: usize = MAX_BATCH_QUERIES;
     const MAX_IN_FLIGHT: usize = FORWARDS_OUT;
+    /// A query whose client went away is not run.
+    const SENT_UNWAITED: bool = false;
 
     fn size(&self, query: &dht::EncodedQuery) -> usize {
         query.encoded_len()

@@ -50,6 +50,8 @@ pub trait Carrier: Send + Sync + Sized + 'static {
     /// up, and an item is answered at once ([`Unsent::Full`]) rather than
     /// queued without bound.
     const MAX_QUEUED: usize = 4 * Self::MAX_IN_FLIGHT * Self::MAX_BATCH;
+    /// Whether an item whose caller has gone is still sent.
+    const SENT_UNWAITED: bool;
 
     /// An item's size on the wire.
     fn size(&self, item: &Self::Item) -> usize;
@@ -277,8 +279,8 @@ impl<C: Carrier> Sender<C> {
 /// The next batch off `queue`: at least one item, then as many as fit the
 /// carrier's count and bytes, in queue order. Items whose deadline has passed
 /// by `now` are answered as expired, not sent; those whose caller is gone are
-/// dropped.
-fn take_batch<C: Carrier>(
+/// dropped unless the carrier sends them all the same.
+pub(in crate::node) fn take_batch<C: Carrier>(
     carrier: &C,
     queue: &mut VecDeque<Pending<C>>,
     now: Instant,
@@ -288,7 +290,7 @@ fn take_batch<C: Carrier>(
     let mut size = 0;
     while let Some(next) = queue.front() {
         // Its caller is gone: nothing waits for it.
-        if next.reply.is_closed() {
+        if !C::SENT_UNWAITED && next.reply.is_closed() {
             queue.pop_front();
             continue;
         }
@@ -322,6 +324,7 @@ pub(in crate::node) mod tests {
         type Answer = Result<usize, String>;
         const MAX_BATCH: usize = 3;
         const MAX_IN_FLIGHT: usize = 1;
+        const SENT_UNWAITED: bool = false;
 
         fn size(&self, item: &usize) -> usize {
             *item
