@@ -35,8 +35,10 @@
 //!   disk (redb, group commit, values read from disk behind an index of keys);
 //!   digests of arcs for anti-entropy; the footprint measurement (`store-bench`).
 //! - [`node`]: the DHT node: view, routing, forwarding, joins, hand-off, leave,
-//!   failure detection and repair, replication, anti-entropy.
-//! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI, page.
+//!   failure detection and repair, replication, anti-entropy; its calls to
+//!   peers (forwards to an owner, writes to a replica) coalesced per peer.
+//! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI,
+//!   page; the key methods the server calls before the router's lookup.
 //! - [`registry`]: the registry service: membership, ID assignment, liveness; a
 //!   replay of ID assignment that measures balance (`crustyring balance`).
 //! - [`metrics`]: what nodes and registries count, for Prometheus (`GET /metrics`).
