@@ -266,20 +266,23 @@ mod tests {
             query.to_forward()
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        // Both queued before the sender first runs: they leave in one call.
-        let slow = tokio::spawn(pipes.send(&peers, &to, get(b"k"), deadline, None));
+        // The first leaves at once (no call is out); the rest queue before
+        // the sender first runs, and leave together in one call.
+        let slow: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(pipes.send(&peers, &to, get(b"k"), deadline, None)))
+            .collect();
         let fast = pipes.send(&peers, &to, get(b"other"), deadline, None);
         let answered = tokio::time::timeout(Duration::from_secs(3), fast).await;
         let (_, route) = answered
-            .expect("answered while the read of k waits")
+            .expect("answered while the reads of k wait")
             .unwrap();
         assert_eq!(route.owner.map(|o| o.id), Some(Position(100)));
         assert_eq!(route.hops, 1);
         assert!(
-            !slow.is_finished(),
-            "the read of k still waits for its write"
+            slow.iter().all(|s| !s.is_finished()),
+            "the reads of k still wait for its write"
         );
-        slow.abort();
+        slow.iter().for_each(tokio::task::JoinHandle::abort);
         // Not a graceful stop: that would wait for the read of k.
         served.abort();
         drop(stop);

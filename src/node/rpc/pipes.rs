@@ -11,7 +11,9 @@
 //! out to a peer at once (a call is out until the peer has answered for it,
 //! or for the first of its items: [`Call::free_slot`]); only while all of them are
 //! out do items pile up, and then they leave together in the next call. At
-//! low load an item leaves at once, alone.
+//! low load an item leaves at once, alone, and from its caller's task: with no
+//! call out to the peer, the queue and the sender are skipped (their two task
+//! hops cost forwards 4 to 12% of their rate where nothing coalesced).
 //!
 //! Each item still gets its own answer ([`Pending::answer`]), so that the
 //! callers do not depend on how items were grouped on the way. What a call
@@ -137,8 +139,24 @@ impl<C: Carrier> Pending<C> {
 
 /// A queue and a sender per peer, for the calls `C` makes.
 pub struct Pipes<C: Carrier> {
-    pipes: Mutex<BTreeMap<String, mpsc::Sender<Pending<C>>>>,
+    pipes: Mutex<BTreeMap<String, Pipe<C>>>,
     carrier: Arc<C>,
+}
+
+/// One peer's queue, and the places of the calls out to it (shared with its
+/// sender).
+struct Pipe<C: Carrier> {
+    queue: mpsc::Sender<Pending<C>>,
+    slots: Arc<Semaphore>,
+}
+
+impl<C: Carrier> Clone for Pipe<C> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+            slots: self.slots.clone(),
+        }
+    }
 }
 
 impl<C: Carrier> std::fmt::Debug for Pipes<C> {
@@ -177,15 +195,42 @@ impl<C: Carrier> Pipes<C> {
             deadline,
             request_id,
         };
-        let unsent = match self.queue(peers, &to.addr).try_send(pending) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(_)) => Some(Unsent::Full(C::MAX_QUEUED)),
-            Err(mpsc::error::TrySendError::Closed(_)) => Some(Unsent::Stopped),
+        let pipe = self.pipe(peers, &to.addr);
+        // No call out to the peer: the item leaves at once, from here,
+        // without the queue's and the sender's hops. (With a call out, it
+        // queues, to leave with those that pile up behind.)
+        let idle = pipe.slots.available_permits() == C::MAX_IN_FLIGHT;
+        let slot = idle
+            .then(|| pipe.slots.clone().try_acquire_owned().ok())
+            .flatten();
+        let delivery = match slot.ok_or(()) {
+            Ok(slot) => match peers.client_made(&to.addr) {
+                Ok((client, made)) => {
+                    let call = Call {
+                        addr: to.addr.clone(),
+                        client,
+                        slot: Some(slot),
+                        made,
+                        peers: peers.clone(),
+                    };
+                    Ok(Some(self.carrier.clone().deliver(call, vec![pending])))
+                }
+                Err(e) => Err(Unsent::NoChannel(e.to_string())),
+            },
+            Err(_) => match pipe.queue.try_send(pending) {
+                Ok(()) => Ok(None),
+                Err(mpsc::error::TrySendError::Full(_)) => Err(Unsent::Full(C::MAX_QUEUED)),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(Unsent::Stopped),
+            },
         };
         let (carrier, addr) = (self.carrier.clone(), to.addr.clone());
         async move {
-            if let Some(why) = unsent {
-                return carrier.unsent(&addr, why);
+            match delivery {
+                Err(why) => return carrier.unsent(&addr, why),
+                // An item sent even if its caller goes away is sent apart.
+                Ok(Some(delivery)) if C::SENT_UNWAITED => drop(tokio::spawn(delivery)),
+                Ok(Some(delivery)) => delivery.await,
+                Ok(None) => {}
             }
             match answer.await {
                 Ok(answer) => answer,
@@ -194,24 +239,29 @@ impl<C: Carrier> Pipes<C> {
         }
     }
 
-    /// The queue to `addr`, its sender started on first use.
-    fn queue(&self, peers: &Peers, addr: &str) -> mpsc::Sender<Pending<C>> {
+    /// The pipe to `addr`, its sender started on first use.
+    fn pipe(&self, peers: &Peers, addr: &str) -> Pipe<C> {
         let mut pipes = self.pipes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(queue) = pipes.get(addr).filter(|q| !q.is_closed()) {
-            return queue.clone();
+        if let Some(pipe) = pipes.get(addr).filter(|p| !p.queue.is_closed()) {
+            return pipe.clone();
         }
         if pipes.len() >= MAX_PIPES {
             pipes.clear();
         }
         let (queue, items) = mpsc::channel(C::MAX_QUEUED);
+        let pipe = Pipe {
+            queue,
+            slots: Arc::new(Semaphore::new(C::MAX_IN_FLIGHT)),
+        };
         let sender = Sender {
             addr: addr.to_string(),
             peers: peers.clone(),
             carrier: self.carrier.clone(),
+            slots: pipe.slots.clone(),
         };
         tokio::spawn(sender.run(items));
-        pipes.insert(addr.to_string(), queue.clone());
-        queue
+        pipes.insert(addr.to_string(), pipe.clone());
+        pipe
     }
 }
 
@@ -224,12 +274,15 @@ struct Sender<C: Carrier> {
     /// otherwise fail every call until HTTP/2's keep-alive noticed).
     peers: Peers,
     carrier: Arc<C>,
+    /// The places of the calls out to the peer, shared with callers that
+    /// send an item themselves when one is free.
+    slots: Arc<Semaphore>,
 }
 
 impl<C: Carrier> Sender<C> {
     /// Sends batches until every handle to the queue is gone.
     async fn run(self, mut items: mpsc::Receiver<Pending<C>>) {
-        let slots = Arc::new(Semaphore::new(C::MAX_IN_FLIGHT));
+        let slots = self.slots.clone();
         let mut queue: VecDeque<Pending<C>> = VecDeque::new();
         loop {
             if queue.is_empty() {
