@@ -62,11 +62,10 @@ async fn forward_one(
         metadata.insert(RequestId::HEADER_NAME, id.header_value());
     }
     let hops = p.item.hops;
+    // Taken before the call: once it has timed out, nothing is left.
+    let after = until.saturating_duration_since(Instant::now());
     let answer = match tokio::time::timeout_at(until, client.forward_query(request)).await {
-        Err(_) => Err(NodeError::Timeout {
-            addr,
-            after: until.saturating_duration_since(Instant::now()),
-        }),
+        Err(_) => Err(NodeError::Timeout { addr, after }),
         Ok(Err(status)) => Err(peer_error(&addr, status)),
         Ok(Ok(response)) => {
             // A peer that reports no route was one hop.

@@ -57,6 +57,16 @@ fn request_id(metadata: &tonic::metadata::MetadataMap) -> Result<RequestId, BadR
     RequestId::from_header(headers.get(RequestId::HEADER_NAME))
 }
 
+/// The interface a forwarded query (`ForwardQuery`, or one of a
+/// `ForwardBatch`) counts under: a client's if it has not been forwarded
+/// yet, a peer's otherwise (counted already where it entered the ring).
+fn forward_interface(hops: u32) -> Interface {
+    match hops {
+        0 => Interface::Grpc,
+        _ => Interface::Peer,
+    }
+}
+
 /// What a query's wire type asks for, as metrics count it.
 fn operation_label(ty: i32) -> Op {
     match dht::OperationType::try_from(ty) {
@@ -139,11 +149,7 @@ impl DhtNode for DhtService {
     ) -> Result<Response<dht::QueryResult>, Status> {
         let (metadata, _, request) = request.into_parts();
         let operation = operation_label(request.ty);
-        // A peer's forward was counted where it entered the ring.
-        let interface = match request.hops {
-            0 => Interface::Grpc,
-            _ => Interface::Peer,
-        };
+        let interface = forward_interface(request.hops);
         let query = Query::from_forward(request, &self.node.config().limits);
         self.answer_counted(operation, interface, &metadata, query)
             .await
@@ -172,10 +178,7 @@ impl DhtNode for DhtService {
                 let service = self.clone();
                 async move {
                     let operation = operation_label(q.ty);
-                    let interface = match q.hops {
-                        0 => Interface::Grpc,
-                        _ => Interface::Peer,
-                    };
+                    let interface = forward_interface(q.hops);
                     let id = RequestId::from_text(q.request_id.take().as_deref());
                     let query = Query::from_forward(q, &limits);
                     let (answered, _) =
