@@ -177,8 +177,9 @@ impl<C: Carrier> Pipes<C> {
         }
     }
 
-    /// Queues `item` for the peer `to`, to be sent before `deadline`; the
-    /// future resolves with its answer. It borrows nothing, so it can
+    /// Queues `item` for the peer `to`, to be sent before `deadline` (or,
+    /// with no call out to `to`, sends it at once); the future resolves with
+    /// its answer. It borrows nothing, so it can
     /// outlive its caller (a write acknowledged once a quorum has answered).
     pub fn send(
         &self,
