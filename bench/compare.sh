@@ -12,6 +12,12 @@
 #   -n, NODES        ring sizes for the gRPC rows              (default "1 4 8")
 #   -d, DURATION     seconds per load run                      (default 10)
 #   -c, CONCURRENCY  requests in flight, gRPC rows             (default 64)
+#   --connections, CONNECTIONS  how the gRPC client's requests in flight hold
+#                    their connections: per-node (one per node, shared: one
+#                    application with a channel per node) or per-worker (one per
+#                    request in flight and node: as many separate clients, each
+#                    paying its own system calls; the figures before 2026-11-29
+#                    17:40 UTC were taken so)                  (default per-node)
 #   -p, BASE_PORT    first port this script uses               (default 52000)
 #   -s, SYSTEMS      which rows: original ours-mem ours-disk http (default: all)
 #   KEYS (10000), VALUE_BYTES (16), WRK_CONNECTIONS (64), WRK_THREADS (2),
@@ -48,6 +54,7 @@ SCRIPT="$REPO/bench/$(basename "${BASH_SOURCE[0]}")"
 NODES=${NODES:-"1 4 8"}
 DURATION=${DURATION:-10}
 CONCURRENCY=${CONCURRENCY:-64}
+CONNECTIONS=${CONNECTIONS:-per-node}
 BASE_PORT=${BASE_PORT:-52000}
 SYSTEMS=${SYSTEMS:-"original ours-mem ours-disk http"}
 KEYS=${KEYS:-10000}
@@ -68,6 +75,7 @@ while (($#)); do
     -n | --nodes) NODES=$2; shift 2 ;;
     -d | --duration) DURATION=$2; shift 2 ;;
     -c | --concurrency) CONCURRENCY=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
     -p | --base-port) BASE_PORT=$2; shift 2 ;;
     -s | --systems) SYSTEMS=$2; shift 2 ;;
     --skip-install) SKIP_INSTALL=1; shift ;;
@@ -128,7 +136,7 @@ if [[ -z ${CR_BENCH_MEASURING:-} ]]; then
         [[ $(id -u) == 0 ]] || die "NETNS=1 needs root for unshare --net (or set NETNS=0)"
         log "measuring in a private network namespace (loopback only)"
         exec unshare --net -- env CR_BENCH_MEASURING=1 NODES="$NODES" DURATION="$DURATION" \
-            CONCURRENCY="$CONCURRENCY" BASE_PORT="$BASE_PORT" SYSTEMS="$SYSTEMS" \
+            CONCURRENCY="$CONCURRENCY" CONNECTIONS="$CONNECTIONS" BASE_PORT="$BASE_PORT" SYSTEMS="$SYSTEMS" \
             bash "$SCRIPT"
     fi
     export CR_BENCH_MEASURING=1
@@ -217,9 +225,9 @@ grpc_run() { # grpc_run SYSTEM NODES CLIENT OP URLS [--via-nodes]
     local system=$1 nodes=$2 client=$3 op=$4 urls=$5
     shift 5
     local out="$WORK/bench-$system-$nodes-${client// /-}-$op.txt"
-    log "$system, $nodes node(s), $op, $client: $CONCURRENCY in flight for ${DURATION} s"
+    log "$system, $nodes node(s), $op, $client: $CONCURRENCY in flight ($CONNECTIONS connections) for ${DURATION} s"
     if ! timeout -k 5 "$BENCH_LIMIT" "$OURS_BIN/crustyring" bench --node "$urls" "$@" \
-        --op "$op" -c "$CONCURRENCY" -d "$DURATION" --keys "$KEYS" \
+        --op "$op" -c "$CONCURRENCY" --connections "$CONNECTIONS" -d "$DURATION" --keys "$KEYS" \
         --value-bytes "$VALUE_BYTES" >"$out" 2>&1; then
         log "  failed: $(tail -n 3 "$out" | tr '\n' ' ')"
         printf '%s\t%s\t%s\t%s\tfailed\t-\t-\t-\t-\n' "$system" "$nodes" "$client" "$op" >>"$RESULTS"
@@ -408,7 +416,7 @@ log "load average after: $LOAD_AFTER"
 echo
 echo "Crusty Ring side by side, $(date -u +'%Y-%m-%d %H:%M UTC'), $(nproc) cores," \
     "load average $LOAD_BEFORE before, $LOAD_AFTER after; measuring took ${SECONDS} s"
-echo "gRPC: crustyring bench, $CONCURRENCY in flight, ${DURATION} s, $KEYS keys, ${VALUE_BYTES}-byte values;" \
+echo "gRPC: crustyring bench, $CONCURRENCY in flight, $CONNECTIONS connections, ${DURATION} s, $KEYS keys, ${VALUE_BYTES}-byte values;" \
     "HTTP: wrk -c $WRK_CONNECTIONS -t $WRK_THREADS -d ${DURATION}s --latency, distinct keys, ${VALUE_BYTES}-byte values."
 echo "ratio: ops/s over the original's at the same nodes and op (gRPC rows), over etcd's through its leader (HTTP rows)."
 echo

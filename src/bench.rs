@@ -6,6 +6,14 @@
 //! sends every request to its key's owner. With `route` off (or against a ring
 //! that does not describe itself, like the original study project's) workers
 //! send to the given nodes in turn, and the ring routes.
+//!
+//! How the workers hold their connections is part of what is measured
+//! ([`Connections`]): one per worker and node models that many separate client
+//! processes, each with one request out at a time; one per node, shared by every
+//! worker, models one application holding a gRPC channel per node (as gRPC
+//! advises), whose requests in flight share each connection's reads and writes.
+//! The first costs client and nodes a system call and a wake-up per request per
+//! side; on a small machine that, not the ring, is most of the work.
 
 use crate::client::{ClientError, RingClient};
 use crate::proto::dht::OperationType;
@@ -30,6 +38,28 @@ pub struct BenchPlan {
     pub value_bytes: usize,
     /// Sent with every request (the client token, if the ring requires one).
     pub credentials: crate::security::Credentials,
+    /// How the workers hold their connections.
+    pub connections: Connections,
+}
+
+/// How a run's workers hold their connections to the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connections {
+    /// Each worker opens its own connection to each node it sends to: as many
+    /// separate clients, each with one request in flight.
+    PerWorker,
+    /// One connection per node, opened before the run and shared by every
+    /// worker (HTTP/2 carries their requests side by side).
+    PerNode,
+}
+
+impl std::fmt::Display for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::PerWorker => "a connection per request in flight and node",
+            Self::PerNode => "a connection per node, shared",
+        })
+    }
 }
 
 /// What a run measured.
@@ -83,20 +113,27 @@ fn key(i: usize) -> Vec<u8> {
     format!("bench-{i}").into_bytes()
 }
 
-/// Runs the plan. Each worker holds its own connection, so requests really are in
-/// flight at once rather than queued behind one HTTP/2 stream limit.
+/// Runs the plan.
 pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
     let keys = plan.keys.max(1);
     let value = vec![b'x'; plan.value_bytes];
     let concurrency = plan.concurrency.max(1);
-    // The ring is learned once; every worker then gets a client of its own.
-    let learned =
+    // The ring is learned once; every worker then gets a client of its own,
+    // with connections of its own or the shared ones.
+    let mut learned =
         RingClient::new_with(plan.nodes.clone(), plan.route, plan.credentials.clone()).await;
+    if plan.connections == Connections::PerNode {
+        learned.connect_all().await;
+    }
+    let worker = |learned: &RingClient| match plan.connections {
+        Connections::PerWorker => learned.fresh(),
+        Connections::PerNode => learned.clone(),
+    };
     if plan.op == OperationType::Get {
         // Write every key first, spread over the same number of connections.
         let mut writers = Vec::new();
         for w in 0..concurrency.min(keys) {
-            let mut c = learned.fresh();
+            let mut c = worker(&learned);
             let value = value.clone();
             writers.push(tokio::spawn(async move {
                 for i in (w..keys).step_by(concurrency) {
@@ -111,10 +148,11 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
             }
         }
     }
-    // Every worker's client (the ring learned, connections still to make)
-    // exists before the clock starts, so that all of them run for the whole
-    // measured window; each worker's first requests include connecting.
-    let clients: Vec<RingClient> = (0..concurrency).map(|_| learned.fresh()).collect();
+    // Every worker's client (the ring learned; per worker, connections still
+    // to make) exists before the clock starts, so that all of them run for the
+    // whole measured window; each worker's first requests per worker include
+    // connecting.
+    let clients: Vec<RingClient> = (0..concurrency).map(|_| worker(&learned)).collect();
     let members = learned.members();
     let start = Instant::now();
     let stop_at = start + plan.duration;

@@ -144,7 +144,10 @@ pub async fn query_counting_hops(
 /// query straight to its key's owner, so the ring forwards nothing. When an
 /// owner cannot be reached it relearns the ring and, failing that, asks any
 /// of the nodes it was given (which then forward).
-#[derive(Debug)]
+///
+/// A clone shares the connections opened so far (HTTP/2 carries the clones'
+/// queries side by side); those it opens later are its own.
+#[derive(Debug, Clone)]
 pub struct RingClient {
     /// The nodes given, to fall back on and to learn the ring from.
     seeds: Vec<String>,
@@ -200,6 +203,16 @@ impl RingClient {
             clients: HashMap::new(),
             turn: 0,
             credentials: self.credentials.clone(),
+        }
+    }
+
+    /// Opens a connection to every member and seed it has none to yet (those
+    /// that do not answer are left for the queries to report). Clones made
+    /// afterwards share these connections.
+    pub async fn connect_all(&mut self) {
+        let addrs: Vec<String> = self.members.values().map(|m| m.addr.clone()).collect();
+        for addr in addrs.into_iter().chain(self.seeds.clone()) {
+            let _ = self.client(&addr).await;
         }
     }
 

@@ -194,6 +194,11 @@ enum Command {
         /// Value size in bytes.
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
+        /// How the requests in flight hold their connections: one per node,
+        /// shared (one application with a channel per node), or one per
+        /// in-flight request and node (as many separate clients).
+        #[arg(long, value_enum, default_value_t = BenchConnections::PerNode)]
+        connections: BenchConnections,
         #[command(flatten)]
         token: TokenArgs,
     },
@@ -236,6 +241,12 @@ Each answer is one line, in order, texts quoted (bytes that are not UTF-8 in hex
 enum BenchOp {
     Set,
     Get,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BenchConnections {
+    PerNode,
+    PerWorker,
 }
 
 /// Which node a client command talks to.
@@ -515,6 +526,7 @@ async fn main() -> anyhow::Result<()> {
             duration,
             keys,
             value_bytes,
+            connections,
             token,
         } => {
             let plan = BenchPlan {
@@ -529,11 +541,16 @@ async fn main() -> anyhow::Result<()> {
                 keys,
                 value_bytes,
                 credentials: token.credentials()?,
+                connections: match connections {
+                    BenchConnections::PerNode => bench::Connections::PerNode,
+                    BenchConnections::PerWorker => bench::Connections::PerWorker,
+                },
             };
             println!(
-                "{:?} x {} in flight for {:.1} s against {}",
+                "{:?} x {} in flight ({}) for {:.1} s against {}",
                 plan.op,
                 plan.concurrency,
+                plan.connections,
                 plan.duration.as_secs_f64(),
                 plan.nodes.join(",")
             );

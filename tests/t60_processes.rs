@@ -154,12 +154,24 @@ fn the_client_commands_put_get_delete_and_show_the_ring() {
         "{}",
         missing.2
     );
-    let bench = run(&["bench", "-d", "0.3", "-c", "4", "--keys", "50"]);
-    assert!(
-        bench.0 && bench.1.contains("ops/s") && bench.1.contains(" 0 errors"),
-        "{}",
-        bench.1
-    );
+    for connections in ["per-node", "per-worker"] {
+        let bench = run(&[
+            "bench",
+            "-d",
+            "0.3",
+            "-c",
+            "4",
+            "--keys",
+            "50",
+            "--connections",
+            connections,
+        ]);
+        assert!(
+            bench.0 && bench.1.contains("ops/s") && bench.1.contains(" 0 errors"),
+            "{connections}: {}",
+            bench.1
+        );
+    }
     cluster.signal("INT");
     assert!(cluster.wait_exit(Duration::from_secs(15)).success());
 }
