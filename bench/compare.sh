@@ -5,6 +5,7 @@
 #
 # Usage (from anywhere; run as root, or with the tools below already installed):
 #   bench/compare.sh [-n "1 4 8"] [-d SECONDS] [-c IN_FLIGHT] [-p BASE_PORT]
+#                    [--connections per-node|per-worker]
 #                    [-s "original ours-mem ours-disk http"] [--skip-install] [--skip-build]
 #   NODES="1 8" DURATION=5 bench/compare.sh        # a quick subset
 #
@@ -16,8 +17,8 @@
 #                    their connections: per-node (one per node, shared: one
 #                    application with a channel per node) or per-worker (one per
 #                    request in flight and node: as many separate clients, each
-#                    paying its own system calls; the figures before 2026-11-29
-#                    17:40 UTC were taken so)                  (default per-node)
+#                    paying its own system calls; the figures before commit
+#                    7e32c4b were taken so)                    (default per-node)
 #   -p, BASE_PORT    first port this script uses               (default 52000)
 #   -s, SYSTEMS      which rows: original ours-mem ours-disk http (default: all)
 #   KEYS (10000), VALUE_BYTES (16), WRK_CONNECTIONS (64), WRK_THREADS (2),
@@ -87,6 +88,10 @@ done
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+case $CONNECTIONS in
+per-node | per-worker) ;;
+*) die "--connections (CONNECTIONS) must be per-node or per-worker, not '$CONNECTIONS'" ;;
+esac
 wants() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 
 SEED_DIR="$SEED_BUILD_DIR/crustyring-seed"

@@ -8,6 +8,12 @@
 #   DURATION=4 PORT=23000 bench/writes.sh
 #   BIN=/other/build/crustyring bench/writes.sh   # another build, side by side
 #   SHAPES="memory defaults" bench/writes.sh      # some shapes only
+#   BENCH_ARGS="--connections per-worker" bench/writes.sh
+#
+# Each build's own `bench` loads it. Builds before 7e32c4b give each request in
+# flight a connection of its own; later ones share one per node unless told
+# otherwise: against an older BIN, pass BENCH_ARGS="--connections per-worker"
+# to the newer one so that both load alike.
 #
 # Loopback only, ports PORT.. (below the ephemeral range by default); every
 # process it starts is stopped by PID.
@@ -42,7 +48,7 @@ run() { # LABEL NODES [cluster flags; DIR is replaced by a fresh data dir]
     sleep 0.2
   done
   sleep 2 # two routing-table refreshes
-  echo "$label: $("$BIN" bench --node "http://127.0.0.1:$((PORT + 1))" --op set -c 64 -d "$DURATION" --value-bytes 16 2>&1 | tail -n 1)"
+  echo "$label: $("$BIN" bench --node "http://127.0.0.1:$((PORT + 1))" --op set -c 64 -d "$DURATION" --value-bytes 16 ${BENCH_ARGS:-} 2>&1 | tail -n 1)"
   cleanup
   rm -f "$dir.log"
   pid=""

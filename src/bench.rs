@@ -49,7 +49,11 @@ pub enum Connections {
     /// separate clients, each with one request in flight.
     PerWorker,
     /// One connection per node, opened before the run and shared by every
-    /// worker (HTTP/2 carries their requests side by side).
+    /// worker (HTTP/2 carries their requests side by side). A node's server
+    /// takes 200 requests at once per connection: beyond that, requests wait
+    /// in the client, and their latency counts the wait. A connection a worker
+    /// opens during the run (to a node that failed and came back, or joined)
+    /// is its own.
     PerNode,
 }
 
@@ -148,10 +152,10 @@ pub async fn run(plan: &BenchPlan) -> Result<BenchReport, ClientError> {
             }
         }
     }
-    // Every worker's client (the ring learned; per worker, connections still
-    // to make) exists before the clock starts, so that all of them run for the
-    // whole measured window; each worker's first requests per worker include
-    // connecting.
+    // Every worker's client (the ring learned; with a connection per worker,
+    // its connections still to make) exists before the clock starts, so that
+    // all of them run for the whole measured window; with a connection per
+    // worker, each worker's first requests include connecting.
     let clients: Vec<RingClient> = (0..concurrency).map(|_| worker(&learned)).collect();
     let members = learned.members();
     let start = Instant::now();
