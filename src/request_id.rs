@@ -8,8 +8,14 @@ use axum::http::HeaderValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Where this process's generated IDs start ([`RequestId::start_from`]).
+/// Where this process's generated IDs start: a random value.
 static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// The next ID's number on this thread, when a simulation numbers them
+    /// ([`RequestId::number_this_thread`]): the process's count otherwise.
+    static THREAD_NEXT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
 
 /// A request's ID: 1 to [`RequestId::MAX_LEN`] visible ASCII characters, no
 /// commas (a replica write carries the IDs of its batch as a comma-separated
@@ -66,25 +72,37 @@ impl RequestId {
         Ok(())
     }
 
-    /// Makes this process's IDs start from `start` instead of a random
-    /// value, so that a simulation replays a run exactly (an ID's digits set
-    /// the size of the headers that carry it). Only before the first ID is
-    /// generated; whether it took.
-    pub fn start_from(start: u64) -> bool {
-        START.set(start).is_ok()
+    /// Numbers the IDs generated on this thread from now on 0, 1, 2, ...
+    /// (before the multiplier below), apart from the process's count: for a
+    /// simulation, which runs every host of one run on one thread, so that a
+    /// run replays exactly (an ID's digits set the size of the headers that
+    /// carry it) even while other runs generate IDs in the same process. IDs
+    /// so numbered are unique only among themselves.
+    pub fn number_this_thread() {
+        THREAD_NEXT.set(Some(0));
     }
 
     /// A new ID, unique within this process and, with a random start per
     /// process, very likely across processes: 16 hex digits.
     pub fn generate() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let start = *START.get_or_init(|| {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
-            h.finish()
+        let numbered = THREAD_NEXT.with(|next| {
+            let n = next.get()?;
+            next.set(Some(n.wrapping_add(1)));
+            Some(n)
         });
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (start, n) = match numbered {
+            Some(n) => (0, n),
+            None => {
+                let start = *START.get_or_init(|| {
+                    use std::hash::{BuildHasher, Hasher};
+                    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                    h.write_u32(std::process::id());
+                    h.finish()
+                });
+                (start, NEXT.fetch_add(1, Ordering::Relaxed))
+            }
+        };
         // An odd multiplier is a bijection: consecutive IDs do not look alike.
         let id = start.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -194,6 +212,28 @@ impl std::fmt::Display for RequestId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A simulation numbers its thread's IDs from 0, again at each run,
+    /// whatever other threads generate meanwhile; other threads keep the
+    /// process's count.
+    #[test]
+    fn ids_numbered_on_a_thread_start_again_and_leave_other_threads_alone() {
+        let numbered = || {
+            RequestId::number_this_thread();
+            let ids: Vec<String> = (0..3)
+                .map(|_| RequestId::generate().as_str().to_string())
+                .collect();
+            ids
+        };
+        let first = numbered();
+        assert_eq!(first[0], "0000000000000000");
+        assert_eq!(first[1], "9e3779b97f4a7c15");
+        let elsewhere = std::thread::spawn(|| RequestId::generate().as_str().to_string())
+            .join()
+            .unwrap();
+        assert!(!first.contains(&elsewhere), "{elsewhere} is in {first:?}");
+        assert_eq!(numbered(), first);
+    }
 
     /// A forwarded query's ID arrives as text in a peer's message: checked
     /// as a header is, and made up if absent.

@@ -49,11 +49,17 @@ pub fn network() -> Network {
 }
 
 /// Makes the process's wall clock the simulation's (once per process; the
-/// simulations of one test binary all read it).
+/// simulations of one test binary all read it), and numbers this thread's
+/// request IDs from 0 (a run, and every host in it, runs on one thread).
 pub fn use_virtual_wall_clock() {
-    // Request IDs ride in headers, whose size their digits set: a fixed start
-    // keeps a replay's messages the same size.
-    crustyring::request_id::RequestId::start_from(0);
+    // Request IDs ride in headers, whose size their digits set: numbered per
+    // run, a run's messages keep their sizes whatever runs came before it or
+    // run alongside it in the process. (Runs in one process still differ a
+    // little from the same seeds run alone; the likeliest cause, from Tokio's
+    // source, is its task numbering, process-wide: a crashed host's runtime
+    // drops its tasks shard by shard, sharded by those numbers. A replay,
+    // `SIM_SEED` with one test, runs alone.)
+    crustyring::request_id::RequestId::number_this_thread();
     crustyring::clock::set_wall_clock(|| {
         turmoil::since_epoch()
             .map_or_else(crustyring::clock::system_micros, |d| d.as_micros() as u64)
