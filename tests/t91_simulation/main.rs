@@ -166,7 +166,7 @@ fn log_if_asked() {
 /// Runs the schedule of `seed`.
 fn run(seed: u64, faults: Faults, leases: Option<LeaseSettings>) -> Outcome {
     log_if_asked();
-    network::use_virtual_wall_clock();
+    network::prepare_run();
     let schedule = Schedule::generate(seed, faults);
     let mut sim = turmoil::Builder::new()
         .simulation_duration(schedule.check_at + Duration::from_secs(60))

@@ -82,7 +82,7 @@ fn repair_time(
     leases: Option<LeaseSettings>,
 ) -> Result<Repaired, String> {
     crate::log_if_asked();
-    crate::network::use_virtual_wall_clock();
+    crate::network::prepare_run();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(CRASH_AT + Duration::from_secs(60))
         .min_message_latency(Duration::from_millis(1))
