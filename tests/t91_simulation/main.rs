@@ -835,9 +835,9 @@ fn with_leases_false_suspicions_keep_every_key_linearizable() {
 /// (two adjacent nodes cut off together from the rest). Each side declares
 /// the other dead and takes its arcs over; the pair leases to each other, so
 /// both sides serve. Run by hand (`-- --ignored`): with seeds 1 to 16 it
-/// found histories that are not linearizable (seeds 2, 7 and 16 on
-/// 2026-11-29; earlier builds also left rings that did not merge again).
-/// docs/protocol.md ("Leases") says what a fix needs.
+/// found histories that are not linearizable and rings that did not merge
+/// again (seeds 2, 7 and 16 on 2026-11-29, each with both). docs/protocol.md
+/// ("Leases") says what a fix needs.
 #[test]
 #[ignore = "a ring split in two groups gets two serving owners per arc: needs a quorum or witness for takeovers"]
 fn with_leases_a_ring_split_in_two_keeps_every_key_linearizable() {
