@@ -49,9 +49,9 @@ pub enum Connections {
     /// separate clients, each with one request in flight.
     PerWorker,
     /// One connection per node, opened before the run and shared by every
-    /// worker (HTTP/2 carries their requests side by side). A node's server
-    /// takes 200 requests at once per connection: beyond that, requests wait
-    /// in the client, and their latency counts the wait. A connection a worker
+    /// worker (HTTP/2 carries their requests side by side). This project's
+    /// nodes take 200 requests at once per connection: beyond that, requests
+    /// wait in the client, and their latency counts the wait. A connection a worker
     /// opens during the run (to a node that failed and came back, or joined)
     /// is its own.
     PerNode,

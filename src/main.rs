@@ -195,9 +195,10 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
         /// How the requests in flight hold their connections: one per node,
-        /// shared (one application with a channel per node; a node takes 200
-        /// requests at once per connection, more wait in the client), or one
-        /// per in-flight request and node (as many separate clients).
+        /// shared (one application with a channel per node; this project's
+        /// nodes take 200 requests at once per connection, more wait in the
+        /// client), or one per in-flight request and node (as many separate
+        /// clients).
         #[arg(long, value_enum, default_value_t = BenchConnections::PerNode)]
         connections: BenchConnections,
         #[command(flatten)]

@@ -56,9 +56,10 @@ pub fn network() -> Network {
 /// Both numberings are process-wide state that would otherwise make a run
 /// depend on the runs before it: request IDs ride in headers, whose size
 /// their digits set; and a current-thread runtime keeps its tasks in 4 lists
-/// by task number and drops them list by list when a host crashes, so a run
-/// depends on its first task's number modulo 4 (spawning one task before a
-/// run changed seed 3's history; four did not). With both set, each seed of a
+/// by task number, so a run depends on its first task's number modulo 4
+/// (spawning one task before a run changed seed 3's history; four did not;
+/// the likeliest way is a crashed host's runtime dropping its tasks list by
+/// list). With both set, each seed of a
 /// `SIM_SEEDS` batch runs as `SIM_SEED` replays it alone. Tests running side
 /// by side in one binary still interleave task numbers: a replay runs one
 /// test.
