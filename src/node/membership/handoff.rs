@@ -23,12 +23,16 @@
 //! - Each next message must come within the request timeout
 //!   (`--request-timeout-ms`, as the sender allows itself per message); a
 //!   stalled stream is dropped with `DEADLINE_EXCEEDED`, nothing taken over.
+//!
+//! What to refuse, hold or store, and what a stream takes, is decided by
+//! [`super::intake`], with no I/O; this module reads and writes the stream
+//! and carries the decisions out.
 
-use crate::metrics::HandOff;
+use super::intake::{Intake, IntakeError, Taken, leave_refused};
 use crate::node::Node;
 use crate::node::error::NodeError;
-use crate::node::rpc::entries::{batches, entry_from_wire, wire_size};
-use crate::node::view::{NodeState, View};
+use crate::node::rpc::entries::{batches, entry_from_wire};
+use crate::node::view::NodeState;
 use crate::proto::dht;
 use crate::ring::Member;
 use crate::store::Entry;
@@ -137,69 +141,46 @@ impl Node {
         mut chunks: impl Stream<Item = Result<dht::HandOffChunk, Status>> + Unpin,
     ) -> Result<dht::HandOffAck, Status> {
         let idle = self.config.timeouts.request;
-        let first = next_chunk(&mut chunks, idle)
+        let mut chunk = next_chunk(&mut chunks, idle)
             .await?
             .ok_or_else(|| Status::invalid_argument("empty hand-off stream"))?;
-        let header = header(&first)?;
-        if let Some(refusal) = refusal(&self.view(), &header) {
-            return Err(refusal);
-        }
-        // A joiner stores its arc as it arrives (it serves nothing yet), so
-        // neither side holds a whole arc in memory; other hand-offs change a
-        // serving node's arc, and are taken in one step at the end.
-        let joining = header.prev.is_some() && !header.merge;
-        let mut held = Held::new(self.config.max_peer_stream_bytes);
-        let mut count = 0u64;
-        let mut batch = first.entries;
-        let mut complete = first.last;
+        let header = header(&chunk)?;
+        // What to refuse, hold or store, and what the stream takes: the
+        // decisions are `Intake`'s, this loop carries them out.
+        let mut intake = Intake::offer(header, &self.view(), self.config.max_peer_stream_bytes)?;
         loop {
-            let checked = batch
+            let checked = std::mem::take(&mut chunk.entries)
                 .into_iter()
                 .map(|e| entry_from_wire(e, &self.config.limits))
                 .collect::<Result<Vec<Entry>, Status>>()?;
-            count += checked.len() as u64;
-            if joining {
-                self.store_while_joining(checked)?;
-            } else {
-                held.take(checked)?;
+            let store_now = intake.message(checked, chunk.last)?;
+            if !store_now.is_empty() {
+                self.store_while_joining(store_now)?;
             }
             match next_chunk(&mut chunks, idle).await? {
-                Some(chunk) => {
-                    complete = chunk.last;
-                    batch = chunk.entries;
-                }
+                Some(next) => chunk = next,
                 None => break,
             }
         }
-        // A stream cut short (its sender failed half-way) must not count as
-        // the arc: taking it would serve or merge an arc missing entries.
-        if !complete {
-            return Err(Status::aborted(
-                "the hand-off ended before its last message; nothing was taken over",
-            ));
-        }
-        // A joiner makes what it stored durable before it serves: if that
-        // fails, it must not serve an arc its predecessor keeps (the
-        // predecessor takes the failure as a failed hand-off).
-        if joining {
-            self.store
-                .durable_point()
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
-        }
-        let reason = match (header.merge, &header.prev) {
-            (true, _) => HandOff::Merge,
-            (false, Some(_)) => HandOff::Join,
-            (false, None) => HandOff::Leave,
-        };
-        let entries = held.entries;
-        match header.prev {
-            _ if header.merge => self.take_merged_entries(&header.from, entries)?,
-            Some(_) => self.take_joined_arc(header, entries).await?,
-            None => {
-                self.take_leaving_arc(header.from, header.next, entries)
-                    .await?
+        let (taken, count) = intake.end()?;
+        let kind = taken.kind();
+        match taken {
+            Taken::Merge { from, entries } => self.take_merged_entries(&from, entries)?,
+            Taken::Join(header) => {
+                // A joiner makes what it stored durable before it serves: if
+                // that fails, it must not serve an arc its predecessor keeps
+                // (the predecessor takes the failure as a failed hand-off).
+                self.store
+                    .durable_point()
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                self.take_joined_arc(header).await?
             }
+            Taken::Leave {
+                leaver,
+                next,
+                entries,
+            } => self.take_leaving_arc(leaver, next, entries).await?,
         }
         // The sender drops the entries on our acknowledgement: make them durable
         // first.
@@ -207,7 +188,7 @@ impl Node {
             .durable_point()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        self.metrics.handoff(false, reason, count);
+        self.metrics.handoff(false, kind, count);
         Ok(dht::HandOffAck { entries: count })
     }
 
@@ -225,12 +206,8 @@ impl Node {
             .map_err(|e| Status::internal(e.to_string()))
     }
 
-    /// A joiner stores its new arc, links in and starts serving.
-    async fn take_joined_arc(
-        &self,
-        header: HandOffHeader,
-        entries: Vec<Entry>,
-    ) -> Result<(), Status> {
+    /// A joiner, its new arc stored as it came, links in and starts serving.
+    async fn take_joined_arc(&self, header: HandOffHeader) -> Result<(), Status> {
         let HandOffHeader {
             prev,
             next,
@@ -242,13 +219,8 @@ impl Node {
         let length = self.config.maintenance.successors;
         self.update_view(|view| {
             if view.state != NodeState::Joining {
-                return Err(Status::failed_precondition(
-                    "this node is already part of the ring",
-                ));
+                return Err(Status::from(IntakeError::AlreadyInRing));
             }
-            self.store
-                .insert_all(entries)
-                .map_err(|e| Status::internal(e.to_string()))?;
             view.prev = prev;
             view.next = next;
             view.adopt_successors(&backups, length);
@@ -269,8 +241,8 @@ impl Node {
     ) -> Result<(), Status> {
         let _membership = self.membership.lock().await;
         self.update_view(|view| {
-            if let Some(refusal) = leave_refusal(view, &leaver) {
-                return Err(refusal);
+            if let Some(refusal) = leave_refused(view, &leaver) {
+                return Err(Status::from(refusal));
             }
             self.store
                 .insert_all(entries)
@@ -317,42 +289,6 @@ impl Node {
     }
 }
 
-/// The entries a serving receiver holds until the hand-off's last message,
-/// within its byte budget.
-#[derive(Debug)]
-struct Held {
-    entries: Vec<Entry>,
-    bytes: usize,
-    max_bytes: usize,
-}
-
-impl Held {
-    fn new(max_bytes: usize) -> Self {
-        Self {
-            entries: Vec::new(),
-            bytes: 0,
-            max_bytes,
-        }
-    }
-
-    /// Holds `entries` too, or refuses the stream if they would take it over
-    /// the budget.
-    fn take(&mut self, entries: Vec<Entry>) -> Result<(), Status> {
-        self.bytes = entries
-            .iter()
-            .map(wire_size)
-            .fold(self.bytes, usize::saturating_add);
-        if self.bytes > self.max_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "the hand-off carries more than {} bytes of entries, the most this node holds from one stream (--max-peer-stream-mb); nothing was taken over",
-                self.max_bytes
-            )));
-        }
-        self.entries.extend(entries);
-        Ok(())
-    }
-}
-
 /// The next message of a hand-off, if it comes within `idle`.
 async fn next_chunk(
     chunks: &mut (impl Stream<Item = Result<dht::HandOffChunk, Status>> + Unpin),
@@ -367,37 +303,18 @@ async fn next_chunk(
     }
 }
 
-/// Why a node with `view` would refuse the hand-off `header` offers, if it
-/// would: checked before any entry is read, and again (by the step that takes
-/// the entries) at the end.
-fn refusal(view: &View, header: &HandOffHeader) -> Option<Status> {
-    if header.from.id == view.me.id {
-        return Some(Status::invalid_argument(
-            "the hand-off names this node as its sender; a node hands nothing to itself",
-        ));
-    }
-    match (header.merge, &header.prev) {
-        (false, Some(_)) if view.state != NodeState::Joining => Some(Status::failed_precondition(
-            "this node is already part of the ring",
-        )),
-        (false, None) => leave_refusal(view, &header.from),
-        (true, _) if view.state != NodeState::Serving => {
-            Some(Status::failed_precondition("this node is not serving"))
+impl From<IntakeError> for Status {
+    fn from(e: IntakeError) -> Self {
+        let message = e.to_string();
+        match e {
+            IntakeError::FromItself => Status::invalid_argument(message),
+            IntakeError::AlreadyInRing
+            | IntakeError::NotServing
+            | IntakeError::NotMyNext { .. } => Status::failed_precondition(message),
+            IntakeError::TooBig(_) => Status::resource_exhausted(message),
+            IntakeError::CutShort => Status::aborted(message),
         }
-        _ => None,
     }
-}
-
-/// Why a node with `view` would refuse the arc of `leaver`, if it would: only
-/// its serving next neighbour, another node, hands it an arc.
-fn leave_refusal(view: &View, leaver: &Member) -> Option<Status> {
-    if view.state != NodeState::Serving || view.next.id != leaver.id || leaver.id == view.me.id {
-        return Some(Status::failed_precondition(format!(
-            "{} is not my next neighbour (mine is {}); hand your arc to your current previous neighbour",
-            leaver.addr, view.next.addr
-        )));
-    }
-    None
 }
 
 pub(in crate::node) fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {

@@ -5,6 +5,7 @@
 
 pub(super) mod discovery;
 pub(super) mod handoff;
+pub(super) mod intake;
 pub(super) mod join;
 pub(super) mod leave;
 pub(super) mod maintain;
