@@ -125,6 +125,8 @@ impl Carrier for ForwardBatch {
             // As long as the last query's own call would have had.
             let until = batch.iter().map(Pending::deadline).max();
             let until = until.unwrap_or_else(|| Instant::now() + self.timeout);
+            // Taken before the call: what a timeout reports it waited.
+            let after = until.saturating_duration_since(Instant::now());
             let mut call = call;
             let mut waiting: Vec<Option<Pending<Self>>> = batch.into_iter().map(Some).collect();
             let (addr, mut client) = (call.addr.clone(), call.client.clone());
@@ -168,7 +170,6 @@ impl Carrier for ForwardBatch {
             match streamed {
                 Err(_) => {
                     call.forget();
-                    let after = self.timeout;
                     left.for_each(|p| {
                         let addr = addr.clone();
                         p.answer(Err(NodeError::Timeout { addr, after }));

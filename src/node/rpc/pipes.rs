@@ -82,6 +82,19 @@ pub struct Call {
 }
 
 impl Call {
+    /// A call to `addr` on its pooled channel, in the place `slot`; why no
+    /// channel could be made, if none could.
+    fn open(peers: &Peers, addr: &str, slot: OwnedSemaphorePermit) -> Result<Self, String> {
+        let (client, made) = peers.client_made(addr).map_err(|e| e.to_string())?;
+        Ok(Self {
+            addr: addr.to_string(),
+            client,
+            slot: Some(slot),
+            made,
+            peers: peers.clone(),
+        })
+    }
+
     /// Frees the call's place among those out to the peer: the next batch
     /// may leave. (Dropping the call frees it too.)
     pub fn free_slot(&mut self) {
@@ -204,21 +217,12 @@ impl<C: Carrier> Pipes<C> {
         let slot = idle
             .then(|| pipe.slots.clone().try_acquire_owned().ok())
             .flatten();
-        let delivery = match slot.ok_or(()) {
-            Ok(slot) => match peers.client_made(&to.addr) {
-                Ok((client, made)) => {
-                    let call = Call {
-                        addr: to.addr.clone(),
-                        client,
-                        slot: Some(slot),
-                        made,
-                        peers: peers.clone(),
-                    };
-                    Ok(Some(self.carrier.clone().deliver(call, vec![pending])))
-                }
-                Err(e) => Err(Unsent::NoChannel(e.to_string())),
+        let delivery = match slot {
+            Some(slot) => match Call::open(peers, &to.addr, slot) {
+                Ok(call) => Ok(Some(self.carrier.clone().deliver(call, vec![pending]))),
+                Err(reason) => Err(Unsent::NoChannel(reason)),
             },
-            Err(_) => match pipe.queue.try_send(pending) {
+            None => match pipe.queue.try_send(pending) {
                 Ok(()) => Ok(None),
                 Err(mpsc::error::TrySendError::Full(_)) => Err(Unsent::Full(C::MAX_QUEUED)),
                 Err(mpsc::error::TrySendError::Closed(_)) => Err(Unsent::Stopped),
@@ -307,25 +311,15 @@ impl<C: Carrier> Sender<C> {
             if batch.is_empty() {
                 continue;
             }
-            let (client, made) = match self.peers.client_made(&self.addr) {
-                Ok(client) => client,
-                Err(e) => {
-                    let reason = e.to_string();
+            match Call::open(&self.peers, &self.addr, slot) {
+                Ok(call) => drop(tokio::spawn(self.carrier.clone().deliver(call, batch))),
+                Err(reason) => {
                     for p in batch {
                         let why = Unsent::NoChannel(reason.clone());
                         p.answer(self.carrier.unsent(&self.addr, why));
                     }
-                    continue;
                 }
-            };
-            let call = Call {
-                addr: self.addr.clone(),
-                client,
-                slot: Some(slot),
-                made,
-                peers: self.peers.clone(),
-            };
-            tokio::spawn(self.carrier.clone().deliver(call, batch));
+            }
         }
     }
 }
