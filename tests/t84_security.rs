@@ -112,6 +112,17 @@ async fn node_to_node_calls_without_the_cluster_secret_are_refused_and_change_no
     let mut member_client = client::connect_with(&addr, &member()).await.unwrap();
     let before_info = member_client.get_node_info(()).await.unwrap().into_inner();
     let before = stored(&cluster.addrs()).await;
+    // A batch of one write of `key`, as a peer would send it after `hops`.
+    let intruding = |key: &[u8], hops| dht::BatchRequest {
+        queries: vec![dht::EncodedQuery {
+            ty: dht::OperationType::Set as i32,
+            key: crustyring::ring::key_position(key).0,
+            value: Some(b"intruder".to_vec()),
+            raw_key: Some(key.to_vec()),
+            hops,
+            ..Default::default()
+        }],
+    };
 
     for (secret, code) in [
         (None, Code::Unauthenticated),
@@ -180,34 +191,10 @@ async fn node_to_node_calls_without_the_cluster_secret_are_refused_and_change_no
                 "TransferKeys",
                 c.transfer_keys(dht::NodeId { id: 0 }).await.map(drop),
             ),
-            (
-                "Batch",
-                c.batch(dht::BatchRequest {
-                    queries: vec![dht::EncodedQuery {
-                        ty: dht::OperationType::Set as i32,
-                        key: crustyring::ring::key_position(b"batched").0,
-                        value: Some(b"intruder".to_vec()),
-                        raw_key: Some(b"batched".to_vec()),
-                        ..Default::default()
-                    }],
-                })
-                .await
-                .map(drop),
-            ),
+            ("Batch", c.batch(intruding(b"batched", 0)).await.map(drop)),
             (
                 "ForwardBatch",
-                c.forward_batch(dht::BatchRequest {
-                    queries: vec![dht::EncodedQuery {
-                        ty: dht::OperationType::Set as i32,
-                        key: crustyring::ring::key_position(b"forwarded").0,
-                        value: Some(b"intruder".to_vec()),
-                        raw_key: Some(b"forwarded".to_vec()),
-                        hops: 1,
-                        ..Default::default()
-                    }],
-                })
-                .await
-                .map(drop),
+                c.forward_batch(intruding(b"forwarded", 1)).await.map(drop),
             ),
         ];
         for (rpc, outcome) in outcomes {

@@ -209,21 +209,15 @@ pub(in crate::node) fn leave_refused(view: &View, leaver: &Member) -> Option<Int
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::rpc::entries::test_entry;
     use crate::ring::Position;
-    use crate::store::Version;
 
     fn member(id: u64) -> Member {
         Member::new(Position(id), format!("http://n{id}"))
     }
 
-    fn entry(id: u64) -> Entry {
-        Entry {
-            position: Position(id),
-            key: id.to_string().into_bytes(),
-            value: Some(vec![b'v'; 10]),
-            version: Version { micros: 1, node: 1 },
-            expires: None,
-        }
+    fn entry(i: u8) -> Entry {
+        test_entry(i, 10)
     }
 
     fn header(from: u64, prev: Option<u64>, next: u64, merge: bool) -> HandOffHeader {
