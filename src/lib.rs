@@ -34,8 +34,9 @@
 //! - [`store`]: local storage behind the [`store::Store`] trait: in memory, or on
 //!   disk (redb, group commit, values read from disk behind an index of keys);
 //!   digests of arcs for anti-entropy; the footprint measurement (`store-bench`).
-//! - [`node`]: the DHT node: view, routing, forwarding, joins, hand-off (the
-//!   receiver's decisions a state machine of their own, `intake`), leave,
+//! - [`node`]: the DHT node: view, routing, forwarding, joins (the contact's
+//!   decisions a state machine of their own, `admission`), hand-off (the
+//!   receiver's, `intake`), leave,
 //!   failure detection and repair, replication, anti-entropy; its calls to
 //!   peers (forwards to an owner, writes to a replica) coalesced per peer.
 //! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI,

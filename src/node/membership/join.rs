@@ -46,7 +46,7 @@ use crate::lease::{HandOver, Serve, hand_over};
 use crate::metrics::HandOff;
 use crate::node::Node;
 use crate::node::error::{JoinError, NodeError};
-use crate::node::membership::handoff::HandOffHeader;
+use crate::node::membership::admission::{Admission, Admit};
 use crate::node::view::{JoinRefusal, NodeState, View};
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::ConnectionAddr;
@@ -239,17 +239,9 @@ impl Node {
         hand_over(serve, view.alone(), self.after_lease_gap(view))
     }
 
-    /// Whether the registry lists no live member but this node and `joiner`
-    /// (true without a registry; false when it does not answer: a node cut
-    /// off from the ring may well be cut off from the registry too).
-    async fn no_other_live_member(&self, joiner: &Member) -> bool {
-        let me = self.me();
-        (self.registry_answer().await)
-            .is_some_and(|members| members.iter().all(|m| m.id == me.id || m.id == joiner.id))
-    }
-
     /// The predecessor's side of a join: hands the arc `[joiner, next)` to the
-    /// joiner and links it in. See the module docs for the steps.
+    /// joiner and links it in. See the module docs for the steps; the
+    /// decisions are [`Admission`]'s, this carries them out.
     pub(in crate::node) async fn accept_join(
         &self,
         joiner: Member,
@@ -257,84 +249,64 @@ impl Node {
         let _membership = self.membership.lock().await;
         // The arc stays served while it streams (`migration`): the fence goes
         // up only for the switch-over.
-        let (arc, me, prev, old_next, may_hand_over) = {
+        let (admission, admit) = {
             let view = self.view();
-            let arc = view
-                .check_join(joiner.id)
+            Admission::ask(joiner.clone(), &view, |arc| self.may_hand_over(arc, &view))
+                .map_err(|refusal| refusal_status(refusal, &joiner))?
+        };
+        if admit == Admit::AskRegistry {
+            let members = self.registry_answer().await;
+            admission
+                .registry_answered(members.as_deref())
                 .map_err(|refusal| refusal_status(refusal, &joiner))?;
-            let may_hand_over = self.may_hand_over(arc, &view);
-            let (me, prev, next) = (view.me.clone(), view.prev.clone(), view.next.clone());
-            (arc, me, prev, next, may_hand_over)
-        };
-        let vouched = may_hand_over == HandOver::IfNoOtherMember;
-        let may_hand_over = match may_hand_over {
-            HandOver::Yes => true,
-            HandOver::No => false,
-            HandOver::IfNoOtherMember => self.no_other_live_member(&joiner).await,
-        };
-        if !may_hand_over {
-            return Err(refusal_status(JoinRefusal::Unleased, &joiner));
         }
-        let header = HandOffHeader {
-            from: me.clone(),
-            prev: Some(me.clone()),
-            next: old_next.clone(),
-            merge: false,
-            backups: self.view().backups.clone(),
-            // The joiner's predecessors are this node's replicas' chain.
-            predecessors: self.view().replicas(usize::MAX),
-        };
-        let handed = self.stream_join(&joiner, header, arc, vouched).await;
+        let header = admission.header(&self.view());
+        let handed = self.stream_join(&joiner, header, &admission).await;
         // Before taking the arc back after a timeout, ask the joiner: or both
         // would own it.
         let handed = self
             .settle_timeout(handed, &joiner, |info| {
-                info.prev.as_ref().is_some_and(|p| p.id == me.id.0)
+                admission.taken_by_joiner(info.prev.as_ref().map(|p| Position(p.id)))
             })
             .await;
-        if let Ok(n) = &handed {
-            self.metrics.handoff(true, HandOff::Join, *n);
-        }
-        if let Err(e) = handed {
-            self.update_view(|view| view.handoff = None);
-            tracing::warn!(joiner = %joiner.addr, error = %e, "hand-off failed; keeping the arc");
-            return Err(Status::unavailable(format!(
-                "could not hand the arc over to {}: {e}",
-                joiner.addr
-            )));
-        }
-        let length = self.config.maintenance.successors;
-        self.update_view(|view| {
-            if view.alone() {
-                view.prev = joiner.clone();
+        match handed {
+            Ok(n) => self.metrics.handoff(true, HandOff::Join, n),
+            Err(e) => {
+                self.update_view(|view| view.handoff = None);
+                tracing::warn!(joiner = %joiner.addr, error = %e, "hand-off failed; keeping the arc");
+                return Err(Status::unavailable(format!(
+                    "could not hand the arc over to {}: {e}",
+                    joiner.addr
+                )));
             }
-            let after = view.successors();
-            view.next = joiner.clone();
-            view.adopt_successors(&after, length);
-            view.handoff = None;
-            // The joiner took its arc with this node as its `prev`: what is
-            // left of this node's arc is confirmed (`Leases::confirms`; it
-            // served all of it, or was alone).
+        }
+        let successors = self.config.maintenance.successors;
+        let keep_copy = self.config.replication.factor > 1;
+        let linked = self.update_view(|view| {
+            let linked = admission.linked(view, successors, keep_copy);
             self.with_leases(|l| {
-                l.next_probed(Some(RingArc::new(me.id, joiner.id)));
+                l.next_probed(Some(linked.confirmed));
             });
+            linked
         });
         self.learn_route(joiner.clone());
-        if self.config.replication.factor > 1 {
+        match linked.drop {
             // This node is now the joiner's nearest replica: the copy stays.
-            tracing::info!(joiner = %joiner.addr, "handed arc to joiner; keeping it as its replica");
-        } else {
-            match self.drop_arc(arc).await {
+            None => {
+                tracing::info!(joiner = %joiner.addr, "handed arc to joiner; keeping it as its replica");
+            }
+            Some(arc) => match self.drop_arc(arc).await {
                 Ok(n) => tracing::info!(joiner = %joiner.addr, keys = n, "handed arc to joiner"),
                 Err(e) => tracing::error!(error = %e, "could not drop a handed-off arc"),
-            }
+            },
         }
-        if old_next != me {
-            self.introduce(&joiner, &old_next).await;
+        if let Some(old_next) = &linked.introduce {
+            self.introduce(&joiner, old_next).await;
         }
+        let (prev, next) = linked.reply;
         Ok(dht::PreviousNeighbors {
             prev: Some((&prev).into()),
-            next: Some((&old_next).into()),
+            next: Some((&next).into()),
         })
     }
 }

@@ -14,9 +14,9 @@
 //! The recorder is a [`Store`] wrapper, so every write path (queries, replica
 //! writes, anti-entropy, read repair) is noted without each knowing of joins.
 
-use crate::lease::HandOver;
 use crate::node::Node;
 use crate::node::error::NodeError;
+use crate::node::membership::admission::Admission;
 use crate::node::membership::handoff::HandOffHeader;
 use crate::node::rpc::entries::batches;
 use crate::node::rpc::peers::peer_error;
@@ -43,14 +43,14 @@ impl Node {
         &self,
         joiner: &Member,
         header: HandOffHeader,
-        arc: RingArc,
-        vouched: bool,
+        admission: &Admission,
     ) -> Result<u64, NodeError> {
+        let arc = admission.arc();
         let mut client = self.peers.client(&joiner.addr)?;
         let (tx, rx) = mpsc::channel(STREAM_AHEAD);
         self.recorder.start(arc);
         let call = client.hand_off(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let produce = self.produce_join_stream(tx, header, arc, &joiner.addr, vouched);
+        let produce = self.produce_join_stream(tx, header, admission, &joiner.addr);
         tokio::pin!(call, produce);
         let request = self.config.timeouts.request;
         let mut answer_by: Option<Instant> = None;
@@ -95,17 +95,16 @@ impl Node {
     /// Sends the header, a snapshot of `arc` piece by piece (unfenced), then
     /// fences the arc and sends the writes made into it meanwhile. Stops early,
     /// unfenced, if the call ends first (its answer then says why), and fails
-    /// if by the fence this node may no longer hand the arc over (its lease
-    /// lapsed, or it is catching up after a gap; `vouched`: it is alone after
-    /// failures, and the registry listed no other member, see `accept_join`).
+    /// if by the fence this node may no longer hand the arc over
+    /// ([`Admission::may_switch_over`]).
     async fn produce_join_stream(
         &self,
         tx: mpsc::Sender<dht::HandOffChunk>,
         header: HandOffHeader,
-        arc: RingArc,
+        admission: &Admission,
         to: &str,
-        vouched: bool,
     ) -> Result<(), NodeError> {
+        let arc = admission.arc();
         let request = self.config.timeouts.request;
         // Whether the message went (false: the call has ended).
         let send = |chunk: dht::HandOffChunk| {
@@ -142,16 +141,9 @@ impl Node {
         // Switch-over: from here queries into the arc wait (every one applied
         // before has been noted), until the joiner serves it.
         self.update_view(|view| view.handoff = Some(arc));
-        // Still leased (checked before the stream too, `accept_join`): a
-        // lease that lapsed while the snapshot streamed may let `prev` take
-        // the arc over, and the joiner, leased by this node, would serve part
-        // of it beside `prev`. The caller lifts the fence; the joiner retries.
-        let may = self.may_hand_over(arc, &self.view());
-        match may {
-            HandOver::Yes => {}
-            // Alone after failures, with the registry's word (`accept_join`).
-            HandOver::IfNoOtherMember if vouched => {}
-            _ => return Err(NodeError::HandOverUnleased),
+        // Still leased? If not, the caller lifts the fence; the joiner retries.
+        if !admission.may_switch_over(self.may_hand_over(arc, &self.view())) {
+            return Err(NodeError::HandOverUnleased);
         }
         for batch in batches(self.recorder.stop(), budget, usize::MAX) {
             if !send(entries_chunk(batch)).await? {

@@ -1,8 +1,10 @@
 //! Who is in the ring, and where: finding the ring (`discovery`), joining it
-//! (`join`, with the arc streamed over by `handoff` while `migration` keeps
-//! it served), leaving it (`leave`), and repairing it after failures
+//! (`join`, the contact's decisions made by `admission`, with the arc
+//! streamed over by `handoff`, whose receiver's decisions `intake` makes,
+//! while `migration` keeps it served), leaving it (`leave`), and repairing it after failures
 //! (`maintain`: probes, verdicts from [`crate::failure`], leases).
 
+pub(super) mod admission;
 pub(super) mod discovery;
 pub(super) mod handoff;
 pub(super) mod intake;
