@@ -8,8 +8,8 @@ use crate::ring::IdRule;
 use crate::security::{Required, Secret, SecretError, SecurityError, Tls};
 use crate::server::ServeLimits;
 use crate::store::{
-    DEFAULT_CACHE_MB, DEFAULT_CHECKPOINT_EVERY, DiskOptions, DiskStore, MemoryStore, Store,
-    StoreError, SyncMode,
+    DEFAULT_CACHE_MB, DEFAULT_CHECKPOINT_EVERY, DEFAULT_COMMIT_DELAY, DiskOptions, DiskStore,
+    MemoryStore, Store, StoreError, SyncMode,
 };
 use std::time::Duration;
 
@@ -343,6 +343,12 @@ pub struct SyncArgs {
     /// keeps them in memory meanwhile.
     #[arg(long, default_value_t = DEFAULT_CHECKPOINT_EVERY.as_millis() as u64)]
     pub checkpoint_interval_ms: u64,
+    /// With --sync always: while writes come faster than group commits, how
+    /// long each commit waits for more of them to share its fsync, in
+    /// microseconds (0: never). A lone writer makes no commit wait. It pays with many
+    /// concurrent writers and costs a few (docs/performance.md).
+    #[arg(long, default_value_t = DEFAULT_COMMIT_DELAY.as_micros() as u64)]
+    pub commit_delay_us: u64,
 }
 
 impl SyncArgs {
@@ -360,6 +366,7 @@ impl SyncArgs {
             sync: self.mode(),
             cache_bytes: cache.bytes(),
             checkpoint_every: Duration::from_millis(self.checkpoint_interval_ms.max(1)),
+            commit_delay: Duration::from_micros(self.commit_delay_us),
         }
     }
 }
@@ -505,8 +512,16 @@ mod tests {
             s.sync.disk_options(&s.cache)
         };
         assert_eq!(options(&[]), crate::store::DiskOptions::default());
-        let tuned = options(&["--checkpoint-interval-ms", "500", "--cache-mb", "8"]);
+        let tuned = options(&[
+            "--checkpoint-interval-ms",
+            "500",
+            "--cache-mb",
+            "8",
+            "--commit-delay-us",
+            "500",
+        ]);
         assert_eq!(tuned.checkpoint_every, Duration::from_millis(500));
+        assert_eq!(tuned.commit_delay, Duration::from_micros(500));
         assert_eq!(tuned.cache_bytes, 8 << 20);
         assert_eq!(
             options(&["--sync", "batched", "--sync-interval-ms", "20"]).sync,

@@ -14,7 +14,10 @@ mod memory;
 pub use digest::{
     Bucket, MAX_BUCKETS, Reconciled, bucket_count, buckets_arc, differing_runs, reconcile,
 };
-pub use disk::{DEFAULT_CACHE_MB, DEFAULT_CHECKPOINT_EVERY, DiskOptions, DiskStore, SyncMode};
+pub use disk::{
+    DEFAULT_CACHE_MB, DEFAULT_CHECKPOINT_EVERY, DEFAULT_COMMIT_DELAY, DiskOptions, DiskStore,
+    SyncMode,
+};
 pub use memory::MemoryStore;
 
 use crate::ring::{Arc, Member, Position};

@@ -3,7 +3,11 @@
 //! Mutations are queued in the order the store applied them to its index and
 //! overlay. The committer drains whatever has queued up into one round; writers
 //! that arrived while an fsync ran share the next one (group commit), so
-//! fsync-before-acknowledge scales with concurrency.
+//! fsync-before-acknowledge scales with concurrency. With a commit delay,
+//! while writes come faster than rounds (on average at least one arrives
+//! while a round runs), a round first waits the commit delay
+//! ([`DiskOptions::commit_delay`]) for more to share its fsync; a lone
+//! writer's writes make no round wait.
 //!
 //! In [`SyncMode::Always`] a round appends its mutations to the [`wal`] and
 //! fsyncs that: the writes are then durable and the round's last sequence
@@ -24,6 +28,7 @@
 //!
 //! [`wal`]: super::wal
 //! [`DiskOptions::checkpoint_every`]: super::DiskOptions::checkpoint_every
+//! [`DiskOptions::commit_delay`]: super::DiskOptions::commit_delay
 
 use super::layout::{ENTRIES, META, WAL_GENERATION, encode};
 use super::overlay::{Overlay, Snapshot};
@@ -33,6 +38,7 @@ use crate::ring::Member;
 use crate::store::Entry;
 use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, ReadableDatabase};
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -142,6 +148,9 @@ pub(super) struct Committer {
     pub mode: SyncMode,
     /// The longest a durable write waits in the log for its checkpoint.
     pub checkpoint_every: Duration,
+    /// How long a round waits before its fsync while writes come faster
+    /// than rounds ([`super::DiskOptions::commit_delay`]).
+    pub commit_delay: Duration,
     /// Observes how long each round (log append, or checkpoint) took.
     pub commits: Histogram,
 }
@@ -166,11 +175,40 @@ struct Rounds {
     in_flight: bool,
     /// Mutations that arrived while waiting for a checkpoint, in order.
     stash: Vec<(u64, Mutation)>,
+    /// Work that arrived while the last round ran (taken from the queue
+    /// before its writers heard it was durable), in order: it comes before
+    /// anything still queued.
+    arrived: VecDeque<Work>,
+    /// How many writes arrive while a round runs: a moving average, over
+    /// rounds, of the writes in `arrived`.
+    arriving: f64,
     /// Whether the store has closed.
     closing: bool,
     /// A log append or checkpoint failed (`--sync always`): the log is no
     /// longer written, so what it holds stays for the next open to replay.
     broken: bool,
+}
+
+/// How many writes must arrive, on average, while a round runs before the
+/// next rounds wait the commit delay: fewer, and waiting gathers too few to
+/// pay for itself (see docs/performance.md, "A commit delay").
+const ARRIVING_TO_WAIT: f64 = 1.0;
+
+/// How long a round lets writes gather after its first, before it commits:
+/// in [`SyncMode::Batched`] the interval; in [`SyncMode::Always`] the commit
+/// delay, but only while writes come faster than rounds (`arriving`, the
+/// writes that arrive while a round runs, at least [`ARRIVING_TO_WAIT`]). An
+/// fsync costs the same for one write or many, so more writers then share
+/// each; a lone writer's writes (its next waits for the last to be durable)
+/// make no round wait, though other writes arriving beside them may.
+fn gather_for(mode: SyncMode, commit_delay: Duration, arriving: f64) -> Option<Duration> {
+    match mode {
+        SyncMode::Batched(interval) => Some(interval),
+        SyncMode::Always if arriving >= ARRIVING_TO_WAIT && !commit_delay.is_zero() => {
+            Some(commit_delay)
+        }
+        SyncMode::Always => None,
+    }
 }
 
 impl Committer {
@@ -190,6 +228,8 @@ impl Committer {
             buffer: Vec::new(),
             in_flight: false,
             stash: Vec::new(),
+            arrived: VecDeque::new(),
+            arriving: 0.0,
             closing: false,
             broken: false,
         };
@@ -208,24 +248,27 @@ impl Committer {
                 self.hand_over(&mut rounds, &to_checkpointer);
                 continue;
             }
-            let next = if due {
-                match self.queue.recv_timeout(left) {
+            let next = match rounds.arrived.pop_front() {
+                Some(work) => work,
+                None if due => match self.queue.recv_timeout(left) {
                     Ok(work) => work,
                     Err(mpsc::RecvTimeoutError::Timeout) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match self.queue.recv() {
+                },
+                None => match self.queue.recv() {
                     Ok(work) => work,
                     Err(_) => break,
-                }
+                },
             };
             match next {
                 Work::Mutation(seq, m) => {
-                    if let SyncMode::Batched(interval) = self.mode {
-                        std::thread::sleep(interval);
-                    }
                     let mut batch = vec![(seq, m)];
+                    for work in std::mem::take(&mut rounds.arrived) {
+                        self.take(&mut rounds, &mut batch, work);
+                    }
+                    if let Some(wait) = gather_for(self.mode, self.commit_delay, rounds.arriving) {
+                        std::thread::sleep(wait);
+                    }
                     for work in self.queue.try_iter() {
                         self.take(&mut rounds, &mut batch, work);
                     }
@@ -313,6 +356,14 @@ impl Committer {
             rounds.buffer = Vec::new();
         }
         self.observe(started, done);
+        // Before the round's writers hear of it: what is queued now came
+        // while it ran (none from a lone writer, who waits for its write).
+        let before = rounds.arrived.len();
+        rounds.arrived.extend(self.queue.try_iter());
+        let writes = (rounds.arrived.iter().skip(before))
+            .filter(|w| matches!(w, Work::Mutation(..)))
+            .count();
+        rounds.arriving = 0.8 * rounds.arriving + 0.2 * writes as f64;
         self.committed.send_replace(last);
     }
 
@@ -347,8 +398,14 @@ impl Committer {
     /// Waits for the checkpoint in flight, if any, keeping what else arrives.
     fn await_checkpoint(&self, rounds: &mut Rounds) {
         while rounds.in_flight {
-            let Ok(work) = self.queue.recv() else {
-                return;
+            // What arrived during the last round comes before anything
+            // queued after it.
+            let work = match rounds.arrived.pop_front() {
+                Some(work) => work,
+                None => match self.queue.recv() {
+                    Ok(work) => work,
+                    Err(_) => return,
+                },
             };
             let mut stash = std::mem::take(&mut rounds.stash);
             self.take(rounds, &mut stash, work);
@@ -457,5 +514,30 @@ impl Checkpointer {
             self.checkpointed.send_replace(*seq);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_writes_that_come_faster_than_rounds_wait_for_others_to_share_their_fsync() {
+        let delay = Duration::from_micros(500);
+        assert_eq!(gather_for(SyncMode::Always, delay, 0.0), None);
+        assert_eq!(
+            gather_for(SyncMode::Always, delay, ARRIVING_TO_WAIT - 0.1),
+            None
+        );
+        assert_eq!(
+            gather_for(SyncMode::Always, delay, ARRIVING_TO_WAIT),
+            Some(delay)
+        );
+        assert_eq!(gather_for(SyncMode::Always, Duration::ZERO, 10.0), None);
+        let interval = Duration::from_millis(50);
+        assert_eq!(
+            gather_for(SyncMode::Batched(interval), delay, 0.0),
+            Some(interval)
+        );
     }
 }

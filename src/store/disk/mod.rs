@@ -77,10 +77,22 @@ pub struct DiskOptions {
     /// write-ahead log before redb has it too (a checkpoint): longer gathers
     /// more writes per B-tree commit, and keeps more in the overlay.
     pub checkpoint_every: Duration,
+    /// In [`SyncMode::Always`], how long the committer waits before a round's
+    /// fsync while writes come faster than rounds (on average at least one
+    /// arrives while a round runs), so that more of them share it, as
+    /// PostgreSQL's `commit_delay`. A lone writer's writes make no round wait.
+    /// Zero
+    /// (the default): no wait.
+    pub commit_delay: Duration,
 }
 
 /// The default [`DiskOptions::checkpoint_every`].
 pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// The default [`DiskOptions::commit_delay`]: none. It pays only with many
+/// concurrent writers and costs a few, as measured in docs/performance.md
+/// ("A commit delay").
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::ZERO;
 
 impl Default for DiskOptions {
     fn default() -> Self {
@@ -88,6 +100,7 @@ impl Default for DiskOptions {
             sync: SyncMode::Always,
             cache_bytes: DEFAULT_CACHE_MB << 20,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            commit_delay: DEFAULT_COMMIT_DELAY,
         }
     }
 }
@@ -238,6 +251,7 @@ impl DiskStore {
             committed: committed_tx,
             checkpointed: checkpointed_tx,
             checkpoint_every: options.checkpoint_every,
+            commit_delay: options.commit_delay,
             failure: failure.clone(),
             overlay: overlay.clone(),
             mode: options.sync,

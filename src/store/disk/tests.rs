@@ -522,3 +522,68 @@ async fn checkpoints_keep_their_interval_under_steady_writes() {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A lone writer never waits for the commit delay: it has no one to share an
+/// fsync with (the rule itself: `commit::tests`).
+#[tokio::test]
+async fn a_lone_writer_does_not_wait_for_the_commit_delay() {
+    let dir = temp_dir("commit-delay");
+    let delay = Duration::from_secs(10);
+    let store = DiskStore::open_with(
+        &dir,
+        DiskOptions {
+            commit_delay: delay,
+            ..DiskOptions::default()
+        },
+    )
+    .unwrap();
+    for i in 0..5 {
+        put(&store, i, &i.to_string(), "v");
+        tokio::time::timeout(delay / 2, store.sync_point())
+            .await
+            .expect("durable well within the delay")
+            .unwrap();
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With a commit delay and checkpoints every millisecond, writers that
+/// outpace the rounds (so that rounds wait) lose nothing: every write is
+/// there after a reopen. (That no round is published before its writes are
+/// in the log is argued in `commit`, not checked here.)
+#[tokio::test]
+async fn writes_gathered_by_the_commit_delay_are_all_durable() {
+    const WRITERS: u64 = 4;
+    const EACH: u64 = 300;
+    let dir = temp_dir("commit-delay-all");
+    let store = std::sync::Arc::new(
+        DiskStore::open_with(
+            &dir,
+            DiskOptions {
+                commit_delay: Duration::from_millis(1),
+                checkpoint_every: Duration::from_millis(1),
+                ..DiskOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    put(&store, w << 32 | i, &format!("{w}-{i}"), "v");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    store.sync_point().await.unwrap();
+    drop(store);
+    let store = reopen(&dir).await;
+    assert_eq!(store.len() as u64, WRITERS * EACH);
+    let _ = std::fs::remove_dir_all(&dir);
+}
