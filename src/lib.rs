@@ -36,7 +36,7 @@
 //!   digests of arcs for anti-entropy; the footprint measurement (`store-bench`).
 //! - [`node`]: the DHT node: view, routing, forwarding, joins (the contact's
 //!   decisions a state machine of their own, `admission`), hand-off (the
-//!   receiver's, `intake`), leave,
+//!   sender's order, `sending`, and the receiver's decisions, `intake`), leave,
 //!   failure detection and repair, replication, anti-entropy; its calls to
 //!   peers (forwards to an owner, writes to a replica) coalesced per peer.
 //! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI,

@@ -48,7 +48,9 @@ pub(in crate::node) enum Admit {
 /// What the contact does once the joiner serves.
 #[derive(Debug, PartialEq, Eq)]
 pub(in crate::node) struct Linked {
-    /// What is left of the contact's arc, now confirmed by the joiner.
+    /// What is left of the contact's arc, now confirmed by its new `next`
+    /// (`Leases::confirms`): the joiner took its arc with the contact as its
+    /// `prev`, and the contact served all of it, or was alone.
     pub confirmed: RingArc,
     /// The arc to drop from the store: `None` when the contact keeps it as
     /// the joiner's replica.

@@ -18,6 +18,7 @@ use crate::node::Node;
 use crate::node::error::NodeError;
 use crate::node::membership::admission::Admission;
 use crate::node::membership::handoff::HandOffHeader;
+use crate::node::membership::sending::{SNAPSHOT_PIECES, Send, Sending};
 use crate::node::rpc::entries::batches;
 use crate::node::rpc::peers::peer_error;
 use crate::proto::dht;
@@ -29,9 +30,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// How many pieces the snapshot of a moving arc is read in: each read holds
-/// the store's lock for one piece, not for the arc.
-const SNAPSHOT_PIECES: usize = 256;
 /// Messages a hand-off stream keeps queued ahead of the network.
 const STREAM_AHEAD: usize = 4;
 
@@ -124,40 +122,47 @@ impl Node {
             entries,
             ..Default::default()
         };
-        if !send(header.first_chunk()).await? {
-            return Ok(());
-        }
-        let pieces = bucket_count(arc, SNAPSHOT_PIECES);
-        for piece in 0..pieces {
-            let entries = self
-                .store
-                .entries_in(buckets_arc(arc, piece..piece + 1, pieces))?;
-            for batch in batches(entries, budget, usize::MAX) {
-                if !send(entries_chunk(batch)).await? {
+        // What to send when: the decisions are `Sending`'s, this loop carries
+        // them out.
+        let mut sending = Sending::new(arc);
+        let mut header = Some(header);
+        loop {
+            // The messages this step sends (none for the fence).
+            let chunks: Vec<dht::HandOffChunk> = match sending.next() {
+                Send::Header => header.take().map(|h| h.first_chunk()).into_iter().collect(),
+                Send::Piece(piece) => (batches(self.store.entries_in(piece)?, budget, usize::MAX))
+                    .into_iter()
+                    .map(entries_chunk)
+                    .collect(),
+                Send::Fence => {
+                    // From here queries into the arc wait (every one applied
+                    // before has been noted), until the joiner serves it.
+                    self.update_view(|view| view.handoff = Some(arc));
+                    sending
+                        .fenced(admission.may_switch_over(self.may_hand_over(arc, &self.view())));
+                    Vec::new()
+                }
+                Send::Recorded => (batches(self.recorder.stop(), budget, usize::MAX))
+                    .into_iter()
+                    .map(entries_chunk)
+                    .collect(),
+                // Only a stream that ends with this message is taken: one cut
+                // short by a failure here (the channel closing early) is
+                // refused.
+                Send::Last => vec![dht::HandOffChunk {
+                    last: true,
+                    ..Default::default()
+                }],
+                Send::Done => return Ok(()),
+                // The caller lifts the fence; the joiner retries.
+                Send::Refused => return Err(NodeError::HandOverUnleased),
+            };
+            for chunk in chunks {
+                if !send(chunk).await? {
                     return Ok(());
                 }
             }
         }
-        // Switch-over: from here queries into the arc wait (every one applied
-        // before has been noted), until the joiner serves it.
-        self.update_view(|view| view.handoff = Some(arc));
-        // Still leased? If not, the caller lifts the fence; the joiner retries.
-        if !admission.may_switch_over(self.may_hand_over(arc, &self.view())) {
-            return Err(NodeError::HandOverUnleased);
-        }
-        for batch in batches(self.recorder.stop(), budget, usize::MAX) {
-            if !send(entries_chunk(batch)).await? {
-                return Ok(());
-            }
-        }
-        // Only a stream that ends with this message is taken: one cut short by
-        // a failure here (the channel closing early) is refused.
-        send(dht::HandOffChunk {
-            last: true,
-            ..Default::default()
-        })
-        .await?;
-        Ok(())
     }
 }
 
