@@ -12,11 +12,13 @@
 //!   the ID is free;
 //! - the contact hands over only what it may serve now ([`HandOver`]); a node
 //!   alone after failures takes a joiner in only if the registry lists no
-//!   other live member, and vouches for that in the hand-off;
+//!   other live member, and on that word goes on to the switch-over even
+//!   without a lease;
 //! - once the joiner serves, it is the contact's `next` (and its `prev` too,
 //!   if the contact was alone), what is left of the contact's arc is confirmed
-//!   by it, the contact keeps the arc's copy as the joiner's replica or drops
-//!   it, and introduces the joiner to the old `next`.
+//!   by it, the fence is lifted, the contact keeps the arc's copy as the
+//!   joiner's replica or drops it, and introduces the joiner to the old
+//!   `next`.
 
 use super::handoff::HandOffHeader;
 use crate::lease::HandOver;
@@ -32,7 +34,8 @@ pub(in crate::node) struct Admission {
     me: Member,
     prev: Member,
     old_next: Member,
-    /// Alone after failures, taken in on the registry's word.
+    /// Alone after failures, taken in on the registry's word (once it
+    /// answered so).
     vouched: bool,
 }
 
@@ -58,8 +61,8 @@ pub(in crate::node) struct Linked {
     /// Whom to tell that the joiner is its `prev` (the old `next`), unless
     /// the contact was alone.
     pub introduce: Option<Member>,
-    /// The joiner's neighbours as the contact's answer names them:
-    /// the contact's `prev` and its old `next`.
+    /// The contact's neighbours before the join, as its answer
+    /// (`PreviousNeighbors`) names them: its `prev` and its old `next`.
     pub reply: (Member, Member),
 }
 
@@ -84,7 +87,7 @@ impl Admission {
             me: view.me.clone(),
             prev: view.prev.clone(),
             old_next: view.next.clone(),
-            vouched: admit == Admit::AskRegistry,
+            vouched: false,
         };
         Ok((admission, admit))
     }
@@ -94,12 +97,15 @@ impl Admission {
     /// cut off from the ring may well be cut off from the registry too, so
     /// no answer refuses.
     pub(in crate::node) fn registry_answered(
-        &self,
+        &mut self,
         members: Option<&[Member]>,
     ) -> Result<(), JoinRefusal> {
         let me = self.me.id;
         match members {
-            Some(members) if members.iter().all(|m| m.id == me || m.id == self.joiner.id) => Ok(()),
+            Some(members) if members.iter().all(|m| m.id == me || m.id == self.joiner.id) => {
+                self.vouched = true;
+                Ok(())
+            }
             _ => Err(JoinRefusal::Unleased),
         }
     }
@@ -109,9 +115,10 @@ impl Admission {
         self.arc
     }
 
-    /// The hand-off's first message, from the contact's current `view`: the
-    /// joiner's neighbours, and the successors and predecessors it starts
-    /// from (the contact's replicas' chain).
+    /// The hand-off's first message: the joiner's neighbours (the contact and
+    /// its `next` when the join was asked), and, from the contact's current
+    /// `view`, the successors and predecessors the joiner starts from (the
+    /// contact's replicas' chain).
     pub(in crate::node) fn header(&self, view: &View) -> HandOffHeader {
         HandOffHeader {
             from: self.me.clone(),
@@ -128,8 +135,8 @@ impl Admission {
     /// now. Checked before the stream too ([`Admission::ask`]): a lease that
     /// lapsed meanwhile may let the contact's `prev` take the arc over, and
     /// the joiner, leased by this contact, would serve part of it beside that
-    /// `prev`. A contact alone after failures goes on with the registry's
-    /// word.
+    /// `prev`. A contact alone after failures goes on once the registry said
+    /// no other member lives ([`Admission::registry_answered`]).
     pub(in crate::node) fn may_switch_over(&self, hand_over: HandOver) -> bool {
         match hand_over {
             HandOver::Yes => true,
@@ -145,8 +152,9 @@ impl Admission {
         prev == Some(self.me.id)
     }
 
-    /// The joiner serves: links it into `view` as the contact's `next`,
-    /// keeping a successor list of `successors`, and says what else to do.
+    /// The joiner serves: links it into `view` as the contact's `next`
+    /// (keeping a successor list of `successors`) and lifts the fence, and
+    /// says what else to do.
     /// `keep_copy`: the contact is the joiner's nearest replica
     /// (replication factor above 1).
     pub(in crate::node) fn linked(
@@ -175,7 +183,6 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::view::NodeState;
 
     fn member(id: u64) -> Member {
         Member::new(Position(id), format!("http://n{id}"))
@@ -216,11 +223,16 @@ mod tests {
         assert_eq!(header.next, member(30));
         assert!(!header.merge);
         assert_eq!(header.backups, vec![member(40)]);
+        assert_eq!(header.predecessors, vec![member(10)]);
     }
 
     #[test]
     fn a_joiner_is_refused_outside_the_arc_on_a_taken_id_or_by_a_contact_not_serving() {
         let view = serving();
+        let refused = Admission::ask(member(35), &view, |_| {
+            panic!("no lease is asked about an arc the joiner may not take")
+        });
+        assert!(refused.is_err());
         assert!(matches!(
             asked(35, &view, HandOver::Yes),
             Err(JoinRefusal::NotMyArc { .. })
@@ -247,9 +259,13 @@ mod tests {
     fn a_node_alone_after_failures_asks_the_registry_and_takes_the_joiner_only_if_no_one_else_lives()
      {
         let view = View::first(member(20));
-        let (admission, admit) =
+        let (mut admission, admit) =
             Admission::ask(member(25), &view, |_| HandOver::IfNoOtherMember).unwrap();
         assert_eq!(admit, Admit::AskRegistry);
+        assert!(
+            !admission.may_switch_over(HandOver::IfNoOtherMember),
+            "not before the registry answered"
+        );
         // No registry, or one listing only these two: the others died.
         assert_eq!(admission.registry_answered(Some(&[])), Ok(()));
         assert_eq!(
@@ -265,6 +281,7 @@ mod tests {
             admission.registry_answered(None),
             Err(JoinRefusal::Unleased)
         );
+        assert!(admission.may_switch_over(HandOver::IfNoOtherMember));
     }
 
     #[test]
@@ -276,10 +293,11 @@ mod tests {
             !leased.may_switch_over(HandOver::IfNoOtherMember),
             "not vouched for by the registry"
         );
-        let (alone, _) = Admission::ask(member(25), &View::first(member(20)), |_| {
+        let (mut alone, _) = Admission::ask(member(25), &View::first(member(20)), |_| {
             HandOver::IfNoOtherMember
         })
         .unwrap();
+        alone.registry_answered(Some(&[])).unwrap();
         assert!(alone.may_switch_over(HandOver::IfNoOtherMember));
         assert!(!alone.may_switch_over(HandOver::No));
     }
@@ -315,7 +333,11 @@ mod tests {
             (view.prev.clone(), view.next.clone()),
             (member(25), member(25))
         );
-        assert_eq!(view.state, NodeState::Serving);
+        assert_eq!(
+            linked.confirmed,
+            RingArc::new(Position(20), Position(25)),
+            "the whole ring was served: what is left is confirmed"
+        );
         assert_eq!(linked.drop, None, "kept as the joiner's replica");
         assert_eq!(linked.introduce, None, "no old next to tell");
         assert_eq!(linked.reply, (member(20), member(20)));

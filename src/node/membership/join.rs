@@ -249,7 +249,7 @@ impl Node {
         let _membership = self.membership.lock().await;
         // The arc stays served while it streams (`migration`): the fence goes
         // up only for the switch-over.
-        let (admission, admit) = {
+        let (mut admission, admit) = {
             let view = self.view();
             Admission::ask(joiner.clone(), &view, |arc| self.may_hand_over(arc, &view))
                 .map_err(|refusal| refusal_status(refusal, &joiner))?

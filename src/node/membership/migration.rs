@@ -18,7 +18,7 @@ use crate::node::Node;
 use crate::node::error::NodeError;
 use crate::node::membership::admission::Admission;
 use crate::node::membership::handoff::HandOffHeader;
-use crate::node::membership::sending::{SNAPSHOT_PIECES, Send, Sending};
+use crate::node::membership::sending::{SNAPSHOT_PIECES, Sending, Stage};
 use crate::node::rpc::entries::batches;
 use crate::node::rpc::peers::peer_error;
 use crate::proto::dht;
@@ -125,16 +125,15 @@ impl Node {
         // What to send when: the decisions are `Sending`'s, this loop carries
         // them out.
         let mut sending = Sending::new(arc);
-        let mut header = Some(header);
         loop {
             // The messages this step sends (none for the fence).
-            let chunks: Vec<dht::HandOffChunk> = match sending.next() {
-                Send::Header => header.take().map(|h| h.first_chunk()).into_iter().collect(),
-                Send::Piece(piece) => (batches(self.store.entries_in(piece)?, budget, usize::MAX))
+            let chunks: Vec<dht::HandOffChunk> = match sending.step() {
+                Stage::Header => vec![header.first_chunk()],
+                Stage::Piece(piece) => (batches(self.store.entries_in(piece)?, budget, usize::MAX))
                     .into_iter()
                     .map(entries_chunk)
                     .collect(),
-                Send::Fence => {
+                Stage::Fence => {
                     // From here queries into the arc wait (every one applied
                     // before has been noted), until the joiner serves it.
                     self.update_view(|view| view.handoff = Some(arc));
@@ -142,20 +141,20 @@ impl Node {
                         .fenced(admission.may_switch_over(self.may_hand_over(arc, &self.view())));
                     Vec::new()
                 }
-                Send::Recorded => (batches(self.recorder.stop(), budget, usize::MAX))
+                Stage::Recorded => (batches(self.recorder.stop(), budget, usize::MAX))
                     .into_iter()
                     .map(entries_chunk)
                     .collect(),
                 // Only a stream that ends with this message is taken: one cut
                 // short by a failure here (the channel closing early) is
                 // refused.
-                Send::Last => vec![dht::HandOffChunk {
+                Stage::Last => vec![dht::HandOffChunk {
                     last: true,
                     ..Default::default()
                 }],
-                Send::Done => return Ok(()),
+                Stage::Done => return Ok(()),
                 // The caller lifts the fence; the joiner retries.
-                Send::Refused => return Err(NodeError::HandOverUnleased),
+                Stage::Refused => return Err(NodeError::HandOverUnleased),
             };
             for chunk in chunks {
                 if !send(chunk).await? {

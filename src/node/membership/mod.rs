@@ -1,8 +1,9 @@
 //! Who is in the ring, and where: finding the ring (`discovery`), joining it
 //! (`join`, the contact's decisions made by `admission`, with the arc
 //! streamed over by `handoff`, in the order `sending` sets, the receiver's
-//! decisions made by `intake`, while `migration` keeps it served), leaving it (`leave`), and repairing it after failures
-//! (`maintain`: probes, verdicts from [`crate::failure`], leases).
+//! decisions made by `intake`, while `migration` keeps it served), leaving
+//! it (`leave`), and repairing it after failures (`maintain`: probes,
+//! verdicts from [`crate::failure`], leases).
 
 pub(super) mod admission;
 pub(super) mod discovery;
