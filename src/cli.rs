@@ -345,8 +345,8 @@ pub struct SyncArgs {
     pub checkpoint_interval_ms: u64,
     /// With --sync always: while writes come faster than group commits, how
     /// long each commit waits for more of them to share its fsync, in
-    /// microseconds (0: never). A lone writer makes no commit wait. It pays with many
-    /// concurrent writers and costs a few (docs/performance.md).
+    /// microseconds (0: never). A lone writer makes no commit wait. It pays
+    /// with many concurrent writers and costs a few (docs/performance.md).
     #[arg(long, default_value_t = DEFAULT_COMMIT_DELAY.as_micros() as u64)]
     pub commit_delay_us: u64,
 }

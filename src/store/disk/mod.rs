@@ -81,8 +81,7 @@ pub struct DiskOptions {
     /// fsync while writes come faster than rounds (on average at least one
     /// arrives while a round runs), so that more of them share it, as
     /// PostgreSQL's `commit_delay`. A lone writer's writes make no round wait.
-    /// Zero
-    /// (the default): no wait.
+    /// Zero (the default): no wait, and the arrivals are not counted.
     pub commit_delay: Duration,
 }
 
