@@ -347,7 +347,12 @@ pub struct SyncArgs {
     /// long each commit waits for more of them to share its fsync, in
     /// microseconds (0: never). A lone writer makes no commit wait. It pays
     /// with many concurrent writers and costs a few (docs/performance.md).
-    #[arg(long, default_value_t = DEFAULT_COMMIT_DELAY.as_micros() as u64)]
+    /// At most 1 s: every write of a busy node waits it.
+    #[arg(
+        long,
+        default_value_t = DEFAULT_COMMIT_DELAY.as_micros() as u64,
+        value_parser = clap::value_parser!(u64).range(0..=1_000_000),
+    )]
     pub commit_delay_us: u64,
 }
 
@@ -505,10 +510,11 @@ mod tests {
             #[command(flatten)]
             storage: super::StorageArgs,
         }
+        let parse = |args: &[&str]| {
+            Storage::try_parse_from(std::iter::once("dht").chain(args.iter().copied()))
+        };
         let options = |args: &[&str]| {
-            let s = Storage::try_parse_from(std::iter::once("dht").chain(args.iter().copied()))
-                .expect("valid flags")
-                .storage;
+            let s = parse(args).expect("valid flags").storage;
             s.sync.disk_options(&s.cache)
         };
         assert_eq!(options(&[]), crate::store::DiskOptions::default());
@@ -527,5 +533,13 @@ mod tests {
             options(&["--sync", "batched", "--sync-interval-ms", "20"]).sync,
             crate::store::SyncMode::Batched(Duration::from_millis(20))
         );
+        assert_eq!(
+            options(&["--commit-delay-us", "1000000"]).commit_delay,
+            Duration::from_secs(1)
+        );
+        let too_long = parse(&["--commit-delay-us", "1000001"])
+            .err()
+            .expect("a commit delay over a second is refused");
+        assert_eq!(too_long.kind(), clap::error::ErrorKind::ValueValidation);
     }
 }

@@ -24,6 +24,13 @@
 //! - An answer from `prev` gives the chain of nodes before it (its own `prev`,
 //!   then its predecessors): the nodes that, with `prev`, replicate this node's
 //!   arc.
+//! - The registry's list of live members is the only view from outside a
+//!   node's own ring ([`registry_hint`]): a node alone introduces itself to
+//!   the member that should be its `next`, and a node that is not alone takes
+//!   a live member strictly between itself and `next` as a stabilize
+//!   candidate, as if `next` had named it. This is how the two rings of a
+//!   split find each other once the cut heals: neither names a node of the
+//!   other, so probes alone never would.
 
 use crate::ring::{Arc, Member};
 
@@ -166,6 +173,32 @@ impl Detector {
     }
 }
 
+/// What the registry's live members tell a node about its `next`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryHint {
+    /// This node is alone but the registry lists others: it introduces
+    /// itself to this one, the nearest after it, which should be its `next`.
+    Rejoin(Member),
+    /// A member strictly between this node and its `next`: if it answers a
+    /// probe as a serving node, it is the rightful `next` (as
+    /// [`NextVerdict::Closer`]).
+    Closer(Member),
+}
+
+/// What `members` (the registry's live members, in any order) tell `me`,
+/// whose `next` is `next` (`me` itself when alone): nothing, unless the
+/// nearest member after `me` is not `next` and lies before it.
+pub fn registry_hint(me: &Member, next: &Member, members: &[Member]) -> Option<RegistryHint> {
+    let nearest = (members.iter())
+        .filter(|m| m.id != me.id)
+        .min_by_key(|m| me.id.distance_to(m.id))?;
+    if next.id == me.id {
+        return Some(RegistryHint::Rejoin(nearest.clone()));
+    }
+    let between = nearest.id != next.id && Arc::new(me.id, next.id).contains(nearest.id);
+    between.then(|| RegistryHint::Closer(nearest.clone()))
+}
+
 /// Counts one more miss; true (and the count starts again) at `misses`.
 fn count_miss(count: &mut u32, misses: u32) -> bool {
     *count += 1;
@@ -191,6 +224,33 @@ mod tests {
             predecessors: vec![],
             successors: successors.iter().copied().map(member).collect(),
         })
+    }
+
+    #[test]
+    fn the_registry_hints_only_at_a_member_before_next_or_at_a_node_alone() {
+        let (me, next) = (member(10), member(40));
+        let listed = |ids: &[u64]| ids.iter().copied().map(member).collect::<Vec<_>>();
+        // The ring as this node knows it, or members beyond `next`: nothing.
+        assert_eq!(registry_hint(&me, &next, &listed(&[10, 40, 90])), None);
+        assert_eq!(registry_hint(&me, &next, &listed(&[90, 5])), None);
+        assert_eq!(registry_hint(&me, &next, &listed(&[])), None);
+        // A member between this node and `next`: the nearest one.
+        assert_eq!(
+            registry_hint(&me, &next, &listed(&[90, 30, 20, 40, 10])),
+            Some(RegistryHint::Closer(member(20)))
+        );
+        // Across the top of the ring.
+        let (high, low_next) = (member(u64::MAX - 5), member(50));
+        assert_eq!(
+            registry_hint(&high, &low_next, &listed(&[60, 3, u64::MAX - 5])),
+            Some(RegistryHint::Closer(member(3)))
+        );
+        // Alone: the nearest member after this node, wherever it is.
+        assert_eq!(
+            registry_hint(&me, &me, &listed(&[5, 10, 90])),
+            Some(RegistryHint::Rejoin(member(90)))
+        );
+        assert_eq!(registry_hint(&me, &me, &listed(&[10])), None);
     }
 
     #[test]

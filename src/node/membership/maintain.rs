@@ -10,7 +10,10 @@
 //!    greatest live ID <= position). It then introduces itself to its new next.
 //! 2. Probe `prev` the same way; a dead `prev` is forgotten until a live
 //!    predecessor introduces itself.
-//! 3. Every `heartbeat_interval`, tell the registry (if any) that it is alive.
+//! 3. Every `heartbeat_interval`, tell the registry (if any) that it is alive;
+//!    then (every round when alone, every fifth otherwise) ask it for its live
+//!    members and follow [`registry_hint`]: a live member this node's ring
+//!    lacks between it and its `next` is linked in as stabilize would.
 //! 4. Every minute, purge tombstones older than `tombstone_grace`.
 //!
 //! A node accepts a new previous neighbour when it lies between the current one
@@ -19,7 +22,9 @@
 //! (what a probe means: a [`Detector`] counts misses and judges answers) and
 //! [`crate::node::view`] (how the view changes); this module does the I/O.
 
-use crate::failure::{Detector, NextVerdict, PrevVerdict, Probe, Report};
+use crate::failure::{
+    Detector, NextVerdict, PrevVerdict, Probe, RegistryHint, Report, registry_hint,
+};
 use crate::metrics::HandOff;
 use crate::node::Node;
 use crate::node::membership::handoff::HandOffHeader;
@@ -71,6 +76,11 @@ pub(in crate::node) const LEASE_FOR: &str = "x-crusty-lease-for";
 /// Metadata of an answer that granted the lease asked for.
 pub(in crate::node) const LEASE_GRANTED: &str = "x-crusty-lease-granted";
 
+/// A node that is not alone follows the registry's hint every this many
+/// heartbeat rounds (a node alone, every round): each asks the registry for
+/// every member, and a split that healed may wait this long to merge.
+const LINKED_HINT_ROUNDS: u32 = 5;
+
 /// How often the maintenance loop purges expired tombstones.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -109,10 +119,14 @@ impl Node {
     /// connection.)
     async fn keep_registered(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tick = ticker(self.config.maintenance.heartbeat_interval);
+        let mut round: u32 = 0;
         while next_round(&mut tick, &mut stop).await {
             if self.view().state == NodeState::Serving {
                 self.heartbeat().await;
-                self.rejoin_if_not_alone().await;
+                round = round.wrapping_add(1);
+                if self.view().alone() || round.is_multiple_of(LINKED_HINT_ROUNDS) {
+                    self.follow_registry_hint().await;
+                }
             }
         }
     }
@@ -361,20 +375,38 @@ impl Node {
         }
     }
 
-    /// A node alone in its ring while the registry knows other live members
-    /// was cut off from them (it declared them all dead, and they it): it
-    /// introduces itself to the one that should be its next, which takes it
-    /// as its previous neighbour; stabilize then links the rest (and merges
-    /// what each side holds of the other's arcs). Without this a node cut off
-    /// from every other stayed alone for good.
-    async fn rejoin_if_not_alone(&self) {
-        if !self.view().alone() {
-            return;
-        }
-        let me = self.me();
-        if let Some(next) = self.registry_successors(&me).await.into_iter().next() {
-            tracing::warn!(next = %next.addr, "alone while the registry knows other members; rejoining through them");
-            self.introduce_to(&next).await;
+    /// Acts on what the registry's live members say of this node's `next`
+    /// ([`registry_hint`]). A node alone in its ring while the registry knows
+    /// other live members was cut off from them (it declared them all dead,
+    /// and they it): it introduces itself to the one that should be its next,
+    /// which takes it as its previous neighbour; stabilize then links the rest
+    /// (and merges what each side holds of the other's arcs). Without this a
+    /// node cut off from every other stayed alone for good. A node that is not
+    /// alone but whose ring lacks a live member the registry lists between it
+    /// and its `next` is one side of a split (two adjacent nodes cut off
+    /// together from the rest, which then formed a ring of their own): it
+    /// adopts that member as its `next` as stabilize would, merging into it
+    /// what it holds of its arc, and the other links follow from the probes.
+    /// Without this the two rings of a split stayed apart for good.
+    async fn follow_registry_hint(&self) {
+        let view = self.view_snapshot();
+        let members = self.registry_members().await;
+        match registry_hint(&view.me, &view.next, &members) {
+            None => {}
+            Some(RegistryHint::Rejoin(next)) => {
+                tracing::warn!(next = %next.addr, "alone while the registry knows other members; rejoining through them");
+                self.introduce_to(&next).await;
+            }
+            Some(RegistryHint::Closer(closer)) => {
+                // Probed first without the membership lock: the registry may
+                // list a member that died within its time-to-live.
+                let serving = (self.probe(&closer).await)
+                    .is_some_and(|i| i.state == NodeState::Serving.as_str());
+                if serving {
+                    tracing::warn!(closer = %closer.addr, next = %view.next.addr, "the registry lists a live member between this node and its next; linking to it");
+                    self.adopt_closer_next(closer, view.next).await;
+                }
+            }
         }
     }
 
