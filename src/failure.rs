@@ -27,8 +27,8 @@
 //! - The registry's list of live members is the only view from outside a
 //!   node's own ring ([`registry_hint`]): a node alone introduces itself to
 //!   the member that should be its `next`, and a node that is not alone takes
-//!   a live member strictly between itself and `next` as a stabilize
-//!   candidate, as if `next` had named it. This is how the two rings of a
+//!   a member strictly between itself and `next` as a stabilize candidate
+//!   (adopted if a probe finds it serving). This is how the two rings of a
 //!   split find each other once the cut heals: neither names a node of the
 //!   other, so probes alone never would.
 
@@ -195,8 +195,8 @@ pub fn registry_hint(me: &Member, next: &Member, members: &[Member]) -> Option<R
     if next.id == me.id {
         return Some(RegistryHint::Rejoin(nearest.clone()));
     }
-    let between = nearest.id != next.id && Arc::new(me.id, next.id).contains(nearest.id);
-    between.then(|| RegistryHint::Closer(nearest.clone()))
+    // The arc is half-open: `next` itself is not in it.
+    (Arc::new(me.id, next.id).contains(nearest.id)).then(|| RegistryHint::Closer(nearest.clone()))
 }
 
 /// Counts one more miss; true (and the count starts again) at `misses`.
@@ -239,16 +239,28 @@ mod tests {
             registry_hint(&me, &next, &listed(&[90, 30, 20, 40, 10])),
             Some(RegistryHint::Closer(member(20)))
         );
-        // Across the top of the ring.
+        // A `next` across the top of the ring: members past the top and
+        // before it.
         let (high, low_next) = (member(u64::MAX - 5), member(50));
         assert_eq!(
             registry_hint(&high, &low_next, &listed(&[60, 3, u64::MAX - 5])),
             Some(RegistryHint::Closer(member(3)))
         );
+        assert_eq!(
+            registry_hint(&high, &low_next, &listed(&[3, u64::MAX - 2])),
+            Some(RegistryHint::Closer(member(u64::MAX - 2)))
+        );
+        assert_eq!(registry_hint(&high, &low_next, &listed(&[50, 60])), None);
+        // Only this node listed.
+        assert_eq!(registry_hint(&me, &next, &listed(&[10])), None);
         // Alone: the nearest member after this node, wherever it is.
         assert_eq!(
             registry_hint(&me, &me, &listed(&[5, 10, 90])),
             Some(RegistryHint::Rejoin(member(90)))
+        );
+        assert_eq!(
+            registry_hint(&me, &me, &listed(&[5])),
+            Some(RegistryHint::Rejoin(member(5)))
         );
         assert_eq!(registry_hint(&me, &me, &listed(&[10])), None);
     }

@@ -297,10 +297,21 @@ impl Leases {
         let Some(confirmed) = self.confirmed else {
             return false;
         };
-        let wider = self.declared_dead.contains(&closer) && confirmed.covers(&upto);
-        let now = if wider {
-            to_next
-        } else if upto.covers(&confirmed) {
+        if self.declared_dead.contains(&closer) && confirmed.covers(&upto) {
+            return self.next_probed(Some(to_next));
+        }
+        self.next_moved_closer(upto)
+    }
+
+    /// This node took a node nearer than its `next` as its `next` (found
+    /// by a probe of `next`, [`Leases::next_narrowed`], or among the
+    /// registry's members): what was confirmed is kept only up to it,
+    /// `upto` running from this node to it. Whether it changed.
+    pub fn next_moved_closer(&mut self, upto: Arc) -> bool {
+        let Some(confirmed) = self.confirmed else {
+            return false;
+        };
+        let now = if upto.covers(&confirmed) {
             confirmed
         } else {
             upto
@@ -552,6 +563,25 @@ mod tests {
         l.next_probed(Some(to(150)));
         l.next_narrowed(Position(150), to(150), to(200));
         assert!(!l.confirms(Arc::point(Position(170))));
+    }
+
+    /// A `next` found among the registry's members moves the confirmed arc
+    /// back to it, and never widens it, even over a node declared dead.
+    #[test]
+    fn a_closer_next_from_the_registry_only_narrows_what_is_confirmed() {
+        let t0 = Instant::now();
+        let to = |end| Arc::new(Position(100), Position(end));
+        let mut l = Leases::new(LeaseSettings::default());
+        l.next_probed(Some(to(200)));
+        l.took_over(Arc::new(Position(150), Position(200)), Position(150), t0);
+        assert!(l.next_moved_closer(to(150)));
+        assert!(l.confirms(Arc::point(Position(149))));
+        assert!(!l.confirms(Arc::point(Position(150))));
+        assert!(!l.next_moved_closer(to(180)), "nothing is confirmed anew");
+        assert!(!l.confirms(Arc::point(Position(160))));
+        l.next_probed(None);
+        assert!(!l.next_moved_closer(to(150)));
+        assert!(!l.confirms(Arc::point(Position(120))));
     }
 
     #[test]

@@ -10,10 +10,12 @@
 //!    greatest live ID <= position). It then introduces itself to its new next.
 //! 2. Probe `prev` the same way; a dead `prev` is forgotten until a live
 //!    predecessor introduces itself.
-//! 3. Every `heartbeat_interval`, tell the registry (if any) that it is alive;
-//!    then (every round when alone, every fifth otherwise) ask it for its live
-//!    members and follow [`registry_hint`]: a live member this node's ring
-//!    lacks between it and its `next` is linked in as stabilize would.
+//! 3. Every `heartbeat_interval`, tell the registry (if any) that it is alive.
+//!    On a loop of its own, every `heartbeat_interval` when alone and every
+//!    fifth otherwise, ask it for its live members and follow
+//!    [`registry_hint`]: a serving member between this node and its `next`
+//!    is merged into and adopted as `next`, as when a probe of `next` names
+//!    it.
 //! 4. Every minute, purge tombstones older than `tombstone_grace`.
 //!
 //! A node accepts a new previous neighbour when it lies between the current one
@@ -77,8 +79,9 @@ pub(in crate::node) const LEASE_FOR: &str = "x-crusty-lease-for";
 pub(in crate::node) const LEASE_GRANTED: &str = "x-crusty-lease-granted";
 
 /// A node that is not alone follows the registry's hint every this many
-/// heartbeat rounds (a node alone, every round): each asks the registry for
-/// every member, and a split that healed may wait this long to merge.
+/// heartbeat intervals (a node alone, every interval): each time it asks the
+/// registry for every member, and a split that healed may wait this long
+/// to start merging.
 const LINKED_HINT_ROUNDS: u32 = 5;
 
 /// How often the maintenance loop purges expired tombstones.
@@ -94,6 +97,7 @@ impl Node {
         let mut tick = ticker(settings.probe_interval);
         let mut detector = Detector::new(settings.misses);
         tokio::spawn(self.clone().keep_registered(stop.clone()));
+        tokio::spawn(self.clone().follow_registry(stop.clone()));
         let mut last_purge = Instant::now();
         while next_round(&mut tick, &mut stop).await {
             if self.view().state != NodeState::Serving {
@@ -119,14 +123,27 @@ impl Node {
     /// connection.)
     async fn keep_registered(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tick = ticker(self.config.maintenance.heartbeat_interval);
-        let mut round: u32 = 0;
         while next_round(&mut tick, &mut stop).await {
             if self.view().state == NodeState::Serving {
                 self.heartbeat().await;
-                round = round.wrapping_add(1);
-                if self.view().alone() || round.is_multiple_of(LINKED_HINT_ROUNDS) {
-                    self.follow_registry_hint().await;
-                }
+            }
+        }
+    }
+
+    /// Follows the registry's hint ([`Node::follow_registry_hint`]) every
+    /// heartbeat interval while alone, every [`LINKED_HINT_ROUNDS`] otherwise,
+    /// until `stop` turns true: on a loop of its own, because a merge waits
+    /// for the membership lock (which a join holds while it streams an arc)
+    /// and streams what it merges, and heartbeats must not wait with it (two
+    /// missed ones and the registry counts this node dead).
+    async fn follow_registry(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = ticker(self.config.maintenance.heartbeat_interval);
+        let mut round: u32 = 0;
+        while next_round(&mut tick, &mut stop).await {
+            round = round.wrapping_add(1);
+            let serving = self.view().state == NodeState::Serving;
+            if serving && (self.view().alone() || round.is_multiple_of(LINKED_HINT_ROUNDS)) {
+                self.follow_registry_hint().await;
             }
         }
     }
@@ -247,7 +264,8 @@ impl Node {
     /// know `closer`) are merged into `closer` first.
     async fn adopt_closer_next(&self, closer: Member, next: Member) {
         let _membership = self.membership.lock().await;
-        if self.view().next != next {
+        let view = self.view_snapshot();
+        if view.next != next || view.state != NodeState::Serving {
             return;
         }
         let Some(info) = self
@@ -292,6 +310,9 @@ impl Node {
             true
         });
         if adopted {
+            // What `next` confirmed reaches past `closer` no more.
+            let upto = Arc::new(view.me.id, closer.id);
+            self.change_confirmed_by(&closer, |l| l.next_moved_closer(upto));
             // With replication this node is `closer`'s nearest replica: it
             // keeps the copy.
             let replica = self.config.replication.factor > 1;
@@ -382,12 +403,14 @@ impl Node {
     /// which takes it as its previous neighbour; stabilize then links the rest
     /// (and merges what each side holds of the other's arcs). Without this a
     /// node cut off from every other stayed alone for good. A node that is not
-    /// alone but whose ring lacks a live member the registry lists between it
-    /// and its `next` is one side of a split (two adjacent nodes cut off
-    /// together from the rest, which then formed a ring of their own): it
-    /// adopts that member as its `next` as stabilize would, merging into it
-    /// what it holds of its arc, and the other links follow from the probes.
-    /// Without this the two rings of a split stayed apart for good.
+    /// alone but does not know a serving member the registry lists between it
+    /// and its `next` missed that member: most often it is one side of a
+    /// split (two adjacent nodes cut off together from the rest, which then
+    /// formed a ring of their own), and probes alone would never name the
+    /// other side. It adopts that member as its `next` as when a probe of
+    /// `next` names it (`adopt_closer_next`), and the other links follow from
+    /// the probes. Without this the two rings of a split stayed apart for
+    /// good. (Without a registry, nothing brings them together.)
     async fn follow_registry_hint(&self) {
         let view = self.view_snapshot();
         let members = self.registry_members().await;
