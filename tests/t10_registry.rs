@@ -1,7 +1,7 @@
 //! The registry over real sockets: balanced SHA-256 IDs, closest-smaller
 //! referrals, saved IDs, listing.
 
-mod common;
+use crate::common;
 
 use crustyring::cluster::LocalCluster;
 use crustyring::proto::registry::{ConnectionAddr, registry_client::RegistryClient};

@@ -1,6 +1,6 @@
 //! Queries over real sockets, as clients of the original protocol send them.
 
-mod common;
+use crate::common;
 
 use crustyring::node::KEY_NOT_PRESENT;
 use crustyring::proto::dht::{self, OperationType};

@@ -3,7 +3,7 @@
 //! `if_absent`) applies only if the condition holds at the owner, and otherwise
 //! changes nothing and says what the version is now (412 / FAILED_PRECONDITION).
 
-mod common;
+use crate::common;
 
 use common::{http, http_with};
 use crustyring::client;

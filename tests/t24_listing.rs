@@ -2,7 +2,7 @@
 //! order of their positions, a page at a time from any node, with a cursor that
 //! resumes exactly after the last key, even across a join between pages.
 
-mod common;
+use crate::common;
 
 use common::http;
 use crustyring::client;

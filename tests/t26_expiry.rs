@@ -3,7 +3,7 @@
 //! purged from every copy, and keeps its expiry through replication and
 //! hand-offs.
 
-mod common;
+use crate::common;
 
 use common::{eventually, http};
 use crustyring::client;

@@ -2,7 +2,7 @@
 //! in order, from any node, resumable after any version, and surviving the
 //! owner's death (the watch follows the key to its new owner).
 
-mod common;
+use crate::common;
 
 use common::{Proc, http};
 use crustyring::proto::dht;

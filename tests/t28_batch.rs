@@ -1,7 +1,7 @@
 //! `POST /batch`: several operations in one request, each answered on its own,
 //! sent to each owner in one call.
 
-mod common;
+use crate::common;
 
 use common::http;
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 //! with three it is stored on its owner and the owner's two predecessors once
 //! anti-entropy has run. Concurrent joins end in a correct ring.
 
-mod common;
+use crate::common;
 
 use crustyring::cluster::LocalCluster;
 use crustyring::node::{NodeConfig, ReplicationSettings};

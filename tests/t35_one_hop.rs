@@ -3,7 +3,7 @@
 //! stale table costs a hop, never a wrong answer; clients that route themselves
 //! need no forward at all.
 
-mod common;
+use crate::common;
 
 use common::{cluster_with, connect, http};
 use crustyring::client::RingClient;

@@ -1,7 +1,7 @@
 //! Bad input gets a clear error and the node keeps serving; a next hop that is
 //! down or silent costs a bounded wait, never a hang.
 
-mod common;
+use crate::common;
 
 use crustyring::node::{Limits, NodeConfig};
 use crustyring::proto::dht::{self, OperationType};

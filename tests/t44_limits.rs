@@ -4,7 +4,7 @@
 //! closed; connections over the limit wait for one to close. The node keeps
 //! serving throughout.
 
-mod common;
+use crate::common;
 
 use axum::routing::get;
 use crustyring::node::NodeConfig;

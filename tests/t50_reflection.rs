@@ -1,7 +1,7 @@
 //! Server reflection (v1 and v1alpha) and the standard health service, as Postman
 //! and grpcurl use them, on a node and on the registry.
 
-mod common;
+use crate::common;
 
 use prost::Message;
 use tonic::transport::Channel;

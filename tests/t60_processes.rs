@@ -1,7 +1,7 @@
 //! The binaries as real processes: a registry and nodes started by hand, a node
 //! killed with SIGKILL, and the default binary's local cluster stopped with Ctrl-C.
 
-mod common;
+use crate::common;
 
 use crustyring::proto::dht::OperationType;
 use crustyring::ring::{Arc, Position, key_position};

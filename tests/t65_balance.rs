@@ -3,7 +3,7 @@
 //! a member), and the ring they form is balanced; `--id-choices 1` gives the
 //! single-hash IDs.
 
-mod common;
+use crate::common;
 
 use crustyring::registry::DEFAULT_SALT;
 use crustyring::registry::replay::{ratio_of, replay};

@@ -1,7 +1,7 @@
 //! The HTTP/JSON gateway over real sockets: the keys API on the same path as gRPC,
 //! the ring, problem+json errors, OpenAPI, Swagger UI and the page.
 
-mod common;
+use crate::common;
 
 use crustyring::node::{Limits, NodeConfig};
 use crustyring::ring::key_position;

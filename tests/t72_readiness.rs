@@ -3,7 +3,7 @@
 //! request that reaches a node while it is still joining is answered once it
 //! has joined, not refused.
 
-mod common;
+use crate::common;
 
 use common::{grpc_health, http};
 use crustyring::cluster::{ClusterOptions, LocalCluster};

@@ -2,7 +2,7 @@
 //! counters move with the traffic they count: requests by interface, operation
 //! and outcome, forwards, keys held, hand-offs, store commits, registry calls.
 
-mod common;
+use crate::common;
 
 use common::{TempDir, eventually, http};
 use crustyring::cluster::{ClusterOptions, LocalCluster};

@@ -2,7 +2,7 @@
 //! (`tests/browser/`). `.ci/run` installs both; elsewhere, without them, these
 //! tests say so and skip, unless `CI` is set, when they fail.
 
-mod common;
+use crate::common;
 
 use crustyring::node::NodeConfig;
 use crustyring::security::{Required, Secret};

@@ -1,7 +1,7 @@
 //! Fault tolerance with real processes: nodes killed with SIGKILL, graceful leaves
 //! on SIGTERM, rings built without the registry, and a registry that restarts.
 
-mod common;
+use crate::common;
 
 use common::Proc;
 use crustyring::proto::dht::OperationType;

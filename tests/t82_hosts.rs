@@ -8,7 +8,7 @@
 //! Needs root (and `ip`): otherwise it prints `SKIPPED` and passes, unless
 //! `CRUSTY_REQUIRE_NETNS=1` (set in CI) makes it fail.
 
-mod common;
+use crate::common;
 
 use common::Proc;
 use common::netns::{Host, Network, assert_runs, cli, poll, ring_agreed, ring_view};

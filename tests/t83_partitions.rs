@@ -9,7 +9,7 @@
 //! value or a later one. Needs root and `ip`: otherwise `SKIPPED` (a failure
 //! with `CRUSTY_REQUIRE_NETNS=1`, as in CI).
 
-mod common;
+use crate::common;
 
 use common::Proc;
 use common::netns::{Host, Network, cli, poll, ring_agreed, ring_view};

@@ -4,7 +4,7 @@
 //! nothing, a node without it cannot join, and the key API over HTTP and gRPC
 //! needs the client token while probes and metrics stay open.
 
-mod common;
+use crate::common;
 
 use common::http_with;
 use crustyring::client::{self, NodeClient};

@@ -4,7 +4,7 @@
 //! correct ring, that every key is back to one owner and two replicas, and that
 //! every key ever acknowledged is readable through every live node.
 
-mod common;
+use crate::common;
 
 use common::Proc;
 use std::collections::BTreeSet;

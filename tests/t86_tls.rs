@@ -3,7 +3,7 @@
 //! CA; its ports refuse plaintext gRPC and HTTP; clients verify the nodes with
 //! the CA and refuse a node the CA did not sign.
 
-mod common;
+use crate::common;
 
 use crustyring::client;
 use crustyring::cluster::{ClusterOptions, LocalCluster};

@@ -2,7 +2,7 @@
 //! node killed with SIGKILL comes back at its old position with its keys, and so
 //! does a whole ring killed at once.
 
-mod common;
+use crate::common;
 
 use common::{Proc, TempDir};
 use crustyring::proto::dht::OperationType;

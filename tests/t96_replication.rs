@@ -7,7 +7,7 @@
 //! SIGKILLed and all five start again from their data directories, and every
 //! acknowledged key is still there.
 
-mod common;
+use crate::common;
 
 use common::{Proc, TempDir};
 use futures_util::{StreamExt, stream};

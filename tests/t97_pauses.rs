@@ -7,7 +7,7 @@
 //! value. (Only real processes show this: a stopped process's clock runs on
 //! while its code does not.)
 
-mod common;
+use crate::common;
 
 use common::Proc;
 use crustyring::client::{self, NodeClient};
@@ -170,8 +170,8 @@ async fn paused_nodes_serve_no_stale_reads_and_lose_no_acknowledged_writes() {
 
 /// How long a killed node's arc is unavailable, and its next neighbour's
 /// (which must be leased again, by the killed node's prev), with and without
-/// leases: a measurement, not a check (`cargo test --test t97_pauses --
-/// --ignored --nocapture`). Five processes; a writer sets a key the victim
+/// leases: a measurement, not a check (`cargo test --test integration
+/// t97_pauses:: -- --ignored --nocapture`). Five processes; a writer sets a key the victim
 /// (or its next) owns through another node every 20 ms; the victim is
 /// SIGKILLed; printed: the time from the kill to the first acknowledged write
 /// after it, three rounds each.

@@ -8,6 +8,7 @@
 
 use super::Proc;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The command-line client, run inside a client host.
@@ -21,7 +22,7 @@ pub const REQUIRE: &str = "CRUSTY_REQUIRE_NETNS";
 
 /// The namespaces of one run; deleted when dropped.
 pub struct Network {
-    /// Prefix of every namespace name: `crh<pid>`.
+    /// Prefix of every namespace name: `crh<pid>n<network>`.
     prefix: String,
     /// The first three octets of the run's subnet, e.g. `10.123.45`.
     subnet: String,
@@ -76,11 +77,16 @@ impl Network {
             Some(uid) => return Err(format!("not root (effective uid {uid})")),
             None => return Err("not root (no effective uid in /proc/self/status)".into()),
         }
+        // Tests of one binary run side by side: each network of the process
+        // is numbered. (Subnets may repeat: each network's bridge is in its
+        // own namespace.)
+        static NETWORKS: AtomicU32 = AtomicU32::new(0);
         let pid = std::process::id();
+        let run = NETWORKS.fetch_add(1, Ordering::Relaxed);
         let mut net = Network {
-            prefix: format!("crh{pid}"),
+            prefix: format!("crh{pid}n{run}"),
             subnet: format!("10.{}.{}", 100 + (pid >> 8) % 150, pid % 256),
-            switch: format!("crh{pid}s"),
+            switch: format!("crh{pid}n{run}s"),
             created: Vec::new(),
             hosts: 0,
         };
@@ -127,7 +133,7 @@ impl Network {
         ip(&["-n", ns, "link", "set", "lo", "up"])
     }
 
-    /// A new host `name` (a few letters: the namespace is `crh<pid><name>`),
+    /// A new host `name` (a few letters: the namespace is `crh<pid>n<network><name>`),
     /// plugged into the bridge with the next address of the subnet.
     pub fn host(&mut self, name: &str) -> Result<Host, String> {
         self.hosts += 1;
