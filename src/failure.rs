@@ -32,7 +32,7 @@
 //!   split find each other once the cut heals: neither names a node of the
 //!   other, so probes alone never would.
 
-use crate::ring::{Arc, Member};
+use crate::ring::{Arc, Member, Position};
 
 /// What a probe of a neighbour found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +199,19 @@ pub fn registry_hint(me: &Member, next: &Member, members: &[Member]) -> Option<R
     (Arc::new(me.id, next.id).contains(nearest.id)).then(|| RegistryHint::Closer(nearest.clone()))
 }
 
+/// The arc a node merges into `closer`, a live node it found between itself
+/// and its `next` ([`NextVerdict::Closer`], [`RegistryHint::Closer`]): from
+/// `closer` up to `closer`'s own `next` if that lies before `next`, else up
+/// to `next`. Only that arc is `closer`'s: the node may hold entries past it
+/// (of nodes it does not know yet either), which are not `closer`'s to take.
+pub fn merge_arc(closer: Position, closers_next: Option<Position>, next: Position) -> Arc {
+    let end = match closers_next {
+        Some(end) if end != closer && Arc::new(closer, next).contains(end) => end,
+        _ => next,
+    };
+    Arc::new(closer, end)
+}
+
 /// Counts one more miss; true (and the count starts again) at `misses`.
 fn count_miss(count: &mut u32, misses: u32) -> bool {
     *count += 1;
@@ -212,7 +225,6 @@ fn count_miss(count: &mut u32, misses: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::Position;
 
     fn member(id: u64) -> Member {
         Member::new(Position(id), format!("http://n{id}"))
@@ -224,6 +236,29 @@ mod tests {
             predecessors: vec![],
             successors: successors.iter().copied().map(member).collect(),
         })
+    }
+
+    #[test]
+    fn a_merge_hands_a_closer_node_its_own_arc_and_nothing_past_it() {
+        let p = Position;
+        // `closer` (20) knows a node (30) before this node's `next` (40).
+        assert_eq!(merge_arc(p(20), Some(p(30)), p(40)), Arc::new(p(20), p(30)));
+        // Its next is this node's `next`, lies past it, is itself (alone) or
+        // unknown: up to `next`.
+        for its_next in [Some(40), Some(90), Some(5), Some(20), None] {
+            assert_eq!(
+                merge_arc(p(20), its_next.map(p), p(40)),
+                Arc::new(p(20), p(40)),
+                "closer's next {its_next:?}"
+            );
+        }
+        // Across the top of the ring.
+        let top = u64::MAX - 10;
+        assert_eq!(merge_arc(p(top), Some(p(3)), p(40)), Arc::new(p(top), p(3)));
+        assert_eq!(
+            merge_arc(p(top), Some(p(60)), p(40)),
+            Arc::new(p(top), p(40))
+        );
     }
 
     #[test]

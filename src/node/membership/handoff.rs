@@ -58,6 +58,29 @@ pub(in crate::node) struct HandOffHeader {
 }
 
 impl HandOffHeader {
+    /// A leaver `from`'s hand-off of its whole arc to its `prev`, whose `next`
+    /// becomes `next` (the leaver's).
+    pub fn leave(from: Member, next: Member) -> Self {
+        Self::between_neighbours(from, next, false)
+    }
+
+    /// A repair merge from `from` into a closer node it found before its
+    /// `next`: the receiver keeps its own entries and takes those it lacks.
+    pub fn merge(from: Member, next: Member) -> Self {
+        Self::between_neighbours(from, next, true)
+    }
+
+    fn between_neighbours(from: Member, next: Member, merge: bool) -> Self {
+        Self {
+            from,
+            prev: None,
+            next,
+            merge,
+            backups: Vec::new(),
+            predecessors: Vec::new(),
+        }
+    }
+
     /// The hand-off's first message: the header, and no entries.
     pub fn first_chunk(&self) -> dht::HandOffChunk {
         dht::HandOffChunk {

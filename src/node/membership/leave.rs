@@ -107,14 +107,7 @@ impl Node {
                 return Err(NodeError::NotServing);
             }
             let entries = self.store.entries_in(arc)?;
-            let header = HandOffHeader {
-                from: self.me(),
-                prev: None,
-                next: next.clone(),
-                merge: false,
-                backups: Vec::new(),
-                predecessors: Vec::new(),
-            };
+            let header = HandOffHeader::leave(self.me(), next.clone());
             self.hand_off(&prev, header, entries).await
         }
         .await;

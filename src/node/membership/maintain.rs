@@ -25,7 +25,7 @@
 //! [`crate::node::view`] (how the view changes); this module does the I/O.
 
 use crate::failure::{
-    Detector, NextVerdict, PrevVerdict, Probe, RegistryHint, Report, registry_hint,
+    Detector, NextVerdict, PrevVerdict, Probe, RegistryHint, Report, merge_arc, registry_hint,
 };
 use crate::metrics::HandOff;
 use crate::node::Node;
@@ -276,21 +276,10 @@ impl Node {
             return;
         };
         // `closer` keeps only its own arc: hand over (and later drop) just that.
-        let closer_next = info.next.map(|n| crate::ring::Position(n.id));
-        let end = match closer_next {
-            Some(end) if end != closer.id && Arc::new(closer.id, next.id).contains(end) => end,
-            _ => next.id,
-        };
-        let arc = Arc::new(closer.id, end);
+        let closers_next = info.next.map(|n| crate::ring::Position(n.id));
+        let arc = merge_arc(closer.id, closers_next, next.id);
         self.update_view(|v| v.handoff = Some(arc));
-        let header = HandOffHeader {
-            from: self.me(),
-            prev: None,
-            next: next.clone(),
-            merge: true,
-            backups: Vec::new(),
-            predecessors: Vec::new(),
-        };
+        let header = HandOffHeader::merge(self.me(), next.clone());
         let merged = match self.store.entries_in(arc) {
             Ok(entries) => self.hand_off(&closer, header, entries).await,
             Err(e) => Err(e.into()),
