@@ -98,6 +98,19 @@ pub enum PrevVerdict {
     Dead,
 }
 
+impl PrevVerdict {
+    /// The verdict on `prev` that answered with `report`.
+    pub fn alive(prev: &Member, report: Report) -> Self {
+        let mut chain: Vec<Member> = report
+            .prev
+            .filter(|p| p.id != prev.id)
+            .into_iter()
+            .collect();
+        chain.extend(report.predecessors);
+        PrevVerdict::Alive { chain }
+    }
+}
+
 /// Failed probes in a row, for each neighbour.
 #[derive(Debug, Clone)]
 pub struct Detector {
@@ -159,13 +172,7 @@ impl Detector {
         match probe {
             Probe::Answered(report) => {
                 self.prev = 0;
-                let mut chain: Vec<Member> = report
-                    .prev
-                    .filter(|p| p.id != prev.id)
-                    .into_iter()
-                    .collect();
-                chain.extend(report.predecessors);
-                PrevVerdict::Alive { chain }
+                PrevVerdict::alive(prev, report)
             }
             Probe::Failed if count_miss(&mut self.prev, self.misses) => PrevVerdict::Dead,
             Probe::Failed => PrevVerdict::Missed,

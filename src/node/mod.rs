@@ -198,6 +198,10 @@ pub struct Node {
     routes: RwLock<RoutingTable>,
     /// Bumped on every view change, so queries waiting on a hand-off wake up.
     changes: watch::Sender<u64>,
+    /// Wakes the maintenance loop to probe `prev` at once rather than at
+    /// its next round: for a lease ([`crate::lease::Leases::ask_back`]), or
+    /// for the predecessors a write's replica set lacks (`replicate`).
+    prev_wanted: tokio::sync::Notify,
     /// Serialises this node's membership changes (accepting a joiner).
     membership: tokio::sync::Mutex<()>,
     store: Arc<dyn Store>,
@@ -284,6 +288,7 @@ impl Node {
             routes: RwLock::new(RoutingTable::new(me.clone())),
             view: RwLock::new(View::joining(me)),
             changes: watch::channel(0).0,
+            prev_wanted: tokio::sync::Notify::new(),
             membership: tokio::sync::Mutex::new(()),
             catch_up: std::sync::Mutex::new(crate::repair::CatchUp::default()),
             counts: std::sync::Mutex::new(None),
@@ -419,8 +424,14 @@ impl Node {
             return false;
         }
         let now = tokio::time::Instant::now().into_std();
-        let mut granted = false;
-        self.with_leases(|l| granted = l.granting(to, now));
+        let (mut granted, mut ask_back) = (false, false);
+        self.with_leases(|l| {
+            granted = l.granting(to, now);
+            ask_back = granted && l.ask_back(view.prev.id == to, now);
+        });
+        if ask_back {
+            self.prev_wanted.notify_one();
+        }
         granted
     }
 

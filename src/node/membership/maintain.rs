@@ -84,6 +84,10 @@ pub(in crate::node) const LEASE_GRANTED: &str = "x-crusty-lease-granted";
 /// to start merging.
 const LINKED_HINT_ROUNDS: u32 = 5;
 
+/// The least time between two probes of `prev` asked for between rounds
+/// (`Node::prev_wanted`).
+const EARLY_PROBE_GAP: Duration = Duration::from_millis(20);
+
 /// How often the maintenance loop purges expired tombstones.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -99,12 +103,29 @@ impl Node {
         tokio::spawn(self.clone().keep_registered(stop.clone()));
         tokio::spawn(self.clone().follow_registry(stop.clone()));
         let mut last_purge = Instant::now();
-        while next_round(&mut tick, &mut stop).await {
+        let mut last_early: Option<Instant> = None;
+        loop {
+            let prev_wanted = tokio::select! {
+                _ = tick.tick() => false,
+                () = self.prev_wanted.notified() => true,
+                _ = stop.wait_for(|s| *s) => break,
+            };
             if self.view().state != NodeState::Serving {
                 continue;
             }
+            if prev_wanted {
+                // Only `prev`: a round between rounds would make the
+                // detector count misses faster than one a probe interval.
+                // At most one such probe every EARLY_PROBE_GAP, whatever
+                // asks.
+                if last_early.is_none_or(|at| at.elapsed() >= EARLY_PROBE_GAP) {
+                    last_early = Some(Instant::now());
+                    self.probe_prev(None).await;
+                }
+                continue;
+            }
             self.check_next(&mut detector).await;
-            self.check_prev(&mut detector).await;
+            self.probe_prev(Some(&mut detector)).await;
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = Instant::now();
                 self.purge_tombstones();
@@ -435,11 +456,15 @@ impl Node {
         members
     }
 
-    /// Probes `prev` and acts on the detector's verdict.
-    async fn check_prev(&self, detector: &mut Detector) {
+    /// Probes `prev`, asking for a lease, and acts on the detector's verdict;
+    /// without a detector (a lease asked for between rounds), an answer is
+    /// taken as from a live `prev` and a failure counts for nothing.
+    async fn probe_prev(&self, detector: Option<&mut Detector>) {
         let view = self.view_snapshot();
         if view.prev == view.me {
-            detector.prev_absent();
+            if let Some(detector) = detector {
+                detector.prev_absent();
+            }
             return;
         }
         // A lease runs from before it was asked for (`crate::lease`).
@@ -449,7 +474,12 @@ impl Node {
         let links_here = (info.as_ref())
             .and_then(|i| i.next.as_ref())
             .is_some_and(|next| next.id == view.me.id.0);
-        match detector.prev_probed(&view.prev, to_probe(info)) {
+        let verdict = match (detector, info) {
+            (Some(detector), info) => detector.prev_probed(&view.prev, to_probe(info)),
+            (None, None) => return,
+            (None, Some(info)) => PrevVerdict::alive(&view.prev, to_report(info)),
+        };
+        match verdict {
             PrevVerdict::Alive { chain } => {
                 let length = self.config.maintenance.successors;
                 self.update_view(|v| {
@@ -673,10 +703,15 @@ pub(in crate::node) async fn next_round(
 fn to_probe(info: Option<dht::NodeInfo>) -> Probe {
     match info {
         None => Probe::Failed,
-        Some(info) => Probe::Answered(Report {
-            prev: info.prev.map(Member::from),
-            predecessors: info.predecessors.into_iter().map(Member::from).collect(),
-            successors: info.successors.into_iter().map(Member::from).collect(),
-        }),
+        Some(info) => Probe::Answered(to_report(info)),
+    }
+}
+
+/// A live neighbour's answer in the detector's terms.
+fn to_report(info: dht::NodeInfo) -> Report {
+    Report {
+        prev: info.prev.map(Member::from),
+        predecessors: info.predecessors.into_iter().map(Member::from).collect(),
+        successors: info.successors.into_iter().map(Member::from).collect(),
     }
 }

@@ -173,8 +173,15 @@ impl Node {
                     Err(e) => acks.failed(format!("replica call panicked: {e}")),
                 }
             }
-            // A replica failed: wait for failure detection to change the view
-            // (and so, perhaps, the replica set), then try again.
+            // A replica set shorter than the ring should give it (a node
+            // joined before this one's last probe of `prev` told it of its
+            // new predecessors): ask the maintenance loop to probe `prev` now
+            // rather than at its next round, up to a probe interval away.
+            if replicas.len() < needed {
+                self.prev_wanted.notify_one();
+            }
+            // A replica failed, or the set is short: wait for the view to
+            // change (and so, perhaps, the replica set), then try again.
             if tokio::time::timeout_at(deadline, changes.changed())
                 .await
                 .is_err()
