@@ -167,6 +167,11 @@ impl Detector {
         }
     }
 
+    /// Whether `prev` failed its last probe (and is not yet dead).
+    pub fn prev_suspected(&self) -> bool {
+        self.prev > 0
+    }
+
     /// The verdict on `prev`.
     pub fn prev_probed(&mut self, prev: &Member, probe: Probe) -> PrevVerdict {
         match probe {
@@ -350,9 +355,15 @@ mod tests {
         let mut d = Detector::new(2);
         let (me, next, prev) = (member(10), member(20), member(5));
         d.next_probed(&me, &next, Probe::Failed);
+        assert!(!d.prev_suspected(), "a miss of next is not one of prev");
         assert_eq!(d.prev_probed(&prev, Probe::Failed), PrevVerdict::Missed);
+        assert!(d.prev_suspected());
         assert_eq!(d.next_probed(&me, &next, Probe::Failed), NextVerdict::Dead);
         assert_eq!(d.prev_probed(&prev, Probe::Failed), PrevVerdict::Dead);
+        assert!(!d.prev_suspected(), "dead, and counting starts again");
+        d.prev_probed(&prev, Probe::Failed);
+        d.prev_probed(&prev, answer(None, &[]));
+        assert!(!d.prev_suspected(), "an answer clears the suspicion");
     }
 
     #[test]

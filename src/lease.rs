@@ -192,11 +192,11 @@ impl Leases {
     /// Whether this node, having just granted its `next` a lease at `now`,
     /// should ask for one back at once rather than at its next probe round:
     /// when that `next` is also its `prev` (a ring of two) and this node holds
-    /// no lease. That is a node alone that just took a joiner in: alone it
-    /// served without a lease, linked it needs one from the joiner, and the
-    /// joiner's first lease request is the first sign that it serves and may
-    /// grant. (Asked at the next round instead, the arc waited up to a probe
-    /// interval: 350-420 ms of stalled writes on a fresh cluster.)
+    /// no lease. Mostly that is a node alone that just took a joiner in:
+    /// alone it served without a lease, linked it needs one from the joiner,
+    /// and the joiner's first lease request is the first sign that it serves
+    /// and may grant. (Asked at the next round instead, the arc waited up to
+    /// a probe interval: writes stalled 345-421 ms on a fresh cluster.)
     pub fn ask_back(&self, next_is_prev: bool, now: Instant) -> bool {
         next_is_prev && self.until.is_none_or(|until| until <= now)
     }

@@ -436,7 +436,9 @@ impl Node {
     }
 
     /// Runs `change` on the leases, if they are on, and wakes the queries
-    /// waiting for one.
+    /// waiting for one (tests: the node notes grants in `probe_prev`, under
+    /// the view's lock).
+    #[cfg(test)]
     pub(super) fn update_leases(&self, change: impl FnOnce(&mut crate::lease::Leases)) {
         if self.leases.is_some() {
             self.with_leases(change);

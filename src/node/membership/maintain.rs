@@ -105,10 +105,12 @@ impl Node {
         let mut last_purge = Instant::now();
         let mut last_early: Option<Instant> = None;
         loop {
+            // The rounds first: a stream of wakes must not put them off.
             let prev_wanted = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
                 _ = tick.tick() => false,
                 () = self.prev_wanted.notified() => true,
-                _ = stop.wait_for(|s| *s) => break,
             };
             if self.view().state != NodeState::Serving {
                 continue;
@@ -116,12 +118,19 @@ impl Node {
             if prev_wanted {
                 // Only `prev`: a round between rounds would make the
                 // detector count misses faster than one a probe interval.
-                // At most one such probe every EARLY_PROBE_GAP, whatever
-                // asks.
-                if last_early.is_none_or(|at| at.elapsed() >= EARLY_PROBE_GAP) {
-                    last_early = Some(Instant::now());
-                    self.probe_prev(None).await;
+                // Not a `prev` that missed a probe: waiting on it (up to the
+                // probe timeout) would hold the rounds up.
+                if detector.prev_suspected() {
+                    continue;
                 }
+                // At most one such probe every EARLY_PROBE_GAP: a wake
+                // within it is put off, not dropped (writes waiting on a
+                // short replica set notified once and wait).
+                if let Some(at) = last_early {
+                    tokio::time::sleep_until(at + EARLY_PROBE_GAP).await;
+                }
+                last_early = Some(Instant::now());
+                self.probe_prev(None).await;
                 continue;
             }
             self.check_next(&mut detector).await;
@@ -457,9 +466,13 @@ impl Node {
     }
 
     /// Probes `prev`, asking for a lease, and acts on the detector's verdict;
-    /// without a detector (a lease asked for between rounds), an answer is
-    /// taken as from a live `prev` and a failure counts for nothing.
+    /// without a detector (`prev` probed between rounds), an answer is taken
+    /// as from a live `prev`, and neither a failure nor an answer changes the
+    /// count of misses.
     async fn probe_prev(&self, detector: Option<&mut Detector>) {
+        // A lease runs from before it was asked for (`crate::lease`), and
+        // before the view the probe goes by was read.
+        let asked_at = tokio::time::Instant::now().into_std();
         let view = self.view_snapshot();
         if view.prev == view.me {
             if let Some(detector) = detector {
@@ -467,8 +480,6 @@ impl Node {
             }
             return;
         }
-        // A lease runs from before it was asked for (`crate::lease`).
-        let asked_at = tokio::time::Instant::now().into_std();
         let (info, granted) = self.probe_asking_lease(&view.prev, Some(&view.me)).await;
         let answered = tokio::time::Instant::now().into_std();
         let links_here = (info.as_ref())
@@ -488,8 +499,9 @@ impl Node {
                     }
                 });
                 // `prev` would take this node's arc over: while its view
-                // links here, it grants the lease on it, and notes it.
-                if links_here && granted {
+                // links here, it grants the lease on it, and notes it. A
+                // grant from a node that is no longer `prev` is ignored.
+                if links_here && granted && self.view().prev == view.prev {
                     // After a gap (counted to the answer: the grant takes
                     // effect here when it arrives), another node may have
                     // served the arc: behind until caught up, before the
@@ -505,7 +517,11 @@ impl Node {
                         // served again once `next` confirms it.
                         self.next_confirmed(None);
                     }
-                    self.update_leases(|l| l.granted(asked_at));
+                    self.update_view(|v| {
+                        if v.prev == view.prev {
+                            self.with_leases(|l| l.granted(asked_at));
+                        }
+                    });
                 }
             }
             PrevVerdict::Missed => self.metrics.probe_failed(false),
