@@ -433,23 +433,40 @@ impl Node {
     async fn follow_registry_hint(&self) {
         let view = self.view_snapshot();
         let members = self.registry_members().await;
-        match registry_hint(&view.me, &view.next, &members) {
-            None => {}
-            Some(RegistryHint::Rejoin(next)) => {
+        let Some(hint) = registry_hint(&view.me, &view.next, &members) else {
+            return;
+        };
+        // The member is probed first (without the membership lock, which a
+        // merge takes): the registry lists a node from its registration,
+        // before it serves (the first node of every new ring, alone, sees
+        // the second register and join), and for its time-to-live after it
+        // died. Neither is a ring to link to. (Without the probe, every new
+        // cluster logged a rejoin.)
+        let (RegistryHint::Rejoin(member) | RegistryHint::Closer(member)) = &hint;
+        if !self.serves(member).await {
+            return;
+        }
+        match hint {
+            RegistryHint::Rejoin(next) => {
+                // A joiner serves a moment before its contact links it in,
+                // under this lock: alone still once it is free, or not.
+                let _membership = self.membership.lock().await;
+                if !self.view().alone() {
+                    return;
+                }
                 tracing::warn!(next = %next.addr, "alone while the registry knows other members; rejoining through them");
                 self.introduce_to(&next).await;
             }
-            Some(RegistryHint::Closer(closer)) => {
-                // Probed first without the membership lock: the registry may
-                // list a member that died within its time-to-live.
-                let serving = (self.probe(&closer).await)
-                    .is_some_and(|i| i.state == NodeState::Serving.as_str());
-                if serving {
-                    tracing::warn!(closer = %closer.addr, next = %view.next.addr, "the registry lists a live member between this node and its next; linking to it");
-                    self.adopt_closer_next(closer, view.next).await;
-                }
+            RegistryHint::Closer(closer) => {
+                tracing::warn!(closer = %closer.addr, next = %view.next.addr, "the registry lists a live member between this node and its next; linking to it");
+                self.adopt_closer_next(closer, view.next).await;
             }
         }
+    }
+
+    /// Whether `member` answers a probe as a serving node.
+    async fn serves(&self, member: &Member) -> bool {
+        (self.probe(member).await).is_some_and(|i| i.state == NodeState::Serving.as_str())
     }
 
     /// The registry's live members after this node in ring order, without `dead`.
