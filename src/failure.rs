@@ -11,7 +11,8 @@
 //! # The rules
 //!
 //! - A neighbour is **dead** after `misses` failed probes in a row; any answer
-//!   resets its count. A failed probe is one without an answer in time, or with
+//!   resets its count, and so does a new neighbour (it did not miss the
+//!   probes of the node it replaced). A failed probe is one without an answer in time, or with
 //!   an answer from a node that is not the member probed, or that has left the
 //!   ring or is joining it again (a restarted node is not the neighbour it was).
 //! - An answer from `next` gives its successor list (this node's backups) and
@@ -31,8 +32,16 @@
 //!   (adopted if a probe finds it serving). This is how the two rings of a
 //!   split find each other once the cut heals: neither names a node of the
 //!   other, so probes alone never would.
+//! - Between rounds, `prev` alone may be probed early ([`EarlyProbes`]): for
+//!   a lease as soon as `prev` may grant one, or for the predecessors a
+//!   write's replica set lacks. Such probes change no count of misses (a
+//!   round between rounds would declare a node dead faster than `misses`
+//!   probe intervals), run at most one every gap (a wish within it is put
+//!   off, not dropped), and never while `prev` has missed a probe (waiting
+//!   on it, up to the probe timeout, would hold the rounds up).
 
 use crate::ring::{Arc, Member, Position};
+use std::time::{Duration, Instant};
 
 /// What a probe of a neighbour found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +92,22 @@ pub enum NextVerdict {
     Dead,
 }
 
+impl NextVerdict {
+    /// The verdict on an answer of `next`, probed by `me`: linked, a closer
+    /// node, or an introduction owed.
+    pub fn answered(me: &Member, next: &Member, report: Report) -> Self {
+        let successors = report.successors;
+        match report.prev {
+            Some(p) if p.id == me.id => Self::Linked { successors },
+            Some(p) if p.id != next.id && Arc::new(me.id, next.id).contains(p.id) => Self::Closer {
+                successors,
+                closer: p,
+            },
+            _ => Self::Introduce { successors },
+        }
+    }
+}
+
 /// What to do about `prev` after a probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrevVerdict {
@@ -111,13 +136,123 @@ impl PrevVerdict {
     }
 }
 
+/// When to probe `prev` between the maintenance loop's rounds (see the
+/// module docs): wishes in, the instant the next early probe is due out.
+/// Two kinds of wish are kept apart, so that meeting one does not drop the
+/// other: probes wanted now (the earliest kept), and the instant a `prev`
+/// that refused a lease said it may grant one (the latest refusal's kept).
+#[derive(Debug, Clone)]
+pub struct EarlyProbes {
+    /// The least time between two early probes.
+    gap: Duration,
+    /// When the last early probe ran.
+    last: Option<Instant>,
+    /// The earliest instant a probe was wanted at once, if one is.
+    soon: Option<Instant>,
+    /// When `prev` said it may grant a lease, if it refused one.
+    lease_at: Option<Instant>,
+}
+
+impl EarlyProbes {
+    /// No probe wanted yet; at most one every `gap`.
+    pub fn new(gap: Duration) -> Self {
+        Self {
+            gap,
+            last: None,
+            soon: None,
+            lease_at: None,
+        }
+    }
+
+    /// A probe of `prev` is wanted at once (it is `now`).
+    pub fn want(&mut self, now: Instant) {
+        self.soon = Some(self.soon.map_or(now, |w| w.min(now)));
+    }
+
+    /// `prev` refused a lease, saying it may grant one at `at`: a probe is
+    /// wanted then (instead of when an earlier refusal said).
+    pub fn lease_at(&mut self, at: Instant) {
+        self.lease_at = Some(at);
+    }
+
+    /// When the next early probe is due, if one is wanted: at the earliest
+    /// wish, put off to a gap after the last.
+    pub fn due(&self) -> Option<Instant> {
+        let wanted = match (self.soon, self.lease_at) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(self.last.map_or(wanted, |last| wanted.max(last + self.gap)))
+    }
+
+    /// Whether to probe `prev` at `now`: yes once a probe is due, unless
+    /// `prev_suspected` (it missed its last probe): then the wishes due are
+    /// dropped, and the rounds probe it. A wish for later stays.
+    pub fn fire(&mut self, now: Instant, prev_suspected: bool) -> bool {
+        if self.due().is_none_or(|due| due > now) {
+            return false;
+        }
+        self.met_by(now);
+        if prev_suspected {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+
+    /// A round probed `prev` at `now` (sent its probe then): the wishes due
+    /// by then are met.
+    pub fn rounded(&mut self, now: Instant) {
+        self.met_by(now);
+    }
+
+    /// The node stopped serving: no early probe is owed.
+    pub fn clear(&mut self) {
+        (self.soon, self.lease_at) = (None, None);
+    }
+
+    /// Drops the wishes for `now` or earlier.
+    fn met_by(&mut self, now: Instant) {
+        self.soon = self.soon.filter(|w| *w > now);
+        self.lease_at = self.lease_at.filter(|w| *w > now);
+    }
+}
+
 /// Failed probes in a row, for each neighbour.
 #[derive(Debug, Clone)]
 pub struct Detector {
     /// Misses in a row after which a neighbour is dead (at least 1).
     misses: u32,
-    next: u32,
-    prev: u32,
+    next: Misses,
+    prev: Misses,
+}
+
+/// Failed probes in a row of one neighbour, and which member they were of:
+/// a new neighbour starts from none (it did not miss its predecessor's
+/// probes).
+#[derive(Debug, Clone, Default)]
+struct Misses {
+    of: Option<Position>,
+    count: u32,
+}
+
+impl Misses {
+    /// A probe of `member` failed: whether that makes `misses` in a row
+    /// (the count starts again then).
+    fn missed(&mut self, member: &Member, misses: u32) -> bool {
+        if self.of != Some(member.id) {
+            *self = Self {
+                of: Some(member.id),
+                count: 0,
+            };
+        }
+        count_miss(&mut self.count, misses)
+    }
+
+    /// Whether `member` failed its last probe (and is not yet dead).
+    fn suspects(&self, member: &Member) -> bool {
+        self.of == Some(member.id) && self.count > 0
+    }
 }
 
 impl Detector {
@@ -126,19 +261,19 @@ impl Detector {
     pub fn new(misses: u32) -> Self {
         Self {
             misses: misses.max(1),
-            next: 0,
-            prev: 0,
+            next: Misses::default(),
+            prev: Misses::default(),
         }
     }
 
     /// This node has no `next` to probe (it is alone): nothing is owed.
     pub fn next_absent(&mut self) {
-        self.next = 0;
+        self.next = Misses::default();
     }
 
     /// This node has no `prev` to probe: nothing is owed.
     pub fn prev_absent(&mut self) {
-        self.prev = 0;
+        self.prev = Misses::default();
     }
 
     /// The verdict on `next`, probed by `me`.
@@ -146,40 +281,35 @@ impl Detector {
         let report = match probe {
             Probe::Answered(report) => report,
             Probe::Failed => {
-                return if count_miss(&mut self.next, self.misses) {
+                return if self.next.missed(next, self.misses) {
                     NextVerdict::Dead
                 } else {
                     NextVerdict::Missed
                 };
             }
         };
-        self.next = 0;
-        let successors = report.successors;
-        match report.prev {
-            Some(p) if p.id == me.id => NextVerdict::Linked { successors },
-            Some(p) if p.id != next.id && Arc::new(me.id, next.id).contains(p.id) => {
-                NextVerdict::Closer {
-                    successors,
-                    closer: p,
-                }
-            }
-            _ => NextVerdict::Introduce { successors },
-        }
+        self.next = Misses::default();
+        NextVerdict::answered(me, next, report)
     }
 
     /// Whether `prev` failed its last probe (and is not yet dead).
-    pub fn prev_suspected(&self) -> bool {
-        self.prev > 0
+    pub fn prev_suspected(&self, prev: &Member) -> bool {
+        self.prev.suspects(prev)
+    }
+
+    /// Whether `next` failed its last probe (and is not yet dead).
+    pub fn next_suspected(&self, next: &Member) -> bool {
+        self.next.suspects(next)
     }
 
     /// The verdict on `prev`.
     pub fn prev_probed(&mut self, prev: &Member, probe: Probe) -> PrevVerdict {
         match probe {
             Probe::Answered(report) => {
-                self.prev = 0;
+                self.prev = Misses::default();
                 PrevVerdict::alive(prev, report)
             }
-            Probe::Failed if count_miss(&mut self.prev, self.misses) => PrevVerdict::Dead,
+            Probe::Failed if self.prev.missed(prev, self.misses) => PrevVerdict::Dead,
             Probe::Failed => PrevVerdict::Missed,
         }
     }
@@ -237,6 +367,88 @@ fn count_miss(count: &mut u32, misses: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GAP: Duration = Duration::from_millis(20);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn an_early_probe_is_due_when_wanted_and_runs_once() {
+        let (mut e, t0) = (EarlyProbes::new(GAP), Instant::now());
+        assert_eq!(e.due(), None, "nothing wanted, nothing due");
+        e.want(t0);
+        assert_eq!(e.due(), Some(t0));
+        assert!(e.fire(t0, false));
+        assert_eq!(e.due(), None, "the wish was met");
+        assert!(!e.fire(t0 + ms(100), false), "nothing wanted");
+    }
+
+    #[test]
+    fn a_wish_within_the_gap_is_put_off_not_dropped() {
+        let (mut e, t0) = (EarlyProbes::new(GAP), Instant::now());
+        e.want(t0);
+        assert!(e.fire(t0, false));
+        e.want(t0 + ms(5));
+        assert_eq!(e.due(), Some(t0 + GAP), "put off to a gap after the last");
+        assert!(!e.fire(t0 + ms(5), false), "not yet due");
+        assert!(e.fire(t0 + GAP, false));
+    }
+
+    #[test]
+    fn a_lease_probe_waits_for_the_instant_prev_named() {
+        let (mut e, t0) = (EarlyProbes::new(GAP), Instant::now());
+        e.lease_at(t0 + ms(700));
+        assert!(!e.fire(t0 + ms(699), false));
+        e.lease_at(t0 + ms(900));
+        assert_eq!(e.due(), Some(t0 + ms(900)), "the latest refusal's");
+        assert!(e.fire(t0 + ms(900), false));
+        assert_eq!(e.due(), None);
+    }
+
+    #[test]
+    fn a_probe_wanted_now_does_not_drop_a_later_lease_probe() {
+        let (mut e, t0) = (EarlyProbes::new(GAP), Instant::now());
+        e.lease_at(t0 + ms(700));
+        e.want(t0);
+        assert_eq!(e.due(), Some(t0), "the earlier wish first");
+        assert!(e.fire(t0, false));
+        assert_eq!(e.due(), Some(t0 + ms(700)), "the lease probe is still owed");
+        e.want(t0 + ms(100));
+        assert!(!e.fire(t0 + ms(100), true), "prev suspected");
+        assert_eq!(e.due(), Some(t0 + ms(700)), "only the wish due was dropped");
+        e.rounded(t0 + ms(200));
+        assert_eq!(
+            e.due(),
+            Some(t0 + ms(700)),
+            "a round before it does not meet it"
+        );
+        e.rounded(t0 + ms(700));
+        assert_eq!(e.due(), None);
+    }
+
+    #[test]
+    fn a_suspected_prev_gets_no_early_probe_and_the_wish_is_dropped() {
+        let (mut e, t0) = (EarlyProbes::new(GAP), Instant::now());
+        e.want(t0);
+        assert!(!e.fire(t0, true), "the rounds probe a suspected prev");
+        assert_eq!(e.due(), None);
+    }
+
+    #[test]
+    fn a_round_meets_the_wishes_due_by_then_and_clear_drops_all() {
+        let (mut e, t0) = (EarlyProbes::new(GAP), Instant::now());
+        e.want(t0);
+        e.rounded(t0 + ms(1));
+        assert_eq!(e.due(), None, "the round probed prev after the wish");
+        e.lease_at(t0 + ms(500));
+        e.rounded(t0 + ms(1));
+        assert_eq!(e.due(), Some(t0 + ms(500)), "a later wish outlives it");
+        e.want(t0 + ms(2));
+        e.clear();
+        assert_eq!(e.due(), None);
+    }
 
     fn member(id: u64) -> Member {
         Member::new(Position(id), format!("http://n{id}"))
@@ -355,15 +567,42 @@ mod tests {
         let mut d = Detector::new(2);
         let (me, next, prev) = (member(10), member(20), member(5));
         d.next_probed(&me, &next, Probe::Failed);
-        assert!(!d.prev_suspected(), "a miss of next is not one of prev");
+        assert!(
+            !d.prev_suspected(&prev),
+            "a miss of next is not one of prev"
+        );
+        assert!(d.next_suspected(&next));
         assert_eq!(d.prev_probed(&prev, Probe::Failed), PrevVerdict::Missed);
-        assert!(d.prev_suspected());
+        assert!(d.prev_suspected(&prev));
         assert_eq!(d.next_probed(&me, &next, Probe::Failed), NextVerdict::Dead);
         assert_eq!(d.prev_probed(&prev, Probe::Failed), PrevVerdict::Dead);
-        assert!(!d.prev_suspected(), "dead, and counting starts again");
+        assert!(!d.prev_suspected(&prev), "dead, and counting starts again");
         d.prev_probed(&prev, Probe::Failed);
         d.prev_probed(&prev, answer(None, &[]));
-        assert!(!d.prev_suspected(), "an answer clears the suspicion");
+        assert!(!d.prev_suspected(&prev), "an answer clears the suspicion");
+    }
+
+    #[test]
+    fn a_new_neighbour_does_not_inherit_the_misses_of_the_old() {
+        let mut d = Detector::new(3);
+        let (me, old, new) = (member(10), member(5), member(7));
+        d.prev_probed(&old, Probe::Failed);
+        d.prev_probed(&old, Probe::Failed);
+        assert!(d.prev_suspected(&old));
+        assert!(!d.prev_suspected(&new), "the new prev missed nothing");
+        assert_eq!(
+            d.prev_probed(&new, Probe::Failed),
+            PrevVerdict::Missed,
+            "its first miss is its first, not the old one's third"
+        );
+        let (next, closer) = (member(20), member(15));
+        d.next_probed(&me, &next, Probe::Failed);
+        d.next_probed(&me, &next, Probe::Failed);
+        assert!(!d.next_suspected(&closer));
+        assert_eq!(
+            d.next_probed(&me, &closer, Probe::Failed),
+            NextVerdict::Missed
+        );
     }
 
     #[test]

@@ -127,6 +127,17 @@ pub fn hand_over(serve: Serve, alone: bool, catching_up: bool) -> HandOver {
     }
 }
 
+/// What a node answers its `next`'s request for a lease
+/// ([`Leases::granting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Granted, and noted.
+    Granted,
+    /// Not while a takeover wait runs; not before this instant, when the
+    /// last one ends (unless a takeover meanwhile starts another).
+    NotBefore(Instant),
+}
+
 /// A node's lease on its arc and the waits on the arcs it took over.
 #[derive(Debug, Clone)]
 pub struct Leases {
@@ -180,13 +191,18 @@ impl Leases {
     /// node may itself have taken over the arc of the node after it, which
     /// this node now links to): a lease granted before it has lapsed could
     /// give an arc two serving owners.
-    pub fn granting(&mut self, next: Position, now: Instant) -> bool {
+    ///
+    /// Refused, it says when the last wait ends, so that `next` asks again
+    /// then rather than at its next probe round (up to a probe interval
+    /// later, with its arc unleased meanwhile once the dead node's grant
+    /// has lapsed).
+    pub fn granting(&mut self, next: Position, now: Instant) -> Grant {
         self.taken.retain(|(_, from)| *from > now);
-        if !self.taken.is_empty() {
-            return false;
+        if let Some(last) = self.taken.iter().map(|(_, from)| *from).max() {
+            return Grant::NotBefore(last);
         }
         self.granted_to = Some((next, now));
-        true
+        Grant::Granted
     }
 
     /// Whether this node, having just granted its `next` a lease at `now`,
@@ -449,7 +465,7 @@ mod tests {
         let (dead, arc) = (Position(100), Arc::new(Position(100), Position(200)));
         l.granted(t0);
         l.linked_to(dead, t0);
-        assert!(l.granting(dead, t0 + SECOND));
+        assert_eq!(l.granting(dead, t0 + SECOND), Grant::Granted);
         // Declared dead 2.5 s in (three missed probes after the last grant).
         let declared = t0 + 2500 * SECOND / 1000;
         l.took_over(arc, dead, declared);
@@ -473,17 +489,36 @@ mod tests {
         let (mut l, t0) = (leases(), Instant::now());
         let (dead, after) = (Position(100), Position(200));
         l.linked_to(dead, t0);
-        assert!(l.granting(dead, t0 + SECOND));
+        assert_eq!(l.granting(dead, t0 + SECOND), Grant::Granted);
         let declared = t0 + 2500 * SECOND / 1000;
         l.took_over(Arc::new(dead, after), dead, declared);
         l.linked_to(after, declared);
         let lapsed = t0 + SECOND + l.settings().takeover_wait();
-        assert!(!l.granting(after, declared), "granted inside the wait");
-        assert!(!l.granting(after, lapsed - Duration::from_millis(1)));
-        assert!(
+        assert_eq!(
+            l.granting(after, declared),
+            Grant::NotBefore(lapsed),
+            "refused inside the wait, saying when it ends"
+        );
+        assert_eq!(
+            l.granting(after, lapsed - Duration::from_millis(1)),
+            Grant::NotBefore(lapsed)
+        );
+        assert_eq!(
             l.granting(after, lapsed),
+            Grant::Granted,
             "the dead node's lease has lapsed"
         );
+    }
+
+    #[test]
+    fn a_refusal_names_the_end_of_the_last_takeover_wait() {
+        let (mut l, t0) = (leases(), Instant::now());
+        let (first, second, after) = (Position(100), Position(150), Position(200));
+        l.took_over(Arc::new(first, second), first, t0);
+        l.took_over(Arc::new(second, after), second, t0 + SECOND);
+        let last = t0 + SECOND + l.settings().takeover_wait();
+        assert_eq!(l.granting(after, t0 + SECOND), Grant::NotBefore(last));
+        assert_eq!(l.granting(after, last), Grant::Granted);
     }
 
     #[test]
@@ -506,7 +541,7 @@ mod tests {
         let (mut l, t0) = (leases(), Instant::now());
         let (dead, arc) = (Position(100), Arc::new(Position(100), Position(200)));
         l.granted(t0);
-        assert!(l.granting(dead, t0));
+        assert_eq!(l.granting(dead, t0), Grant::Granted);
         l.linked_to(Position(50), t0 + SECOND / 2);
         l.linked_to(dead, t0 + SECOND);
         l.took_over(arc, dead, t0 + 2 * SECOND);

@@ -58,10 +58,12 @@ pub use rpc::service::{DhtService, dht_server, grpc_routes};
 pub use view::{JoinRefusal, NodeState, Route, View};
 pub use watching::{WatchSettings, Watched, event as watch_event, resume_after};
 
+use crate::lease::Grant;
 use crate::metrics::{NodeGauges, NodeMetrics};
 use crate::ring::Member;
 use crate::routing::{AfterFailure, AttemptSettings, Attempts, Failure, RoutingTable};
 use crate::store::{Entry, Store, Version};
+use membership::maintain::LeaseAnswer;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -199,8 +201,9 @@ pub struct Node {
     /// Bumped on every view change, so queries waiting on a hand-off wake up.
     changes: watch::Sender<u64>,
     /// Wakes the maintenance loop to probe `prev` at once rather than at
-    /// its next round: for a lease ([`crate::lease::Leases::ask_back`]), or
-    /// for the predecessors a write's replica set lacks (`replicate`).
+    /// its next round: for a lease ([`crate::lease::Leases::ask_back`], or
+    /// from a new `prev`, `accept_previous`), or for the predecessors a
+    /// write's replica set lacks (`replicate`).
     prev_wanted: tokio::sync::Notify,
     /// Serialises this node's membership changes (accepting a joiner).
     membership: tokio::sync::Mutex<()>,
@@ -415,24 +418,30 @@ impl Node {
     }
 
     /// Grants `to` a lease on its arc if it is this node's serving view's
-    /// `next` (and leases are on), noting when; whether it did.
-    pub(super) fn grant_lease(&self, to: crate::ring::Position) -> bool {
+    /// `next` (and leases are on), noting when: `None` if not asked of this
+    /// node (or leases are off), else the grant or how long until one may
+    /// be had.
+    pub(in crate::node) fn grant_lease(&self, to: crate::ring::Position) -> Option<LeaseAnswer> {
         let view = self.view();
         let links = view.next.id == to && view.next.id != view.me.id;
         let serving = matches!(view.state, NodeState::Serving | NodeState::Leaving);
         if self.leases.is_none() || !links || !serving {
-            return false;
+            return None;
         }
         let now = tokio::time::Instant::now().into_std();
-        let (mut granted, mut ask_back) = (false, false);
+        let (mut answer, mut ask_back) = (None, false);
         self.with_leases(|l| {
-            granted = l.granting(to, now);
-            ask_back = granted && l.ask_back(view.prev.id == to, now);
+            let grant = l.granting(to, now);
+            ask_back = grant == Grant::Granted && l.ask_back(view.prev.id == to, now);
+            answer = Some(match grant {
+                Grant::Granted => LeaseAnswer::Granted,
+                Grant::NotBefore(at) => LeaseAnswer::After(at.saturating_duration_since(now)),
+            });
         });
         if ask_back {
             self.prev_wanted.notify_one();
         }
-        granted
+        answer
     }
 
     /// Runs `change` on the leases, if they are on, and wakes the queries

@@ -25,7 +25,8 @@
 //! [`crate::node::view`] (how the view changes); this module does the I/O.
 
 use crate::failure::{
-    Detector, NextVerdict, PrevVerdict, Probe, RegistryHint, Report, merge_arc, registry_hint,
+    Detector, EarlyProbes, NextVerdict, PrevVerdict, Probe, RegistryHint, Report, merge_arc,
+    registry_hint,
 };
 use crate::metrics::HandOff;
 use crate::node::Node;
@@ -40,6 +41,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::Status;
+use tonic::metadata::MetadataValue;
 
 /// How a node watches its neighbours.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +79,54 @@ impl Default for MaintenanceSettings {
 pub(in crate::node) const LEASE_FOR: &str = "x-crusty-lease-for";
 /// Metadata of an answer that granted the lease asked for.
 pub(in crate::node) const LEASE_GRANTED: &str = "x-crusty-lease-granted";
+/// Metadata of an answer that refused it while a takeover wait runs
+/// (`crate::lease::Grant::NotBefore`): in how many milliseconds one may be
+/// had.
+pub(in crate::node) const LEASE_AFTER_MS: &str = "x-crusty-lease-after-ms";
+
+/// The longest [`LEASE_AFTER_MS`] a prober heeds: a peer that names more
+/// (a takeover wait is about a lease length) is ignored, and the rounds ask.
+/// (A `prev` that always names 0 gets probed every `EARLY_PROBE_GAP`, no
+/// more.)
+const MAX_LEASE_AFTER: Duration = Duration::from_secs(3600);
+
+/// What `prev` answered a probe that asked it for a lease
+/// (`Node::grant_lease`), as it travels in the answer's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::node) enum LeaseAnswer {
+    /// Granted.
+    Granted,
+    /// Not now; one may be had after this long.
+    After(Duration),
+}
+
+impl LeaseAnswer {
+    /// Writes the answer into a response's metadata.
+    pub(in crate::node) fn write(self, metadata: &mut tonic::metadata::MetadataMap) {
+        match self {
+            Self::Granted => {
+                metadata.insert(LEASE_GRANTED, MetadataValue::from_static("1"));
+            }
+            Self::After(wait) => {
+                // Rounded up: asked again a little late rather than early.
+                let ms = wait.as_micros().div_ceil(1000) as u64;
+                metadata.insert(LEASE_AFTER_MS, ms.into());
+            }
+        }
+    }
+
+    /// Reads it from a response's metadata: `None` if it carries neither,
+    /// or a wait that does not parse or exceeds [`MAX_LEASE_AFTER`].
+    pub(in crate::node) fn read(metadata: &tonic::metadata::MetadataMap) -> Option<Self> {
+        if metadata.contains_key(LEASE_GRANTED) {
+            return Some(Self::Granted);
+        }
+        let ms: u64 = metadata.get(LEASE_AFTER_MS)?.to_str().ok()?.parse().ok()?;
+        Some(Duration::from_millis(ms))
+            .filter(|wait| *wait <= MAX_LEASE_AFTER)
+            .map(Self::After)
+    }
+}
 
 /// A node that is not alone follows the registry's hint every this many
 /// heartbeat intervals (a node alone, every interval): each time it asks the
@@ -84,9 +134,36 @@ pub(in crate::node) const LEASE_GRANTED: &str = "x-crusty-lease-granted";
 /// to start merging.
 const LINKED_HINT_ROUNDS: u32 = 5;
 
-/// The least time between two probes of `prev` asked for between rounds
-/// (`Node::prev_wanted`).
+/// The least time between two probes of `prev` between rounds
+/// ([`EarlyProbes`]).
 const EARLY_PROBE_GAP: Duration = Duration::from_millis(20);
+
+/// What woke the maintenance loop.
+enum Wake {
+    /// A round is due: probe `next` and `prev`.
+    Round,
+    /// Something asked for an early probe of `prev` (`Node::prev_wanted`).
+    PrevWanted,
+    /// An early probe of `prev` is due ([`EarlyProbes::due`]).
+    EarlyProbeDue,
+}
+
+/// What a probe of `prev` leaves to do ([`Node::after_prev_probe`]).
+#[derive(Debug, Default)]
+struct PrevProbed {
+    /// `prev` refused a lease, saying one may be had then.
+    lease_at: Option<Instant>,
+    /// A lease granted again after a gap: `next` must confirm the arc.
+    reconfirm: bool,
+}
+
+/// Sleeps until `at`, or for ever if `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// How often the maintenance loop purges expired tombstones.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -103,43 +180,45 @@ impl Node {
         tokio::spawn(self.clone().keep_registered(stop.clone()));
         tokio::spawn(self.clone().follow_registry(stop.clone()));
         let mut last_purge = Instant::now();
-        let mut last_early: Option<Instant> = None;
+        let mut early = EarlyProbes::new(EARLY_PROBE_GAP);
         loop {
-            // The rounds first: a stream of wakes must not put them off.
-            let prev_wanted = tokio::select! {
+            let due = early.due().map(Instant::from_std);
+            // The rounds first: a stream of wakes must not put them off;
+            // then a due probe, which a stream of wishes must not put off.
+            let wake = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
-                _ = tick.tick() => false,
-                () = self.prev_wanted.notified() => true,
+                _ = tick.tick() => Wake::Round,
+                () = sleep_until_some(due) => Wake::EarlyProbeDue,
+                () = self.prev_wanted.notified() => Wake::PrevWanted,
             };
             if self.view().state != NodeState::Serving {
+                early.clear();
                 continue;
             }
-            if prev_wanted {
-                // Only `prev`: a round between rounds would make the
-                // detector count misses faster than one a probe interval.
-                // Not a `prev` that missed a probe: waiting on it (up to the
-                // probe timeout) would hold the rounds up.
-                if detector.prev_suspected() {
-                    continue;
+            let now = Instant::now().into_std();
+            match wake {
+                Wake::PrevWanted => early.want(now),
+                Wake::EarlyProbeDue => {
+                    let suspected = detector.prev_suspected(&self.view().prev);
+                    if early.fire(now, suspected) {
+                        let probed = self.probe_prev(None).await;
+                        self.after_prev_probe(probed, &detector, &mut early).await;
+                    }
                 }
-                // At most one such probe every EARLY_PROBE_GAP: a wake
-                // within it is put off, not dropped (writes waiting on a
-                // short replica set notified once and wait).
-                if let Some(at) = last_early {
-                    tokio::time::sleep_until(at + EARLY_PROBE_GAP).await;
+                Wake::Round => {
+                    self.check_next(&mut detector).await;
+                    let probed_at = Instant::now().into_std();
+                    let probed = self.probe_prev(Some(&mut detector)).await;
+                    early.rounded(probed_at);
+                    self.after_prev_probe(probed, &detector, &mut early).await;
+                    if last_purge.elapsed() >= PURGE_EVERY {
+                        last_purge = Instant::now();
+                        self.purge_tombstones();
+                    }
+                    self.purge_lapsed();
                 }
-                last_early = Some(Instant::now());
-                self.probe_prev(None).await;
-                continue;
             }
-            self.check_next(&mut detector).await;
-            self.probe_prev(Some(&mut detector)).await;
-            if last_purge.elapsed() >= PURGE_EVERY {
-                last_purge = Instant::now();
-                self.purge_tombstones();
-            }
-            self.purge_lapsed();
         }
     }
 
@@ -215,12 +294,13 @@ impl Node {
     }
 
     /// [`Node::probe`], asking `peer` (this node's `prev`) for a lease on the
-    /// arc of `lease_for` if given: the answer, and whether it granted one.
+    /// arc of `lease_for` if given: the answer, and what it said of the
+    /// lease.
     async fn probe_asking_lease(
         &self,
         peer: &Member,
         lease_for: Option<&Member>,
-    ) -> (Option<dht::NodeInfo>, bool) {
+    ) -> (Option<dht::NodeInfo>, Option<LeaseAnswer>) {
         let mut request = tonic::Request::new(());
         if let Some(me) = lease_for {
             request.metadata_mut().insert(LEASE_FOR, me.id.0.into());
@@ -232,16 +312,16 @@ impl Node {
             })
             .await;
         let Ok(response) = answer else {
-            return (None, false);
+            return (None, None);
         };
-        let granted = response.metadata().contains_key(LEASE_GRANTED);
+        let lease = LeaseAnswer::read(response.metadata());
         let info = response.into_inner();
         let same = info.node.as_ref().is_some_and(|n| n.id == peer.id.0);
         // A node that left, or that restarted and is joining again, is not
         // the neighbour it was.
         let gone =
             info.state == NodeState::Left.as_str() || info.state == NodeState::Joining.as_str();
-        ((same && !gone).then_some(info), granted)
+        ((same && !gone).then_some(info), lease)
     }
 
     /// Probes `next` and acts on the detector's verdict.
@@ -286,6 +366,47 @@ impl Node {
                 self.introduce_to(&view.next).await;
             }
             _ => {}
+        }
+    }
+
+    /// Carries out what a probe of `prev` left to do: an early probe when
+    /// `prev` said a lease may be had, and a probe of `next` for a
+    /// confirmation after a lease granted again following a gap, unless
+    /// `next` missed its last probe (waiting on it, up to the probe timeout,
+    /// would hold the rounds up; the rounds probe it).
+    async fn after_prev_probe(
+        &self,
+        probed: PrevProbed,
+        detector: &Detector,
+        early: &mut EarlyProbes,
+    ) {
+        if let Some(at) = probed.lease_at {
+            early.lease_at(at.into_std());
+        }
+        if probed.reconfirm && !detector.next_suspected(&self.view().next) {
+            self.reconfirm_next().await;
+        }
+    }
+
+    /// Asks `next` at once to confirm this node's arc, rather than at the
+    /// next round (up to a probe interval later): after a lease granted
+    /// again following a gap, nothing of the arc is served until `next`
+    /// confirms it. Only an answer that links `next` to this node counts;
+    /// anything else (a failure, a closer node, an introduction owed) is
+    /// left to the rounds, and no miss is counted.
+    async fn reconfirm_next(&self) {
+        let view = self.view_snapshot();
+        if view.alone() {
+            return;
+        }
+        let Some(info) = self.probe(&view.next).await else {
+            return;
+        };
+        if let NextVerdict::Linked { .. } =
+            NextVerdict::answered(&view.me, &view.next, to_report(info))
+        {
+            let to_next = Arc::new(view.me.id, view.next.id);
+            self.change_confirmed_by(&view.next, |l| l.next_probed(Some(to_next)));
         }
     }
 
@@ -485,8 +606,9 @@ impl Node {
     /// Probes `prev`, asking for a lease, and acts on the detector's verdict;
     /// without a detector (`prev` probed between rounds), an answer is taken
     /// as from a live `prev`, and neither a failure nor an answer changes the
-    /// count of misses.
-    async fn probe_prev(&self, detector: Option<&mut Detector>) {
+    /// count of misses. Returns what is left to do
+    /// ([`Node::after_prev_probe`]).
+    async fn probe_prev(&self, detector: Option<&mut Detector>) -> PrevProbed {
         // A lease runs from before it was asked for (`crate::lease`), and
         // before the view the probe goes by was read.
         let asked_at = tokio::time::Instant::now().into_std();
@@ -495,16 +617,16 @@ impl Node {
             if let Some(detector) = detector {
                 detector.prev_absent();
             }
-            return;
+            return PrevProbed::default();
         }
-        let (info, granted) = self.probe_asking_lease(&view.prev, Some(&view.me)).await;
+        let (info, lease) = self.probe_asking_lease(&view.prev, Some(&view.me)).await;
         let answered = tokio::time::Instant::now().into_std();
         let links_here = (info.as_ref())
             .and_then(|i| i.next.as_ref())
             .is_some_and(|next| next.id == view.me.id.0);
         let verdict = match (detector, info) {
             (Some(detector), info) => detector.prev_probed(&view.prev, to_probe(info)),
-            (None, None) => return,
+            (None, None) => return PrevProbed::default(),
             (None, Some(info)) => PrevVerdict::alive(&view.prev, to_report(info)),
         };
         match verdict {
@@ -518,7 +640,10 @@ impl Node {
                 // `prev` would take this node's arc over: while its view
                 // links here, it grants the lease on it, and notes it. A
                 // grant from a node that is no longer `prev` is ignored.
-                if links_here && granted && self.view().prev == view.prev {
+                if links_here
+                    && lease == Some(LeaseAnswer::Granted)
+                    && self.view().prev == view.prev
+                {
                     // After a gap (counted to the answer: the grant takes
                     // effect here when it arrives), another node may have
                     // served the arc: behind until caught up, before the
@@ -539,6 +664,22 @@ impl Node {
                             self.with_leases(|l| l.granted(asked_at));
                         }
                     });
+                    return PrevProbed {
+                        lease_at: None,
+                        reconfirm: lapsed,
+                    };
+                }
+                // Refused while a takeover wait of `prev`'s runs: asked
+                // again as it ends, not up to a probe interval after; its
+                // clock and this one may differ by twice the drift bound.
+                if let Some(LeaseAnswer::After(wait)) = lease
+                    && links_here
+                {
+                    let drift = self.config.leases.map_or(0.0, |l| l.drift.clamp(0.0, 0.5));
+                    return PrevProbed {
+                        lease_at: Instant::now().checked_add(wait.mul_f64(1.0 + 2.0 * drift)),
+                        reconfirm: false,
+                    };
                 }
             }
             PrevVerdict::Missed => self.metrics.probe_failed(false),
@@ -554,6 +695,7 @@ impl Node {
                 tracing::warn!(dead = %view.prev.addr, "previous neighbour failed");
             }
         }
+        PrevProbed::default()
     }
 
     /// Tells `next` that this node is its previous neighbour. If it takes
@@ -623,7 +765,7 @@ impl Node {
             )));
         }
         let length = self.config.maintenance.successors;
-        Ok(self.update_view(|v| {
+        let old = self.update_view(|v| {
             let old = dht::PreviousNeighbors {
                 prev: Some((&v.prev).into()),
                 next: Some((&v.next).into()),
@@ -642,7 +784,14 @@ impl Node {
                 });
             }
             old
-        }))
+        });
+        // The lease on this node's arc now comes from the new `prev`: asked
+        // for at once rather than at the next round (after a failure, the
+        // dead node's grant may lapse before then).
+        if self.leases.is_some() {
+            self.prev_wanted.notify_one();
+        }
+        Ok(old)
     }
 
     /// Calls the registry, if this node uses one (`None` if not), within the
@@ -746,5 +895,59 @@ fn to_report(info: dht::NodeInfo) -> Report {
         prev: info.prev.map(Member::from),
         predecessors: info.predecessors.into_iter().map(Member::from).collect(),
         successors: info.successors.into_iter().map(Member::from).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataMap;
+
+    fn read(pairs: &[(&'static str, &str)]) -> Option<LeaseAnswer> {
+        let mut metadata = MetadataMap::new();
+        for (key, value) in pairs {
+            metadata.insert(*key, value.parse().expect("an ASCII value"));
+        }
+        LeaseAnswer::read(&metadata)
+    }
+
+    #[test]
+    fn a_lease_answer_reads_back_as_written() {
+        for answer in [
+            LeaseAnswer::Granted,
+            LeaseAnswer::After(Duration::from_millis(1_250)),
+        ] {
+            let mut metadata = MetadataMap::new();
+            answer.write(&mut metadata);
+            assert_eq!(LeaseAnswer::read(&metadata), Some(answer));
+        }
+    }
+
+    #[test]
+    fn a_wait_is_rounded_up_to_the_millisecond() {
+        let mut metadata = MetadataMap::new();
+        LeaseAnswer::After(Duration::from_micros(1_001)).write(&mut metadata);
+        assert_eq!(
+            LeaseAnswer::read(&metadata),
+            Some(LeaseAnswer::After(Duration::from_millis(2)))
+        );
+    }
+
+    #[test]
+    fn a_wait_that_does_not_parse_or_is_absurd_is_ignored() {
+        assert_eq!(read(&[]), None);
+        assert_eq!(read(&[(LEASE_AFTER_MS, "soon")]), None);
+        assert_eq!(read(&[(LEASE_AFTER_MS, "-5")]), None);
+        assert_eq!(read(&[(LEASE_AFTER_MS, "18446744073709551615")]), None);
+        assert_eq!(read(&[(LEASE_AFTER_MS, "3600001")]), None);
+        assert_eq!(
+            read(&[(LEASE_AFTER_MS, "3600000")]),
+            Some(LeaseAnswer::After(MAX_LEASE_AFTER))
+        );
+        assert_eq!(
+            read(&[(LEASE_GRANTED, "1"), (LEASE_AFTER_MS, "5")]),
+            Some(LeaseAnswer::Granted),
+            "a grant is a grant"
+        );
     }
 }

@@ -264,7 +264,8 @@ impl DhtNode for DhtService {
 
     /// A node's view; asked by its `next` (`x-crusty-lease-for`), also a
     /// lease on that node's arc, granted (`x-crusty-lease-granted`) while
-    /// this node's view links to it.
+    /// this node's view links to it, unless a takeover wait runs (then
+    /// `x-crusty-lease-after-ms` says when one may be had).
     async fn get_node_info(&self, request: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
         let asker = (request
             .metadata()
@@ -276,12 +277,9 @@ impl DhtNode for DhtService {
         let mut response = Response::new((&summary).into());
         if let Some(asker) = asker
             && summary.next.id == asker
-            && self.node.grant_lease(asker)
+            && let Some(answer) = self.node.grant_lease(asker)
         {
-            (response.metadata_mut()).insert(
-                crate::node::membership::maintain::LEASE_GRANTED,
-                tonic::metadata::MetadataValue::from_static("1"),
-            );
+            answer.write(response.metadata_mut());
         }
         Ok(response)
     }
