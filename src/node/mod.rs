@@ -205,6 +205,10 @@ pub struct Node {
     /// from a new `prev`, `accept_previous`), or for the predecessors a
     /// write's replica set lacks (`replicate`).
     prev_wanted: tokio::sync::Notify,
+    /// The `prev` that missed its last probe, if it did (set by the
+    /// maintenance loop): an introduction of another node replaces it
+    /// without probing it again (`accept_previous`).
+    prev_missed: std::sync::Mutex<Option<crate::ring::Position>>,
     /// Serialises this node's membership changes (accepting a joiner).
     membership: tokio::sync::Mutex<()>,
     store: Arc<dyn Store>,
@@ -292,6 +296,7 @@ impl Node {
             view: RwLock::new(View::joining(me)),
             changes: watch::channel(0).0,
             prev_wanted: tokio::sync::Notify::new(),
+            prev_missed: std::sync::Mutex::new(None),
             membership: tokio::sync::Mutex::new(()),
             catch_up: std::sync::Mutex::new(crate::repair::CatchUp::default()),
             counts: std::sync::Mutex::new(None),

@@ -859,7 +859,10 @@ fn after_a_ring_split_in_two_the_rings_merge_again() {
 /// neighbour's lease from the crashed node lapses (`availability.rs`).
 /// Virtual time: each seed's figures are exact. Without the early lease
 /// probe and the early confirmation by `next`, seed 1 had a second stretch
-/// of 584 ms (2026-11-30).
+/// of 584 ms; before replica calls stopped being waited for once their
+/// replica left the set, and introductions stopped probing a `prev` that
+/// had missed its last probe, the first write took 2.12 to 2.47 s
+/// (`SIM_SEEDS=8`, 2026-11-30).
 #[test]
 fn after_a_crash_the_next_node_s_keys_are_unavailable_once_not_twice() {
     let mut failed = Vec::new();
@@ -878,7 +881,7 @@ fn after_a_crash_the_next_node_s_keys_are_unavailable_once_not_twice() {
         eprintln!(
             "seed {seed}: first write acknowledged {first:?} after the crash; later gaps {gaps:?}"
         );
-        if first > Duration::from_secs(3) || !gaps.is_empty() {
+        if first > Duration::from_secs(2) || !gaps.is_empty() {
             failed.push(format!(
                 "seed {seed}: first after {first:?}, later gaps {gaps:?}"
             ));

@@ -19,7 +19,8 @@
 //! 4. Every minute, purge tombstones older than `tombstone_grace`.
 //!
 //! A node accepts a new previous neighbour when it lies between the current one
-//! and itself, or when the current one is unknown, dead (a probe fails) or gone
+//! and itself, or when the current one is unknown, dead (a probe now fails,
+//! or it missed its last probe and the new one links to this node) or gone
 //! (it answers that it has left). Pure decisions live in [`crate::failure`]
 //! (what a probe means: a [`Detector`] counts misses and judges answers) and
 //! [`crate::node::view`] (how the view changes); this module does the I/O.
@@ -629,6 +630,10 @@ impl Node {
             (None, None) => return PrevProbed::default(),
             (None, Some(info)) => PrevVerdict::alive(&view.prev, to_report(info)),
         };
+        // Kept for introductions: a `prev` that missed its last probe need
+        // not be probed again before another node replaces it.
+        *self.prev_missed.lock().unwrap_or_else(|e| e.into_inner()) =
+            matches!(verdict, PrevVerdict::Missed).then_some(view.prev.id);
         match verdict {
             PrevVerdict::Alive { chain } => {
                 let length = self.config.maintenance.successors;
@@ -742,7 +747,13 @@ impl Node {
     ) -> Result<dht::PreviousNeighbors, Status> {
         // The introduction may be stale (delayed, or sent on behalf of a node that
         // has since left or died): the new predecessor must be serving now.
-        let state = self.probe(&new).await.map(|i| i.state);
+        let offered = self.probe(&new).await;
+        // Whether the newcomer links to this node: it passed over the nodes
+        // between (it declared them dead, or joined between).
+        let links_here = (offered.as_ref())
+            .and_then(|i| i.next.as_ref())
+            .is_some_and(|n| n.id == self.me().id.0);
+        let state = offered.map(|i| i.state);
         if state.as_deref() != Some(NodeState::Serving.as_str()) {
             let seen = state.map_or_else(
                 || {
@@ -757,7 +768,17 @@ impl Node {
             )));
         }
         let view = self.view_snapshot();
-        let replaceable = view.may_take_previous(&new) || self.probe(&view.prev).await.is_none();
+        // The current `prev` is replaced if a probe of it fails now, or if it
+        // missed its last probe and the newcomer links here (it passed over
+        // `prev` itself): probing it again, up to the probe timeout after a
+        // crash that answers nothing, kept the arc unleased longer. A stale
+        // introduction (its sender no longer links here) still waits for
+        // the probe.
+        let missed =
+            *self.prev_missed.lock().unwrap_or_else(|e| e.into_inner()) == Some(view.prev.id);
+        let replaceable = view.may_take_previous(&new)
+            || (missed && links_here)
+            || self.probe(&view.prev).await.is_none();
         if !replaceable {
             return Err(Status::failed_precondition(format!(
                 "{} ({}) does not lie between my live previous neighbour {} and me",
@@ -770,6 +791,10 @@ impl Node {
                 prev: Some((&v.prev).into()),
                 next: Some((&v.next).into()),
             };
+            if v.prev != new {
+                // Misses were the old `prev`'s.
+                *self.prev_missed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
             v.take_previous(new, length);
             // A node alone that is told it has a predecessor is not alone: it
             // was cut off (its probes of a live next failed, or it started a ring

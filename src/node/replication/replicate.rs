@@ -24,6 +24,7 @@ use crate::node::rpc::entries::entry_from_wire;
 use crate::node::view::NodeState;
 use crate::proto::dht;
 use crate::request_id::RequestId;
+use crate::ring::Member;
 use crate::store::Entry;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -147,8 +148,33 @@ impl Node {
                 );
                 calls.spawn(async move { (replica, call.await) });
             }
+            // Whether the view changed during the round (the wait below
+            // would not see that change), and whether the replica set did.
+            let (mut view_changed, mut set_changed) = (false, false);
             loop {
-                let done = match tokio::time::timeout_at(deadline, calls.join_next()).await {
+                let joined = tokio::select! {
+                    joined = tokio::time::timeout_at(deadline, calls.join_next()) => joined,
+                    Ok(()) = changes.changed() => {
+                        // The view changed while calls are out. If the
+                        // replica set did (a replica declared dead, or
+                        // passed over by a joiner), the write goes to the
+                        // set as it is now, counted against it (`WriteAcks`),
+                        // without waiting for a call to a replica that left
+                        // it (to a crashed host that answers nothing, up to
+                        // the call's timeout). Calls to replicas still in the
+                        // set are sent again: a replica merges newest-wins.
+                        view_changed = true;
+                        let now = self.view().replicas(settings.factor);
+                        if !same_members(&now, &replicas) {
+                            calls.detach_all();
+                            acks.failed("the replica set changed during the write");
+                            set_changed = true;
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let done = match joined {
                     Ok(Some(done)) => done,
                     Ok(None) => break,
                     // Past the deadline: give up waiting (the calls finish on
@@ -179,6 +205,11 @@ impl Node {
             // rather than at its next round, up to a probe interval away.
             if replicas.len() < needed {
                 self.prev_wanted.notify_one();
+            }
+            // A view change the round saw: what the wait below would wait
+            // for has come already.
+            if (set_changed || view_changed) && Instant::now() < deadline {
+                continue;
             }
             // A replica failed, or the set is short: wait for the view to
             // change (and so, perhaps, the replica set), then try again.
@@ -254,6 +285,11 @@ impl Node {
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(dht::ReplicateAck { merged, newer })
     }
+}
+
+/// Whether two replica sets name the same nodes (by ID), in any order.
+fn same_members(a: &[Member], b: &[Member]) -> bool {
+    a.len() == b.len() && a.iter().all(|m| b.iter().any(|n| n.id == m.id))
 }
 
 #[cfg(test)]
