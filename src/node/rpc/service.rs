@@ -451,3 +451,56 @@ impl DhtNode for DhtService {
         Ok(Response::new(Box::pin(stream)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::LeaseSettings;
+    use crate::node::membership::maintain::{LEASE_FOR, LeaseAnswer};
+    use std::time::Duration;
+
+    /// A probe of `GetNodeInfo` asking for a lease on the arc of `asker`.
+    fn asking_for(asker: u64) -> Request<()> {
+        let mut request = Request::new(());
+        request.metadata_mut().insert(LEASE_FOR, asker.into());
+        request
+    }
+
+    /// A `prev` grants its `next` a lease; while a takeover wait runs it
+    /// refuses, saying how long until one may be had (what the asker's early
+    /// probe waits for); it says nothing of leases to a node it does not link
+    /// to.
+    #[tokio::test]
+    async fn a_lease_request_is_granted_or_told_when_one_may_be_had() {
+        let node = crate::node::serving_beside(
+            Member::new(Position(100), "http://127.0.0.1:9"),
+            Member::new(Position(50), "http://127.0.0.1:9"),
+        );
+        let service = DhtService { node: node.clone() };
+        let answer = service.get_node_info(asking_for(50)).await.unwrap();
+        assert_eq!(
+            LeaseAnswer::read(answer.metadata()),
+            Some(LeaseAnswer::Granted)
+        );
+
+        let now = std::time::Instant::now();
+        node.update_leases(|l| {
+            l.took_over(
+                RingArc::new(Position(120), Position(50)),
+                Position(120),
+                now,
+            )
+        });
+        let answer = service.get_node_info(asking_for(50)).await.unwrap();
+        match LeaseAnswer::read(answer.metadata()) {
+            Some(LeaseAnswer::After(wait)) => {
+                let most = LeaseSettings::default().takeover_wait() + Duration::from_millis(1);
+                assert!(wait > Duration::ZERO && wait <= most, "{wait:?}");
+            }
+            other => panic!("refused without saying when: {other:?}"),
+        }
+
+        let answer = service.get_node_info(asking_for(77)).await.unwrap();
+        assert_eq!(LeaseAnswer::read(answer.metadata()), None);
+    }
+}
