@@ -253,6 +253,13 @@ async fn acknowledged_after_kill(lease: &str, next: bool) -> Vec<Duration> {
     let mut c = client::connect(writer).await.expect("a client");
     nodes[2].signal("KILL");
     let killed = Instant::now();
+    // For reading the nodes' logs against the figures (`NODE_LOG`, e.g.
+    // `crustyring=debug`: their standard error is this test's).
+    eprintln!(
+        "killed {} at {:?} (its next {victims_next}; writing through {writer})",
+        addrs[2],
+        std::time::SystemTime::now()
+    );
     let mut acknowledged = Vec::new();
     while killed.elapsed() < WINDOW || acknowledged.is_empty() {
         let request = client::request(OperationType::Set, &k, Some(b"v"));
