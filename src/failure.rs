@@ -32,6 +32,10 @@
 //!   (adopted if a probe finds it serving). This is how the two rings of a
 //!   split find each other once the cut heals: neither names a node of the
 //!   other, so probes alone never would.
+//! - Another node's introduction as `prev` ([`introduced`]) replaces `prev`
+//!   when it lies between `prev` and this node, or when `prev` missed its
+//!   last probe and the newcomer links to this node; otherwise only if a
+//!   probe of `prev` fails.
 //! - Between rounds, `prev` alone may be probed early ([`EarlyProbes`]): for
 //!   a lease as soon as `prev` may grant one, or for the predecessors a
 //!   write's replica set lacks. Such probes change no count of misses (a
@@ -312,6 +316,35 @@ impl Detector {
             Probe::Failed if self.prev.missed(prev, self.misses) => PrevVerdict::Dead,
             Probe::Failed => PrevVerdict::Missed,
         }
+    }
+}
+
+/// Whether another node's introduction as this node's previous neighbour
+/// (`RegisterAsNeighbor{Previous}`, "rectify"; the newcomer answered a probe
+/// as serving) replaces `prev` at once, or only if a probe of `prev` fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Introduced {
+    /// `prev` is replaced.
+    Replace,
+    /// `prev` is replaced only if a probe of it fails now (it is dead or
+    /// gone); otherwise the introduction is refused: a stale one must not
+    /// displace a live predecessor.
+    IfPrevSilent,
+}
+
+/// How an introduction is judged: `by_position`, the newcomer may take
+/// `prev`'s place by where it lies (between `prev` and this node, `prev`
+/// itself, or `prev` unknown: `View::may_take_previous`); `prev_suspected`,
+/// `prev` missed its last probe; `links_here`, the newcomer's own `next` is
+/// this node (it passed over whatever lay between, `prev` included). A
+/// suspected `prev` passed over by the newcomer is not probed again: after a
+/// crash that answers nothing, that probe waited its timeout while this
+/// node's arc went unleased.
+pub fn introduced(by_position: bool, prev_suspected: bool, links_here: bool) -> Introduced {
+    if by_position || (prev_suspected && links_here) {
+        Introduced::Replace
+    } else {
+        Introduced::IfPrevSilent
     }
 }
 
@@ -602,6 +635,27 @@ mod tests {
         assert_eq!(
             d.next_probed(&me, &closer, Probe::Failed),
             NextVerdict::Missed
+        );
+    }
+
+    #[test]
+    fn an_introduction_replaces_prev_by_position_or_when_prev_is_suspected_and_passed_over() {
+        use Introduced::*;
+        assert_eq!(introduced(true, false, false), Replace, "a joiner between");
+        assert_eq!(
+            introduced(false, true, true),
+            Replace,
+            "the newcomer passed over a prev that missed its last probe"
+        );
+        assert_eq!(
+            introduced(false, true, false),
+            IfPrevSilent,
+            "a stale introduction: its sender no longer links here"
+        );
+        assert_eq!(
+            introduced(false, false, true),
+            IfPrevSilent,
+            "prev answered its last probe: probed again"
         );
     }
 

@@ -26,8 +26,8 @@
 //! [`crate::node::view`] (how the view changes); this module does the I/O.
 
 use crate::failure::{
-    Detector, EarlyProbes, NextVerdict, PrevVerdict, Probe, RegistryHint, Report, merge_arc,
-    registry_hint,
+    Detector, EarlyProbes, Introduced, NextVerdict, PrevVerdict, Probe, RegistryHint, Report,
+    introduced, merge_arc, registry_hint,
 };
 use crate::metrics::HandOff;
 use crate::node::Node;
@@ -768,17 +768,12 @@ impl Node {
             )));
         }
         let view = self.view_snapshot();
-        // The current `prev` is replaced if a probe of it fails now, or if it
-        // missed its last probe and the newcomer links here (it passed over
-        // `prev` itself): probing it again, up to the probe timeout after a
-        // crash that answers nothing, kept the arc unleased longer. A stale
-        // introduction (its sender no longer links here) still waits for
-        // the probe.
         let missed =
             *self.prev_missed.lock().unwrap_or_else(|e| e.into_inner()) == Some(view.prev.id);
-        let replaceable = view.may_take_previous(&new)
-            || (missed && links_here)
-            || self.probe(&view.prev).await.is_none();
+        let replaceable = match introduced(view.may_take_previous(&new), missed, links_here) {
+            Introduced::Replace => true,
+            Introduced::IfPrevSilent => self.probe(&view.prev).await.is_none(),
+        };
         if !replaceable {
             return Err(Status::failed_precondition(format!(
                 "{} ({}) does not lie between my live previous neighbour {} and me",
