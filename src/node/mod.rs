@@ -206,8 +206,9 @@ pub struct Node {
     /// write's replica set lacks (`replicate`).
     prev_wanted: tokio::sync::Notify,
     /// The `prev` that missed its last probe, if it did (set by the
-    /// maintenance loop): an introduction of another node replaces it
-    /// without probing it again (`accept_previous`).
+    /// maintenance loop): an introduction by a node that links to this one
+    /// replaces it without probing it again (`accept_previous`,
+    /// [`crate::failure::introduced`]).
     prev_missed: std::sync::Mutex<Option<crate::ring::Position>>,
     /// Serialises this node's membership changes (accepting a joiner).
     membership: tokio::sync::Mutex<()>,
