@@ -78,6 +78,16 @@ impl LeaseSettings {
     }
 }
 
+impl LeaseSettings {
+    /// How long after a refusal that said a lease may be had in `wait`
+    /// (a takeover wait, on the grantor's clock) to ask again on this
+    /// node's: stretched by twice the drift bound, since either clock may
+    /// run off by it (asked too early, the refusal comes again).
+    pub fn ask_again_after(&self, wait: Duration) -> Duration {
+        wait.mul_f64(1.0 + 2.0 * self.drift.clamp(0.0, 0.5))
+    }
+}
+
 impl Default for LeaseSettings {
     fn default() -> Self {
         Self {
@@ -507,6 +517,25 @@ mod tests {
             l.granting(after, lapsed),
             Grant::Granted,
             "the dead node's lease has lapsed"
+        );
+    }
+
+    #[test]
+    fn a_refused_node_asks_again_once_either_clock_may_have_run_off() {
+        let settings = LeaseSettings::default();
+        assert_eq!(
+            settings.ask_again_after(Duration::from_millis(1000)),
+            Duration::from_millis(1020),
+            "1% drift, either way"
+        );
+        let odd = LeaseSettings {
+            drift: 7.0,
+            ..settings
+        };
+        assert_eq!(
+            odd.ask_again_after(Duration::from_millis(1000)),
+            Duration::from_millis(2000),
+            "the drift is clamped as for the takeover wait"
         );
     }
 

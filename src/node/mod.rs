@@ -205,11 +205,12 @@ pub struct Node {
     /// from a new `prev`, `accept_previous`), or for the predecessors a
     /// write's replica set lacks (`replicate`).
     prev_wanted: tokio::sync::Notify,
-    /// The `prev` that missed its last probe, if it did (set by the
-    /// maintenance loop): an introduction by a node that links to this one
-    /// replaces it without probing it again (`accept_previous`,
-    /// [`crate::failure::introduced`]).
-    prev_missed: std::sync::Mutex<Option<crate::ring::Position>>,
+    /// Failed probes of `next` and `prev` in a row, counted by the
+    /// maintenance loop's rounds; read by introductions too (a suspected
+    /// `prev` passed over by the newcomer is replaced without another probe,
+    /// [`crate::failure::introduced`]). Locked for a call at a time, never
+    /// across an await, and never while the view's lock is held.
+    detector: std::sync::Mutex<crate::failure::Detector>,
     /// Serialises this node's membership changes (accepting a joiner).
     membership: tokio::sync::Mutex<()>,
     store: Arc<dyn Store>,
@@ -269,6 +270,7 @@ impl Node {
         registry: Option<String>,
     ) -> Self {
         let timeouts = config.timeouts;
+        let detector = crate::failure::Detector::new(config.maintenance.misses);
         let leases = config
             .leases
             .map(|s| std::sync::Mutex::new(crate::lease::Leases::new(s)));
@@ -297,7 +299,7 @@ impl Node {
             view: RwLock::new(View::joining(me)),
             changes: watch::channel(0).0,
             prev_wanted: tokio::sync::Notify::new(),
-            prev_missed: std::sync::Mutex::new(None),
+            detector: std::sync::Mutex::new(detector),
             membership: tokio::sync::Mutex::new(()),
             catch_up: std::sync::Mutex::new(crate::repair::CatchUp::default()),
             counts: std::sync::Mutex::new(None),
@@ -568,6 +570,11 @@ impl Node {
         Ok(self
             .store
             .entries_in(crate::ring::Arc::whole(crate::ring::Position(0)))?)
+    }
+
+    /// The failure detector's counts (see the field's docs).
+    pub(in crate::node) fn detector(&self) -> std::sync::MutexGuard<'_, crate::failure::Detector> {
+        self.detector.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn view(&self) -> RwLockReadGuard<'_, View> {

@@ -22,12 +22,13 @@
 //! and itself, or when the current one is unknown, dead (a probe now fails,
 //! or it missed its last probe and the new one links to this node) or gone
 //! (it answers that it has left). Pure decisions live in [`crate::failure`]
-//! (what a probe means: a [`Detector`] counts misses and judges answers) and
+//! (what a probe means: a [`crate::failure::Detector`] counts misses and
+//! judges answers) and
 //! [`crate::node::view`] (how the view changes); this module does the I/O.
 
 use crate::failure::{
-    Detector, EarlyProbes, Introduced, NextVerdict, PrevVerdict, Probe, RegistryHint, Report,
-    introduced, merge_arc, registry_hint,
+    EarlyProbes, Introduced, NextVerdict, PrevVerdict, Probe, RegistryHint, Report, introduced,
+    merge_arc, registry_hint,
 };
 use crate::metrics::HandOff;
 use crate::node::Node;
@@ -177,7 +178,6 @@ impl Node {
     ) {
         let settings = self.config.maintenance;
         let mut tick = ticker(settings.probe_interval);
-        let mut detector = Detector::new(settings.misses);
         tokio::spawn(self.clone().keep_registered(stop.clone()));
         tokio::spawn(self.clone().follow_registry(stop.clone()));
         let mut last_purge = Instant::now();
@@ -201,18 +201,19 @@ impl Node {
             match wake {
                 Wake::PrevWanted => early.want(now),
                 Wake::EarlyProbeDue => {
-                    let suspected = detector.prev_suspected(&self.view().prev);
+                    let prev = self.view().prev.clone();
+                    let suspected = self.detector().prev_suspected(&prev);
                     if early.fire(now, suspected) {
-                        let probed = self.probe_prev(None).await;
-                        self.after_prev_probe(probed, &detector, &mut early).await;
+                        let probed = self.probe_prev(false).await;
+                        self.after_prev_probe(probed, &mut early).await;
                     }
                 }
                 Wake::Round => {
-                    self.check_next(&mut detector).await;
+                    self.check_next().await;
                     let probed_at = Instant::now().into_std();
-                    let probed = self.probe_prev(Some(&mut detector)).await;
+                    let probed = self.probe_prev(true).await;
                     early.rounded(probed_at);
-                    self.after_prev_probe(probed, &detector, &mut early).await;
+                    self.after_prev_probe(probed, &mut early).await;
                     if last_purge.elapsed() >= PURGE_EVERY {
                         last_purge = Instant::now();
                         self.purge_tombstones();
@@ -326,14 +327,14 @@ impl Node {
     }
 
     /// Probes `next` and acts on the detector's verdict.
-    async fn check_next(&self, detector: &mut Detector) {
+    async fn check_next(&self) {
         let view = self.view_snapshot();
         if view.alone() {
-            detector.next_absent();
+            self.detector().next_absent();
             return;
         }
         let probe = to_probe(self.probe(&view.next).await);
-        let verdict = detector.next_probed(&view.me, &view.next, probe);
+        let verdict = self.detector().next_probed(&view.me, &view.next, probe);
         let successors = match &verdict {
             NextVerdict::Missed => return self.metrics.probe_failed(true),
             NextVerdict::Dead => {
@@ -375,16 +376,12 @@ impl Node {
     /// confirmation after a lease granted again following a gap, unless
     /// `next` missed its last probe (waiting on it, up to the probe timeout,
     /// would hold the rounds up; the rounds probe it).
-    async fn after_prev_probe(
-        &self,
-        probed: PrevProbed,
-        detector: &Detector,
-        early: &mut EarlyProbes,
-    ) {
+    async fn after_prev_probe(&self, probed: PrevProbed, early: &mut EarlyProbes) {
         if let Some(at) = probed.lease_at {
             early.lease_at(at.into_std());
         }
-        if probed.reconfirm && !detector.next_suspected(&self.view().next) {
+        let next = self.view().next.clone();
+        if probed.reconfirm && !self.detector().next_suspected(&next) {
             self.reconfirm_next().await;
         }
     }
@@ -605,18 +602,18 @@ impl Node {
     }
 
     /// Probes `prev`, asking for a lease, and acts on the detector's verdict;
-    /// without a detector (`prev` probed between rounds), an answer is taken
+    /// if not `counted` (`prev` probed between rounds), an answer is taken
     /// as from a live `prev`, and neither a failure nor an answer changes the
     /// count of misses. Returns what is left to do
     /// ([`Node::after_prev_probe`]).
-    async fn probe_prev(&self, detector: Option<&mut Detector>) -> PrevProbed {
+    async fn probe_prev(&self, counted: bool) -> PrevProbed {
         // A lease runs from before it was asked for (`crate::lease`), and
         // before the view the probe goes by was read.
         let asked_at = tokio::time::Instant::now().into_std();
         let view = self.view_snapshot();
         if view.prev == view.me {
-            if let Some(detector) = detector {
-                detector.prev_absent();
+            if counted {
+                self.detector().prev_absent();
             }
             return PrevProbed::default();
         }
@@ -625,15 +622,11 @@ impl Node {
         let links_here = (info.as_ref())
             .and_then(|i| i.next.as_ref())
             .is_some_and(|next| next.id == view.me.id.0);
-        let verdict = match (detector, info) {
-            (Some(detector), info) => detector.prev_probed(&view.prev, to_probe(info)),
-            (None, None) => return PrevProbed::default(),
-            (None, Some(info)) => PrevVerdict::alive(&view.prev, to_report(info)),
+        let verdict = match (counted, info) {
+            (true, info) => self.detector().prev_probed(&view.prev, to_probe(info)),
+            (false, None) => return PrevProbed::default(),
+            (false, Some(info)) => PrevVerdict::alive(&view.prev, to_report(info)),
         };
-        // Kept for introductions: a `prev` that missed its last probe need
-        // not be probed again before another node replaces it.
-        *self.prev_missed.lock().unwrap_or_else(|e| e.into_inner()) =
-            matches!(verdict, PrevVerdict::Missed).then_some(view.prev.id);
         match verdict {
             PrevVerdict::Alive { chain } => {
                 let length = self.config.maintenance.successors;
@@ -675,14 +668,13 @@ impl Node {
                     };
                 }
                 // Refused while a takeover wait of `prev`'s runs: asked
-                // again as it ends, not up to a probe interval after; its
-                // clock and this one may differ by twice the drift bound.
+                // again as it ends, not up to a probe interval after.
                 if let Some(LeaseAnswer::After(wait)) = lease
                     && links_here
                 {
-                    let drift = self.config.leases.map_or(0.0, |l| l.drift.clamp(0.0, 0.5));
+                    let settings = self.config.leases.unwrap_or_default();
                     return PrevProbed {
-                        lease_at: Instant::now().checked_add(wait.mul_f64(1.0 + 2.0 * drift)),
+                        lease_at: Instant::now().checked_add(settings.ask_again_after(wait)),
                         reconfirm: false,
                     };
                 }
@@ -768,9 +760,8 @@ impl Node {
             )));
         }
         let view = self.view_snapshot();
-        let missed =
-            *self.prev_missed.lock().unwrap_or_else(|e| e.into_inner()) == Some(view.prev.id);
-        let replaceable = match introduced(view.may_take_previous(&new), missed, links_here) {
+        let suspected = self.detector().prev_suspected(&view.prev);
+        let replaceable = match introduced(view.may_take_previous(&new), suspected, links_here) {
             Introduced::Replace => true,
             Introduced::IfPrevSilent => self.probe(&view.prev).await.is_none(),
         };
@@ -786,10 +777,6 @@ impl Node {
                 prev: Some((&v.prev).into()),
                 next: Some((&v.next).into()),
             };
-            if v.prev != new {
-                // Misses were the old `prev`'s.
-                *self.prev_missed.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            }
             v.take_previous(new, length);
             // A node alone that is told it has a predecessor is not alone: it
             // was cut off (its probes of a live next failed, or it started a ring
