@@ -27,7 +27,7 @@
 //!   dead node's lease may cover the arc of the node it now links to.
 //! - **After a gap.** A node leased again after its lease lapsed may lack
 //!   writes another node made into its arc meanwhile
-//!   ([`Leases::lapsed_before`]): the node reads with its replicas until it
+//!   ([`Leases::answered`]): the node reads with its replicas until it
 //!   has caught up (`crate::repair::CatchUp::forget`). And an owner
 //!   acknowledges a write only under a lease once the replicas have it
 //!   (waiting for a new grant until the request's deadline if its lease
@@ -148,6 +148,35 @@ pub enum Grant {
     NotBefore(Instant),
 }
 
+/// What `prev` answered a probe that asked it for a lease (its form in the
+/// answer's metadata: `crate::node`'s `rpc::wire`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Granted.
+    Granted,
+    /// Not now ([`Grant::NotBefore`]); one may be had after this long.
+    After(Duration),
+}
+
+/// What a node does with its `prev`'s [`Answer`] ([`Leases::answered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Granted: noted with [`Leases::granted`], if `prev` is still `prev`.
+    Granted,
+    /// Granted after a gap. First the node counts as behind until it has
+    /// caught up (`crate::repair::CatchUp::forget`), and forgets what its
+    /// `next` confirmed (its arc may have been split or taken meanwhile);
+    /// then the grant is noted; then it asks `next` at once to confirm the
+    /// arc again, rather than at its next round.
+    GrantedAfterGap,
+    /// Refused while `prev`'s takeover wait runs: probe `prev` again at this
+    /// instant rather than at the next round.
+    AskAgainAt(Instant),
+    /// Nothing to do: no answer about the lease, or one from a `prev` that
+    /// does not link to this node.
+    Nothing,
+}
+
 /// A node's lease on its arc and the waits on the arcs it took over.
 #[derive(Debug, Clone)]
 pub struct Leases {
@@ -232,14 +261,29 @@ impl Leases {
         self.settings
     }
 
-    /// Whether a lease whose grant arrived at `answered` follows a gap: this
-    /// node held a lease that lapsed before then. (A first lease is not
-    /// counted: a joiner was handed its arc by the node that served it.)
-    /// While it held none, its arc may have been taken over and written to by
-    /// another node, whose writes this node lacks: it must catch up before it
-    /// answers reads from its own store alone.
-    pub fn lapsed_before(&self, answered: Instant) -> bool {
-        self.until.is_some_and(|until| until < answered)
+    /// What to do with `answer`, which `prev` gave at `at` to a probe that
+    /// asked it for a lease, `links_here` if the answer names this node as
+    /// `prev`'s `next` (a grant counts only then). Changes nothing: a grant
+    /// takes effect with [`Leases::granted`], once the caller has done what
+    /// [`Answered::GrantedAfterGap`] asks first.
+    ///
+    /// A grant follows a gap if this node held a lease that lapsed before
+    /// the grant arrived. (A first lease is not counted: a joiner was handed
+    /// its arc by the node that served it.) While it held none, its arc may
+    /// have been taken over and written to by another node, whose writes
+    /// this node lacks. A refusal that says when a lease may be had is asked
+    /// again then, stretched by [`LeaseSettings::ask_again_after`].
+    pub fn answered(&self, answer: Option<Answer>, links_here: bool, at: Instant) -> Answered {
+        match answer {
+            _ if !links_here => Answered::Nothing,
+            Some(Answer::Granted) if self.until.is_some_and(|until| until < at) => {
+                Answered::GrantedAfterGap
+            }
+            Some(Answer::Granted) => Answered::Granted,
+            Some(Answer::After(wait)) => (at.checked_add(self.settings.ask_again_after(wait)))
+                .map_or(Answered::Nothing, Answered::AskAgainAt),
+            None => Answered::Nothing,
+        }
     }
 
     /// `prev` granted a lease in answer to a probe sent at `asked_at` (its view
@@ -551,16 +595,46 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_that_follows_a_gap_says_so() {
+    fn a_grant_that_follows_a_gap_says_so() {
         let (mut l, t0) = (leases(), Instant::now());
-        assert!(
-            !l.lapsed_before(t0),
+        let granted = Some(Answer::Granted);
+        assert_eq!(
+            l.answered(granted, true, t0),
+            Answered::Granted,
             "a first lease: the arc was handed over"
         );
         l.granted(t0);
         let length = l.settings().length;
-        assert!(!l.lapsed_before(t0 + length), "renewed as it ends");
-        assert!(l.lapsed_before(t0 + length + Duration::from_millis(1)));
+        assert_eq!(
+            l.answered(granted, true, t0 + length),
+            Answered::Granted,
+            "renewed as it ends"
+        );
+        assert_eq!(
+            l.answered(granted, true, t0 + length + Duration::from_millis(1)),
+            Answered::GrantedAfterGap
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_asked_again_when_it_says_stretched_by_the_drift() {
+        let (l, t0) = (leases(), Instant::now());
+        let refused = Some(Answer::After(SECOND));
+        assert_eq!(
+            l.answered(refused, true, t0),
+            Answered::AskAgainAt(t0 + Duration::from_millis(1020))
+        );
+    }
+
+    #[test]
+    fn no_answer_and_any_answer_of_a_prev_that_links_elsewhere_change_nothing() {
+        let (mut l, t0) = (leases(), Instant::now());
+        l.granted(t0);
+        let later = t0 + 3 * SECOND;
+        assert_eq!(l.answered(None, true, later), Answered::Nothing);
+        for answer in [Answer::Granted, Answer::After(SECOND)] {
+            assert_eq!(l.answered(Some(answer), false, later), Answered::Nothing);
+        }
     }
 
     #[test]

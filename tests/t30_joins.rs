@@ -254,3 +254,39 @@ async fn overwrites_while_an_arc_streams_to_a_joiner_end_at_their_last_value() {
     }
     cluster.shutdown().await;
 }
+
+/// A joiner that asks a node whose arc its ID does not fall in is refused,
+/// and told in binary metadata (a `registry.Node` in protobuf) which member
+/// to ask instead: the one whose arc it does fall in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_outside_the_contact_s_arc_is_told_whom_to_ask() {
+    use crustyring::proto::dht::{NeighborRegisterInfo, NeighborType};
+    use prost::Message;
+
+    let cluster = cluster(3, 1).await;
+    let first = cluster.nodes[0].view_snapshot();
+    let second = first.next.clone();
+    // Just after the second node's ID: in its arc, not in the first's.
+    let id = second.id.0.wrapping_add(1);
+    let mut c = common::connect(&first.me.addr).await;
+    let refused = c
+        .register_as_neighbor(NeighborRegisterInfo {
+            ty: NeighborType::Next as i32,
+            id,
+            addr: "http://127.0.0.1:1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let hint = (refused.metadata().get_bin("crustyring-towards-bin"))
+        .expect("a hint")
+        .to_bytes()
+        .expect("base64");
+    let towards = crustyring::proto::registry::Node::decode(hint).expect("a node");
+    assert_eq!((towards.id, towards.addr), (second.id.0, second.addr));
+    cluster.shutdown().await;
+}

@@ -63,7 +63,6 @@ use crate::metrics::{NodeGauges, NodeMetrics};
 use crate::ring::Member;
 use crate::routing::{AfterFailure, AttemptSettings, Attempts, Failure, RoutingTable};
 use crate::store::{Entry, Store, Version};
-use membership::maintain::LeaseAnswer;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -429,7 +428,10 @@ impl Node {
     /// `next` (and leases are on), noting when: `None` if not asked of this
     /// node (or leases are off), else the grant or how long until one may
     /// be had.
-    pub(in crate::node) fn grant_lease(&self, to: crate::ring::Position) -> Option<LeaseAnswer> {
+    pub(in crate::node) fn grant_lease(
+        &self,
+        to: crate::ring::Position,
+    ) -> Option<crate::lease::Answer> {
         let view = self.view();
         let links = view.next.id == to && view.next.id != view.me.id;
         let serving = matches!(view.state, NodeState::Serving | NodeState::Leaving);
@@ -442,8 +444,10 @@ impl Node {
             let grant = l.granting(to, now);
             ask_back = grant == Grant::Granted && l.ask_back(view.prev.id == to, now);
             answer = Some(match grant {
-                Grant::Granted => LeaseAnswer::Granted,
-                Grant::NotBefore(at) => LeaseAnswer::After(at.saturating_duration_since(now)),
+                Grant::Granted => crate::lease::Answer::Granted,
+                Grant::NotBefore(at) => {
+                    crate::lease::Answer::After(at.saturating_duration_since(now))
+                }
             });
         });
         if ask_back {

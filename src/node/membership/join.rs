@@ -12,8 +12,8 @@
 //!    `RegisterAsNeighbor{ty: Next, J}` to the contact: "take me as your next".
 //! 3. The contact `P` takes its membership lock (one join into its arc at a time)
 //!    and checks that `J` falls strictly inside its arc `[P, N)`. If not, it refuses
-//!    with `FAILED_PRECONDITION` and names, in the `crustyring-towards` metadata,
-//!    the neighbour closer to `J`'s predecessor; `J` asks that one. A contact that
+//!    with `FAILED_PRECONDITION` and names, in the `crustyring-towards-bin`
+//!    metadata, the neighbour closer to `J`'s predecessor; `J` asks that one. A contact that
 //!    is itself still joining answers `UNAVAILABLE`, and `J` retries with backoff,
 //!    falling back to the other registered members. So does a contact that may
 //!    not serve the arc `[J, N)` now (leases on: no lease from its own `prev`,
@@ -55,9 +55,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tonic::Status;
-
-/// The metadata key naming where a refused joiner should ask next.
-pub const TOWARDS_METADATA: &str = "crustyring-towards";
 
 /// How joining is paced.
 #[derive(Debug, Clone, Copy)]
@@ -211,7 +208,7 @@ impl Node {
         let reason = status.message().to_string();
         match status.code() {
             tonic::Code::FailedPrecondition => Reply::NotMine {
-                towards: towards(&status),
+                towards: JoinRefusal::towards(&status),
                 reason,
             },
             tonic::Code::AlreadyExists => Reply::IdTaken { holder: reason },
@@ -252,13 +249,13 @@ impl Node {
         let (mut admission, admit) = {
             let view = self.view();
             Admission::ask(joiner.clone(), &view, |arc| self.may_hand_over(arc, &view))
-                .map_err(|refusal| refusal_status(refusal, &joiner))?
+                .map_err(|refusal| refusal.into_status(&joiner))?
         };
         if admit == Admit::AskRegistry {
             let members = self.registry_answer().await;
             admission
                 .registry_answered(members.as_deref())
-                .map_err(|refusal| refusal_status(refusal, &joiner))?;
+                .map_err(|refusal| refusal.into_status(&joiner))?;
         }
         let header = admission.header(&self.view());
         let handed = self.stream_join(&joiner, header, &admission).await;
@@ -309,41 +306,6 @@ impl Node {
             next: Some((&next).into()),
         })
     }
-}
-
-fn refusal_status(refusal: JoinRefusal, joiner: &Member) -> Status {
-    match refusal {
-        JoinRefusal::NotServing => {
-            Status::unavailable("this node is not serving yet; retry shortly")
-        }
-        JoinRefusal::Unleased => Status::unavailable(
-            "this node may not serve the arc the joiner would take now (no lease from its \
-             previous neighbour, part of the arc taken over from a failed node whose lease may \
-             still run, not confirmed by its next neighbour, or catching up after a lease gap); \
-             retry shortly",
-        ),
-        JoinRefusal::Taken { holder } => Status::already_exists(format!(
-            "ring ID {} is already held by {}",
-            joiner.id, holder.addr
-        )),
-        JoinRefusal::NotMyArc { towards } => {
-            let mut status = Status::failed_precondition(format!(
-                "ID {} is not in my arc; ask {}",
-                joiner.id, towards.addr
-            ));
-            let value = format!("{}@{}", towards.id.0, towards.addr);
-            if let Ok(v) = value.parse() {
-                status.metadata_mut().insert(TOWARDS_METADATA, v);
-            }
-            status
-        }
-    }
-}
-
-fn towards(status: &Status) -> Option<Member> {
-    let value = status.metadata().get(TOWARDS_METADATA)?.to_str().ok()?;
-    let (id, addr) = value.split_once('@')?;
-    Some(Member::new(Position(id.parse().ok()?), addr))
 }
 
 #[cfg(test)]

@@ -30,9 +30,11 @@ use crate::failure::{
     EarlyProbes, Introduced, NextVerdict, PrevVerdict, Probe, RegistryHint, Report, introduced,
     merge_arc, registry_hint,
 };
+use crate::lease::{self, Answered};
 use crate::metrics::HandOff;
 use crate::node::Node;
 use crate::node::membership::handoff::HandOffHeader;
+use crate::node::rpc::wire;
 use crate::node::view::NodeState;
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
@@ -43,7 +45,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::Status;
-use tonic::metadata::MetadataValue;
 
 /// How a node watches its neighbours.
 #[derive(Debug, Clone, Copy)]
@@ -76,60 +77,6 @@ impl Default for MaintenanceSettings {
     }
 }
 
-/// Metadata a probe of `prev` carries: the prober's ID, asking for a lease
-/// on its arc (`crate::lease`).
-pub(in crate::node) const LEASE_FOR: &str = "x-crusty-lease-for";
-/// Metadata of an answer that granted the lease asked for.
-pub(in crate::node) const LEASE_GRANTED: &str = "x-crusty-lease-granted";
-/// Metadata of an answer that refused it while a takeover wait runs
-/// (`crate::lease::Grant::NotBefore`): in how many milliseconds one may be
-/// had.
-pub(in crate::node) const LEASE_AFTER_MS: &str = "x-crusty-lease-after-ms";
-
-/// The longest [`LEASE_AFTER_MS`] a prober heeds: a peer that names more
-/// (a takeover wait is about a lease length) is ignored, and the rounds ask.
-/// (A `prev` that always names 0 gets probed every `EARLY_PROBE_GAP`, no
-/// more.)
-const MAX_LEASE_AFTER: Duration = Duration::from_secs(3600);
-
-/// What `prev` answered a probe that asked it for a lease
-/// (`Node::grant_lease`), as it travels in the answer's metadata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::node) enum LeaseAnswer {
-    /// Granted.
-    Granted,
-    /// Not now; one may be had after this long.
-    After(Duration),
-}
-
-impl LeaseAnswer {
-    /// Writes the answer into a response's metadata.
-    pub(in crate::node) fn write(self, metadata: &mut tonic::metadata::MetadataMap) {
-        match self {
-            Self::Granted => {
-                metadata.insert(LEASE_GRANTED, MetadataValue::from_static("1"));
-            }
-            Self::After(wait) => {
-                // Rounded up: asked again a little late rather than early.
-                let ms = wait.as_micros().div_ceil(1000) as u64;
-                metadata.insert(LEASE_AFTER_MS, ms.into());
-            }
-        }
-    }
-
-    /// Reads it from a response's metadata: `None` if it carries neither,
-    /// or a wait that does not parse or exceeds [`MAX_LEASE_AFTER`].
-    pub(in crate::node) fn read(metadata: &tonic::metadata::MetadataMap) -> Option<Self> {
-        if metadata.contains_key(LEASE_GRANTED) {
-            return Some(Self::Granted);
-        }
-        let ms: u64 = metadata.get(LEASE_AFTER_MS)?.to_str().ok()?.parse().ok()?;
-        Some(Duration::from_millis(ms))
-            .filter(|wait| *wait <= MAX_LEASE_AFTER)
-            .map(Self::After)
-    }
-}
-
 /// A node that is not alone follows the registry's hint every this many
 /// heartbeat intervals (a node alone, every interval): each time it asks the
 /// registry for every member, and a split that healed may wait this long
@@ -154,7 +101,7 @@ enum Wake {
 #[derive(Debug, Default)]
 struct PrevProbed {
     /// `prev` refused a lease, saying one may be had then.
-    lease_at: Option<Instant>,
+    lease_at: Option<std::time::Instant>,
     /// A lease granted again after a gap: `next` must confirm the arc.
     reconfirm: bool,
 }
@@ -302,10 +249,10 @@ impl Node {
         &self,
         peer: &Member,
         lease_for: Option<&Member>,
-    ) -> (Option<dht::NodeInfo>, Option<LeaseAnswer>) {
+    ) -> (Option<dht::NodeInfo>, Option<lease::Answer>) {
         let mut request = tonic::Request::new(());
         if let Some(me) = lease_for {
-            request.metadata_mut().insert(LEASE_FOR, me.id.0.into());
+            wire::ask_lease(request.metadata_mut(), me.id);
         }
         let answer = self
             .probes
@@ -316,7 +263,7 @@ impl Node {
         let Ok(response) = answer else {
             return (None, None);
         };
-        let lease = LeaseAnswer::read(response.metadata());
+        let lease = lease::Answer::read_metadata(response.metadata());
         let info = response.into_inner();
         let same = info.node.as_ref().is_some_and(|n| n.id == peer.id.0);
         // A node that left, or that restarted and is joining again, is not
@@ -378,7 +325,7 @@ impl Node {
     /// would hold the rounds up; the rounds probe it).
     async fn after_prev_probe(&self, probed: PrevProbed, early: &mut EarlyProbes) {
         if let Some(at) = probed.lease_at {
-            early.lease_at(at.into_std());
+            early.lease_at(at);
         }
         let next = self.view().next.clone();
         if probed.reconfirm && !self.detector().next_suspected(&next) {
@@ -618,7 +565,7 @@ impl Node {
             return PrevProbed::default();
         }
         let (info, lease) = self.probe_asking_lease(&view.prev, Some(&view.me)).await;
-        let answered = tokio::time::Instant::now().into_std();
+        let at = tokio::time::Instant::now().into_std();
         let links_here = (info.as_ref())
             .and_then(|i| i.next.as_ref())
             .is_some_and(|next| next.id == view.me.id.0);
@@ -638,45 +585,38 @@ impl Node {
                 // `prev` would take this node's arc over: while its view
                 // links here, it grants the lease on it, and notes it. A
                 // grant from a node that is no longer `prev` is ignored.
-                if links_here
-                    && lease == Some(LeaseAnswer::Granted)
-                    && self.view().prev == view.prev
-                {
-                    // After a gap (counted to the answer: the grant takes
-                    // effect here when it arrives), another node may have
-                    // served the arc: behind until caught up, before the
-                    // lease takes effect.
-                    let lapsed = (self.leases.as_ref()).is_some_and(|l| {
-                        l.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .lapsed_before(answered)
-                    });
-                    if lapsed {
-                        self.behind_again();
-                        // Its arc may have been split or taken meanwhile:
-                        // served again once `next` confirms it.
-                        self.next_confirmed(None);
-                    }
-                    self.update_view(|v| {
-                        if v.prev == view.prev {
-                            self.with_leases(|l| l.granted(asked_at));
+                let answered = (self.leases.as_ref()).map_or(Answered::Nothing, |l| {
+                    (l.lock().unwrap_or_else(|e| e.into_inner())).answered(lease, links_here, at)
+                });
+                match answered {
+                    Answered::Granted | Answered::GrantedAfterGap
+                        if self.view().prev == view.prev =>
+                    {
+                        let after_gap = answered == Answered::GrantedAfterGap;
+                        if after_gap {
+                            // Behind, and the arc served once `next`
+                            // confirms it again, before the lease takes
+                            // effect.
+                            self.behind_again();
+                            self.next_confirmed(None);
                         }
-                    });
-                    return PrevProbed {
-                        lease_at: None,
-                        reconfirm: lapsed,
-                    };
-                }
-                // Refused while a takeover wait of `prev`'s runs: asked
-                // again as it ends, not up to a probe interval after.
-                if let Some(LeaseAnswer::After(wait)) = lease
-                    && links_here
-                {
-                    let settings = self.config.leases.unwrap_or_default();
-                    return PrevProbed {
-                        lease_at: Instant::now().checked_add(settings.ask_again_after(wait)),
-                        reconfirm: false,
-                    };
+                        self.update_view(|v| {
+                            if v.prev == view.prev {
+                                self.with_leases(|l| l.granted(asked_at));
+                            }
+                        });
+                        return PrevProbed {
+                            lease_at: None,
+                            reconfirm: after_gap,
+                        };
+                    }
+                    Answered::AskAgainAt(when) => {
+                        return PrevProbed {
+                            lease_at: Some(when),
+                            reconfirm: false,
+                        };
+                    }
+                    _ => {}
                 }
             }
             PrevVerdict::Missed => self.metrics.probe_failed(false),
@@ -902,59 +842,5 @@ fn to_report(info: dht::NodeInfo) -> Report {
         prev: info.prev.map(Member::from),
         predecessors: info.predecessors.into_iter().map(Member::from).collect(),
         successors: info.successors.into_iter().map(Member::from).collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tonic::metadata::MetadataMap;
-
-    fn read(pairs: &[(&'static str, &str)]) -> Option<LeaseAnswer> {
-        let mut metadata = MetadataMap::new();
-        for (key, value) in pairs {
-            metadata.insert(*key, value.parse().expect("an ASCII value"));
-        }
-        LeaseAnswer::read(&metadata)
-    }
-
-    #[test]
-    fn a_lease_answer_reads_back_as_written() {
-        for answer in [
-            LeaseAnswer::Granted,
-            LeaseAnswer::After(Duration::from_millis(1_250)),
-        ] {
-            let mut metadata = MetadataMap::new();
-            answer.write(&mut metadata);
-            assert_eq!(LeaseAnswer::read(&metadata), Some(answer));
-        }
-    }
-
-    #[test]
-    fn a_wait_is_rounded_up_to_the_millisecond() {
-        let mut metadata = MetadataMap::new();
-        LeaseAnswer::After(Duration::from_micros(1_001)).write(&mut metadata);
-        assert_eq!(
-            LeaseAnswer::read(&metadata),
-            Some(LeaseAnswer::After(Duration::from_millis(2)))
-        );
-    }
-
-    #[test]
-    fn a_wait_that_does_not_parse_or_is_absurd_is_ignored() {
-        assert_eq!(read(&[]), None);
-        assert_eq!(read(&[(LEASE_AFTER_MS, "soon")]), None);
-        assert_eq!(read(&[(LEASE_AFTER_MS, "-5")]), None);
-        assert_eq!(read(&[(LEASE_AFTER_MS, "18446744073709551615")]), None);
-        assert_eq!(read(&[(LEASE_AFTER_MS, "3600001")]), None);
-        assert_eq!(
-            read(&[(LEASE_AFTER_MS, "3600000")]),
-            Some(LeaseAnswer::After(MAX_LEASE_AFTER))
-        );
-        assert_eq!(
-            read(&[(LEASE_GRANTED, "1"), (LEASE_AFTER_MS, "5")]),
-            Some(LeaseAnswer::Granted),
-            "a grant is a grant"
-        );
     }
 }

@@ -267,19 +267,14 @@ impl DhtNode for DhtService {
     /// this node's view links to it, unless a takeover wait runs (then
     /// `x-crusty-lease-after-ms` says when one may be had).
     async fn get_node_info(&self, request: Request<()>) -> Result<Response<dht::NodeInfo>, Status> {
-        let asker = (request
-            .metadata()
-            .get(crate::node::membership::maintain::LEASE_FOR))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .map(crate::ring::Position);
+        let asker = super::wire::lease_asked_for(request.metadata());
         let summary = self.node.summary();
         let mut response = Response::new((&summary).into());
         if let Some(asker) = asker
             && summary.next.id == asker
             && let Some(answer) = self.node.grant_lease(asker)
         {
-            answer.write(response.metadata_mut());
+            answer.write_metadata(response.metadata_mut());
         }
         Ok(response)
     }
@@ -455,14 +450,15 @@ impl DhtNode for DhtService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::Answer;
     use crate::lease::LeaseSettings;
-    use crate::node::membership::maintain::{LEASE_FOR, LeaseAnswer};
+    use crate::node::rpc::wire;
     use std::time::Duration;
 
     /// A probe of `GetNodeInfo` asking for a lease on the arc of `asker`.
     fn asking_for(asker: u64) -> Request<()> {
         let mut request = Request::new(());
-        request.metadata_mut().insert(LEASE_FOR, asker.into());
+        wire::ask_lease(request.metadata_mut(), Position(asker));
         request
     }
 
@@ -479,8 +475,8 @@ mod tests {
         let service = DhtService { node: node.clone() };
         let answer = service.get_node_info(asking_for(50)).await.unwrap();
         assert_eq!(
-            LeaseAnswer::read(answer.metadata()),
-            Some(LeaseAnswer::Granted)
+            Answer::read_metadata(answer.metadata()),
+            Some(Answer::Granted)
         );
 
         let now = std::time::Instant::now();
@@ -492,8 +488,8 @@ mod tests {
             )
         });
         let answer = service.get_node_info(asking_for(50)).await.unwrap();
-        match LeaseAnswer::read(answer.metadata()) {
-            Some(LeaseAnswer::After(wait)) => {
+        match Answer::read_metadata(answer.metadata()) {
+            Some(Answer::After(wait)) => {
                 let most = LeaseSettings::default().takeover_wait() + Duration::from_millis(1);
                 assert!(wait > Duration::ZERO && wait <= most, "{wait:?}");
             }
@@ -501,6 +497,6 @@ mod tests {
         }
 
         let answer = service.get_node_info(asking_for(77)).await.unwrap();
-        assert_eq!(LeaseAnswer::read(answer.metadata()), None);
+        assert_eq!(Answer::read_metadata(answer.metadata()), None);
     }
 }

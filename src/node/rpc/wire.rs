@@ -1,14 +1,20 @@
 //! The node's domain types in their wire forms: a node's summary as
-//! `NodeInfo`, and the route a query took as response metadata. Here, at the
-//! edge, rather than in [`crate::proto`], so that the generated code depends
-//! on nothing above the ring.
+//! `NodeInfo`; as metadata, the route a query took, and a lease asked of
+//! `prev` and its answer; and why a joiner was refused as a status (with,
+//! in binary metadata, the member to ask instead). Here, at the edge, rather than in [`crate::proto`], so that
+//! the generated code depends on nothing above the ring.
 
+use crate::lease;
+use crate::node::view::JoinRefusal;
 use crate::node::{NodeSummary, RouteTaken};
 use crate::proto::{dht, registry};
 use crate::ring::{Member, Position};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use prost::Message;
 use std::cell::RefCell;
-use tonic::metadata::MetadataMap;
+use std::time::Duration;
+use tonic::Status;
+use tonic::metadata::{MetadataMap, MetadataValue};
 
 impl RouteTaken {
     /// [`RouteTaken::HOPS`] as a header name, parsed once.
@@ -119,9 +125,156 @@ impl TryFrom<dht::NodeInfo> for NodeSummary {
     }
 }
 
+/// Metadata a probe of `prev` carries: the prober's ID, asking for a lease
+/// on its arc (`crate::lease`).
+pub const LEASE_FOR: &str = "x-crusty-lease-for";
+/// Metadata of an answer that granted the lease asked for.
+pub const LEASE_GRANTED: &str = "x-crusty-lease-granted";
+/// Metadata of an answer that refused it while a takeover wait runs
+/// ([`lease::Grant::NotBefore`]): in how many milliseconds one may be had.
+pub const LEASE_AFTER_MS: &str = "x-crusty-lease-after-ms";
+
+/// The longest [`LEASE_AFTER_MS`] a prober heeds: a peer that names more
+/// (a takeover wait is about a lease length) is ignored, and the rounds ask.
+/// (A `prev` that always names 0 gets probed every early-probe gap, no
+/// more: `crate::failure::EarlyProbes`.)
+const MAX_LEASE_AFTER: Duration = Duration::from_secs(3600);
+
+/// Asks, in a probe's metadata, for a lease on the arc of the node at `id`.
+pub fn ask_lease(metadata: &mut MetadataMap, id: Position) {
+    metadata.insert(LEASE_FOR, id.0.into());
+}
+
+/// Whose arc a probe asks a lease on, if it asks for one (a value that does
+/// not parse asks nothing).
+pub fn lease_asked_for(metadata: &MetadataMap) -> Option<Position> {
+    let id = metadata.get(LEASE_FOR)?.to_str().ok()?.parse().ok()?;
+    Some(Position(id))
+}
+
+impl lease::Answer {
+    /// Writes the answer into a response's metadata.
+    pub fn write_metadata(self, metadata: &mut MetadataMap) {
+        match self {
+            Self::Granted => {
+                metadata.insert(LEASE_GRANTED, MetadataValue::from_static("1"));
+            }
+            Self::After(wait) => {
+                // Rounded up: asked again a little late rather than early.
+                let ms = wait.as_micros().div_ceil(1000) as u64;
+                metadata.insert(LEASE_AFTER_MS, ms.into());
+            }
+        }
+    }
+
+    /// Reads it from a response's metadata: `None` if it carries neither,
+    /// or a wait that does not parse or exceeds an hour (`MAX_LEASE_AFTER`).
+    pub fn read_metadata(metadata: &MetadataMap) -> Option<Self> {
+        if metadata.contains_key(LEASE_GRANTED) {
+            return Some(Self::Granted);
+        }
+        let ms: u64 = metadata.get(LEASE_AFTER_MS)?.to_str().ok()?.parse().ok()?;
+        Some(Duration::from_millis(ms))
+            .filter(|wait| *wait <= MAX_LEASE_AFTER)
+            .map(Self::After)
+    }
+}
+
+/// The binary metadata key of a refused join's hint (where the joiner should
+/// ask next): a `registry.Node` in protobuf, base64 on the wire as gRPC
+/// carries every `-bin` key.
+pub const TOWARDS_METADATA: &str = "crustyring-towards-bin";
+
+impl JoinRefusal {
+    /// The refusal as the status a joiner gets (`RegisterAsNeighbor{Next}`),
+    /// `joiner` being the member that asked.
+    pub fn into_status(self, joiner: &Member) -> Status {
+        match self {
+            Self::NotServing => Status::unavailable("this node is not serving yet; retry shortly"),
+            Self::Unleased => Status::unavailable(
+                "this node may not serve the arc the joiner would take now (no lease from its \
+                 previous neighbour, part of the arc taken over from a failed node whose lease \
+                 may still run, not confirmed by its next neighbour, or catching up after a \
+                 lease gap); retry shortly",
+            ),
+            Self::Taken { holder } => Status::already_exists(format!(
+                "ring ID {} is already held by {}",
+                joiner.id, holder.addr
+            )),
+            Self::NotMyArc { towards } => {
+                let mut status = Status::failed_precondition(format!(
+                    "ID {} is not in my arc; ask {}",
+                    joiner.id, towards.addr
+                ));
+                let hint = registry::Node::from(&towards).encode_to_vec();
+                (status.metadata_mut())
+                    .insert_bin(TOWARDS_METADATA, MetadataValue::from_bytes(&hint));
+                status
+            }
+        }
+    }
+
+    /// The member a refusal ([`JoinRefusal::NotMyArc`]) names to ask instead:
+    /// `None` without a hint, or with one that does not decode as a member
+    /// with an address.
+    pub fn towards(status: &Status) -> Option<Member> {
+        let hint = status
+            .metadata()
+            .get_bin(TOWARDS_METADATA)?
+            .to_bytes()
+            .ok()?;
+        let node = registry::Node::decode(hint).ok()?;
+        (!node.addr.is_empty()).then(|| Member::from(node))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_joiner_reads_the_member_to_ask_instead() {
+        let joiner = Member::new(Position(150), "http://127.0.0.1:7150");
+        let towards = Member::new(Position(u64::MAX), "http://[::1]:7001");
+        let status = JoinRefusal::NotMyArc {
+            towards: towards.clone(),
+        }
+        .into_status(&joiner);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(JoinRefusal::towards(&status), Some(towards));
+        // The other refusals name no one.
+        for refusal in [JoinRefusal::NotServing, JoinRefusal::Unleased] {
+            assert_eq!(JoinRefusal::towards(&refusal.into_status(&joiner)), None);
+        }
+    }
+
+    #[test]
+    fn a_hint_that_is_no_member_names_no_one() {
+        let hint = |bytes: &[u8]| {
+            let mut status = Status::failed_precondition("not my arc");
+            (status.metadata_mut()).insert_bin(TOWARDS_METADATA, MetadataValue::from_bytes(bytes));
+            JoinRefusal::towards(&status)
+        };
+        // Not protobuf (a truncated varint), and a node without an address.
+        assert_eq!(hint(&[0x08, 0xff]), None);
+        assert_eq!(
+            hint(
+                &registry::Node {
+                    id: 7,
+                    addr: String::new()
+                }
+                .encode_to_vec()
+            ),
+            None
+        );
+        // The text form of earlier builds, under its old key, is not read.
+        let mut status = Status::failed_precondition("not my arc");
+        (status.metadata_mut()).insert(
+            "crustyring-towards",
+            "7@http://127.0.0.1:1".parse().unwrap(),
+        );
+        assert_eq!(JoinRefusal::towards(&status), None);
+    }
 
     fn written(route: &RouteTaken) -> MetadataMap {
         let mut metadata = MetadataMap::new();
@@ -182,5 +335,65 @@ mod tests {
             };
             assert_eq!(RouteTaken::read_metadata(&written(&route)), Some(route));
         }
+    }
+
+    fn read(pairs: &[(&'static str, &str)]) -> Option<lease::Answer> {
+        let mut metadata = MetadataMap::new();
+        for (key, value) in pairs {
+            metadata.insert(*key, value.parse().expect("an ASCII value"));
+        }
+        lease::Answer::read_metadata(&metadata)
+    }
+
+    #[test]
+    fn a_lease_answer_reads_back_as_written() {
+        for answer in [
+            lease::Answer::Granted,
+            lease::Answer::After(Duration::from_millis(1_250)),
+        ] {
+            let mut metadata = MetadataMap::new();
+            answer.write_metadata(&mut metadata);
+            assert_eq!(lease::Answer::read_metadata(&metadata), Some(answer));
+        }
+    }
+
+    #[test]
+    fn a_wait_is_rounded_up_to_the_millisecond() {
+        let mut metadata = MetadataMap::new();
+        lease::Answer::After(Duration::from_micros(1_001)).write_metadata(&mut metadata);
+        assert_eq!(
+            lease::Answer::read_metadata(&metadata),
+            Some(lease::Answer::After(Duration::from_millis(2)))
+        );
+    }
+
+    #[test]
+    fn a_wait_that_does_not_parse_or_is_absurd_is_ignored() {
+        assert_eq!(read(&[]), None);
+        assert_eq!(read(&[(LEASE_AFTER_MS, "soon")]), None);
+        assert_eq!(read(&[(LEASE_AFTER_MS, "-5")]), None);
+        assert_eq!(read(&[(LEASE_AFTER_MS, "18446744073709551615")]), None);
+        assert_eq!(read(&[(LEASE_AFTER_MS, "3600001")]), None);
+        assert_eq!(
+            read(&[(LEASE_AFTER_MS, "3600000")]),
+            Some(lease::Answer::After(MAX_LEASE_AFTER))
+        );
+        assert_eq!(
+            read(&[(LEASE_GRANTED, "1"), (LEASE_AFTER_MS, "5")]),
+            Some(lease::Answer::Granted),
+            "a grant is a grant"
+        );
+    }
+
+    #[test]
+    fn a_lease_is_asked_for_by_id_and_anything_else_asks_nothing() {
+        let mut metadata = MetadataMap::new();
+        ask_lease(&mut metadata, Position(u64::MAX));
+        assert_eq!(lease_asked_for(&metadata), Some(Position(u64::MAX)));
+        for bad in ["", "-1", "0x10", "18446744073709551616"] {
+            metadata.insert(LEASE_FOR, bad.parse().unwrap());
+            assert_eq!(lease_asked_for(&metadata), None, "{bad:?}");
+        }
+        assert_eq!(lease_asked_for(&MetadataMap::new()), None);
     }
 }
