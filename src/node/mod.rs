@@ -178,8 +178,8 @@ pub struct NodeSummary {
     pub successors: Vec<Member>,
     /// The nodes before `prev`, nearest first.
     pub predecessors: Vec<Member>,
-    /// Its state: "joining" or "serving".
-    pub state: String,
+    /// Its state.
+    pub state: NodeState,
     /// How many live keys it stores.
     pub keys: u64,
     /// Live keys in its own arc.
@@ -523,7 +523,7 @@ impl Node {
             me: view.me,
             prev: view.prev,
             next: view.next,
-            state: view.state.as_str().to_string(),
+            state: view.state,
             keys: self.key_count() as u64,
             owned_keys: owned,
             replica_keys: replica,

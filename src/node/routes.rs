@@ -89,8 +89,8 @@ impl Node {
         let info = self.probe(member).await?;
         Some(SweepReply {
             node: member.clone(),
-            serving: info.state == NodeState::Serving.as_str(),
-            successors: info.successors.into_iter().map(Member::from).collect(),
+            serving: info.state == NodeState::Serving,
+            successors: info.successors,
         })
     }
 }

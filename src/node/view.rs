@@ -31,6 +31,19 @@ impl NodeState {
     }
 }
 
+impl std::str::FromStr for NodeState {
+    type Err = String;
+
+    /// A state by the name [`NodeState::as_str`] gives it (as `GetNodeInfo`
+    /// carries it); any other is an error naming it.
+    fn from_str(name: &str) -> Result<Self, String> {
+        [Self::Joining, Self::Serving, Self::Leaving, Self::Left]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| format!("a node's info names an unknown state {name:?}"))
+    }
+}
+
 /// What a node knows of the ring.
 #[derive(Debug, Clone)]
 pub struct View {

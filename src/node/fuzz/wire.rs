@@ -117,8 +117,10 @@ proptest! {
         match NodeSummary::try_from(info.clone()) {
             Ok(summary) => prop_assert_eq!(dht::NodeInfo::from(&summary), info),
             Err(why) => {
-                prop_assert!(info.node.is_none() || info.prev.is_none() || info.next.is_none());
-                prop_assert!(why.contains("lacks"), "{}", why);
+                let lacks = info.node.is_none() || info.prev.is_none() || info.next.is_none();
+                let named = info.state.parse::<NodeState>().is_ok();
+                prop_assert!(lacks || !named);
+                prop_assert!(why.contains("lacks") || why.contains("unknown state"), "{}", why);
             }
         }
     }
@@ -128,7 +130,12 @@ proptest! {
         (me, prev, next) in (member(), member(), member()),
         successors in vec(member(), 0..4),
         predecessors in vec(member(), 0..4),
-        state in "[a-z]{0,8}",
+        state in prop_oneof![
+            Just(NodeState::Joining),
+            Just(NodeState::Serving),
+            Just(NodeState::Leaving),
+            Just(NodeState::Left),
+        ],
         counts in any::<(u64, u64, u64, u32)>(),
     ) {
         let summary = NodeSummary {

@@ -29,10 +29,10 @@
 //! and carries the decisions out.
 
 use super::intake::{Intake, IntakeError, Taken, leave_refused};
-use crate::node::Node;
 use crate::node::error::NodeError;
 use crate::node::rpc::entries::{batches, entry_from_wire};
 use crate::node::view::NodeState;
+use crate::node::{Node, NodeSummary};
 use crate::proto::dht;
 use crate::ring::Member;
 use crate::store::Entry;
@@ -144,11 +144,11 @@ impl Node {
         &self,
         result: Result<u64, NodeError>,
         to: &Member,
-        took: impl FnOnce(&dht::NodeInfo) -> bool,
+        took: impl FnOnce(&NodeSummary) -> bool,
     ) -> Result<u64, NodeError> {
         match result {
             Err(e @ NodeError::Timeout { .. }) => match self.probe(to).await {
-                Some(info) if info.state == NodeState::Serving.as_str() && took(&info) => Ok(0),
+                Some(info) if info.state == NodeState::Serving && took(&info) => Ok(0),
                 _ => Err(e),
             },
             other => other,

@@ -50,7 +50,7 @@ use crate::node::membership::admission::{Admission, Admit};
 use crate::node::view::{JoinRefusal, NodeState, View};
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::ConnectionAddr;
-use crate::ring::{Arc as RingArc, Member, Position};
+use crate::ring::{Arc as RingArc, Member};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -263,7 +263,7 @@ impl Node {
         // would own it.
         let handed = self
             .settle_timeout(handed, &joiner, |info| {
-                admission.taken_by_joiner(info.prev.as_ref().map(|p| Position(p.id)))
+                admission.taken_by_joiner(Some(info.prev.id))
             })
             .await;
         match handed {
@@ -311,7 +311,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::Arc as RingArc;
+    use crate::ring::{Arc as RingArc, Position};
 
     /// A member at `id` whose address is a closed loopback port: a
     /// hand-off to it, once tried, fails.

@@ -113,9 +113,7 @@ impl Node {
         .await;
         // After a timeout: if `prev` now links to this node's next, it took the arc.
         let result = self
-            .settle_timeout(result, &prev, |info| {
-                info.next.as_ref().is_some_and(|n| n.id == next.id.0)
-            })
+            .settle_timeout(result, &prev, |info| info.next.id == next.id)
             .await;
         let handed = match result {
             Ok(n) => {

@@ -32,10 +32,10 @@ use crate::failure::{
 };
 use crate::lease::{self, Answered};
 use crate::metrics::HandOff;
-use crate::node::Node;
 use crate::node::membership::handoff::HandOffHeader;
 use crate::node::rpc::wire;
 use crate::node::view::NodeState;
+use crate::node::{Node, NodeSummary};
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
 use crate::replacing::{Replacement, Step, TakenOver};
@@ -236,9 +236,10 @@ impl Node {
             .max(Duration::from_millis(200))
     }
 
-    /// Asks `peer` for its view; `None` if it is dead, has left the ring, or is
-    /// joining it (again).
-    pub(in crate::node) async fn probe(&self, peer: &Member) -> Option<dht::NodeInfo> {
+    /// Asks `peer` for its view; `None` if it is dead, has left the ring, is
+    /// joining it (again), or answers with a summary that does not convert
+    /// (it lacks a neighbour, or names an unknown state).
+    pub(in crate::node) async fn probe(&self, peer: &Member) -> Option<NodeSummary> {
         self.probe_asking_lease(peer, None).await.0
     }
 
@@ -249,7 +250,7 @@ impl Node {
         &self,
         peer: &Member,
         lease_for: Option<&Member>,
-    ) -> (Option<dht::NodeInfo>, Option<lease::Answer>) {
+    ) -> (Option<NodeSummary>, Option<lease::Answer>) {
         let mut request = tonic::Request::new(());
         if let Some(me) = lease_for {
             wire::ask_lease(request.metadata_mut(), me.id);
@@ -264,13 +265,13 @@ impl Node {
             return (None, None);
         };
         let lease = lease::Answer::read_metadata(response.metadata());
-        let info = response.into_inner();
-        let same = info.node.as_ref().is_some_and(|n| n.id == peer.id.0);
+        let summary = NodeSummary::try_from(response.into_inner()).ok();
         // A node that left, or that restarted and is joining again, is not
         // the neighbour it was.
-        let gone =
-            info.state == NodeState::Left.as_str() || info.state == NodeState::Joining.as_str();
-        ((same && !gone).then_some(info), lease)
+        let neighbour = summary.filter(|s| {
+            s.me.id == peer.id && !matches!(s.state, NodeState::Left | NodeState::Joining)
+        });
+        (neighbour, lease)
     }
 
     /// Probes `next` and acts on the detector's verdict.
@@ -367,12 +368,12 @@ impl Node {
         let Some(info) = self
             .probe(&closer)
             .await
-            .filter(|i| i.state == NodeState::Serving.as_str())
+            .filter(|i| i.state == NodeState::Serving)
         else {
             return;
         };
         // `closer` keeps only its own arc: hand over (and later drop) just that.
-        let closers_next = info.next.map(|n| crate::ring::Position(n.id));
+        let closers_next = Some(info.next.id);
         let arc = merge_arc(closer.id, closers_next, next.id);
         self.update_view(|v| v.handoff = Some(arc));
         let header = HandOffHeader::merge(self.me(), next.clone());
@@ -532,7 +533,7 @@ impl Node {
 
     /// Whether `member` answers a probe as a serving node.
     async fn serves(&self, member: &Member) -> bool {
-        (self.probe(member).await).is_some_and(|i| i.state == NodeState::Serving.as_str())
+        (self.probe(member).await).is_some_and(|i| i.state == NodeState::Serving)
     }
 
     /// The registry's live members after this node in ring order, without `dead`.
@@ -566,9 +567,7 @@ impl Node {
         }
         let (info, lease) = self.probe_asking_lease(&view.prev, Some(&view.me)).await;
         let at = tokio::time::Instant::now().into_std();
-        let links_here = (info.as_ref())
-            .and_then(|i| i.next.as_ref())
-            .is_some_and(|next| next.id == view.me.id.0);
+        let links_here = (info.as_ref()).is_some_and(|i| i.next.id == view.me.id);
         let verdict = match (counted, info) {
             (true, info) => self.detector().prev_probed(&view.prev, to_probe(info)),
             (false, None) => return PrevProbed::default(),
@@ -682,17 +681,15 @@ impl Node {
         let offered = self.probe(&new).await;
         // Whether the newcomer links to this node: it passed over the nodes
         // between (it declared them dead, or joined between).
-        let links_here = (offered.as_ref())
-            .and_then(|i| i.next.as_ref())
-            .is_some_and(|n| n.id == self.me().id.0);
+        let links_here = (offered.as_ref()).is_some_and(|i| i.next.id == self.me().id);
         let state = offered.map(|i| i.state);
-        if state.as_deref() != Some(NodeState::Serving.as_str()) {
+        if state != Some(NodeState::Serving) {
             let seen = state.map_or_else(
                 || {
                     "did not answer a probe as a member (unreachable, joining, left, or another ID)"
                         .to_string()
                 },
-                |s| format!("is {s}"),
+                |s| format!("is {}", s.as_str()),
             );
             return Err(Status::failed_precondition(format!(
                 "{} {seen}, not serving; it cannot be my previous neighbour",
@@ -829,7 +826,7 @@ pub(in crate::node) async fn next_round(
 }
 
 /// A probe's answer (as [`Node::probe`] filters it) in the detector's terms.
-fn to_probe(info: Option<dht::NodeInfo>) -> Probe {
+fn to_probe(info: Option<NodeSummary>) -> Probe {
     match info {
         None => Probe::Failed,
         Some(info) => Probe::Answered(to_report(info)),
@@ -837,10 +834,10 @@ fn to_probe(info: Option<dht::NodeInfo>) -> Probe {
 }
 
 /// A live neighbour's answer in the detector's terms.
-fn to_report(info: dht::NodeInfo) -> Report {
+fn to_report(info: NodeSummary) -> Report {
     Report {
-        prev: info.prev.map(Member::from),
-        predecessors: info.predecessors.into_iter().map(Member::from).collect(),
-        successors: info.successors.into_iter().map(Member::from).collect(),
+        prev: Some(info.prev),
+        predecessors: info.predecessors,
+        successors: info.successors,
     }
 }
