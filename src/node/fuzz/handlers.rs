@@ -171,7 +171,8 @@ fn any_handoff_stream_is_taken_whole_or_changes_nothing() {
             node.store.insert_all(existing).unwrap();
             let before = stored(node);
             let me = node.me();
-            let taken = runtime.block_on(node.accept_handoff(offer.stream(&me)));
+            let taken =
+                runtime.block_on(crate::node::rpc::hand_off::receive(node, offer.stream(&me)));
             let bytes: usize = offer
                 .entries()
                 .filter_map(|e| entry_from_wire(e.clone(), &limits()).ok())
@@ -223,7 +224,7 @@ fn a_joiner_serves_only_after_a_whole_handoff() {
         (offer.from, offer.prev, offer.next, offer.merge) =
             (Named::Stranger, Named::Stranger, Named::Stranger, false);
         let me = node.me();
-        let taken = runtime.block_on(node.accept_handoff(offer.stream(&me)));
+        let taken = runtime.block_on(crate::node::rpc::hand_off::receive(node, offer.stream(&me)));
         let view = node.view_snapshot();
         match taken {
             Ok(ack) => {

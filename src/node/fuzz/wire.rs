@@ -216,7 +216,7 @@ proptest! {
                 prop_assert_eq!(h.prev, neighbours.prev.map(Member::from));
                 prop_assert_eq!(h.merge, chunk.merge);
             }
-            Err(status) => prop_assert_eq!(status.code(), Code::InvalidArgument),
+            Err(e) => prop_assert_eq!(tonic::Status::from(e).code(), Code::InvalidArgument),
         }
     }
 

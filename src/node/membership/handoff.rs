@@ -25,20 +25,65 @@
 //!   stalled stream is dropped with `DEADLINE_EXCEEDED`, nothing taken over.
 //!
 //! What to refuse, hold or store, and what a stream takes, is decided by
-//! [`super::intake`], with no I/O; this module reads and writes the stream
-//! and carries the decisions out.
+//! [`super::intake`], with no I/O; this module carries the decisions out,
+//! over messages already read off the wire (`rpc::hand_off` converts them,
+//! and its errors).
 
 use super::intake::{Intake, IntakeError, Taken, leave_refused};
 use crate::node::error::NodeError;
-use crate::node::rpc::entries::{batches, entry_from_wire};
+use crate::node::rpc::hand_off::chunks;
 use crate::node::view::NodeState;
 use crate::node::{Node, NodeSummary};
-use crate::proto::dht;
 use crate::ring::Member;
 use crate::store::Entry;
 use std::time::Duration;
 use tokio_stream::{Stream, StreamExt};
-use tonic::Status;
+
+/// A hand-off message as the receiver takes it: the header (the first
+/// message's only), its entries, checked, and whether it is the last.
+#[derive(Debug)]
+pub(in crate::node) struct Part {
+    /// The header, in the first message.
+    pub header: Option<HandOffHeader>,
+    /// The message's entries.
+    pub entries: Vec<Entry>,
+    /// Whether the sender marked it as the last.
+    pub last: bool,
+}
+
+/// Why a hand-off was not taken; nothing of it was taken over.
+#[derive(Debug, thiserror::Error)]
+pub(in crate::node) enum HandOffError {
+    /// The stream ended before its first message.
+    #[error("empty hand-off stream")]
+    Empty,
+    /// A message says less than it must (the first one's neighbours or
+    /// sender, a join's `prev`), or carries an invalid entry.
+    #[error("{0}")]
+    Malformed(String),
+    /// The receiver refuses the offer ([`Intake`]'s decision).
+    #[error(transparent)]
+    Refused(#[from] IntakeError),
+    /// The next message did not come within the request timeout.
+    #[error(
+        "the hand-off's next message did not come within {} ms (--request-timeout-ms); nothing was taken over",
+        .0.as_millis()
+    )]
+    Stalled(Duration),
+    /// The local store failed.
+    #[error("{0}")]
+    Store(String),
+    /// The stream itself failed, as the transport said (passed back as it
+    /// came).
+    #[error("{0}")]
+    Broken(tonic::Status),
+}
+
+impl HandOffError {
+    fn store(e: impl std::fmt::Display) -> Self {
+        Self::Store(e.to_string())
+    }
+}
 
 /// What the first message of a hand-off says.
 #[derive(Debug, Clone)]
@@ -80,22 +125,6 @@ impl HandOffHeader {
             predecessors: Vec::new(),
         }
     }
-
-    /// The hand-off's first message: the header, and no entries.
-    pub fn first_chunk(&self) -> dht::HandOffChunk {
-        dht::HandOffChunk {
-            from: Some((&self.from).into()),
-            neighbors: Some(dht::PreviousNeighbors {
-                prev: self.prev.as_ref().map(Into::into),
-                next: Some((&self.next).into()),
-            }),
-            entries: Vec::new(),
-            merge: self.merge,
-            backups: self.backups.iter().map(Into::into).collect(),
-            predecessors: self.predecessors.iter().map(Into::into).collect(),
-            last: false,
-        }
-    }
 }
 
 impl Node {
@@ -108,25 +137,11 @@ impl Node {
         header: HandOffHeader,
         entries: Vec<Entry>,
     ) -> Result<u64, NodeError> {
-        let mut chunks = vec![header.first_chunk()];
-        let budget = self.config.limits.max_entry_bytes();
-        chunks.extend(
-            batches(entries, budget, usize::MAX)
-                .into_iter()
-                .map(|entries| dht::HandOffChunk {
-                    entries,
-                    ..Default::default()
-                }),
-        );
-        if let Some(final_chunk) = chunks.last_mut() {
-            final_chunk.last = true;
-        }
         // Big arcs take longer: allow the request timeout plus 8 MB/s.
-        let bytes: usize = chunks
-            .iter()
-            .flat_map(|c| &c.entries)
-            .map(|e| e.value.len() + e.raw_key.as_ref().map_or(0, Vec::len))
+        let bytes: usize = (entries.iter())
+            .map(|e| e.value.as_ref().map_or(0, Vec::len) + e.key.len())
             .sum();
+        let chunks = chunks(&header, entries, self.config.limits.max_entry_bytes());
         let limit = self.config.timeouts.request + Duration::from_secs_f64(bytes as f64 / 8e6);
         let ack = self
             .peers
@@ -159,29 +174,25 @@ impl Node {
     /// predecessor offers; a serving node takes the whole arc of its next
     /// neighbour, which is leaving, or merges entries of its own arc. What the
     /// sender may make it hold is bounded as the module docs say.
+    /// Returns how many entries it took.
     pub(in crate::node) async fn accept_handoff(
         &self,
-        mut chunks: impl Stream<Item = Result<dht::HandOffChunk, Status>> + Unpin,
-    ) -> Result<dht::HandOffAck, Status> {
+        mut parts: impl Stream<Item = Result<Part, HandOffError>> + Unpin,
+    ) -> Result<u64, HandOffError> {
         let idle = self.config.timeouts.request;
-        let mut chunk = next_chunk(&mut chunks, idle)
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty hand-off stream"))?;
-        let header = header(&chunk)?;
+        let mut part = (next_part(&mut parts, idle).await?).ok_or(HandOffError::Empty)?;
+        let header = (part.header.take())
+            .ok_or_else(|| HandOffError::Malformed("the hand-off names no header".into()))?;
         // What to refuse, hold or store, and what the stream takes: the
         // decisions are `Intake`'s, this loop carries them out.
         let mut intake = Intake::offer(header, &self.view(), self.config.max_peer_stream_bytes)?;
         loop {
-            let checked = std::mem::take(&mut chunk.entries)
-                .into_iter()
-                .map(|e| entry_from_wire(e, &self.config.limits))
-                .collect::<Result<Vec<Entry>, Status>>()?;
-            let store_now = intake.message(checked, chunk.last)?;
+            let store_now = intake.message(std::mem::take(&mut part.entries), part.last)?;
             if !store_now.is_empty() {
                 self.store_while_joining(store_now)?;
             }
-            match next_chunk(&mut chunks, idle).await? {
-                Some(next) => chunk = next,
+            match next_part(&mut parts, idle).await? {
+                Some(next) => part = next,
                 None => break,
             }
         }
@@ -196,8 +207,8 @@ impl Node {
                 self.store
                     .durable_point()
                     .await
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                self.take_joined_arc(header).await?
+                    .map_err(HandOffError::store)?;
+                self.take_joined_arc(header)?
             }
             Taken::Leave {
                 leaver,
@@ -210,27 +221,23 @@ impl Node {
         self.store
             .durable_point()
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(HandOffError::store)?;
         self.metrics.handoff(false, kind, count);
-        Ok(dht::HandOffAck { entries: count })
+        Ok(count)
     }
 
     /// Stores part of the arc a joiner is being handed, while it is joining.
-    fn store_while_joining(&self, entries: Vec<Entry>) -> Result<(), Status> {
+    fn store_while_joining(&self, entries: Vec<Entry>) -> Result<(), HandOffError> {
         // Under the view lock: the node cannot become serving half-way.
         let view = self.view();
         if view.state != NodeState::Joining {
-            return Err(Status::failed_precondition(
-                "this node is already part of the ring",
-            ));
+            return Err(HandOffError::Refused(IntakeError::AlreadyInRing));
         }
-        self.store
-            .insert_all(entries)
-            .map_err(|e| Status::internal(e.to_string()))
+        self.store.insert_all(entries).map_err(HandOffError::store)
     }
 
     /// A joiner, its new arc stored as it came, links in and starts serving.
-    async fn take_joined_arc(&self, header: HandOffHeader) -> Result<(), Status> {
+    fn take_joined_arc(&self, header: HandOffHeader) -> Result<(), HandOffError> {
         let HandOffHeader {
             prev,
             next,
@@ -238,11 +245,12 @@ impl Node {
             predecessors,
             ..
         } = header;
-        let prev = prev.ok_or_else(|| Status::invalid_argument("a join hand-off names no prev"))?;
+        let prev =
+            prev.ok_or_else(|| HandOffError::Malformed("a join hand-off names no prev".into()))?;
         let length = self.config.maintenance.successors;
         self.update_view(|view| {
             if view.state != NodeState::Joining {
-                return Err(Status::from(IntakeError::AlreadyInRing));
+                return Err(HandOffError::Refused(IntakeError::AlreadyInRing));
             }
             view.prev = prev;
             view.next = next;
@@ -261,15 +269,15 @@ impl Node {
         leaver: Member,
         next: Member,
         entries: Vec<Entry>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), HandOffError> {
         let _membership = self.membership.lock().await;
         self.update_view(|view| {
             if let Some(refusal) = leave_refused(view, &leaver) {
-                return Err(Status::from(refusal));
+                return Err(HandOffError::Refused(refusal));
             }
             self.store
                 .insert_all(entries)
-                .map_err(|e| Status::internal(e.to_string()))?;
+                .map_err(HandOffError::store)?;
             view.backups
                 .retain(|m| m.id != leaver.id && m.id != next.id);
             view.next = if next.id == view.me.id {
@@ -292,19 +300,17 @@ impl Node {
     /// A repair merge: entries of this node's own arc that `from` held because it
     /// had taken the arc over without knowing this node was there. Merged by
     /// version: the newer copy of each key wins.
-    fn take_merged_entries(&self, from: &Member, entries: Vec<Entry>) -> Result<(), Status> {
+    fn take_merged_entries(&self, from: &Member, entries: Vec<Entry>) -> Result<(), HandOffError> {
         let taken = self.update_view(|view| {
             if view.state != NodeState::Serving {
-                return Err(Status::failed_precondition("this node is not serving"));
+                return Err(HandOffError::Refused(IntakeError::NotServing));
             }
             let arc = view.arc();
             let fenced = view.handoff;
             let mine = |p| arc.contains(p) && !fenced.is_some_and(|f| f.contains(p));
             let ours: Vec<Entry> = entries.into_iter().filter(|e| mine(e.position)).collect();
             let taken = ours.len();
-            self.store
-                .insert_all(ours)
-                .map_err(|e| Status::internal(e.to_string()))?;
+            self.store.insert_all(ours).map_err(HandOffError::store)?;
             Ok(taken)
         })?;
         tracing::warn!(from = %from.addr, taken, "merged entries from a node that had taken over this node's arc");
@@ -313,57 +319,12 @@ impl Node {
 }
 
 /// The next message of a hand-off, if it comes within `idle`.
-async fn next_chunk(
-    chunks: &mut (impl Stream<Item = Result<dht::HandOffChunk, Status>> + Unpin),
+async fn next_part(
+    parts: &mut (impl Stream<Item = Result<Part, HandOffError>> + Unpin),
     idle: Duration,
-) -> Result<Option<dht::HandOffChunk>, Status> {
-    match tokio::time::timeout(idle, chunks.next()).await {
+) -> Result<Option<Part>, HandOffError> {
+    match tokio::time::timeout(idle, parts.next()).await {
         Ok(next) => next.transpose(),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "the hand-off's next message did not come within {} ms (--request-timeout-ms); nothing was taken over",
-            idle.as_millis()
-        ))),
+        Err(_) => Err(HandOffError::Stalled(idle)),
     }
-}
-
-impl From<IntakeError> for Status {
-    fn from(e: IntakeError) -> Self {
-        let message = e.to_string();
-        match e {
-            IntakeError::FromItself => Status::invalid_argument(message),
-            IntakeError::AlreadyInRing
-            | IntakeError::NotServing
-            | IntakeError::NotMyNext { .. } => Status::failed_precondition(message),
-            IntakeError::TooBig(_) => Status::resource_exhausted(message),
-            IntakeError::CutShort => Status::aborted(message),
-        }
-    }
-}
-
-pub(in crate::node) fn header(first: &dht::HandOffChunk) -> Result<HandOffHeader, Status> {
-    let neighbors = first.neighbors.as_ref().ok_or_else(|| {
-        Status::invalid_argument("the first hand-off message names no neighbours")
-    })?;
-    let next = neighbors.next.clone().map(Member::from).ok_or_else(|| {
-        Status::invalid_argument("the first hand-off message names no next neighbour")
-    })?;
-    let from = first
-        .from
-        .clone()
-        .map(Member::from)
-        .or_else(|| neighbors.prev.clone().map(Member::from))
-        .ok_or_else(|| Status::invalid_argument("the first hand-off message names no sender"))?;
-    Ok(HandOffHeader {
-        from,
-        prev: neighbors.prev.clone().map(Member::from),
-        next,
-        merge: first.merge,
-        backups: first.backups.iter().cloned().map(Member::from).collect(),
-        predecessors: first
-            .predecessors
-            .iter()
-            .cloned()
-            .map(Member::from)
-            .collect(),
-    })
 }

@@ -1,7 +1,8 @@
 //! The receiving side of a hand-off, as a state machine with no I/O: whether
 //! the offer is refused, what each message's entries are for, and what a
 //! complete stream takes over. `handoff::accept_handoff` reads the stream
-//! (each message within the request timeout), stores what a joiner is given
+//! (each message within the request timeout; `rpc::hand_off` converts the
+//! wire's messages and checks their entries), stores what a joiner is given
 //! as it comes, and carries the result out; nothing here reads a clock,
 //! touches the store or builds a wire status.
 //!

@@ -19,7 +19,7 @@ use crate::node::error::NodeError;
 use crate::node::membership::admission::Admission;
 use crate::node::membership::handoff::HandOffHeader;
 use crate::node::membership::sending::{SNAPSHOT_PIECES, Sending, Stage};
-use crate::node::rpc::entries::batches;
+use crate::node::rpc::hand_off::{entry_chunks, last_chunk};
 use crate::node::rpc::peers::peer_error;
 use crate::proto::dht;
 use crate::ring::{Arc as RingArc, Member, Position};
@@ -118,10 +118,6 @@ impl Node {
             }
         };
         let budget = self.config.limits.max_entry_bytes();
-        let entries_chunk = |entries| dht::HandOffChunk {
-            entries,
-            ..Default::default()
-        };
         // What to send when: the decisions are `Sending`'s, this loop carries
         // them out.
         let mut sending = Sending::new(arc);
@@ -129,10 +125,9 @@ impl Node {
             // The messages this step sends (none for the fence).
             let chunks: Vec<dht::HandOffChunk> = match sending.step() {
                 Stage::Header => vec![header.first_chunk()],
-                Stage::Piece(piece) => (batches(self.store.entries_in(piece)?, budget, usize::MAX))
-                    .into_iter()
-                    .map(entries_chunk)
-                    .collect(),
+                Stage::Piece(piece) => {
+                    entry_chunks(self.store.entries_in(piece)?, budget).collect()
+                }
                 Stage::Fence => {
                     // From here queries into the arc wait (every one applied
                     // before has been noted), until the joiner serves it.
@@ -141,17 +136,11 @@ impl Node {
                         .fenced(admission.may_switch_over(self.may_hand_over(arc, &self.view())));
                     Vec::new()
                 }
-                Stage::Recorded => (batches(self.recorder.stop(), budget, usize::MAX))
-                    .into_iter()
-                    .map(entries_chunk)
-                    .collect(),
+                Stage::Recorded => entry_chunks(self.recorder.stop(), budget).collect(),
                 // Only a stream that ends with this message is taken: one cut
                 // short by a failure here (the channel closing early) is
                 // refused.
-                Stage::Last => vec![dht::HandOffChunk {
-                    last: true,
-                    ..Default::default()
-                }],
+                Stage::Last => vec![last_chunk()],
                 Stage::Done => return Ok(()),
                 // The caller lifts the fence; the joiner retries.
                 Stage::Refused => return Err(NodeError::HandOverUnleased),

@@ -1,10 +1,12 @@
 //! The node at its edge: the gRPC service (`service`), the pool of channels
 //! to peers (`peers`), the checks and conversions of entries and summaries
-//! in their wire forms (`entries`, `wire`), and what `grpc.health.v1` says
-//! (`health`). Wire types stop here.
+//! in their wire forms (`entries`, `wire`), a hand-off's messages and errors
+//! (`hand_off`), and what `grpc.health.v1` says (`health`). Wire types stop
+//! here.
 
 pub(super) mod entries;
 pub(super) mod forwards;
+pub(super) mod hand_off;
 pub(super) mod health;
 pub(super) mod peers;
 pub(super) mod pipes;

@@ -256,7 +256,7 @@ impl DhtNode for DhtService {
             // Run to completion even if the sender goes away (see above).
             let node = self.node.clone();
             let chunks = request.into_inner();
-            tokio::spawn(async move { node.accept_handoff(chunks).await })
+            tokio::spawn(async move { super::hand_off::receive(&node, chunks).await })
                 .await
                 .map_err(|e| Status::internal(format!("hand-off handler failed: {e}")))??
         }))
