@@ -5,13 +5,13 @@
 //! stale table costs a forward, never a wrong answer. A group whose call could
 //! not be delivered (the owner unreachable) is run query by query instead, each
 //! finding its own way; one that failed otherwise (it may have been applied)
-//! fails for each of its queries.
+//! fails for each of its queries. The requests and answers in wire form, and
+//! a peer's `Batch` served, are `rpc::queries`'.
 
-use super::{Answer, Node, NodeError, Query, RouteTaken};
-use crate::proto::dht;
+use super::rpc::queries::{answer_from_wire, batch_request};
+use super::{Answer, Node, NodeError, Query};
 use crate::ring::Member;
 use crate::routing::RoutingTable;
-use crate::store::Version;
 use futures_util::future::join_all;
 use std::collections::HashMap;
 use tonic::Status;
@@ -54,9 +54,7 @@ impl Node {
         indices: &[usize],
     ) -> Vec<Result<Answer, NodeError>> {
         self.metrics.batch_sent();
-        let request = dht::BatchRequest {
-            queries: indices.iter().map(|&i| queries[i].to_forward()).collect(),
-        };
+        let request = batch_request(indices.iter().map(|&i| &queries[i]));
         let reply = self
             .peers
             .call(owner, |mut c| async move { c.batch(request).await })
@@ -90,30 +88,6 @@ impl Node {
             Err(e) => failed(&e),
         }
     }
-
-    /// A peer's `Batch`: every query answered through [`Node::execute`].
-    pub(super) async fn accept_batch(
-        &self,
-        request: dht::BatchRequest,
-    ) -> Result<dht::BatchReply, Status> {
-        if request.queries.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "a batch holds at most {MAX_BATCH} queries; this one holds {}",
-                request.queries.len()
-            )));
-        }
-        let limits = self.config.limits;
-        let answers = join_all(request.queries.into_iter().map(|q| async move {
-            match Query::from_forward(q, &limits) {
-                Ok(query) => self.execute(query).await,
-                Err(e) => Err(e),
-            }
-        }))
-        .await;
-        Ok(dht::BatchReply {
-            answers: answers.into_iter().map(answer_to_wire).collect(),
-        })
-    }
 }
 
 /// The queries (by index) each owner owns, as `table` says, in the order
@@ -130,56 +104,6 @@ fn by_owner(table: &RoutingTable, queries: &[Query]) -> Vec<(Member, Vec<usize>)
         groups[g].1.push(i);
     }
     groups
-}
-
-/// One answer of a `Batch` reply.
-pub(super) fn answer_to_wire(answer: Result<Answer, NodeError>) -> dht::BatchAnswer {
-    match answer {
-        Ok(a) => dht::BatchAnswer {
-            hops: a.route.hops,
-            owner: a.route.owner.as_ref().map(Into::into),
-            result: Some(a.into()),
-            ..dht::BatchAnswer::default()
-        },
-        Err(e) => dht::BatchAnswer {
-            code: e.code() as i32,
-            current_version: match &e {
-                NodeError::PreconditionFailed { current } => {
-                    Some(current.map_or_else(|| "-".to_string(), |v| v.token()))
-                }
-                _ => None,
-            },
-            message: e.to_string(),
-            ..dht::BatchAnswer::default()
-        },
-    }
-}
-
-/// The answer one `Batch` answer gives for `query`.
-pub(super) fn answer_from_wire(a: dht::BatchAnswer, query: &Query) -> Result<Answer, NodeError> {
-    result_from_wire(a).map(|(result, route)| Answer::from_result(result, &query.op, route))
-}
-
-/// The result and route one `Batch` (or `ForwardBatch`) answer gives, or its
-/// query's failure, as a single query's call would have failed.
-pub(super) fn result_from_wire(
-    a: dht::BatchAnswer,
-) -> Result<(dht::QueryResult, RouteTaken), NodeError> {
-    match tonic::Code::from_i32(a.code) {
-        tonic::Code::Ok => {
-            let route = RouteTaken {
-                hops: a.hops,
-                owner: a.owner.map(Member::from),
-            };
-            Ok((a.result.unwrap_or_default(), route))
-        }
-        tonic::Code::FailedPrecondition if a.current_version.is_some() => {
-            Err(NodeError::PreconditionFailed {
-                current: a.current_version.as_deref().and_then(Version::from_token),
-            })
-        }
-        code => Err(NodeError::Peer(Status::new(code, a.message))),
-    }
 }
 
 #[cfg(test)]

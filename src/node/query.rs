@@ -1,9 +1,9 @@
 //! Queries as the node understands them, whichever door they came in by (gRPC
 //! `QueryDht`, `ForwardQuery`, or the HTTP gateway), and their validation against the
-//! node's limits.
+//! node's limits. Their gRPC forms, and the answers', are converted in
+//! `rpc::queries`.
 
 use super::error::NodeError;
-use crate::proto::dht;
 use crate::request_id::RequestId;
 use crate::ring::{Member, Position, key_position};
 use crate::store::Version;
@@ -179,22 +179,6 @@ pub struct Answer {
     pub expires: Option<u64>,
 }
 
-impl Answer {
-    /// The answer a peer's `result` gives for `op`, reached by `route`.
-    pub fn from_result(result: dht::QueryResult, op: &Operation, route: RouteTaken) -> Self {
-        let version = result.version.as_deref().and_then(Version::from_token);
-        let expires = result
-            .ttl_ms
-            .map(|ms| crate::store::now_micros().saturating_add(ms.saturating_mul(1000)));
-        Self {
-            outcome: Outcome::from_result(result, op),
-            route,
-            version,
-            expires,
-        }
-    }
-}
-
 /// How a query reached the node that answered it from its store.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteTaken {
@@ -219,15 +203,6 @@ impl RouteTaken {
 /// The message of a missing key, as the original protocol words it.
 pub const KEY_NOT_PRESENT: &str = "Key not present in database.";
 
-fn operation(ty: i32, value: Option<Vec<u8>>) -> Result<Operation, NodeError> {
-    match dht::OperationType::try_from(ty) {
-        Ok(dht::OperationType::Get) => Ok(Operation::Get),
-        Ok(dht::OperationType::Delete) => Ok(Operation::Delete),
-        Ok(dht::OperationType::Set) => value.map(Operation::Set).ok_or(NodeError::MissingValue),
-        Err(_) => Err(NodeError::UnknownOperation(ty)),
-    }
-}
-
 impl Query {
     /// A query for the raw `key`, validated against `limits`.
     pub fn new(op: Operation, key: Vec<u8>, limits: &Limits) -> Result<Self, NodeError> {
@@ -244,58 +219,9 @@ impl Query {
         })
     }
 
-    /// A client's `QueryDht` request.
-    pub fn from_client(q: dht::Query, limits: &Limits) -> Result<Self, NodeError> {
-        let op = operation(q.ty, q.value)?;
-        let condition = Condition::from_wire(q.if_match.as_deref(), q.if_absent, &op)?;
-        let ttl = ttl(q.ttl_ms, &op)?;
-        Ok(Self {
-            ttl,
-            ..Self::new(op, q.key, limits)?.on_condition(condition)
-        })
-    }
-
     /// This query, applied only if `condition` holds.
     pub fn on_condition(self, condition: Condition) -> Self {
         Self { condition, ..self }
-    }
-
-    /// A peer's (or an original client's) `ForwardQuery` request.
-    pub fn from_forward(q: dht::EncodedQuery, limits: &Limits) -> Result<Self, NodeError> {
-        let op = operation(q.ty, q.value)?;
-        check_op(&op, limits)?;
-        let condition = Condition::from_wire(q.if_match.as_deref(), q.if_absent, &op)?;
-        let ttl = ttl(q.ttl_ms, &op)?;
-        let position = Position(q.key);
-        match q.raw_key {
-            Some(key) => {
-                check_key(&key, limits)?;
-                if key_position(&key) != position {
-                    return Err(NodeError::PositionMismatch { position });
-                }
-                Ok(Self {
-                    op,
-                    position,
-                    key: Some(key),
-                    hops: q.hops,
-                    request_id: None,
-                    condition,
-                    ttl,
-                })
-            }
-            None if matches!(op, Operation::Set(_)) || condition != Condition::Always => {
-                Err(NodeError::MissingRawKey)
-            }
-            None => Ok(Self {
-                op,
-                position,
-                key: None,
-                hops: q.hops,
-                request_id: None,
-                condition,
-                ttl,
-            }),
-        }
     }
 
     /// This query, serving the client request `id`.
@@ -305,34 +231,13 @@ impl Query {
             ..self
         }
     }
-
-    /// The message that forwards this query one hop further.
-    pub fn to_forward(&self) -> dht::EncodedQuery {
-        let (ty, value) = match &self.op {
-            Operation::Get => (dht::OperationType::Get, None),
-            Operation::Delete => (dht::OperationType::Delete, None),
-            Operation::Set(v) => (dht::OperationType::Set, Some(v.clone())),
-        };
-        let (if_match, if_absent) = self.condition.to_wire();
-        dht::EncodedQuery {
-            ty: ty as i32,
-            key: self.position.0,
-            value,
-            raw_key: self.key.clone(),
-            hops: self.hops.saturating_add(1),
-            if_match,
-            if_absent,
-            ttl_ms: self.ttl.map(|t| t.as_millis() as u64),
-            request_id: None,
-        }
-    }
 }
 
 /// The longest time to live: ten years.
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A request's time to live, checked: Set only, 1 ms to [`MAX_TTL`].
-fn ttl(ms: Option<u64>, op: &Operation) -> Result<Option<Duration>, NodeError> {
+pub(in crate::node) fn ttl(ms: Option<u64>, op: &Operation) -> Result<Option<Duration>, NodeError> {
     let Some(ms) = ms else { return Ok(None) };
     if !matches!(op, Operation::Set(_)) {
         return Err(NodeError::BadTtl(
@@ -349,7 +254,7 @@ fn ttl(ms: Option<u64>, op: &Operation) -> Result<Option<Duration>, NodeError> {
     Ok(Some(ttl))
 }
 
-fn check_key(key: &[u8], limits: &Limits) -> Result<(), NodeError> {
+pub(in crate::node) fn check_key(key: &[u8], limits: &Limits) -> Result<(), NodeError> {
     if key.is_empty() {
         return Err(NodeError::EmptyKey);
     }
@@ -362,7 +267,7 @@ fn check_key(key: &[u8], limits: &Limits) -> Result<(), NodeError> {
     Ok(())
 }
 
-fn check_op(op: &Operation, limits: &Limits) -> Result<(), NodeError> {
+pub(in crate::node) fn check_op(op: &Operation, limits: &Limits) -> Result<(), NodeError> {
     match op {
         Operation::Set(v) if v.len() > limits.max_value_bytes => Err(NodeError::ValueTooLarge {
             len: v.len(),
@@ -372,142 +277,9 @@ fn check_op(op: &Operation, limits: &Limits) -> Result<(), NodeError> {
     }
 }
 
-impl From<Outcome> for dht::QueryResult {
-    fn from(o: Outcome) -> Self {
-        match o {
-            Outcome::Value(v) => Self {
-                value: Some(v),
-                ..Self::default()
-            },
-            Outcome::Created => Self::default(),
-            Outcome::Absent => Self {
-                error: Some(KEY_NOT_PRESENT.to_string()),
-                ..Self::default()
-            },
-        }
-    }
-}
-
-impl From<Answer> for dht::QueryResult {
-    fn from(a: Answer) -> Self {
-        Self {
-            version: a.version.map(|v| v.token()),
-            ttl_ms: a
-                .expires
-                .map(|at| at.saturating_sub(crate::store::now_micros()).div_ceil(1000)),
-            ..a.outcome.into()
-        }
-    }
-}
-
-impl Outcome {
-    /// The outcome a peer's `QueryResult` describes, for the query it answered.
-    pub fn from_result(r: dht::QueryResult, op: &Operation) -> Self {
-        match (r.error, r.value, op) {
-            (Some(_), _, _) => Outcome::Absent,
-            (None, Some(v), _) => Outcome::Value(v),
-            (None, None, Operation::Set(_)) => Outcome::Created,
-            // A Get or Delete answered with neither a value nor an error cannot come
-            // from a node of ours; read it as "absent" rather than invent a value.
-            (None, None, _) => Outcome::Absent,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn limits() -> Limits {
-        Limits {
-            max_key_bytes: 8,
-            max_value_bytes: 4,
-        }
-    }
-
-    fn client(ty: i32, key: &[u8], value: Option<&[u8]>) -> Result<Query, NodeError> {
-        Query::from_client(
-            dht::Query {
-                ty,
-                key: key.to_vec(),
-                value: value.map(<[u8]>::to_vec),
-                ..dht::Query::default()
-            },
-            &limits(),
-        )
-    }
-
-    #[test]
-    fn a_valid_set_is_placed_by_its_key_hash() {
-        let q = client(2, b"1", Some(b"v")).unwrap();
-        assert_eq!(q.position, key_position(b"1"));
-        assert_eq!(q.op, Operation::Set(b"v".to_vec()));
-    }
-
-    #[test]
-    fn an_empty_value_is_a_value() {
-        assert!(client(2, b"1", Some(b"")).is_ok());
-    }
-
-    #[test]
-    fn malformed_queries_say_what_is_wrong() {
-        assert!(matches!(
-            client(2, b"1", None),
-            Err(NodeError::MissingValue)
-        ));
-        assert!(matches!(
-            client(7, b"1", None),
-            Err(NodeError::UnknownOperation(7))
-        ));
-        assert!(matches!(client(0, b"", None), Err(NodeError::EmptyKey)));
-        assert!(matches!(
-            client(0, b"123456789", None),
-            Err(NodeError::KeyTooLong { len: 9, max: 8 })
-        ));
-        assert!(matches!(
-            client(2, b"k", Some(b"12345")),
-            Err(NodeError::ValueTooLarge { len: 5, max: 4 })
-        ));
-    }
-
-    #[test]
-    fn forwards_round_trip_and_count_hops() {
-        let q = client(2, b"k", Some(b"v")).unwrap();
-        let back = Query::from_forward(q.to_forward(), &limits()).unwrap();
-        assert_eq!(back.op, q.op);
-        assert_eq!(back.key, q.key);
-        assert_eq!(back.hops, 1);
-    }
-
-    #[test]
-    fn a_forward_whose_key_does_not_hash_to_its_position_is_refused() {
-        let mut f = client(0, b"k", None).unwrap().to_forward();
-        f.key ^= 1;
-        assert!(matches!(
-            Query::from_forward(f, &limits()),
-            Err(NodeError::PositionMismatch { .. })
-        ));
-    }
-
-    #[test]
-    fn a_position_only_forward_may_read_but_not_write() {
-        let get = dht::EncodedQuery {
-            ty: 0,
-            key: 5,
-            ..Default::default()
-        };
-        assert_eq!(Query::from_forward(get, &limits()).unwrap().key, None);
-        let set = dht::EncodedQuery {
-            ty: 2,
-            key: 5,
-            value: Some(vec![1]),
-            ..Default::default()
-        };
-        assert!(matches!(
-            Query::from_forward(set, &limits()),
-            Err(NodeError::MissingRawKey)
-        ));
-    }
 
     #[test]
     fn versions_travel_as_32_hex_digits() {
@@ -530,49 +302,5 @@ mod tests {
         assert!(Condition::Version(v).holds(Some(v)));
         assert!(!Condition::Version(v).holds(Some(w)) && !Condition::Version(v).holds(None));
         assert!(Condition::Absent.holds(None) && !Condition::Absent.holds(Some(v)));
-    }
-
-    #[test]
-    fn conditions_round_trip_and_bad_ones_are_named() {
-        let set = Operation::Set(vec![]);
-        for c in [
-            Condition::Always,
-            Condition::Present,
-            Condition::Version(Version { micros: 9, node: 3 }),
-            Condition::Absent,
-        ] {
-            let (m, a) = c.to_wire();
-            assert_eq!(Condition::from_wire(m.as_deref(), a, &set).unwrap(), c);
-        }
-        let bad = |m: Option<&str>, a, op: &Operation| {
-            matches!(
-                Condition::from_wire(m, a, op),
-                Err(NodeError::BadCondition(_))
-            )
-        };
-        assert!(bad(Some("*"), true, &set), "both");
-        assert!(bad(Some("zz"), false, &set), "not a version");
-        assert!(bad(Some("*"), false, &Operation::Get), "on a read");
-        assert!(bad(None, true, &Operation::Delete), "delete if absent");
-        // A conditional forward must name its key.
-        let mut f = client(2, b"k", Some(b"v"))
-            .unwrap()
-            .on_condition(Condition::Present)
-            .to_forward();
-        f.raw_key = None;
-        f.ty = 1;
-        f.value = None;
-        assert!(matches!(
-            Query::from_forward(f, &limits()),
-            Err(NodeError::MissingRawKey)
-        ));
-    }
-
-    #[test]
-    fn outcomes_map_to_the_original_results() {
-        let absent: dht::QueryResult = Outcome::Absent.into();
-        assert_eq!(absent.error.as_deref(), Some(KEY_NOT_PRESENT));
-        let created: dht::QueryResult = Outcome::Created.into();
-        assert_eq!((created.error, created.value), (None, None));
     }
 }

@@ -335,7 +335,9 @@ fn batches_answer_every_query() {
             .map(|q| Query::from_forward(q.clone(), &limits()).is_ok())
             .collect();
         let request = dht::BatchRequest { queries };
-        let reply = runtime.block_on(node.accept_batch(request)).unwrap();
+        let reply = runtime
+            .block_on(crate::node::rpc::queries::accept_batch(node, request))
+            .unwrap();
         prop_assert_eq!(reply.answers.len(), n);
         for (answer, valid) in reply.answers.iter().zip(expected) {
             let code = Code::from_i32(answer.code);

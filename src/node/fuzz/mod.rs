@@ -17,12 +17,12 @@
 mod handlers;
 mod wire;
 
-use super::batch::{answer_from_wire, answer_to_wire};
 use super::listing::check_reply;
 use super::membership::handoff::HandOffHeader;
 use super::query::{Answer, Condition, Limits, MAX_TTL, Operation, Outcome, Query, RouteTaken};
 use super::rpc::entries::{entry_from_wire, wire_size};
 use super::rpc::hand_off::header;
+use super::rpc::queries::{answer_from_wire, answer_to_wire};
 use super::view::{NodeState, View};
 use super::watching::{Watched, entry_of, event, resume_after};
 use super::{Node, NodeConfig, NodeError, NodeSummary};

@@ -12,9 +12,9 @@
 
 use super::peers::peer_error;
 use super::pipes::{Call, Carrier, Pending, Pipes, Unsent};
-use crate::node::batch::result_from_wire;
 use crate::node::error::NodeError;
 use crate::node::query::RouteTaken;
+use crate::node::rpc::queries::result_from_wire;
 use crate::proto::dht::{self, dht_node_client::DhtNodeClient};
 use crate::request_id::RequestId;
 use crate::security::AuthChannel;

@@ -186,7 +186,7 @@ impl DhtNode for DhtService {
                     Ok(dht::ForwardAnswer {
                         // At most `MAX_BATCH_QUERIES`.
                         index: index as u32,
-                        answer: Some(crate::node::batch::answer_to_wire(answered)),
+                        answer: Some(super::queries::answer_to_wire(answered)),
                     })
                 }
             })
@@ -402,7 +402,7 @@ impl DhtNode for DhtService {
         request: Request<dht::BatchRequest>,
     ) -> Result<Response<dht::BatchReply>, Status> {
         Ok(Response::new(
-            self.node.accept_batch(request.into_inner()).await?,
+            super::queries::accept_batch(&self.node, request.into_inner()).await?,
         ))
     }
 
