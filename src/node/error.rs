@@ -140,6 +140,10 @@ pub enum NodeError {
         "this node's lease on the key's arc lapsed before the write was acknowledged, and was not granted again in time (it may be cut off from its neighbours); the write is applied here and may still take effect; retry to be sure"
     )]
     LeaseLapsed,
+    /// A node leaving (or gone) takes no replica writes: it would be counted
+    /// as a copy it will not keep.
+    #[error("this node is {0}; it takes no replicas")]
+    TakesNoReplicas(&'static str),
     /// A read met a write to its key that is applied at the owner but not
     /// yet acknowledged, and it did not settle in time.
     #[error("a write to this key is still being replicated and did not finish within {0:?}; retry")]
@@ -210,6 +214,7 @@ impl NodeError {
             | NodeError::LeaseLapsed
             | NodeError::CatchingUp
             | NodeError::WriteInFlight(_)
+            | NodeError::TakesNoReplicas(_)
             | NodeError::ReplicationIncomplete { .. }
             | NodeError::RingWalk(_) => Code::Unavailable,
             NodeError::Timeout { .. } => Code::DeadlineExceeded,

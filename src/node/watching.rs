@@ -702,10 +702,9 @@ mod tests {
             version: Version { micros: 1, node: 2 },
             expires: None,
         };
-        let request = dht::ReplicateRequest {
-            entries: vec![copy.clone().into()],
-        };
-        node.accept_replicas(request, None).await.unwrap();
+        node.accept_replicas(vec![copy.clone()], None)
+            .await
+            .unwrap();
         node.change_log.record(Entry {
             key: b"p/own".to_vec(),
             version: Version { micros: 2, node: 1 },

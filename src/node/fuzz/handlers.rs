@@ -250,7 +250,7 @@ fn replica_writes_are_taken_all_or_none() {
         let request = dht::ReplicateRequest {
             entries: sent.iter().map(|(e, _)| e.clone()).collect(),
         };
-        let taken = runtime.block_on(node.accept_replicas(request, None));
+        let taken = runtime.block_on(crate::node::rpc::replicas::receive(node, request, None));
         match taken {
             Ok(ack) => {
                 prop_assert!(sent.iter().all(|(_, valid)| *valid));

@@ -20,16 +20,13 @@
 use crate::acks::{Incomplete, Round, Takeover, WriteAcks};
 use crate::node::Node;
 use crate::node::error::NodeError;
-use crate::node::rpc::entries::entry_from_wire;
 use crate::node::view::NodeState;
-use crate::proto::dht;
 use crate::request_id::RequestId;
 use crate::ring::Member;
 use crate::store::Entry;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tonic::Status;
 
 /// How many copies of each key are kept, and how they are kept in step.
 #[derive(Debug, Clone, Copy)]
@@ -231,30 +228,23 @@ impl Node {
         }
     }
 
-    /// A peer's `Replicate`: merges its entries newest-wins and answers once
-    /// they are as durable as this node's `--sync` promises.
-    /// `requests` lists the client requests the writes serve (for the log).
+    /// A peer's `Replicate`, its entries checked (`rpc::replicas` reads them
+    /// off the wire): merges them newest-wins and returns, once they are as
+    /// durable as this node's `--sync` promises, the copies this node holds
+    /// at a newer version than was sent. `requests` lists the client
+    /// requests the writes serve (for the log).
     pub(in crate::node) async fn accept_replicas(
         &self,
-        request: dht::ReplicateRequest,
+        entries: Vec<Entry>,
         requests: Option<&str>,
-    ) -> Result<dht::ReplicateAck, Status> {
+    ) -> Result<Vec<Entry>, NodeError> {
         // A node on its way out would be counted as a copy it will not keep.
         let state = self.view().state;
         if matches!(state, NodeState::Leaving | NodeState::Left) {
-            return Err(Status::unavailable(format!(
-                "this node is {}; it takes no replicas",
-                state.as_str()
-            )));
+            return Err(NodeError::TakesNoReplicas(state.as_str()));
         }
-        let entries = request
-            .entries
-            .into_iter()
-            .map(|e| entry_from_wire(e, &self.config.limits))
-            .collect::<Result<Vec<Entry>, Status>>()?;
-        let merged = entries.len() as u64;
         tracing::debug!(
-            entries = merged,
+            entries = entries.len(),
             requests = requests.unwrap_or("-"),
             "taking replica writes"
         );
@@ -262,28 +252,19 @@ impl Node {
         let mut newer = Vec::new();
         let mut taken = Vec::new();
         for e in &entries {
-            let stored = self
-                .store
-                .entry(e.position, &e.key)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            match stored {
-                Some(mine) if mine.version > e.version => newer.push(mine.into()),
+            match self.store.entry(e.position, &e.key)? {
+                Some(mine) if mine.version > e.version => newer.push(mine),
                 Some(mine) if mine.version == e.version => {}
                 // Newer here: a change, for watches, once stored.
                 _ => taken.push(std::sync::Arc::new(e.clone())),
             }
         }
-        self.store
-            .insert_all(entries)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        self.store.insert_all(entries)?;
         for change in taken {
             self.change_log.record_copy(change);
         }
-        self.store
-            .sync_point()
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(dht::ReplicateAck { merged, newer })
+        self.store.sync_point().await?;
+        Ok(newer)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The node at its edge: the gRPC service (`service`), the pool of channels
 //! to peers (`peers`), the checks and conversions of entries and summaries
 //! in their wire forms (`entries`, `wire`), queries and answers
-//! (`queries`), a hand-off's messages and errors
+//! (`queries`), replica writes received (`replicas`), a hand-off's messages and errors
 //! (`hand_off`), and what `grpc.health.v1` says (`health`). Wire types stop
 //! here.
 
@@ -12,5 +12,6 @@ pub(super) mod health;
 pub(super) mod peers;
 pub(super) mod pipes;
 pub(super) mod queries;
+pub(super) mod replicas;
 pub(super) mod service;
 pub(super) mod wire;

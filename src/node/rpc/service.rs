@@ -290,9 +290,7 @@ impl DhtNode for DhtService {
             .map(str::to_string);
         let request = request.into_inner();
         Ok(Response::new(
-            self.node
-                .accept_replicas(request, requests.as_deref())
-                .await?,
+            super::replicas::receive(&self.node, request, requests.as_deref()).await?,
         ))
     }
 
