@@ -131,7 +131,10 @@ fn node_view(s: &NodeSummary) -> RingNode {
         id: s.me.id.to_hex(),
         id_decimal: s.me.id.0.to_string(),
         addr: s.me.addr.clone(),
-        state: s.state.as_str().to_string(),
+        state: s
+            .state
+            .map_or("unknown", crate::node::NodeState::as_str)
+            .to_string(),
         keys: s.keys,
         owned_keys: s.owned_keys,
         replica_keys: s.replica_keys,
@@ -206,7 +209,7 @@ pub async fn get_owner(
     let walk = node.walk_ring(crate::node::WALK_LIMIT).await?;
     let members: BTreeMap<Position, Member> = walk
         .iter()
-        .filter(|s| s.state == crate::node::NodeState::Serving)
+        .filter(|s| s.state == Some(crate::node::NodeState::Serving))
         .map(|s| (s.me.id, s.me.clone()))
         .collect();
     let (owner_id, owner) =

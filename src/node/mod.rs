@@ -55,8 +55,9 @@ pub use query::{
 pub use replication::replicate::ReplicationSettings;
 pub use rpc::peers::{PeerTimeouts, Peers};
 pub use rpc::service::{DhtService, dht_server, grpc_routes};
+pub use rpc::wire::watch_event;
 pub use view::{JoinRefusal, NodeState, Route, View};
-pub use watching::{WatchSettings, Watched, event as watch_event, resume_after};
+pub use watching::{WatchSettings, Watched, resume_after};
 
 use crate::lease::Grant;
 use crate::metrics::{NodeGauges, NodeMetrics};
@@ -178,8 +179,9 @@ pub struct NodeSummary {
     pub successors: Vec<Member>,
     /// The nodes before `prev`, nearest first.
     pub predecessors: Vec<Member>,
-    /// Its state.
-    pub state: NodeState,
+    /// Its state; `None` if it names one this build does not know (a newer
+    /// peer's, say): alive, and not serving as far as this node can tell.
+    pub state: Option<NodeState>,
     /// How many live keys it stores.
     pub keys: u64,
     /// Live keys in its own arc.
@@ -523,7 +525,7 @@ impl Node {
             me: view.me,
             prev: view.prev,
             next: view.next,
-            state: view.state,
+            state: Some(view.state),
             keys: self.key_count() as u64,
             owned_keys: owned,
             replica_keys: replica,

@@ -1,7 +1,9 @@
 //! Queries as the node understands them, whichever door they came in by (gRPC
 //! `QueryDht`, `ForwardQuery`, or the HTTP gateway), and their validation against the
-//! node's limits. Their gRPC forms, and the answers', are converted in
-//! `rpc::queries`.
+//! node's limits. Their gRPC messages, and the answers', are read and
+//! written in `rpc::queries`; a condition's two fields (`if_match`,
+//! `if_absent`), which the HTTP gateway's headers map to as well, are read
+//! here.
 
 use super::error::NodeError;
 use crate::request_id::RequestId;

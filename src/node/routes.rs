@@ -89,7 +89,7 @@ impl Node {
         let info = self.probe(member).await?;
         Some(SweepReply {
             node: member.clone(),
-            serving: info.state == NodeState::Serving,
+            serving: info.state == Some(NodeState::Serving),
             successors: info.successors,
         })
     }

@@ -35,7 +35,8 @@ impl std::str::FromStr for NodeState {
     type Err = String;
 
     /// A state by the name [`NodeState::as_str`] gives it (as `GetNodeInfo`
-    /// carries it); any other is an error naming it.
+    /// carries it); any other is an error naming it (a summary keeps it as
+    /// a state it does not know).
     fn from_str(name: &str) -> Result<Self, String> {
         [Self::Joining, Self::Serving, Self::Leaving, Self::Left]
             .into_iter()

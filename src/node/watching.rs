@@ -23,7 +23,7 @@
 
 use super::copy_hold::CopyHold;
 use super::{Node, NodeError};
-use crate::proto::dht;
+use crate::node::rpc::wire::{entry_of_event, local_watch_request};
 use crate::ring::{Member, key_position};
 use crate::store::{Entry, Version, now_micros};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -290,36 +290,6 @@ pub fn resume_after(token: Option<&str>) -> Result<Option<Version>, NodeError> {
         .transpose()
 }
 
-/// A change as a `WatchEvent`.
-pub fn event(e: &Entry) -> dht::WatchEvent {
-    let now = now_micros();
-    dht::WatchEvent {
-        key: e.key.clone(),
-        deleted: e.value.is_none(),
-        value: e.value.clone(),
-        version: e.version.token(),
-        ttl_ms: e.expires.map(|at| at.saturating_sub(now).div_ceil(1000)),
-    }
-}
-
-/// The change a peer's event describes.
-pub(super) fn entry_of(ev: dht::WatchEvent) -> Option<Entry> {
-    let now = now_micros();
-    Some(Entry {
-        position: key_position(&ev.key),
-        version: Version::from_token(&ev.version)?,
-        value: if ev.deleted {
-            None
-        } else {
-            ev.value.or(Some(Vec::new()))
-        },
-        expires: ev
-            .ttl_ms
-            .map(|ms| now.saturating_add(ms.saturating_mul(1000))),
-        key: ev.key,
-    })
-}
-
 type Changes = mpsc::Receiver<Result<Entry, NodeError>>;
 
 impl Node {
@@ -494,21 +464,7 @@ impl Node {
         if *member == self.me() {
             return self.watch_local(watched.clone(), since);
         }
-        let request = match watched {
-            Watched::Key(key) => dht::WatchRequest {
-                key: key.clone(),
-                ..dht::WatchRequest::default()
-            },
-            Watched::Prefix(prefix) => dht::WatchRequest {
-                prefix: Some(prefix.clone()),
-                ..dht::WatchRequest::default()
-            },
-        };
-        let request = dht::WatchRequest {
-            since: since.map(|v| v.token()),
-            local: true,
-            ..request
-        };
+        let request = local_watch_request(watched, since);
         let addr = member.addr.clone();
         self.spawn_stream(256, move |node, tx| async move {
             let Ok(mut client) = node.peers.client(&addr) else {
@@ -519,7 +475,7 @@ impl Node {
             };
             let mut stream = stream.into_inner();
             while let Ok(Some(ev)) = stream.message().await {
-                let Some(e) = entry_of(ev) else { return };
+                let Some(e) = entry_of_event(ev) else { return };
                 if tx.send(Ok(e)).await.is_err() {
                     return;
                 }

@@ -23,8 +23,9 @@ use super::query::{Answer, Condition, Limits, MAX_TTL, Operation, Outcome, Query
 use super::rpc::entries::{entry_from_wire, wire_size};
 use super::rpc::hand_off::header;
 use super::rpc::queries::{answer_from_wire, answer_to_wire};
+use super::rpc::wire::{entry_of_event as entry_of, watch_event as event};
 use super::view::{NodeState, View};
-use super::watching::{Watched, entry_of, event, resume_after};
+use super::watching::{Watched, resume_after};
 use super::{Node, NodeConfig, NodeError, NodeSummary};
 pub(crate) use crate::fuzzing::config;
 use crate::proto::{dht, registry};

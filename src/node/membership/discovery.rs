@@ -138,7 +138,7 @@ async fn choose_by_walk(
     })?;
     let members: BTreeMap<Position, Member> = walked
         .into_iter()
-        .filter(|s| s.state == NodeState::Serving)
+        .filter(|s| s.state == Some(NodeState::Serving))
         .map(|s| (s.me.id, s.me))
         .collect();
     let id = held.unwrap_or_else(|| ids.choose(addr, &members));

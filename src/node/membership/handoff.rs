@@ -9,7 +9,7 @@
 //!
 //! - Each message is at most `Limits::max_message_bytes` (the transport refuses
 //!   bigger ones unread).
-//! - The header is checked before any entry is read: a join hand-off goes only
+//! - The header is checked before any entry is taken: a join hand-off goes only
 //!   to a joining node, a leave hand-off only from the receiver's `next`, a
 //!   merge only to a serving node, and never from the receiver itself. An offer
 //!   the receiver would refuse at the end is refused at once.
@@ -163,7 +163,7 @@ impl Node {
     ) -> Result<u64, NodeError> {
         match result {
             Err(e @ NodeError::Timeout { .. }) => match self.probe(to).await {
-                Some(info) if info.state == NodeState::Serving && took(&info) => Ok(0),
+                Some(info) if info.state == Some(NodeState::Serving) && took(&info) => Ok(0),
                 _ => Err(e),
             },
             other => other,
@@ -181,8 +181,11 @@ impl Node {
     ) -> Result<u64, HandOffError> {
         let idle = self.config.timeouts.request;
         let mut part = (next_part(&mut parts, idle).await?).ok_or(HandOffError::Empty)?;
-        let header = (part.header.take())
-            .ok_or_else(|| HandOffError::Malformed("the hand-off names no header".into()))?;
+        // `rpc::hand_off` reads the header into the first part; one without
+        // is refused rather than assumed.
+        let header = (part.header.take()).ok_or_else(|| {
+            HandOffError::Malformed("the hand-off's first message carries no header".into())
+        })?;
         // What to refuse, hold or store, and what the stream takes: the
         // decisions are `Intake`'s, this loop carries them out.
         let mut intake = Intake::offer(header, &self.view(), self.config.max_peer_stream_bytes)?;

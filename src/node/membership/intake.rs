@@ -8,7 +8,7 @@
 //!
 //! The rules (the module docs of `handoff` say why):
 //!
-//! - an offer is refused before any entry is read if the receiver would
+//! - an offer is refused before any entry is taken if the receiver would
 //!   refuse it at the end: a join goes only to a joining node, a leave only
 //!   from the receiver's serving `next`, a merge only to a serving node, and
 //!   never from the receiver itself;
@@ -181,7 +181,7 @@ impl Intake {
 }
 
 /// Why a node with `view` would refuse the hand-off `header` offers, if it
-/// would: checked before any entry is read, and again (by the step that
+/// would: checked before any entry is taken, and again (by the step that
 /// takes the entries) at the end.
 fn refused(view: &View, header: &HandOffHeader) -> Option<IntakeError> {
     if header.from.id == view.me.id {

@@ -237,8 +237,9 @@ impl Node {
     }
 
     /// Asks `peer` for its view; `None` if it is dead, has left the ring, is
-    /// joining it (again), or answers with a summary that does not convert
-    /// (it lacks a neighbour, or names an unknown state).
+    /// joining it (again), is another node now, or answers with a summary
+    /// that lacks a neighbour. (A state this build does not know counts as
+    /// alive: the peer answered.)
     pub(in crate::node) async fn probe(&self, peer: &Member) -> Option<NodeSummary> {
         self.probe_asking_lease(peer, None).await.0
     }
@@ -269,7 +270,7 @@ impl Node {
         // A node that left, or that restarted and is joining again, is not
         // the neighbour it was.
         let neighbour = summary.filter(|s| {
-            s.me.id == peer.id && !matches!(s.state, NodeState::Left | NodeState::Joining)
+            s.me.id == peer.id && !matches!(s.state, Some(NodeState::Left | NodeState::Joining))
         });
         (neighbour, lease)
     }
@@ -368,7 +369,7 @@ impl Node {
         let Some(info) = self
             .probe(&closer)
             .await
-            .filter(|i| i.state == NodeState::Serving)
+            .filter(|i| i.state == Some(NodeState::Serving))
         else {
             return;
         };
@@ -533,7 +534,7 @@ impl Node {
 
     /// Whether `member` answers a probe as a serving node.
     async fn serves(&self, member: &Member) -> bool {
-        (self.probe(member).await).is_some_and(|i| i.state == NodeState::Serving)
+        (self.probe(member).await).is_some_and(|i| i.state == Some(NodeState::Serving))
     }
 
     /// The registry's live members after this node in ring order, without `dead`.
@@ -683,14 +684,14 @@ impl Node {
         // between (it declared them dead, or joined between).
         let links_here = (offered.as_ref()).is_some_and(|i| i.next.id == self.me().id);
         let state = offered.map(|i| i.state);
-        if state != Some(NodeState::Serving) {
-            let seen = state.map_or_else(
-                || {
-                    "did not answer a probe as a member (unreachable, joining, left, or another ID)"
-                        .to_string()
-                },
-                |s| format!("is {}", s.as_str()),
-            );
+        if state != Some(Some(NodeState::Serving)) {
+            let seen = match state {
+                None => "did not answer a probe as a member (unreachable, joining, left, another \
+                         ID, or an answer without its neighbours)"
+                    .to_string(),
+                Some(None) => "is in a state this node does not know".to_string(),
+                Some(Some(s)) => format!("is {}", s.as_str()),
+            };
             return Err(Status::failed_precondition(format!(
                 "{} {seen}, not serving; it cannot be my previous neighbour",
                 new.addr

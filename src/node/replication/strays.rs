@@ -37,7 +37,7 @@ impl Node {
             .walk_ring(crate::node::WALK_LIMIT)
             .await?
             .into_iter()
-            .filter(|s| s.state == NodeState::Serving)
+            .filter(|s| s.state == Some(NodeState::Serving))
             .map(|s| (s.me.id, s.me))
             .collect();
         let Some(by_owner) = StraySweep::owners(view.me.id, &members, strays) else {

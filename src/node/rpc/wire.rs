@@ -1,14 +1,16 @@
 //! The node's domain types in their wire forms: a node's summary as
-//! `NodeInfo`; as metadata, the route a query took, and a lease asked of
+//! `NodeInfo`; a change as a `WatchEvent`, and the request for a member's
+//! own changes; as metadata, the route a query took, and a lease asked of
 //! `prev` and its answer; and why a joiner was refused as a status (with,
 //! in binary metadata, the member to ask instead). Here, at the edge, rather than in [`crate::proto`], so that
 //! the generated code depends on nothing above the ring.
 
 use crate::lease;
-use crate::node::view::JoinRefusal;
-use crate::node::{NodeSummary, RouteTaken};
+use crate::node::view::{JoinRefusal, NodeState};
+use crate::node::{NodeSummary, RouteTaken, Watched};
 use crate::proto::{dht, registry};
-use crate::ring::{Member, Position};
+use crate::ring::{Member, Position, key_position};
+use crate::store::{Entry, Version, now_micros};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use prost::Message;
 use std::cell::RefCell;
@@ -85,13 +87,16 @@ fn owner_values(owner: &Member) -> (Option<HeaderValue>, HeaderValue) {
 /// How many owners' header values [`owner_values`] keeps per thread.
 const OWNERS_KEPT: usize = 64;
 
+/// How a summary whose state this build does not know names it again.
+const UNKNOWN_STATE: &str = "unknown";
+
 impl From<&NodeSummary> for dht::NodeInfo {
     fn from(s: &NodeSummary) -> Self {
         Self {
             node: Some((&s.me).into()),
             prev: Some((&s.prev).into()),
             next: Some((&s.next).into()),
-            state: s.state.as_str().to_string(),
+            state: s.state.map_or(UNKNOWN_STATE, NodeState::as_str).to_string(),
             keys: s.keys,
             successors: s.successors.iter().map(Into::into).collect(),
             predecessors: s.predecessors.iter().map(Into::into).collect(),
@@ -116,12 +121,61 @@ impl TryFrom<dht::NodeInfo> for NodeSummary {
             next: member(info.next, "next neighbour")?,
             successors: info.successors.into_iter().map(Member::from).collect(),
             predecessors: info.predecessors.into_iter().map(Member::from).collect(),
-            state: info.state.parse()?,
+            state: info.state.parse().ok(),
             keys: info.keys,
             owned_keys: info.owned_keys,
             replica_keys: info.replica_keys,
             replication_factor: info.replication_factor,
         })
+    }
+}
+
+/// A change as a `WatchEvent`.
+pub fn watch_event(e: &Entry) -> dht::WatchEvent {
+    let now = now_micros();
+    dht::WatchEvent {
+        key: e.key.clone(),
+        deleted: e.value.is_none(),
+        value: e.value.clone(),
+        version: e.version.token(),
+        ttl_ms: e.expires.map(|at| at.saturating_sub(now).div_ceil(1000)),
+    }
+}
+
+/// The change a peer's event describes; `None` if its version does not
+/// parse.
+pub(in crate::node) fn entry_of_event(ev: dht::WatchEvent) -> Option<Entry> {
+    let now = now_micros();
+    Some(Entry {
+        position: key_position(&ev.key),
+        version: Version::from_token(&ev.version)?,
+        value: if ev.deleted {
+            None
+        } else {
+            ev.value.or(Some(Vec::new()))
+        },
+        expires: ev
+            .ttl_ms
+            .map(|ms| now.saturating_add(ms.saturating_mul(1000))),
+        key: ev.key,
+    })
+}
+
+/// The request for `member`'s own changes of what `watched` follows after
+/// `since` (`Watch { local: true }`).
+pub(in crate::node) fn local_watch_request(
+    watched: &Watched,
+    since: Option<Version>,
+) -> dht::WatchRequest {
+    let (key, prefix) = match watched {
+        Watched::Key(key) => (key.clone(), None),
+        Watched::Prefix(prefix) => (Vec::new(), Some(prefix.clone())),
+    };
+    dht::WatchRequest {
+        key,
+        prefix,
+        since: since.map(|v| v.token()),
+        local: true,
     }
 }
 
@@ -243,7 +297,12 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
         assert_eq!(JoinRefusal::towards(&status), Some(towards));
         // The other refusals name no one.
-        for refusal in [JoinRefusal::NotServing, JoinRefusal::Unleased] {
+        let holder = Member::new(Position(150), "http://127.0.0.1:7151");
+        for refusal in [
+            JoinRefusal::NotServing,
+            JoinRefusal::Unleased,
+            JoinRefusal::Taken { holder },
+        ] {
             assert_eq!(JoinRefusal::towards(&refusal.into_status(&joiner)), None);
         }
     }
