@@ -81,6 +81,38 @@ pub enum Route {
     NotServing,
 }
 
+/// The neighbours a node linked to a newcomer had before, as it answers
+/// `RegisterAsNeighbor` (`rpc::wire` writes them as `PreviousNeighbors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbours {
+    /// Its `prev`.
+    pub prev: Member,
+    /// Its `next`.
+    pub next: Member,
+}
+
+/// Why a node did not link a newcomer in (`RegisterAsNeighbor`).
+#[derive(Debug)]
+pub enum LinkError {
+    /// A joiner (as `next`) refused before anything moved.
+    Join {
+        /// Why.
+        refusal: JoinRefusal,
+        /// The joiner.
+        joiner: Member,
+    },
+    /// The hand-off of the joiner's arc failed; the arc stays here.
+    HandOff {
+        /// The joiner.
+        joiner: Member,
+        /// What failed.
+        error: super::NodeError,
+    },
+    /// An introduction as `prev` refused: the newcomer does not serve, or
+    /// does not lie between this node's live `prev` and itself.
+    NotPrevious(String),
+}
+
 /// Why a joiner may not take the arc it asked this node for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinRefusal {

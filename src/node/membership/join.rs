@@ -47,7 +47,7 @@ use crate::metrics::HandOff;
 use crate::node::Node;
 use crate::node::error::{JoinError, NodeError};
 use crate::node::membership::admission::{Admission, Admit};
-use crate::node::view::{JoinRefusal, NodeState, View};
+use crate::node::view::{JoinRefusal, LinkError, Neighbours, NodeState, View};
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::ConnectionAddr;
 use crate::ring::{Arc as RingArc, Member};
@@ -242,20 +242,24 @@ impl Node {
     pub(in crate::node) async fn accept_join(
         &self,
         joiner: Member,
-    ) -> Result<dht::PreviousNeighbors, Status> {
+    ) -> Result<Neighbours, LinkError> {
+        let refused = |refusal| LinkError::Join {
+            refusal,
+            joiner: joiner.clone(),
+        };
         let _membership = self.membership.lock().await;
         // The arc stays served while it streams (`migration`): the fence goes
         // up only for the switch-over.
         let (mut admission, admit) = {
             let view = self.view();
             Admission::ask(joiner.clone(), &view, |arc| self.may_hand_over(arc, &view))
-                .map_err(|refusal| refusal.into_status(&joiner))?
+                .map_err(refused)?
         };
         if admit == Admit::AskRegistry {
             let members = self.registry_answer().await;
             admission
                 .registry_answered(members.as_deref())
-                .map_err(|refusal| refusal.into_status(&joiner))?;
+                .map_err(refused)?;
         }
         let header = admission.header(&self.view());
         let handed = self.stream_join(&joiner, header, &admission).await;
@@ -271,10 +275,7 @@ impl Node {
             Err(e) => {
                 self.update_view(|view| view.handoff = None);
                 tracing::warn!(joiner = %joiner.addr, error = %e, "hand-off failed; keeping the arc");
-                return Err(Status::unavailable(format!(
-                    "could not hand the arc over to {}: {e}",
-                    joiner.addr
-                )));
+                return Err(LinkError::HandOff { joiner, error: e });
             }
         }
         let successors = self.config.maintenance.successors;
@@ -301,10 +302,7 @@ impl Node {
             self.introduce(&joiner, old_next).await;
         }
         let (prev, next) = linked.reply;
-        Ok(dht::PreviousNeighbors {
-            prev: Some((&prev).into()),
-            next: Some((&next).into()),
-        })
+        Ok(Neighbours { prev, next })
     }
 }
 
@@ -345,10 +343,8 @@ mod tests {
         node
     }
 
-    fn tried_the_hand_off(answer: &Result<dht::PreviousNeighbors, Status>) -> bool {
-        answer
-            .as_ref()
-            .is_err_and(|s| s.message().contains("could not hand the arc over"))
+    fn tried_the_hand_off(answer: &Result<Neighbours, LinkError>) -> bool {
+        matches!(answer, Err(LinkError::HandOff { .. }))
     }
 
     /// The first node of a ring serves alone, and takes joiners in.
@@ -403,10 +399,14 @@ mod tests {
         assert!(refused_unleased(&answer), "{answer:?}");
     }
 
-    fn refused_unleased(answer: &Result<dht::PreviousNeighbors, Status>) -> bool {
-        answer.as_ref().is_err_and(|s| {
-            s.code() == tonic::Code::Unavailable && s.message().contains("may not serve the arc")
-        })
+    fn refused_unleased(answer: &Result<Neighbours, LinkError>) -> bool {
+        matches!(
+            answer,
+            Err(LinkError::Join {
+                refusal: JoinRefusal::Unleased,
+                ..
+            })
+        )
     }
 
     /// A node hands over only what it may serve: without a lease its `prev`

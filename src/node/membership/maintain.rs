@@ -34,7 +34,7 @@ use crate::lease::{self, Answered};
 use crate::metrics::HandOff;
 use crate::node::membership::handoff::HandOffHeader;
 use crate::node::rpc::wire;
-use crate::node::view::NodeState;
+use crate::node::view::{LinkError, Neighbours, NodeState};
 use crate::node::{Node, NodeSummary};
 use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
@@ -44,7 +44,6 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
-use tonic::Status;
 
 /// How a node watches its neighbours.
 #[derive(Debug, Clone, Copy)]
@@ -676,7 +675,7 @@ impl Node {
     pub(in crate::node) async fn accept_previous(
         &self,
         new: Member,
-    ) -> Result<dht::PreviousNeighbors, Status> {
+    ) -> Result<Neighbours, LinkError> {
         // The introduction may be stale (delayed, or sent on behalf of a node that
         // has since left or died): the new predecessor must be serving now.
         let offered = self.probe(&new).await;
@@ -692,7 +691,7 @@ impl Node {
                 Some(None) => "is in a state this node does not know".to_string(),
                 Some(Some(s)) => format!("is {}", s.as_str()),
             };
-            return Err(Status::failed_precondition(format!(
+            return Err(LinkError::NotPrevious(format!(
                 "{} {seen}, not serving; it cannot be my previous neighbour",
                 new.addr
             )));
@@ -704,16 +703,16 @@ impl Node {
             Introduced::IfPrevSilent => self.probe(&view.prev).await.is_none(),
         };
         if !replaceable {
-            return Err(Status::failed_precondition(format!(
+            return Err(LinkError::NotPrevious(format!(
                 "{} ({}) does not lie between my live previous neighbour {} and me",
                 new.addr, new.id, view.prev.addr
             )));
         }
         let length = self.config.maintenance.successors;
         let old = self.update_view(|v| {
-            let old = dht::PreviousNeighbors {
-                prev: Some((&v.prev).into()),
-                next: Some((&v.next).into()),
+            let old = Neighbours {
+                prev: v.prev.clone(),
+                next: v.next.clone(),
             };
             v.take_previous(new, length);
             // A node alone that is told it has a predecessor is not alone: it

@@ -209,7 +209,7 @@ impl DhtNode for DhtService {
             return Err(Status::invalid_argument("the neighbour's address is empty"));
         }
         let member = Member::new(Position(info.id), info.addr);
-        let neighbors = match ty {
+        let neighbours = match ty {
             // Run to completion even if the caller goes away: a join dropped
             // half-way would leave the arc fenced.
             NeighborType::Next => {
@@ -220,7 +220,7 @@ impl DhtNode for DhtService {
             }
             NeighborType::Previous => self.node.accept_previous(member).await?,
         };
-        Ok(Response::new(neighbors))
+        Ok(Response::new(neighbours.into()))
     }
 
     type TransferKeysStream = EntryStream;

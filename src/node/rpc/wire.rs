@@ -6,7 +6,7 @@
 //! the generated code depends on nothing above the ring.
 
 use crate::lease;
-use crate::node::view::{JoinRefusal, NodeState};
+use crate::node::view::{JoinRefusal, LinkError, Neighbours, NodeState};
 use crate::node::{NodeSummary, RouteTaken, Watched};
 use crate::proto::{dht, registry};
 use crate::ring::{Member, Position, key_position};
@@ -231,6 +231,28 @@ impl lease::Answer {
         Some(Duration::from_millis(ms))
             .filter(|wait| *wait <= MAX_LEASE_AFTER)
             .map(Self::After)
+    }
+}
+
+impl From<Neighbours> for dht::PreviousNeighbors {
+    fn from(n: Neighbours) -> Self {
+        Self {
+            prev: Some((&n.prev).into()),
+            next: Some((&n.next).into()),
+        }
+    }
+}
+
+impl From<LinkError> for Status {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Join { refusal, joiner } => refusal.into_status(&joiner),
+            LinkError::HandOff { joiner, error } => Status::unavailable(format!(
+                "could not hand the arc over to {}: {error}",
+                joiner.addr
+            )),
+            LinkError::NotPrevious(why) => Status::failed_precondition(why),
+        }
     }
 }
 
