@@ -47,14 +47,13 @@ use crate::metrics::HandOff;
 use crate::node::Node;
 use crate::node::error::{JoinError, NodeError};
 use crate::node::membership::admission::{Admission, Admit};
-use crate::node::view::{JoinRefusal, LinkError, Neighbours, NodeState, View};
-use crate::proto::dht::{self, NeighborType};
+use crate::node::rpc::wire::{self, Link};
+use crate::node::view::{LinkError, Neighbours, NodeState, View};
 use crate::proto::registry::ConnectionAddr;
 use crate::ring::{Arc as RingArc, Member};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::Status;
 
 /// How joining is paced.
 #[derive(Debug, Clone, Copy)]
@@ -172,11 +171,7 @@ impl Node {
     /// its answer as the joiner sees it. Serving once it returns means joined,
     /// whatever the call says (the answer may be lost after the hand-off).
     async fn ask_to_join(&self, me: &Member, target: &Member) -> Reply {
-        let request = dht::NeighborRegisterInfo {
-            ty: NeighborType::Next as i32,
-            id: me.id.0,
-            addr: me.addr.clone(),
-        };
+        let request = wire::register_as(Link::Next, me);
         let client = self.peers.client_made(&target.addr);
         let made = client.as_ref().map_or(0, |(_, made)| *made);
         let attempt = async move {
@@ -193,26 +188,21 @@ impl Node {
         if self.view().state == NodeState::Serving {
             return Reply::Joined;
         }
-        let status = match outcome {
-            Ok(Ok(_)) => {
-                Status::unavailable("the contact took this node in, yet it does not serve")
-            }
-            Ok(Err(NodeError::Peer(status))) => status,
-            Ok(Err(other)) => Status::unavailable(other.to_string()),
+        match outcome {
+            Ok(Ok(_)) => Reply::Failed {
+                reason: "the contact took this node in, yet it does not serve".into(),
+            },
+            Ok(Err(NodeError::Peer(status))) => wire::join_reply(&status),
+            Ok(Err(other)) => Reply::Failed {
+                reason: other.to_string(),
+            },
             Err(_) => {
                 // The next attempt connects afresh (see `Peers::forget`).
                 self.peers.forget(&target.addr, made);
-                Status::deadline_exceeded("no answer in time")
+                Reply::Failed {
+                    reason: "no answer in time".into(),
+                }
             }
-        };
-        let reason = status.message().to_string();
-        match status.code() {
-            tonic::Code::FailedPrecondition => Reply::NotMine {
-                towards: JoinRefusal::towards(&status),
-                reason,
-            },
-            tonic::Code::AlreadyExists => Reply::IdTaken { holder: reason },
-            _ => Reply::Failed { reason },
         }
     }
 
@@ -309,6 +299,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::view::JoinRefusal;
     use crate::ring::{Arc as RingArc, Position};
 
     /// A member at `id` whose address is a closed loopback port: a

@@ -33,10 +33,9 @@ use crate::failure::{
 use crate::lease::{self, Answered};
 use crate::metrics::HandOff;
 use crate::node::membership::handoff::HandOffHeader;
-use crate::node::rpc::wire;
+use crate::node::rpc::wire::{self, Link};
 use crate::node::view::{LinkError, Neighbours, NodeState};
 use crate::node::{Node, NodeSummary};
-use crate::proto::dht::{self, NeighborType};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
 use crate::replacing::{Replacement, Step, TakenOver};
 use crate::ring::{Arc, Member};
@@ -649,11 +648,7 @@ impl Node {
     /// failure is logged: the maintenance loop of `prev` introduces itself
     /// again until it holds.
     pub(in crate::node) async fn introduce(&self, prev: &Member, to: &Member) -> bool {
-        let request = dht::NeighborRegisterInfo {
-            ty: NeighborType::Previous as i32,
-            id: prev.id.0,
-            addr: prev.addr.clone(),
-        };
+        let request = wire::register_as(Link::Previous, prev);
         if let Err(e) = self
             .peers
             .call(

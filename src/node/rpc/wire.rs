@@ -5,6 +5,7 @@
 //! in binary metadata, the member to ask instead). Here, at the edge, rather than in [`crate::proto`], so that
 //! the generated code depends on nothing above the ring.
 
+use crate::joining::Reply;
 use crate::lease;
 use crate::node::view::{JoinRefusal, LinkError, Neighbours, NodeState};
 use crate::node::{NodeSummary, RouteTaken, Watched};
@@ -256,6 +257,43 @@ impl From<LinkError> for Status {
     }
 }
 
+/// What a `RegisterAsNeighbor` asks the receiver to take the member as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Its previous neighbour (an introduction).
+    Previous,
+    /// Its next neighbour (a join).
+    Next,
+}
+
+/// The `RegisterAsNeighbor` request that offers `member` as the receiver's
+/// `link` neighbour.
+pub fn register_as(link: Link, member: &Member) -> dht::NeighborRegisterInfo {
+    let ty = match link {
+        Link::Previous => dht::NeighborType::Previous,
+        Link::Next => dht::NeighborType::Next,
+    };
+    dht::NeighborRegisterInfo {
+        ty: ty as i32,
+        id: member.id.0,
+        addr: member.addr.clone(),
+    }
+}
+
+/// A joiner's reading of the status its contact refused it with (what
+/// [`JoinRefusal::into_status`] wrote, or any other failure).
+pub fn join_reply(status: &Status) -> Reply {
+    let reason = status.message().to_string();
+    match status.code() {
+        tonic::Code::FailedPrecondition => Reply::NotMine {
+            towards: JoinRefusal::towards(status),
+            reason,
+        },
+        tonic::Code::AlreadyExists => Reply::IdTaken { holder: reason },
+        _ => Reply::Failed { reason },
+    }
+}
+
 /// The binary metadata key of a refused join's hint (where the joiner should
 /// ask next): a `registry.Node` in protobuf, base64 on the wire as gRPC
 /// carries every `-bin` key.
@@ -327,6 +365,30 @@ mod tests {
         ] {
             assert_eq!(JoinRefusal::towards(&refusal.into_status(&joiner)), None);
         }
+    }
+
+    #[test]
+    fn each_refusal_reads_back_as_the_reply_the_joiner_acts_on() {
+        let joiner = Member::new(Position(150), "http://127.0.0.1:7150");
+        let towards = Member::new(Position(200), "http://127.0.0.1:7200");
+        let reply = |refusal: JoinRefusal| join_reply(&refusal.into_status(&joiner));
+        assert!(matches!(
+            reply(JoinRefusal::NotMyArc { towards: towards.clone() }),
+            Reply::NotMine { towards: Some(t), .. } if t == towards
+        ));
+        let holder = Member::new(Position(150), "http://127.0.0.1:7151");
+        assert!(matches!(
+            reply(JoinRefusal::Taken { holder }),
+            Reply::IdTaken { holder } if holder.contains("7151")
+        ));
+        for refusal in [JoinRefusal::NotServing, JoinRefusal::Unleased] {
+            assert!(matches!(reply(refusal), Reply::Failed { .. }));
+        }
+        let request = register_as(Link::Next, &joiner);
+        assert_eq!(
+            (request.ty, request.id, request.addr.as_str()),
+            (dht::NeighborType::Next as i32, 150, "http://127.0.0.1:7150")
+        );
     }
 
     #[test]
