@@ -7,7 +7,7 @@
 //! repeated. Prefixes do not narrow the scan (keys are spread by their hash):
 //! a page with a rare prefix may visit every node.
 
-use super::rpc::entries::entry_from_wire;
+use super::rpc::wire::range_reply_from_wire;
 use super::{Node, NodeError, NodeState};
 use crate::proto::dht;
 use crate::ring::{Arc, Position};
@@ -82,6 +82,37 @@ pub struct ListRequest {
     pub values: bool,
 }
 
+/// What one `ListRange` asks of a range's owner (its wire form is
+/// `dht::ListRangeRequest`, converted in `rpc::wire`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(in crate::node) struct RangeAsk {
+    /// First position of the range (inclusive).
+    pub start: u64,
+    /// Last position of the range (inclusive).
+    pub end: u64,
+    /// Leave out the keys at `start` up to this one (the last key of the
+    /// page before).
+    pub after_key: Option<Vec<u8>>,
+    /// Only keys that start with these bytes.
+    pub prefix: Vec<u8>,
+    /// At most this many keys (1 to [`MAX_PAGE`]).
+    pub limit: u32,
+    /// Send the values too (else they are left empty).
+    pub values: bool,
+}
+
+/// A range owner's answer to a [`RangeAsk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::node) struct RangeReply {
+    /// The keys, in (position, key) order; values empty unless asked for.
+    pub entries: Vec<Entry>,
+    /// The last position (inclusive) the owner answered for.
+    pub covered_end: u64,
+    /// The page filled up before `covered_end`: ask again from the last
+    /// entry.
+    pub more: bool,
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -100,10 +131,7 @@ impl Node {
     /// waiting at most half the request timeout: the asker's call to this
     /// node started earlier, and should hear this node's answer, not its own
     /// timeout.
-    pub(super) async fn list_range(
-        &self,
-        request: &dht::ListRangeRequest,
-    ) -> Result<dht::ListRangeReply, NodeError> {
+    pub(super) async fn list_range(&self, request: &RangeAsk) -> Result<RangeReply, NodeError> {
         let wait = self.config.timeouts.request / 2;
         self.pending
             .read_settled(wait, || self.listed_now(request))
@@ -112,10 +140,7 @@ impl Node {
 
     /// [`Node::list_range`] as the store holds the range now, and the arc
     /// the reply answers for (up to its last key if the page is cut short).
-    pub(super) fn listed_now(
-        &self,
-        request: &dht::ListRangeRequest,
-    ) -> Result<(dht::ListRangeReply, Arc), NodeError> {
+    pub(super) fn listed_now(&self, request: &RangeAsk) -> Result<(RangeReply, Arc), NodeError> {
         let limit = request.limit as usize;
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(NodeError::BadListing(format!(
@@ -172,16 +197,13 @@ impl Node {
             Some(last) if more => Arc::new(start, Position(last.position.0.wrapping_add(1))),
             _ => range,
         };
-        let reply = dht::ListRangeReply {
-            entries: entries
-                .into_iter()
-                .map(|mut e| {
-                    if !request.values {
-                        e.value = Some(Vec::new());
-                    }
-                    e.into()
-                })
-                .collect(),
+        if !request.values {
+            for e in &mut entries {
+                e.value = Some(Vec::new());
+            }
+        }
+        let reply = RangeReply {
+            entries,
             covered_end: covered,
             more,
         };
@@ -208,7 +230,7 @@ impl Node {
         };
         let mut delay = Duration::from_millis(50);
         loop {
-            let ask = dht::ListRangeRequest {
+            let ask = RangeAsk {
                 start: at,
                 end: u64::MAX,
                 after_key: after.clone(),
@@ -226,13 +248,11 @@ impl Node {
                 Err(NodeError::Unleased(_)) => return Err(NodeError::Unleased(started.elapsed())),
                 Err(e) => return Err(e),
             };
-            let (covered_end, more) = (reply.covered_end, reply.more);
-            let got = reply
-                .entries
-                .into_iter()
-                .map(|e| entry_from_wire(e, &self.config.limits))
-                .collect::<Result<Vec<Entry>, _>>()
-                .map_err(NodeError::Peer)?;
+            let RangeReply {
+                entries: got,
+                covered_end,
+                more,
+            } = reply;
             // A reply that would move the listing backwards, skip past what it
             // covers, or stand still would loop or lose keys: refused.
             check_reply(&ask, &got, covered_end, more).map_err(|why| {
@@ -261,17 +281,17 @@ impl Node {
 
     /// Sends `ask` to the owner of its start by the routing table (this node
     /// answers itself).
-    async fn ask_owner(
-        &self,
-        ask: dht::ListRangeRequest,
-    ) -> Result<dht::ListRangeReply, NodeError> {
+    /// A peer's entries are checked as any peer's are.
+    async fn ask_owner(&self, ask: RangeAsk) -> Result<RangeReply, NodeError> {
         let owner = self.routes().owner(Position(ask.start)).clone();
         if owner == self.view().me {
             return self.list_range(&ask).await;
         }
-        self.peers
-            .call(&owner, |mut c| async move { c.list_range(ask).await })
-            .await
+        let request = dht::ListRangeRequest::from(&ask);
+        let reply = (self.peers)
+            .call(&owner, |mut c| async move { c.list_range(request).await })
+            .await?;
+        range_reply_from_wire(reply, &self.config.limits).map_err(NodeError::Peer)
     }
 }
 
@@ -280,7 +300,7 @@ impl Node {
 /// asked for, in strictly increasing (position, key) order after where it
 /// starts, within what the reply covers, and progress if `more` is set.
 pub(super) fn check_reply(
-    ask: &dht::ListRangeRequest,
+    ask: &RangeAsk,
     got: &[Entry],
     covered_end: u64,
     more: bool,
@@ -348,7 +368,7 @@ mod tests {
         node.store
             .set(Position(500), b"k".to_vec(), b"v".to_vec(), 1)
             .unwrap();
-        let ask = dht::ListRangeRequest {
+        let ask = RangeAsk {
             start: 100,
             end: u64::MAX,
             limit: 10,
@@ -363,7 +383,7 @@ mod tests {
         let reply = node.list_range(&ask).await.unwrap();
         assert_eq!(reply.entries.len(), 1);
         assert_eq!(reply.covered_end, 999);
-        let backwards = dht::ListRangeRequest {
+        let backwards = RangeAsk {
             end: 99,
             ..ask.clone()
         };
@@ -397,7 +417,7 @@ mod tests {
         node.store
             .set(position, key.clone(), b"acknowledged".to_vec(), 1)
             .unwrap();
-        let ask = dht::ListRangeRequest {
+        let ask = RangeAsk {
             start: 100,
             end: u64::MAX,
             limit: 10,
@@ -417,11 +437,7 @@ mod tests {
             !write_done.load(Ordering::SeqCst),
             "the write was abandoned"
         );
-        let listed: Vec<Entry> = reply
-            .entries
-            .into_iter()
-            .map(|e| entry_from_wire(e, &node.config().limits).unwrap())
-            .collect();
+        let listed = reply.entries;
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].value.as_deref(), Some(&b"in flight"[..]));
 
@@ -444,7 +460,7 @@ mod tests {
 
     #[test]
     fn a_reply_that_would_loop_or_lose_keys_is_refused() {
-        let ask = dht::ListRangeRequest {
+        let ask = RangeAsk {
             start: 10,
             end: u64::MAX,
             after_key: Some(b"k/1".to_vec()),
@@ -488,7 +504,7 @@ mod tests {
             check_reply(&ask, &four, 20, false).is_err(),
             "over the limit"
         );
-        let from_start = dht::ListRangeRequest {
+        let from_start = RangeAsk {
             after_key: None,
             ..ask
         };

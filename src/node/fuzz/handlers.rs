@@ -283,7 +283,7 @@ fn list_ranges_answer_what_a_listing_accepts() {
         true,
         |_, node, (entries, (start, end, after_key, prefix, limit, values))| {
             node.store.insert_all(entries).unwrap();
-            let ask = dht::ListRangeRequest {
+            let ask = RangeAsk {
                 start,
                 end: end.max(start),
                 after_key,
@@ -293,12 +293,10 @@ fn list_ranges_answer_what_a_listing_accepts() {
             };
             match node.listed_now(&ask) {
                 Ok((reply, _)) => {
-                    let got: Vec<Entry> = reply
-                        .entries
-                        .into_iter()
-                        .map(|e| entry_from_wire(e, &limits()).unwrap())
-                        .collect();
-                    let checked = check_reply(&ask, &got, reply.covered_end, reply.more);
+                    // As the asker reads it off the wire.
+                    let reply = dht::ListRangeReply::from(reply);
+                    let reply = range_reply_from_wire(reply, &limits()).unwrap();
+                    let checked = check_reply(&ask, &reply.entries, reply.covered_end, reply.more);
                     prop_assert!(checked.is_ok(), "{:?}", checked);
                 }
                 Err(e) => {

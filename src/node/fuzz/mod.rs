@@ -17,12 +17,13 @@
 mod handlers;
 mod wire;
 
-use super::listing::check_reply;
+use super::listing::{RangeAsk, check_reply};
 use super::membership::handoff::HandOffHeader;
 use super::query::{Answer, Condition, Limits, MAX_TTL, Operation, Outcome, Query, RouteTaken};
 use super::rpc::entries::{entry_from_wire, wire_size};
 use super::rpc::hand_off::header;
 use super::rpc::queries::{answer_from_wire, answer_to_wire};
+use super::rpc::wire::range_reply_from_wire;
 use super::rpc::wire::{entry_of_event as entry_of, watch_event as event};
 use super::view::{NodeState, View};
 use super::watching::{Watched, resume_after};

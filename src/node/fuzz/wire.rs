@@ -254,7 +254,7 @@ proptest! {
         covered_end in 0..140u64,
         more in any::<bool>(),
     ) {
-        let ask = dht::ListRangeRequest {
+        let ask = RangeAsk {
             start, end: start + span, after_key, prefix, limit, values: false,
         };
         let got: Vec<Entry> = got.into_iter().map(|(p, key, live)| Entry {

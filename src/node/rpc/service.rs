@@ -324,7 +324,10 @@ impl DhtNode for DhtService {
         request: Request<dht::ListRangeRequest>,
     ) -> Result<Response<dht::ListRangeReply>, Status> {
         Ok(Response::new(
-            self.node.list_range(request.get_ref()).await?,
+            self.node
+                .list_range(&request.into_inner().into())
+                .await?
+                .into(),
         ))
     }
 

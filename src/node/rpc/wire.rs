@@ -5,8 +5,11 @@
 //! in binary metadata, the member to ask instead). Here, at the edge, rather than in [`crate::proto`], so that
 //! the generated code depends on nothing above the ring.
 
+use super::entries::entry_from_wire;
 use crate::joining::Reply;
 use crate::lease;
+use crate::node::listing::{RangeAsk, RangeReply};
+use crate::node::query::Limits;
 use crate::node::view::{JoinRefusal, LinkError, Neighbours, NodeState};
 use crate::node::{NodeSummary, RouteTaken, Watched};
 use crate::proto::{dht, registry};
@@ -178,6 +181,58 @@ pub(in crate::node) fn local_watch_request(
         since: since.map(|v| v.token()),
         local: true,
     }
+}
+
+impl From<dht::ListRangeRequest> for RangeAsk {
+    fn from(r: dht::ListRangeRequest) -> Self {
+        Self {
+            start: r.start,
+            end: r.end,
+            after_key: r.after_key,
+            prefix: r.prefix,
+            limit: r.limit,
+            values: r.values,
+        }
+    }
+}
+
+impl From<&RangeAsk> for dht::ListRangeRequest {
+    fn from(a: &RangeAsk) -> Self {
+        Self {
+            start: a.start,
+            end: a.end,
+            after_key: a.after_key.clone(),
+            prefix: a.prefix.clone(),
+            limit: a.limit,
+            values: a.values,
+        }
+    }
+}
+
+impl From<RangeReply> for dht::ListRangeReply {
+    fn from(r: RangeReply) -> Self {
+        Self {
+            entries: r.entries.into_iter().map(Into::into).collect(),
+            covered_end: r.covered_end,
+            more: r.more,
+        }
+    }
+}
+
+/// A range owner's reply, its entries checked against `limits` as any
+/// peer's are (whether it answers the ask is `listing::check_reply`'s).
+pub(in crate::node) fn range_reply_from_wire(
+    reply: dht::ListRangeReply,
+    limits: &Limits,
+) -> Result<RangeReply, Status> {
+    let entries = (reply.entries.into_iter())
+        .map(|e| entry_from_wire(e, limits))
+        .collect::<Result<Vec<Entry>, Status>>()?;
+    Ok(RangeReply {
+        entries,
+        covered_end: reply.covered_end,
+        more: reply.more,
+    })
 }
 
 /// Metadata a probe of `prev` carries: the prober's ID, asking for a lease
