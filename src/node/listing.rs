@@ -281,7 +281,11 @@ impl Node {
 
     /// Sends `ask` to the owner of its start by the routing table (this node
     /// answers itself).
-    /// A peer's entries are checked as any peer's are.
+    ///
+    /// A peer's entries are checked as any peer's are; this node's own come
+    /// from its store unchecked (before, they went through the same checks,
+    /// so an entry stored under larger limits than today's failed a local
+    /// listing).
     async fn ask_owner(&self, ask: RangeAsk) -> Result<RangeReply, NodeError> {
         let owner = self.routes().owner(Position(ask.start)).clone();
         if owner == self.view().me {

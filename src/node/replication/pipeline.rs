@@ -15,7 +15,7 @@
 
 use crate::metrics::NodeMetrics;
 use crate::node::query::Limits;
-use crate::node::rpc::entries::{entry_from_wire, wire_size};
+use crate::node::rpc::entries::{entries_from_wire, wire_size};
 use crate::node::rpc::pipes::{Call, Carrier, Pending, Pipes, Unsent};
 use crate::proto::dht;
 use crate::request_id::RequestId;
@@ -117,10 +117,7 @@ impl Carrier for Replicate {
 
 /// The replica's newer copies, checked like every entry from a peer.
 fn newer_copies(ack: dht::ReplicateAck, limits: &Limits) -> Result<Vec<Entry>, String> {
-    ack.newer
-        .into_iter()
-        .map(|e| entry_from_wire(e, limits).map_err(|s| s.message().to_string()))
-        .collect()
+    entries_from_wire(ack.newer, limits).map_err(|s| s.message().to_string())
 }
 
 /// One write's answer, out of its call's: its own key's newer copies, or the

@@ -12,6 +12,17 @@ use tonic::Status;
 /// write times, and one far in the future would win over every later write.
 const MAX_CLOCK_LEAD_MICROS: u64 = 3600 * 1_000_000;
 
+/// A peer's entries, each checked ([`entry_from_wire`]): all of them, or
+/// the first one's failure.
+pub(in crate::node) fn entries_from_wire(
+    entries: Vec<dht::KeyValueEntry>,
+    limits: &Limits,
+) -> Result<Vec<Entry>, Status> {
+    (entries.into_iter())
+        .map(|e| entry_from_wire(e, limits))
+        .collect()
+}
+
 /// A peer's entry, checked.
 pub(in crate::node) fn entry_from_wire(
     e: dht::KeyValueEntry,

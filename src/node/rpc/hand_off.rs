@@ -5,7 +5,7 @@
 //! decisions are `membership::intake`'s and the carrying out
 //! `membership::handoff`'s; only the conversions are here.
 
-use super::entries::{batches, entry_from_wire};
+use super::entries::{batches, entries_from_wire};
 use crate::node::Node;
 use crate::node::membership::handoff::{HandOffError, HandOffHeader, Part};
 use crate::node::membership::intake::IntakeError;
@@ -98,9 +98,7 @@ fn parts(
             true => Some(header(&chunk)?),
             false => None,
         };
-        let entries = (chunk.entries.into_iter())
-            .map(|e| entry_from_wire(e, &limits))
-            .collect::<Result<Vec<Entry>, Status>>()
+        let entries = entries_from_wire(chunk.entries, &limits)
             .map_err(|s| HandOffError::Malformed(s.message().to_string()))?;
         Ok(Part {
             header,

@@ -3,10 +3,9 @@
 //! taken), handed to [`Node::accept_replicas`], and its answer, the count
 //! merged and the copies held newer here, as a `ReplicateAck`.
 
-use super::entries::entry_from_wire;
+use super::entries::entries_from_wire;
 use crate::node::Node;
 use crate::proto::dht;
-use crate::store::Entry;
 use tonic::Status;
 
 /// Serves a `Replicate` call; `requests` lists the client requests the
@@ -16,9 +15,7 @@ pub(in crate::node) async fn receive(
     request: dht::ReplicateRequest,
     requests: Option<&str>,
 ) -> Result<dht::ReplicateAck, Status> {
-    let entries = (request.entries.into_iter())
-        .map(|e| entry_from_wire(e, &node.config.limits))
-        .collect::<Result<Vec<Entry>, Status>>()?;
+    let entries = entries_from_wire(request.entries, &node.config.limits)?;
     let merged = entries.len() as u64;
     let newer = node.accept_replicas(entries, requests).await?;
     Ok(dht::ReplicateAck {

@@ -1,11 +1,19 @@
-//! The node's domain types in their wire forms: a node's summary as
-//! `NodeInfo`; a change as a `WatchEvent`, and the request for a member's
-//! own changes; as metadata, the route a query took, and a lease asked of
-//! `prev` and its answer; and why a joiner was refused as a status (with,
-//! in binary metadata, the member to ask instead). Here, at the edge, rather than in [`crate::proto`], so that
-//! the generated code depends on nothing above the ring.
+//! The node's domain types in their wire forms:
+//!
+//! - a node's summary as `NodeInfo`;
+//! - a change as a `WatchEvent`, and the request for a member's own changes;
+//! - a listing's range ask and reply (`ListRange`);
+//! - `RegisterAsNeighbor`: the request offering a member as `prev` or
+//!   `next`, the neighbours answered, why a newcomer was not linked as a
+//!   status, and how a joiner reads its contact's refusal (with, in binary
+//!   metadata, the member to ask instead);
+//! - as metadata, the route a query took, and a lease asked of `prev` and
+//!   its answer.
+//!
+//! Here, at the edge, rather than in [`crate::proto`], so that the generated
+//! code depends on nothing above the ring.
 
-use super::entries::entry_from_wire;
+use super::entries::entries_from_wire;
 use crate::joining::Reply;
 use crate::lease;
 use crate::node::listing::{RangeAsk, RangeReply};
@@ -225,11 +233,8 @@ pub(in crate::node) fn range_reply_from_wire(
     reply: dht::ListRangeReply,
     limits: &Limits,
 ) -> Result<RangeReply, Status> {
-    let entries = (reply.entries.into_iter())
-        .map(|e| entry_from_wire(e, limits))
-        .collect::<Result<Vec<Entry>, Status>>()?;
     Ok(RangeReply {
-        entries,
+        entries: entries_from_wire(reply.entries, limits)?,
         covered_end: reply.covered_end,
         more: reply.more,
     })
@@ -444,6 +449,72 @@ mod tests {
             (request.ty, request.id, request.addr.as_str()),
             (dht::NeighborType::Next as i32, 150, "http://127.0.0.1:7150")
         );
+    }
+
+    #[test]
+    fn a_newcomer_not_linked_in_is_told_why_with_the_code_it_acts_on() {
+        let joiner = Member::new(Position(150), "http://127.0.0.1:7150");
+        let status = |e: LinkError| Status::from(e);
+        let unleased = status(LinkError::Join {
+            refusal: JoinRefusal::Unleased,
+            joiner: joiner.clone(),
+        });
+        assert_eq!(unleased.code(), tonic::Code::Unavailable);
+        assert!(unleased.message().contains("may not serve the arc"));
+        let handed = status(LinkError::HandOff {
+            joiner: joiner.clone(),
+            error: crate::node::NodeError::NotServing,
+        });
+        assert_eq!(handed.code(), tonic::Code::Unavailable);
+        assert!(
+            handed
+                .message()
+                .starts_with("could not hand the arc over to http://127.0.0.1:7150")
+        );
+        let not_prev = status(LinkError::NotPrevious("not between".into()));
+        assert_eq!(
+            (not_prev.code(), not_prev.message()),
+            (tonic::Code::FailedPrecondition, "not between")
+        );
+        let neighbours = Neighbours {
+            prev: Member::new(Position(1), "http://a"),
+            next: Member::new(Position(2), "http://b"),
+        };
+        let answer = dht::PreviousNeighbors::from(neighbours.clone());
+        assert_eq!(answer.prev.map(Member::from), Some(neighbours.prev));
+        assert_eq!(answer.next.map(Member::from), Some(neighbours.next));
+    }
+
+    #[test]
+    fn a_range_ask_and_its_reply_cross_the_wire_unchanged() {
+        let ask = RangeAsk {
+            start: 5,
+            end: u64::MAX,
+            after_key: Some(b"k".to_vec()),
+            prefix: b"p".to_vec(),
+            limit: 7,
+            values: true,
+        };
+        assert_eq!(RangeAsk::from(dht::ListRangeRequest::from(&ask)), ask);
+        let key = b"pk".to_vec();
+        let entry = Entry {
+            position: key_position(&key),
+            key,
+            value: Some(b"v".to_vec()),
+            version: Version { micros: 9, node: 3 },
+            expires: None,
+        };
+        let reply = RangeReply {
+            entries: vec![entry],
+            covered_end: 77,
+            more: true,
+        };
+        let back = range_reply_from_wire(reply.clone().into(), &Limits::default()).unwrap();
+        assert_eq!(back, reply);
+        // A peer's entry that fails the checks fails the reply.
+        let mut bad = dht::ListRangeReply::from(reply);
+        bad.entries[0].raw_key = Some(b"not the key at its position".to_vec());
+        assert!(range_reply_from_wire(bad, &Limits::default()).is_err());
     }
 
     #[test]
