@@ -24,12 +24,10 @@
 
 use crate::node::Node;
 use crate::node::error::NodeError;
-use crate::node::rpc::entries::{batches, entry_from_wire, wire_size};
 use crate::node::view::NodeState;
-use crate::proto::dht;
 use crate::repair::{ArcSync, Exchanged, Pacer, Rounds, Step, StraySweep};
 use crate::ring::{Arc, Member};
-use crate::store::{Bucket, Entry};
+use crate::store::Entry;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tonic::Status;
@@ -107,19 +105,9 @@ impl Node {
     ) -> Result<Exchanged, NodeError> {
         let mut sync = ArcSync::new(arc);
         let mine = self.store.digest(arc, sync.buckets())?;
-        let request = dht::DigestRequest {
-            start: arc.start.0,
-            end: arc.end.0,
-            buckets: sync.buckets() as u32,
-        };
-        let theirs: Vec<Bucket> = self
-            .peers
-            .call(owner, |mut c| async move { c.digest_range(request).await })
-            .await?
-            .buckets
-            .into_iter()
-            .map(Bucket::from)
-            .collect();
+        let theirs = (self.peers)
+            .digest_range(owner, arc, sync.buckets())
+            .await?;
         let mut step = sync
             .on_digests(&mine, &theirs)
             .map_err(|e| NodeError::Peer(Status::internal(format!("{}: {e}", owner.addr))))?;
@@ -140,41 +128,17 @@ impl Node {
         }
     }
 
-    /// Every entry `peer` holds in `arc` (`ReadRange`), checked, and only those
-    /// in `arc`: a future that borrows nothing, so it can also be spawned. An
-    /// answer over `max_peer_stream_bytes` (everything the peer sent counts) is
-    /// refused with `RESOURCE_EXHAUSTED`, so a peer cannot fill this node's
-    /// memory; the request timeout bounds how long it may take.
+    /// Every entry `peer` holds in `arc`, checked, and only those in `arc`
+    /// ([`Peers::read_range`](crate::node::Peers::read_range), within this
+    /// node's limits and `--max-peer-stream-mb`): a future that borrows
+    /// nothing, so it can also be spawned.
     pub(in crate::node) fn read_range(
         &self,
         peer: &Member,
         arc: Arc,
     ) -> impl std::future::Future<Output = Result<Vec<Entry>, NodeError>> + Send + 'static {
-        let limits = self.config.limits;
-        let max_bytes = self.config.max_peer_stream_bytes;
-        let request = dht::RangeRequest {
-            start: arc.start.0,
-            end: arc.end.0,
-        };
-        self.peers.call_detached(peer, move |mut c| async move {
-            let mut stream = c.read_range(request).await?.into_inner();
-            let mut entries = Vec::new();
-            let mut bytes = 0usize;
-            while let Some(e) = stream.message().await? {
-                let entry = entry_from_wire(e, &limits)?;
-                bytes = bytes.saturating_add(wire_size(&entry));
-                if bytes > max_bytes {
-                    return Err(Status::resource_exhausted(format!(
-                        "a ReadRange answer for [{}, {}) ran over {max_bytes} bytes, the most this node holds from one stream (--max-peer-stream-mb)",
-                        arc.start, arc.end
-                    )));
-                }
-                if arc.contains(entry.position) {
-                    entries.push(entry);
-                }
-            }
-            Ok(tonic::Response::new(entries))
-        })
+        let (limits, max_bytes) = (self.config.limits, self.config.max_peer_stream_bytes);
+        self.peers.read_range(peer, arc, limits, max_bytes)
     }
 
     /// Sends `entries` to `peer` with `Replicate`, in batches.
@@ -184,12 +148,6 @@ impl Node {
         entries: Vec<Entry>,
     ) -> Result<(), NodeError> {
         let budget = self.config.limits.max_entry_bytes();
-        for batch in batches(entries, budget, BATCH) {
-            let request = dht::ReplicateRequest { entries: batch };
-            self.peers
-                .call(peer, |mut c| async move { c.replicate(request).await })
-                .await?;
-        }
-        Ok(())
+        self.peers.give(peer, entries, budget, BATCH).await
     }
 }

@@ -1,12 +1,13 @@
 //! The `dht.DhtNode` gRPC service: a thin shell that converts messages and calls
 //! the node.
 
+use super::wire::Link;
 use crate::metrics::{Interface, Op, outcome_of_code};
 use crate::node::query::{Answer, Outcome, Query};
 use crate::node::{Node, NodeError};
-use crate::proto::dht::{self, NeighborType, dht_node_server::DhtNode};
+use crate::proto::dht::{self, dht_node_server::DhtNode};
 use crate::request_id::{BadRequestId, RequestId};
-use crate::ring::{Arc as RingArc, Member, Position};
+use crate::ring::{Arc as RingArc, Position};
 use crate::store::bucket_count;
 use futures_util::stream::FuturesUnordered;
 use std::pin::Pin;
@@ -198,27 +199,17 @@ impl DhtNode for DhtService {
         &self,
         request: Request<dht::NeighborRegisterInfo>,
     ) -> Result<Response<dht::PreviousNeighbors>, Status> {
-        let info = request.into_inner();
-        let ty = NeighborType::try_from(info.ty).map_err(|_| {
-            Status::invalid_argument(format!(
-                "unknown neighbour type {}; expected Previous (0) or Next (1)",
-                info.ty
-            ))
-        })?;
-        if info.addr.is_empty() {
-            return Err(Status::invalid_argument("the neighbour's address is empty"));
-        }
-        let member = Member::new(Position(info.id), info.addr);
-        let neighbours = match ty {
+        let (link, member) = super::wire::registration(request.into_inner())?;
+        let neighbours = match link {
             // Run to completion even if the caller goes away: a join dropped
             // half-way would leave the arc fenced.
-            NeighborType::Next => {
+            Link::Next => {
                 let node = self.node.clone();
                 tokio::spawn(async move { node.accept_join(member).await })
                     .await
                     .map_err(|e| Status::internal(format!("join handler failed: {e}")))??
             }
-            NeighborType::Previous => self.node.accept_previous(member).await?,
+            Link::Previous => self.node.accept_previous(member).await?,
         };
         Ok(Response::new(neighbours.into()))
     }
@@ -454,6 +445,7 @@ mod tests {
     use crate::lease::Answer;
     use crate::lease::LeaseSettings;
     use crate::node::rpc::wire;
+    use crate::ring::Member;
     use std::time::Duration;
 
     /// A probe of `GetNodeInfo` asking for a lease on the arc of `asker`.

@@ -340,6 +340,25 @@ pub fn register_as(link: Link, member: &Member) -> dht::NeighborRegisterInfo {
     }
 }
 
+/// What a `RegisterAsNeighbor` request offers: the member, and as which
+/// neighbour. A type or address that names nothing is `INVALID_ARGUMENT`.
+pub fn registration(info: dht::NeighborRegisterInfo) -> Result<(Link, Member), Status> {
+    let link = match dht::NeighborType::try_from(info.ty) {
+        Ok(dht::NeighborType::Previous) => Link::Previous,
+        Ok(dht::NeighborType::Next) => Link::Next,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown neighbour type {}; expected Previous (0) or Next (1)",
+                info.ty
+            )));
+        }
+    };
+    if info.addr.is_empty() {
+        return Err(Status::invalid_argument("the neighbour's address is empty"));
+    }
+    Ok((link, Member::new(Position(info.id), info.addr)))
+}
+
 /// A joiner's reading of the status its contact refused it with (what
 /// [`JoinRefusal::into_status`] wrote, or any other failure).
 pub fn join_reply(status: &Status) -> Reply {
@@ -448,6 +467,26 @@ mod tests {
         assert_eq!(
             (request.ty, request.id, request.addr.as_str()),
             (dht::NeighborType::Next as i32, 150, "http://127.0.0.1:7150")
+        );
+        for link in [Link::Previous, Link::Next] {
+            let offered = registration(register_as(link, &joiner)).unwrap();
+            assert_eq!(offered, (link, joiner.clone()));
+        }
+        let unknown = dht::NeighborRegisterInfo {
+            ty: 7,
+            ..request.clone()
+        };
+        assert_eq!(
+            registration(unknown).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let nowhere = dht::NeighborRegisterInfo {
+            addr: String::new(),
+            ..request
+        };
+        assert_eq!(
+            registration(nowhere).unwrap_err().code(),
+            tonic::Code::InvalidArgument
         );
     }
 
