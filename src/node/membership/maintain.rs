@@ -250,21 +250,12 @@ impl Node {
         peer: &Member,
         lease_for: Option<&Member>,
     ) -> (Option<NodeSummary>, Option<lease::Answer>) {
-        let mut request = tonic::Request::new(());
-        if let Some(me) = lease_for {
-            wire::ask_lease(request.metadata_mut(), me.id);
-        }
-        let answer = self
-            .probes
-            .call_within(peer, self.probe_timeout(), |mut c| async move {
-                c.get_node_info(request).await.map(tonic::Response::new)
-            })
+        let asked = (self.probes)
+            .node_info(peer, self.probe_timeout(), lease_for.map(|m| m.id))
             .await;
-        let Ok(response) = answer else {
+        let Ok((summary, lease)) = asked else {
             return (None, None);
         };
-        let lease = lease::Answer::read_metadata(response.metadata());
-        let summary = NodeSummary::try_from(response.into_inner()).ok();
         // A node that left, or that restarted and is joining again, is not
         // the neighbour it was.
         let neighbour = summary.filter(|s| {

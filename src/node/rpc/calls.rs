@@ -1,19 +1,45 @@
-//! The calls anti-entropy makes of a peer, in wire form: an arc's digest
-//! (`DigestRange`), every entry of an arc (`ReadRange`, checked and bounded),
-//! and entries pushed to it (`Replicate`, in batches). The exchange's
-//! decisions are `repair::ArcSync`'s and its carrying out
-//! `replication::anti_entropy`'s; here only the messages.
+//! Calls of a peer in wire form, for the protocol code that makes them: a
+//! probe (`GetNodeInfo`, asking for a lease or not), and anti-entropy's: an
+//! arc's digest (`DigestRange`), every entry of an arc (`ReadRange`, checked
+//! and bounded), and entries pushed to it (`Replicate`, in batches). The
+//! decisions are the failure detector's, the leases' and `repair::ArcSync`'s;
+//! here only the messages.
 
 use super::entries::{batches, entry_from_wire, wire_size};
 use super::peers::Peers;
+use crate::lease;
+use crate::node::NodeSummary;
 use crate::node::error::NodeError;
 use crate::node::query::Limits;
 use crate::proto::dht;
-use crate::ring::{Arc, Member};
+use crate::ring::{Arc, Member, Position};
 use crate::store::{Bucket, Entry};
+use std::time::Duration;
 use tonic::Status;
 
 impl Peers {
+    /// `peer`'s summary of itself (`GetNodeInfo`) within `within`, asking
+    /// it for a lease on the arc of the node at `lease_for` if given: the
+    /// summary (`None` if it lacks a neighbour) and what the answer said of
+    /// the lease.
+    pub(in crate::node) async fn node_info(
+        &self,
+        peer: &Member,
+        within: Duration,
+        lease_for: Option<Position>,
+    ) -> Result<(Option<NodeSummary>, Option<lease::Answer>), NodeError> {
+        let mut request = tonic::Request::new(());
+        if let Some(id) = lease_for {
+            super::wire::ask_lease(request.metadata_mut(), id);
+        }
+        let response = (self.call_within(peer, within, |mut c| async move {
+            c.get_node_info(request).await.map(tonic::Response::new)
+        }))
+        .await?;
+        let lease = lease::Answer::read_metadata(response.metadata());
+        Ok((NodeSummary::try_from(response.into_inner()).ok(), lease))
+    }
+
     /// `owner`'s digest of `arc` in `buckets` buckets (`DigestRange`).
     pub(in crate::node) async fn digest_range(
         &self,

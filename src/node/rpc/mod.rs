@@ -1,5 +1,5 @@
 //! The node at its edge: the gRPC service (`service`), the pool of channels
-//! to peers (`peers`), anti-entropy's calls of a peer (`calls`), the calls
+//! to peers (`peers`), probes and anti-entropy's calls of a peer (`calls`), the calls
 //! coalesced per peer (`pipes`, `forwards`), the checks of a peer's entries (`entries`), the conversions
 //! of the node's own types (`wire`: summaries, watch events, listings,
 //! neighbour registration, lease and route metadata), queries, answers and
