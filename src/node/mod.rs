@@ -937,20 +937,12 @@ pub(crate) async fn walk(
                 "the ring did not close after {limit} nodes"
             )));
         }
-        let summary = summary_of(peers, &at).await?;
+        let summary = peers.summary(&at).await?;
         at = summary.next.clone();
         ring.push(summary);
     }
     ring.sort_by_key(|s| s.me.id);
     Ok(ring)
-}
-
-/// The summary the node `at` gives of itself (`GetNodeInfo`).
-pub(crate) async fn summary_of(peers: &Peers, at: &Member) -> Result<NodeSummary, NodeError> {
-    let info = peers
-        .call(at, |mut c| async move { c.get_node_info(()).await })
-        .await?;
-    NodeSummary::try_from(info).map_err(NodeError::RingWalk)
 }
 
 /// Tests only: a node in memory, serving the arc from `me` to `other`, its

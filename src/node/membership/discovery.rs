@@ -128,7 +128,7 @@ async fn choose_by_walk(
     let peers = Peers::of(config);
     let contact_member = Member::new(Position(0), contact);
     let walked = with_retries(config, config.join.timeout, || async {
-        let first = crate::node::summary_of(&peers, &contact_member).await?;
+        let first = peers.summary(&contact_member).await?;
         Ok(crate::node::walk(&peers, first, crate::node::WALK_LIMIT).await?)
     })
     .await

@@ -1,5 +1,6 @@
 //! Calls of a peer in wire form, for the protocol code that makes them: a
-//! probe (`GetNodeInfo`, asking for a lease or not), and anti-entropy's: an
+//! probe (`GetNodeInfo`, asking for a lease or not), a ring walk's step
+//! (`GetNodeInfo`), and anti-entropy's: an
 //! arc's digest (`DigestRange`), every entry of an arc (`ReadRange`, checked
 //! and bounded), and entries pushed to it (`Replicate`, in batches). The
 //! decisions are the failure detector's, the leases' and `repair::ArcSync`'s;
@@ -38,6 +39,14 @@ impl Peers {
         .await?;
         let lease = lease::Answer::read_metadata(response.metadata());
         Ok((NodeSummary::try_from(response.into_inner()).ok(), lease))
+    }
+
+    /// The summary `at` gives of itself (`GetNodeInfo`) for a ring walk: one
+    /// that lacks a neighbour fails the walk (`RingWalk`), where a probe
+    /// ([`Peers::node_info`]) counts it as no answer.
+    pub(in crate::node) async fn summary(&self, at: &Member) -> Result<NodeSummary, NodeError> {
+        let info = (self.call(at, |mut c| async move { c.get_node_info(()).await })).await?;
+        NodeSummary::try_from(info).map_err(NodeError::RingWalk)
     }
 
     /// `owner`'s digest of `arc` in `buckets` buckets (`DigestRange`).
