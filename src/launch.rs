@@ -37,10 +37,12 @@ pub async fn start<L: Listener>(
     let addr = format!("{}://{host}:{}", config.tls.scheme(), listener.port()?);
     // A node restarted from its data keeps its ID, and says so.
     let saved = store.identity().map(|m| m.id);
-    let (me, contact) = crate::node::discover(&discovery, &addr, saved, &config).await?;
+    let found = crate::node::discover(&discovery, &addr, saved, &config).await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     let registry = discovery.registry().map(str::to_string);
-    let node = Arc::new(Node::new(me, config, store, health, registry));
+    let node = Arc::new(Node::new(found.me, config, store, health, registry));
+    node.registered(found.verdicts);
+    let contact = found.contact;
     // Not serving until joined.
     node.publish_health().await;
     let grpc = crate::node::grpc_routes(node.clone(), health_service).into_axum_router();

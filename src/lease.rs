@@ -33,15 +33,29 @@
 //!   (waiting for a new grant until the request's deadline if its lease
 //!   lapsed meanwhile), so that no write it acknowledges reaches `prev` only
 //!   after `prev` took the arc over.
+//! - **Judged by a registry** ([`Leases::judged_by_registry`]). Neighbour
+//!   leases alone let a ring split into two groups of two or more serve on
+//!   both sides: a lease only makes its grantor wait, and the node that
+//!   takes an arc over there is not the one that leases its new owner. So
+//!   the registry is the witness: a takeover is served only once the
+//!   registry judged the dead node dead ([`Leases::judged_dead`]), which it
+//!   does only once the root lease that each of its heartbeat answers grants
+//!   has lapsed ([`Leases::rooted`]; `crate::registry::verdicts`); a node
+//!   grants leases only while it holds one (so the lease of each node in a
+//!   run of dead ones lapses at most a takeover wait after the one
+//!   before's, which the taker waits for); and a node that hears it was
+//!   judged dead ends its lease ([`Leases::registry_verdicts`]).
 //! - **Serving.** A node serves a position of its arc only while it holds a
 //!   lease, and not in an arc it took over before that arc's wait has passed,
 //!   and (not alone) only in the part of its arc that its `next` confirmed
 //!   ([`Leases::confirms`]): the lease comes from `prev`, which knows where
 //!   the arc starts, not where it ends.
-//!   A node alone in its ring has no one to lease from: it serves only if it
-//!   did not get there by declaring neighbours dead (it started the ring, or
-//!   the others left gracefully); a node cut off from everyone declares them
-//!   all dead and so serves nothing until a neighbour links to it again.
+//!   A node alone in its ring has no `prev` to lease from: it serves only if
+//!   it did not get there by declaring neighbours dead (it started the ring,
+//!   or the others left gracefully), or (judged by a registry) while it
+//!   holds a root lease; a node cut off from everyone, the registry
+//!   included, declares them all dead and so serves nothing until a
+//!   neighbour links to it again.
 //!
 //! The drift bound: each node's monotonic clock runs at a rate within
 //! `±drift` of real time, and keeps running while the process is paused (true
@@ -128,11 +142,16 @@ pub enum HandOver {
 /// that may not serve an arc may have been declared dead by its `prev`,
 /// which then owns the arc: a joiner handed part of it would be a second
 /// owner.
-pub fn hand_over(serve: Serve, alone: bool, catching_up: bool) -> HandOver {
+///
+/// `judged`: a registry judges deaths. Then a node alone that may not serve
+/// is cut off from the registry (or heard it was judged dead): its arc may
+/// be owned by a node on the registry's side, and it takes no joiner in. (A
+/// node alone after real failures holds root leases and serves.)
+pub fn hand_over(serve: Serve, alone: bool, catching_up: bool, judged: bool) -> HandOver {
     match serve {
         Serve::Now if catching_up => HandOver::No,
         Serve::Now => HandOver::Yes,
-        Serve::Unleased if alone => HandOver::IfNoOtherMember,
+        Serve::Unleased if alone && !judged => HandOver::IfNoOtherMember,
         Serve::Unleased | Serve::From(_) => HandOver::No,
     }
 }
@@ -146,6 +165,9 @@ pub enum Grant {
     /// Not while a takeover wait runs; not before this instant, when the
     /// last one ends (unless a takeover meanwhile starts another).
     NotBefore(Instant),
+    /// Not now, and not known when: a takeover waits for the registry's
+    /// verdict, or (judged by a registry) this node holds no lease itself.
+    Refused,
 }
 
 /// What `prev` answered a probe that asked it for a lease (its form in the
@@ -177,17 +199,63 @@ pub enum Answered {
     Nothing,
 }
 
+/// An arc taken over from a failed next neighbour, and when it may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Taken {
+    arc: Arc,
+    /// The node declared dead.
+    dead: Position,
+    /// When it was declared dead: a verdict asked for earlier does not
+    /// settle it ([`Leases::judged_dead`]).
+    declared: Instant,
+    /// Not before this instant.
+    from: Instant,
+    /// Not before the registry has judged `dead` dead ([`Leases::judged_dead`]).
+    verdict_due: bool,
+    /// Not before the takeover of this node, the dead one's `prev`, has
+    /// settled: `dead` may hold a lease that one granted, which lapses at
+    /// most a takeover wait after it.
+    after: Option<Position>,
+}
+
+impl Taken {
+    /// When it may be served, once nothing more is awaited.
+    fn settled(&self) -> Option<Instant> {
+        (!self.verdict_due && self.after.is_none()).then_some(self.from)
+    }
+}
+
 /// A node's lease on its arc and the waits on the arcs it took over.
 #[derive(Debug, Clone)]
 pub struct Leases {
     settings: LeaseSettings,
+    /// Whether a registry judges deaths ([`Leases::judged_by_registry`]).
+    judged: bool,
+    /// This node's position (known when judged).
+    me: Position,
+    /// How many times the registry has judged this node dead, as far as
+    /// this node has heard ([`Leases::registry_verdicts`]).
+    verdicts_seen: u64,
+    /// Whether this node heard it was judged dead and no `prev` has granted
+    /// it a lease since: root leases do not count ([`Leases::rooted`]).
+    relink_needed: bool,
+    /// When it last heard it was judged dead: a grant asked for before then
+    /// does not link it in again ([`Leases::granted`]).
+    heard_at: Option<Instant>,
     /// Until when this node's arc is leased, on this node's clock.
     until: Option<Instant>,
     /// Whether this node has declared a neighbour dead since it was last
-    /// linked to one: alone, it then serves nothing.
+    /// linked to one: alone, it then serves nothing without a lease.
     failed_since_linked: bool,
-    /// Arcs taken over from failed next neighbours, and when each may be served.
-    taken: Vec<(Arc, Instant)>,
+    /// Arcs taken over from failed next neighbours.
+    taken: Vec<Taken>,
+    /// The dead node whose takeover made this node link to its `next`
+    /// (noted by [`Leases::took_over`], used by the [`Leases::linked_to`]
+    /// that follows).
+    last_taken: Option<Position>,
+    /// This node's `next`, and the dead node whose takeover linked it, if
+    /// one did: that `next` may hold leases from the dead node.
+    run: Option<(Position, Position)>,
     /// This node's `next`, and since when its view links to it.
     linked: Option<(Position, Instant)>,
     /// The last lease this node granted, to whom and when (its clock).
@@ -208,9 +276,16 @@ impl Leases {
     pub fn new(settings: LeaseSettings) -> Self {
         Self {
             settings,
+            judged: false,
+            me: Position(0),
+            verdicts_seen: 0,
+            relink_needed: false,
+            heard_at: None,
             until: None,
             failed_since_linked: false,
             taken: Vec::new(),
+            last_taken: None,
+            run: None,
             linked: None,
             granted_to: None,
             confirmed: None,
@@ -218,9 +293,97 @@ impl Leases {
         }
     }
 
+    /// Takeovers wait for the registry's verdict, a node grants leases only
+    /// while it holds one, and the registry's root leases count
+    /// ([`Leases::rooted`]): see "Leases" in docs/protocol.md. `me` is this
+    /// node's position.
+    pub fn judged_by_registry(mut self, me: Position) -> Self {
+        self.judged = true;
+        self.me = me;
+        self
+    }
+
+    /// Whether a registry judges deaths.
+    pub fn judged(&self) -> bool {
+        self.judged
+    }
+
+    /// The registry turned out to judge deaths (a heartbeat's answer grants
+    /// a root lease or reports verdicts), or not (a registry of an earlier
+    /// version, which answers neither and knows no `JudgeDead`). Without
+    /// one, leases work as without a registry: takeovers wait for no
+    /// verdict, and grants need no lease of the grantor's own (else every
+    /// failure would stop the ring, with no root lease to start leases
+    /// again). Upgrade the registry first.
+    pub fn registry_judges(&mut self, judges: bool) {
+        if self.judged == judges {
+            return;
+        }
+        self.judged = judges;
+        if !judges {
+            for t in &mut self.taken {
+                t.verdict_due = false;
+                t.after = None;
+            }
+        }
+    }
+
     /// This node's view now links to `next` (its `next` changed at `now`).
+    /// A takeover of `next`, or (judged) of a node beyond it, that still
+    /// awaits the registry's verdict is dropped (this node links to a live
+    /// node before it: it did not take its arc), and with it those that
+    /// awaited it.
     pub fn linked_to(&mut self, next: Position, now: Instant) {
         self.linked = Some((next, now));
+        self.run = self.last_taken.take().map(|dead| (next, dead));
+        // Pending takeovers of nodes at or beyond the new `next` are no part
+        // of this node's arc any more (it found a live node before them).
+        // (A `next` that is this node, alone, ends before no one.)
+        let me = self.me;
+        let beyond = |t: &Taken| {
+            self.judged
+                && t.verdict_due
+                && next != me
+                && me.distance_to(t.dead) >= me.distance_to(next)
+        };
+        let mut dropped: Vec<Position> = (self.taken.iter())
+            .filter(|t| beyond(t))
+            .map(|t| t.dead)
+            .chain([next])
+            .collect();
+        while let Some(gone) = dropped.pop() {
+            self.taken.retain(|t| {
+                let stale = (t.dead == gone && t.verdict_due) || t.after == Some(gone);
+                if stale {
+                    dropped.push(t.dead);
+                }
+                !stale
+            });
+        }
+        // And what is left of them ends at the new `next`.
+        for t in self
+            .taken
+            .iter_mut()
+            .filter(|t| self.judged && t.verdict_due)
+        {
+            if next != t.arc.start && t.arc.contains(next) {
+                t.arc = Arc::new(t.arc.start, next);
+            }
+        }
+    }
+
+    /// Whether this node holds a lease at `now` (a new node gets its first
+    /// from the registry within a heartbeat, or from its `prev`).
+    fn anchored(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| until > now)
+    }
+
+    /// Drops the takeovers whose waits are over, and over by a takeover
+    /// wait (a later takeover in the same run counts from them).
+    fn forget_settled(&mut self, now: Instant) {
+        let wait = self.settings.takeover_wait();
+        self.taken
+            .retain(|t| t.settled().is_none_or(|from| from + wait > now));
     }
 
     /// Whether this node may grant its `next` a lease at `now` (it answers
@@ -231,13 +394,25 @@ impl Leases {
     /// this node now links to): a lease granted before it has lapsed could
     /// give an arc two serving owners.
     ///
-    /// Refused, it says when the last wait ends, so that `next` asks again
-    /// then rather than at its next probe round (up to a probe interval
-    /// later, with its arc unleased meanwhile once the dead node's grant
-    /// has lapsed).
+    /// Refused while a wait runs ([`Grant::NotBefore`]), it says when the
+    /// last wait ends, so that `next` asks again then rather than at its
+    /// next probe round (up to a probe interval later, with its arc
+    /// unleased meanwhile once the dead node's grant has lapsed). Refused
+    /// while a takeover awaits the registry's verdict ([`Grant::Refused`]),
+    /// it cannot say.
+    ///
+    /// Judged by a registry, it also grants nothing while it holds no lease
+    /// itself ([`Grant::Refused`]): the node after it may be taken over by
+    /// the node before it, which must know when the last lease in the run
+    /// lapsed (see [`Leases::took_over`]).
     pub fn granting(&mut self, next: Position, now: Instant) -> Grant {
-        self.taken.retain(|(_, from)| *from > now);
-        if let Some(last) = self.taken.iter().map(|(_, from)| *from).max() {
+        self.forget_settled(now);
+        if self.taken.iter().any(|t| t.settled().is_none()) || (self.judged && !self.anchored(now))
+        {
+            return Grant::Refused;
+        }
+        let waits = self.taken.iter().filter_map(Taken::settled);
+        if let Some(last) = waits.filter(|from| *from > now).max() {
             return Grant::NotBefore(last);
         }
         self.granted_to = Some((next, now));
@@ -289,10 +464,18 @@ impl Leases {
     /// `prev` granted a lease in answer to a probe sent at `asked_at` (its view
     /// linked to this node, and it noted the grant): the arc is leased until
     /// `asked_at` plus the lease length.
+    ///
+    /// A grant asked for before this node heard it was judged dead (an
+    /// answer held up in the network) extends the lease (its grantor waits
+    /// for it before it serves the arc), but does not count as being linked
+    /// in again: root leases still do not count.
     pub fn granted(&mut self, asked_at: Instant) {
         let until = asked_at + self.settings.length;
         self.until = Some(self.until.map_or(until, |u| u.max(until)));
         self.failed_since_linked = false;
+        if self.heard_at.is_none_or(|heard| asked_at > heard) {
+            self.relink_needed = false;
+        }
     }
 
     /// This node declared a neighbour dead (its next or its prev).
@@ -303,6 +486,13 @@ impl Leases {
     /// This node declared its next, `dead`, dead at `now` and took over `arc`
     /// (from the dead node's ID to the new next's): served once any lease
     /// `dead` may hold has lapsed.
+    ///
+    /// Judged by a registry, also only once the registry has judged `dead`
+    /// dead ([`Leases::judged_dead`]): its root lease has lapsed, and it
+    /// gets none again. And if this node linked to `dead` by taking over the
+    /// node before it, `dead` may hold a lease from that one, which (judged,
+    /// granting only while leased itself) lapses at most a takeover wait
+    /// after that one's: the arc waits for that too.
     pub fn took_over(&mut self, arc: Arc, dead: Position, now: Instant) {
         self.failed_since_linked = true;
         let about_dead = |record: Option<(Position, Instant)>| {
@@ -314,8 +504,36 @@ impl Leases {
             (Some(linked), granted) => granted.map_or(linked, |g| g.max(linked)),
             (None, _) => now,
         };
-        let from = (since + self.settings.takeover_wait()).max(now);
-        self.taken.push((arc, from));
+        let wait = self.settings.takeover_wait();
+        let mut taken = Taken {
+            arc,
+            dead,
+            declared: now,
+            from: (since + wait).max(now),
+            verdict_due: self.judged,
+            after: None,
+        };
+        // Only a node after the earlier one (going round from this node)
+        // can hold a lease from it: the earlier node grants only its `next`,
+        // and it could reach round past this node to one before itself only
+        // by a takeover of this node, which the registry does not judge dead
+        // while it heartbeats (a `next` found again among the registry's
+        // members after passing over both is not in the run). No record of
+        // the earlier takeover: it settled more than a takeover wait ago.
+        let behind = |earlier: Position| self.me.distance_to(earlier) < self.me.distance_to(dead);
+        let run = self
+            .run
+            .filter(|(next, earlier)| self.judged && *next == dead && behind(*earlier));
+        if let Some((_, earlier)) = run
+            && let Some(t) = self.taken.iter().rev().find(|t| t.dead == earlier)
+        {
+            match t.settled() {
+                Some(at) => taken.from = taken.from.max(at + wait),
+                None => taken.after = Some(earlier),
+            }
+        }
+        self.taken.push(taken);
+        self.last_taken = Some(dead);
         if self.declared_dead.len() >= DECLARED_DEAD_KEPT {
             self.declared_dead.remove(0);
         }
@@ -328,11 +546,122 @@ impl Leases {
         self.serves_arc(Arc::point(position), alone, now)
     }
 
+    /// The registry judged `dead` dead, asked at `asked` (before the
+    /// question was sent); this node heard so at `at`. Only takeovers
+    /// declared by then are settled: a late answer must not settle a later
+    /// takeover of the same node (linked to again meanwhile, leased again,
+    /// and declared dead again: the registry judged the earlier one). Whether
+    /// any takeover was waiting for it.
+    ///
+    /// `others` is how many more nodes the registry judged in the arc (this
+    /// node passed over them without knowing them): each may hold a lease
+    /// from the one before it, which lapses a takeover wait after that
+    /// one's, so the arc waits as many more takeover waits.
+    pub fn judged_dead(
+        &mut self,
+        dead: Position,
+        asked: Instant,
+        at: Instant,
+        others: u32,
+    ) -> bool {
+        let mut changed = false;
+        let wait = self.settings.takeover_wait();
+        let judged = |t: &Taken| t.dead == dead && t.verdict_due && t.declared <= asked;
+        for t in self.taken.iter_mut().filter(|t| judged(t)) {
+            t.verdict_due = false;
+            t.from = t.from.max(at) + wait * others;
+            changed = true;
+        }
+        // Takeovers that waited for this one (a run of dead nodes), and
+        // those that waited for them, wait a takeover wait after it now.
+        let mut more = changed;
+        while more {
+            let settled: Vec<(Position, Instant)> = (self.taken.iter())
+                .filter_map(|t| t.settled().map(|from| (t.dead, from)))
+                .collect();
+            more = false;
+            for t in self.taken.iter_mut() {
+                let Some(earlier) = t.after else { continue };
+                if let Some((_, from)) = settled.iter().rev().find(|(d, _)| *d == earlier) {
+                    t.from = t.from.max(*from + wait);
+                    t.after = None;
+                    more = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// The arcs taken over that wait for the registry's verdict, each from
+    /// its dead node (the registry judges every node it knows there).
+    pub fn verdicts_due(&self) -> Vec<Arc> {
+        let mut due: Vec<Arc> = (self.taken.iter())
+            .filter(|t| t.verdict_due)
+            .map(|t| t.arc)
+            .collect();
+        due.sort_by_key(|a| (a.start, a.end));
+        due.dedup();
+        due
+    }
+
+    /// The registry granted this node a root lease of `length`, in answer
+    /// to a heartbeat sent at `sent`: the arc is leased until `sent` plus
+    /// `length`. The registry grants none to a node it judged dead that has
+    /// not heard so, and judges no node dead before its last root lease has
+    /// lapsed: while it has not, no other node took its arc over, so a root
+    /// lease may also start a lease after a gap (a ring whose leases all
+    /// lapsed, while the registry was down, leases itself again). Not once
+    /// this node heard it was judged dead ([`Leases::registry_verdicts`]):
+    /// its arc was taken over, and only a grant from a `prev` that links to
+    /// it again makes it an owner again. Whether the lease changed.
+    pub fn rooted(&mut self, sent: Instant, length: Duration) -> bool {
+        if !self.judged || self.relink_needed {
+            return false;
+        }
+        let until = sent + length;
+        if self.until.is_some_and(|u| u >= until) {
+            return false;
+        }
+        self.until = Some(until);
+        true
+    }
+
+    /// The registry says it has judged this node dead `count` times (a
+    /// heartbeat's answer): if that is news, its lease ends at `now` (the
+    /// node that took its arc over relies on that), root leases count no
+    /// more until a `prev` grants it a lease again, and it is as if it had
+    /// declared a neighbour dead (alone, it serves nothing without a lease).
+    /// Whether it was
+    /// news.
+    pub fn registry_verdicts(&mut self, count: u64, now: Instant) -> bool {
+        if count <= self.verdicts_seen {
+            return false;
+        }
+        self.verdicts_seen = count;
+        self.until = self.until.map(|u| u.min(now));
+        self.failed_since_linked = true;
+        self.relink_needed = true;
+        self.heard_at = Some(now);
+        true
+    }
+
+    /// This process registered with the registry when it had judged this
+    /// node's ID dead `count` times: those verdicts concern earlier processes
+    /// (a restart), not this one, which joins afresh.
+    pub fn registered(&mut self, count: u64) {
+        self.verdicts_seen = self.verdicts_seen.max(count);
+    }
+
+    /// How many times this node heard the registry judged it dead.
+    pub fn verdicts_seen(&self) -> u64 {
+        self.verdicts_seen
+    }
+
     /// Whether all of `arc`, in this node's arc, may be served at `now` (a
     /// listing's range): not before the last wait on any arc taken over that
-    /// it overlaps.
+    /// it overlaps, nor while one of them awaits the registry's verdict.
     pub fn serves_arc(&mut self, arc: Arc, alone: bool, now: Instant) -> Serve {
-        self.taken.retain(|(_, from)| *from > now);
+        self.forget_settled(now);
         let leased = match self.until {
             Some(until) => until > now,
             None => false,
@@ -340,13 +669,15 @@ impl Leases {
         if !leased {
             return Serve::Unleased;
         }
-        match self
-            .taken
-            .iter()
-            .filter(|(taken, _)| taken.overlaps(&arc))
-            .map(|(_, from)| *from)
-            .max()
-        {
+        let mut last = None;
+        for t in self.taken.iter().filter(|t| t.arc.overlaps(&arc)) {
+            match t.settled() {
+                None => return Serve::Unleased,
+                Some(from) if from > now => last = last.max(Some(from)),
+                Some(_) => {}
+            }
+        }
+        match last {
             Some(from) => Serve::From(from),
             None => Serve::Now,
         }
@@ -750,16 +1081,24 @@ mod tests {
     #[test]
     fn an_arc_is_handed_to_a_joiner_only_by_a_node_that_may_serve_it() {
         let t0 = Instant::now();
-        assert_eq!(hand_over(Serve::Now, false, false), HandOver::Yes);
-        assert_eq!(hand_over(Serve::Now, true, false), HandOver::Yes);
-        assert_eq!(hand_over(Serve::Now, false, true), HandOver::No);
-        assert_eq!(hand_over(Serve::Unleased, false, false), HandOver::No);
-        assert_eq!(hand_over(Serve::From(t0), false, false), HandOver::No);
-        assert_eq!(hand_over(Serve::From(t0), true, false), HandOver::No);
+        assert_eq!(hand_over(Serve::Now, false, false, false), HandOver::Yes);
+        assert_eq!(hand_over(Serve::Now, true, false, false), HandOver::Yes);
+        assert_eq!(hand_over(Serve::Now, false, true, false), HandOver::No);
         assert_eq!(
-            hand_over(Serve::Unleased, true, false),
+            hand_over(Serve::Unleased, false, false, false),
+            HandOver::No
+        );
+        assert_eq!(
+            hand_over(Serve::From(t0), false, false, false),
+            HandOver::No
+        );
+        assert_eq!(hand_over(Serve::From(t0), true, false, false), HandOver::No);
+        assert_eq!(
+            hand_over(Serve::Unleased, true, false, false),
             HandOver::IfNoOtherMember
         );
+        assert_eq!(hand_over(Serve::Unleased, true, false, true), HandOver::No);
+        assert_eq!(hand_over(Serve::Now, true, false, true), HandOver::Yes);
     }
 
     #[test]
@@ -777,5 +1116,209 @@ mod tests {
         assert_eq!(l.serves(Position(5), true, later), Serve::Unleased);
         l.granted(later);
         assert_eq!(l.serves(Position(5), true, later), Serve::Now);
+    }
+
+    fn judged() -> Leases {
+        leases().judged_by_registry(Position(0))
+    }
+
+    /// Judged by a registry, a takeover waits for its verdict as well as
+    /// for the dead node's lease: served from the later of the two.
+    #[test]
+    fn judged_a_taken_arc_waits_for_the_registry_s_verdict() {
+        let (mut l, t0) = (judged(), Instant::now());
+        let (dead, after) = (Position(100), Position(200));
+        l.granted(t0);
+        l.linked_to(dead, t0);
+        l.took_over(Arc::new(dead, after), dead, t0);
+        l.linked_to(after, t0);
+        let wait = l.settings().takeover_wait();
+        let long_after = t0 + 10 * SECOND;
+        l.granted(long_after);
+        assert_eq!(l.serves(Position(150), false, long_after), Serve::Unleased);
+        assert_eq!(l.granting(after, long_after), Grant::Refused);
+        assert_eq!(l.verdicts_due(), vec![Arc::new(dead, after)]);
+        assert!(l.judged_dead(dead, t0 + SECOND, t0 + SECOND, 0));
+        assert!(l.verdicts_due().is_empty());
+        assert_eq!(l.serves(Position(150), false, t0), Serve::From(t0 + wait));
+        assert!(
+            !l.judged_dead(dead, t0 + 2 * SECOND, t0 + 2 * SECOND, 0),
+            "nothing more awaited"
+        );
+        // A verdict later than the lease's lapse sets the start.
+        let mut l = judged();
+        l.granted(t0);
+        l.linked_to(dead, t0);
+        l.took_over(Arc::new(dead, after), dead, t0);
+        l.judged_dead(dead, t0 + 3 * SECOND, t0 + 3 * SECOND, 0);
+        assert_eq!(
+            l.serves(Position(150), false, t0),
+            Serve::From(t0 + 3 * SECOND)
+        );
+    }
+
+    /// Judged by a registry, a node grants only while it holds a lease
+    /// itself (a new node, once the registry or its `prev` leased it).
+    #[test]
+    fn judged_a_node_grants_only_while_it_is_leased_itself() {
+        let (mut l, t0) = (judged(), Instant::now());
+        let next = Position(100);
+        assert_eq!(l.granting(next, t0), Grant::Refused, "a new node");
+        l.rooted(t0, SECOND);
+        assert_eq!(l.granting(next, t0), Grant::Granted, "rooted");
+        l.granted(t0);
+        assert_eq!(l.granting(next, t0 + SECOND), Grant::Granted);
+        assert_eq!(l.granting(next, t0 + 2 * SECOND), Grant::Refused);
+        let mut unjudged = leases();
+        unjudged.granted(t0);
+        assert_eq!(unjudged.granting(next, t0 + 5 * SECOND), Grant::Granted);
+    }
+
+    /// Two adjacent nodes `A` (100) and `B` (150) cut off together: the
+    /// node before them takes both over. `B`'s lease came from `A`, which
+    /// grants only while it is leased itself, so it lapses at most a
+    /// takeover wait after `A`'s takeover settles: `B`'s arc waits for that,
+    /// and for `B`'s own verdict.
+    #[test]
+    fn judged_a_run_of_dead_nodes_is_served_a_wait_after_the_one_before() {
+        let (mut l, t0) = (judged(), Instant::now());
+        let (a, b, c) = (Position(100), Position(150), Position(200));
+        let wait = l.settings().takeover_wait();
+        l.granted(t0);
+        l.linked_to(a, t0);
+        l.took_over(Arc::new(a, b), a, t0 + SECOND);
+        l.linked_to(b, t0 + SECOND);
+        l.took_over(Arc::new(b, c), b, t0 + 2 * SECOND);
+        l.linked_to(c, t0 + 2 * SECOND);
+        assert!(l.judged_dead(b, t0 + 2 * SECOND, t0 + 2 * SECOND, 0));
+        assert_eq!(
+            l.serves(Position(170), false, t0),
+            Serve::Unleased,
+            "A's takeover has not settled"
+        );
+        l.judged_dead(a, t0 + 3 * SECOND, t0 + 3 * SECOND, 0);
+        assert_eq!(
+            l.serves(Position(120), false, t0),
+            Serve::From(t0 + 3 * SECOND)
+        );
+        assert_eq!(
+            l.serves(Position(170), false, t0),
+            Serve::From(t0 + 3 * SECOND + wait)
+        );
+        // Unjudged, B's arc waits only for B's own wait.
+        let mut l = leases();
+        l.granted(t0);
+        l.linked_to(a, t0);
+        l.took_over(Arc::new(a, b), a, t0 + SECOND);
+        l.linked_to(b, t0 + SECOND);
+        l.took_over(Arc::new(b, c), b, t0 + 2 * SECOND);
+        assert_eq!(
+            l.serves(Position(170), false, t0),
+            Serve::From(t0 + SECOND + wait)
+        );
+    }
+
+    /// A takeover still waiting for its verdict is dropped when the node
+    /// links to the suspected node again (it serves: it was cut off from
+    /// this node only), and so are those that waited for it.
+    #[test]
+    fn judged_linking_back_to_a_suspected_node_drops_its_takeover() {
+        let (mut l, t0) = (judged(), Instant::now());
+        let (a, b, c) = (Position(100), Position(150), Position(200));
+        l.granted(t0);
+        l.linked_to(a, t0);
+        l.took_over(Arc::new(a, b), a, t0);
+        l.linked_to(b, t0);
+        l.took_over(Arc::new(b, c), b, t0);
+        l.linked_to(c, t0);
+        l.linked_to(a, t0 + SECOND);
+        assert!(l.verdicts_due().is_empty());
+        l.granted(t0 + SECOND);
+        assert_eq!(l.granting(a, t0 + SECOND), Grant::Granted);
+    }
+
+    /// A root lease from the registry leases the arc, after a gap too (the
+    /// registry judged this node dead to no one); once this node hears it
+    /// was judged dead, its lease ends, and root leases count again only
+    /// after a `prev` grants it one.
+    #[test]
+    fn judged_a_root_lease_counts_until_the_node_hears_it_was_judged_dead() {
+        let (mut l, t0) = (judged(), Instant::now());
+        assert!(l.rooted(t0, 2 * SECOND), "a new node");
+        assert!(l.rooted(t0 + SECOND, 2 * SECOND));
+        assert!(!l.rooted(t0, 2 * SECOND), "an older answer changes nothing");
+        assert_eq!(l.serves(Position(5), false, t0 + 2 * SECOND), Serve::Now);
+        assert_eq!(
+            l.serves(Position(5), false, t0 + 4 * SECOND),
+            Serve::Unleased
+        );
+        assert!(l.rooted(t0 + 4 * SECOND, 2 * SECOND), "after a gap");
+        assert_eq!(l.serves(Position(5), false, t0 + 5 * SECOND), Serve::Now);
+        // Heard of a verdict: the lease ends, roots count no more.
+        assert!(l.registry_verdicts(1, t0 + 5 * SECOND));
+        assert!(!l.registry_verdicts(1, t0 + 5 * SECOND), "not news");
+        assert_eq!(l.verdicts_seen(), 1);
+        assert_eq!(
+            l.serves(Position(5), false, t0 + 5 * SECOND),
+            Serve::Unleased
+        );
+        assert!(!l.rooted(t0 + 6 * SECOND, 2 * SECOND));
+        l.granted(t0 + 6 * SECOND);
+        assert!(l.rooted(t0 + 7 * SECOND, 2 * SECOND), "linked in again");
+        // Unjudged, root leases do not count.
+        let mut unjudged = leases();
+        assert!(!unjudged.rooted(t0, 2 * SECOND));
+    }
+
+    /// A node that passed over two dead nodes `A` (100) and `B` (150) and
+    /// finds `A` again as its `next` (among the registry's members, listed
+    /// for a while after they died) does not chain `A`'s wait to `B`'s: `B`
+    /// lies after `A`, so `A` holds no lease from it. (Chained, each pass
+    /// added a takeover wait: a survivor of two crashes served nothing for
+    /// seconds.)
+    #[test]
+    fn judged_a_next_found_again_before_the_run_does_not_wait_for_it() {
+        let (mut l, t0) = (judged(), Instant::now());
+        let (a, b, me) = (Position(100), Position(150), Position(0));
+        let wait = l.settings().takeover_wait();
+        l.granted(t0);
+        l.linked_to(a, t0);
+        l.took_over(Arc::new(a, b), a, t0);
+        l.linked_to(b, t0);
+        l.judged_dead(a, t0, t0, 0);
+        l.took_over(Arc::new(b, a), b, t0);
+        let again = t0 + SECOND / 2;
+        l.linked_to(a, again);
+        l.judged_dead(b, t0, t0, 0);
+        l.took_over(Arc::new(a, me), a, t0 + SECOND);
+        l.linked_to(me, t0 + SECOND);
+        l.judged_dead(a, t0 + SECOND, t0 + SECOND, 0);
+        assert_eq!(
+            l.serves(Position(120), true, t0),
+            Serve::From(again + wait),
+            "A's own wait, counted from when this node linked to it again"
+        );
+    }
+
+    /// Under a registry that judges no deaths (an earlier version), the
+    /// takeovers that waited for its verdict wait for the lease only, and
+    /// grants need no lease of the grantor's own.
+    #[test]
+    fn judged_a_registry_that_does_not_judge_turns_judging_off() {
+        let (mut l, t0) = (judged(), Instant::now());
+        let (dead, after) = (Position(100), Position(200));
+        l.granted(t0);
+        l.linked_to(dead, t0);
+        l.took_over(Arc::new(dead, after), dead, t0);
+        l.linked_to(after, t0);
+        assert_eq!(l.serves(Position(150), false, t0), Serve::Unleased);
+        l.registry_judges(false);
+        assert!(!l.judged());
+        let wait = l.settings().takeover_wait();
+        assert_eq!(l.serves(Position(150), false, t0), Serve::From(t0 + wait));
+        assert_eq!(l.granting(after, t0 + 10 * SECOND), Grant::Granted);
+        assert!(!l.rooted(t0, 2 * SECOND));
+        l.registry_judges(true);
+        assert!(l.rooted(t0 + 10 * SECOND, 2 * SECOND));
     }
 }

@@ -22,7 +22,8 @@
 //!   the registry for candidates, take the arc over, probe the new `next`,
 //!   pass it over in turn or introduce this node to it. No I/O, no clock.
 //! - [`lease`]: leases on ownership (when a node may serve its arc), so that
-//!   an arc never has two serving owners. No I/O; time passed in.
+//!   an arc never has two serving owners: from `prev` or the registry, and
+//!   takeovers that wait for the registry's verdict. No I/O; time passed in.
 //! - [`acks`]: a replicated write's acknowledgement as a state machine: whom
 //!   to send it to, when it counts as acknowledged. No I/O, no clock.
 //! - [`repair`]: anti-entropy's decisions as state machines: the exchange of a
@@ -41,8 +42,10 @@
 //!   peers (forwards to an owner, writes to a replica) coalesced per peer.
 //! - [`gateway`]: the HTTP/JSON gateway: REST keys API, ring, OpenAPI, Swagger UI,
 //!   page; the key methods the server calls before the router's lookup.
-//! - [`registry`]: the registry service: membership, ID assignment, liveness; a
-//!   replay of ID assignment that measures balance (`crustyring balance`).
+//! - [`registry`]: the registry service: membership, ID assignment, liveness;
+//!   root leases and verdicts on deaths, the witness every takeover waits for
+//!   (`registry::verdicts`, no I/O); a replay of ID assignment that measures
+//!   balance (`crustyring balance`).
 //! - [`metrics`]: what nodes and registries count, for Prometheus (`GET /metrics`).
 //! - [`request_id`]: request IDs (`x-request-id`) carried across forwards and
 //!   replica writes, and the per-request log line.

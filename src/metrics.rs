@@ -511,7 +511,7 @@ impl Default for RegistryMetrics {
         let requests = Family::<RegistryRequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "Registry calls answered, by method (RegisterNode, GetConnectedNodes, Heartbeat, Deregister) and outcome",
+            "Registry calls answered, by method (RegisterNode, GetConnectedNodes, Heartbeat, Deregister, JudgeDead) and outcome",
             requests.clone(),
         );
         let members = Gauge::default();

@@ -142,6 +142,36 @@ async fn two_adjacent_nodes_killed_at_once_are_repaired_around() {
     kill_and_check_repair(nodes, &registry, &victims).await;
 }
 
+/// A ring of three keeps three copies of every key, so the survivor of two
+/// kills holds them all, and serves them: its root leases from the registry
+/// lease its arc, and it serves each arc it took over once the registry has
+/// judged its owner dead. (Before the registry judged deaths, a node left
+/// alone by failures served nothing until a node joined: it could not tell
+/// the others' deaths from its being cut off.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survivor_of_a_ring_of_three_serves_every_key() {
+    let _serial = SERIAL.lock().await;
+    const KEYS: usize = 200;
+    let (_registry, mut nodes) = ring_of(3);
+    common::await_ring(
+        &nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>(),
+        Duration::from_secs(30),
+    )
+    .await;
+    write(&nodes[0].addr, KEYS).await;
+    for victim in [1, 2] {
+        nodes[victim].signal("KILL");
+    }
+    for victim in [1, 2] {
+        nodes[victim].wait_exit(Duration::from_secs(5));
+    }
+    let survivor = nodes[0].addr.clone();
+    common::await_ring(std::slice::from_ref(&survivor), Duration::from_secs(30)).await;
+    // Each read waits for its arc's verdict within the request timeout.
+    let all: Vec<usize> = (0..KEYS).collect();
+    assert_readable(&survivor, &all).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_stopped_with_sigterm_hand_their_keys_over_and_lose_none() {
     let _serial = SERIAL.lock().await;

@@ -27,8 +27,21 @@ struct Args {
     /// --data-dir) names the first member at once.
     #[arg(long, default_value_t = 2000)]
     relearn_ms: u64,
+    /// How long a root lease lasts, in milliseconds: each heartbeat answered
+    /// grants one, and a node is judged dead (its arc may be taken over) only
+    /// once the last has lapsed, allowing for 1% clock drift. It must exceed
+    /// the nodes' heartbeat interval (a node between heartbeats would be judged
+    /// dead); twice that by default (see docs/protocol.md, "Leases"). At most
+    /// an hour.
+    #[arg(
+        long,
+        default_value_t = crustyring::lease::LeaseSettings::DEFAULT_LENGTH_MS,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
+    )]
+    root_lease_ms: u64,
     /// Where the registry notes that it has run before (so that a restart
-    /// relearns the members first).
+    /// relearns the members first), and keeps how often it judged each node
+    /// dead (file `verdicts`).
     #[arg(long, default_value = "crustyring-data/registry")]
     data_dir: std::path::PathBuf,
     #[command(flatten)]
@@ -69,6 +82,11 @@ async fn main() -> anyhow::Result<()> {
             client_token: None,
         },
         tls,
+        roots: crustyring::lease::LeaseSettings {
+            length: Duration::from_millis(args.root_lease_ms),
+            ..Default::default()
+        },
+        verdicts_file: Some(args.data_dir.join("verdicts")),
     };
     registry::serve(listener, config, cli::shutdown_signal()).await?;
     Ok(())

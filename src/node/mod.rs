@@ -206,6 +206,9 @@ pub struct Node {
     /// from a new `prev`, `accept_previous`), or for the predecessors a
     /// write's replica set lacks (`replicate`).
     prev_wanted: tokio::sync::Notify,
+    /// Wakes the loop that asks the registry to judge the nodes this node
+    /// declared dead (`judge_deaths`): a takeover awaits a verdict.
+    verdicts_wanted: tokio::sync::Notify,
     /// Failed probes of `next` and `prev` in a row, counted by the
     /// maintenance loop's rounds; read by introductions too (a suspected
     /// `prev` passed over by the newcomer is replaced without another probe,
@@ -272,9 +275,14 @@ impl Node {
     ) -> Self {
         let timeouts = config.timeouts;
         let detector = crate::failure::Detector::new(config.maintenance.misses);
-        let leases = config
-            .leases
-            .map(|s| std::sync::Mutex::new(crate::lease::Leases::new(s)));
+        // With a registry, it judges deaths (`crate::registry::Verdicts`).
+        let leases = config.leases.map(|s| {
+            let leases = crate::lease::Leases::new(s);
+            std::sync::Mutex::new(match registry {
+                Some(_) => leases.judged_by_registry(me.id),
+                None => leases,
+            })
+        });
         let credentials = crate::security::Credentials::member(&config.security, &config.tls);
         let recorder = Arc::new(membership::migration::Recorder::default());
         let metrics = Arc::new(NodeMetrics::new(store.commit_seconds()));
@@ -300,6 +308,7 @@ impl Node {
             view: RwLock::new(View::joining(me)),
             changes: watch::channel(0).0,
             prev_wanted: tokio::sync::Notify::new(),
+            verdicts_wanted: tokio::sync::Notify::new(),
             detector: std::sync::Mutex::new(detector),
             membership: tokio::sync::Mutex::new(()),
             catch_up: std::sync::Mutex::new(crate::repair::CatchUp::default()),
@@ -396,12 +405,12 @@ impl Node {
     /// [`crate::lease::Leases::next_probed`]), waking waiting queries if
     /// that changed.
     pub(super) fn next_confirmed(&self, confirmed: Option<crate::ring::Arc>) {
-        self.change_confirmed(|l| l.next_probed(confirmed));
+        self.change_leases(|l| l.next_probed(confirmed));
     }
 
-    /// Runs `change` on what `next` confirmed, waking waiting queries if it
-    /// says that changed.
-    pub(super) fn change_confirmed(&self, change: impl FnOnce(&mut crate::lease::Leases) -> bool) {
+    /// Runs `change` on the leases (if they are on), waking waiting queries
+    /// if it says that changed.
+    pub(super) fn change_leases(&self, change: impl FnOnce(&mut crate::lease::Leases) -> bool) {
         let changed = (self.leases.as_ref())
             .is_some_and(|l| change(&mut l.lock().unwrap_or_else(|e| e.into_inner())));
         if changed {
@@ -409,7 +418,7 @@ impl Node {
         }
     }
 
-    /// [`Node::change_confirmed`], if `next` is still this node's `next` (and
+    /// [`Node::change_leases`], if `next` is still this node's `next` (and
     /// it is not alone) while it runs: checked under the view's lock, so that
     /// no view change lands between the check and the change. What a probe
     /// of an earlier `next` confirmed must not replace what was noted for
@@ -422,7 +431,7 @@ impl Node {
         // The lock order is the view's, then the leases'.
         let view = self.view();
         if view.next == *next && !view.alone() {
-            self.change_confirmed(change);
+            self.change_leases(change);
         }
     }
 
@@ -445,12 +454,13 @@ impl Node {
         self.with_leases(|l| {
             let grant = l.granting(to, now);
             ask_back = grant == Grant::Granted && l.ask_back(view.prev.id == to, now);
-            answer = Some(match grant {
-                Grant::Granted => crate::lease::Answer::Granted,
-                Grant::NotBefore(at) => {
-                    crate::lease::Answer::After(at.saturating_duration_since(now))
-                }
-            });
+            answer = match grant {
+                Grant::Granted => Some(crate::lease::Answer::Granted),
+                Grant::NotBefore(at) => Some(crate::lease::Answer::After(
+                    at.saturating_duration_since(now),
+                )),
+                Grant::Refused => None,
+            };
         });
         if ask_back {
             self.prev_wanted.notify_one();
@@ -467,6 +477,12 @@ impl Node {
             self.with_leases(change);
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+
+    /// This process registered when the registry had judged its ID dead
+    /// `verdicts` times ([`crate::lease::Leases::registered`]).
+    pub(crate) fn registered(&self, verdicts: u64) {
+        self.with_leases(|l| l.registered(verdicts));
     }
 
     /// Runs `change` on the leases, if they are on, waking no one: for a

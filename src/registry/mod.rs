@@ -1,12 +1,18 @@
-//! The registry: assigns node IDs and refers joiners to a first contact.
+//! The registry: assigns node IDs and refers joiners to a first contact, and
+//! judges deaths.
 //!
-//! It is consulted only when a node joins (and by clients that list members); the
-//! ring serves queries without it.
+//! Queries never go through it. Nodes join through it, heartbeat to it (each
+//! answer a root lease, [`verdicts`]), and ask it to judge a neighbour dead
+//! before taking its arc over: while it is unreachable, a ring without
+//! failures serves on, but no failure is repaired, and the outage around a
+//! failed node spreads round the ring as leases lapse.
 
 mod membership;
 pub mod replay;
+pub mod verdicts;
 
 pub use membership::{Liveness, Membership, Registration, Relearning};
+pub use verdicts::{Kept, Root, Verdict, Verdicts};
 
 use crate::metrics::RegistryMetrics;
 use crate::proto::registry::{self as pb, registry_server::Registry};
@@ -30,16 +36,48 @@ pub const DEFAULT_SALT: &str = "crustyring";
 #[derive(Debug, Clone)]
 pub struct RegistryService {
     membership: Arc<Mutex<Membership>>,
+    verdicts: Arc<Mutex<Verdicts>>,
+    /// Where the counts of verdicts are kept, if anywhere ([`verdicts::save`]).
+    verdicts_file: Option<std::path::PathBuf>,
     metrics: Arc<RegistryMetrics>,
 }
 
+/// Heartbeat metadata: how many times the node heard the registry judged it
+/// dead (absent: none).
+pub const VERDICTS_SEEN: &str = "x-crusty-verdicts-seen";
+/// A heartbeat's answer: a root lease of this many milliseconds.
+pub const ROOT_LEASE_MS: &str = "x-crusty-root-lease-ms";
+/// A heartbeat's answer: no root lease; the registry judged the node dead
+/// this many times.
+pub const VERDICTS: &str = "x-crusty-verdicts";
+
 impl RegistryService {
-    /// A registry with no members, choosing IDs by `ids`.
-    pub fn new(ids: IdRule, liveness: Liveness) -> Self {
+    /// A registry with no members, choosing IDs by `ids`, granting root
+    /// leases as `roots` says.
+    pub fn new(ids: IdRule, liveness: Liveness, roots: crate::lease::LeaseSettings) -> Self {
         Self {
             membership: Arc::new(Mutex::new(Membership::new(ids, liveness, now()))),
+            verdicts: Arc::new(Mutex::new(Verdicts::new(roots, now()))),
+            verdicts_file: None,
             metrics: Arc::default(),
         }
+    }
+
+    /// Keeps what it must about verdicts in `path` ([`verdicts::Kept`]),
+    /// starting from what it holds, and notes this registry's root lease
+    /// length there before granting any.
+    pub fn keeping_verdicts_in(mut self, path: std::path::PathBuf) -> std::io::Result<Self> {
+        {
+            let mut verdicts = self.verdicts();
+            verdicts.restore(verdicts::load(&path)?);
+            verdicts::save(&path, &verdicts.kept())?;
+        }
+        self.verdicts_file = Some(path);
+        Ok(self)
+    }
+
+    fn verdicts(&self) -> std::sync::MutexGuard<'_, Verdicts> {
+        self.verdicts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The registry's metrics in the OpenMetrics text format.
@@ -92,10 +130,18 @@ impl Registry for RegistryService {
         });
         let registration = self.counted("RegisterNode", answer)?;
         tracing::info!(%addr, id = %registration.id, "registered node");
-        Ok(Response::new(pb::RegisterInfo {
+        let count = {
+            let mut verdicts = self.verdicts();
+            verdicts.registered(registration.id, now());
+            verdicts.count_of(registration.id)
+        };
+        let mut response = Response::new(pb::RegisterInfo {
             id: registration.id.0,
             neighbor: registration.contact.as_ref().map(Into::into),
-        }))
+        });
+        // The verdicts on this ID so far concern earlier processes.
+        response.metadata_mut().insert(VERDICTS, count.into());
+        Ok(response)
     }
 
     async fn get_connected_nodes(&self, _: Request<()>) -> Result<Response<pb::Nodes>, Status> {
@@ -108,14 +154,72 @@ impl Registry for RegistryService {
         self.counted("GetConnectedNodes", Ok(Response::new(pb::Nodes { nodes })))
     }
 
+    /// Notes the member alive, and grants it a root lease unless it was
+    /// judged dead since it last heard so ([`Verdicts::heartbeat`]). A
+    /// count of verdicts seen that does not parse counts as none.
     async fn heartbeat(&self, request: Request<pb::Node>) -> Result<Response<()>, Status> {
+        let seen = (request.metadata().get(VERDICTS_SEEN))
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
         let node = request.into_inner();
         let answer = check_addr(&node.addr).map(|()| {
+            let (id, now) = (Position(node.id), now());
             self.membership()
-                .heartbeat(&Member::new(Position(node.id), node.addr), now());
-            Response::new(())
+                .heartbeat(&Member::new(id, node.addr), now);
+            let mut response = Response::new(());
+            let (name, value) = match self.verdicts().heartbeat(id, seen, now) {
+                Root::Granted(length) => (ROOT_LEASE_MS, length.as_millis().to_string()),
+                Root::Dead(count) => (VERDICTS, count.to_string()),
+            };
+            if let Ok(value) = value.parse() {
+                response.metadata_mut().insert(name, value);
+            }
+            response
         });
         self.counted("Heartbeat", answer)
+    }
+
+    /// Judges the members in the asked arc ([`Verdicts::judge`]), keeping
+    /// the counts before answering that they are dead.
+    async fn judge_dead(
+        &self,
+        request: Request<pb::DeathQuestion>,
+    ) -> Result<Response<pb::DeathVerdict>, Status> {
+        let question = request.into_inner();
+        let arc = crate::ring::Arc::new(Position(question.from), Position(question.to));
+        let verdict = {
+            let mut verdicts = self.verdicts();
+            let verdict = verdicts.judge(arc, now());
+            // Kept before it is answered (a failed write is tried again by
+            // the next call, which answers nothing before it succeeds).
+            if let (true, Some(path)) = (verdicts.unsaved(), &self.verdicts_file) {
+                if let Err(e) = verdicts::save(path, &verdicts.kept()) {
+                    tracing::error!(error = %e, path = %path.display(), "cannot keep the verdicts");
+                    return self.counted(
+                        "JudgeDead",
+                        Err(Status::unavailable(format!("cannot keep the verdict: {e}"))),
+                    );
+                }
+                verdicts.saved();
+            }
+            verdict
+        };
+        let answer = match verdict {
+            Verdict::Dead { others } => {
+                tracing::info!(from = %arc.start, to = %arc.end, others, "judged dead");
+                pb::DeathVerdict {
+                    dead: true,
+                    retry_after_ms: 0,
+                    others,
+                }
+            }
+            Verdict::NotBefore(after) => pb::DeathVerdict {
+                dead: false,
+                retry_after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                others: 0,
+            },
+        };
+        self.counted("JudgeDead", Ok(Response::new(answer)))
     }
 
     async fn deregister(&self, request: Request<pb::Node>) -> Result<Response<()>, Status> {
@@ -139,6 +243,13 @@ pub struct RegistryConfig {
     pub security: crate::security::Required,
     /// TLS on the registry's port (none by default).
     pub tls: crate::security::Tls,
+    /// Root leases: their length, and the drift bound its verdicts allow
+    /// for ([`Verdicts`]).
+    pub roots: crate::lease::LeaseSettings,
+    /// Where the counts of verdicts are kept (a file in the registry's data
+    /// directory), if anywhere: a registry that restarts without them could
+    /// grant a node judged dead root leases again.
+    pub verdicts_file: Option<std::path::PathBuf>,
 }
 
 impl RegistryConfig {
@@ -155,6 +266,8 @@ impl RegistryConfig {
             },
             security: crate::security::Required::default(),
             tls: crate::security::Tls::default(),
+            roots: crate::lease::LeaseSettings::default(),
+            verdicts_file: None,
         }
     }
 }
@@ -192,7 +305,10 @@ pub async fn serve<L: Listener>(
     health
         .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
         .await;
-    let service = RegistryService::new(config.ids, config.liveness);
+    let mut service = RegistryService::new(config.ids, config.liveness, config.roots);
+    if let Some(path) = config.verdicts_file {
+        service = service.keeping_verdicts_in(path)?;
+    }
     let routes =
         tonic::service::Routes::new(pb::registry_server::RegistryServer::new(service.clone()))
             .add_service(health_service);

@@ -171,6 +171,7 @@ mod tests {
             "GetConnectedNodes",
             "Heartbeat",
             "Deregister",
+            "JudgeDead",
         ] {
             assert_eq!(
                 access(&format!("/registry.Registry/{method}")),

@@ -832,27 +832,6 @@ fn with_leases_false_suspicions_keep_every_key_linearizable() {
     );
 }
 
-/// A ring split in two groups of two or more (two adjacent nodes cut off
-/// together from the rest) heals whole once the cut does: the pair, a ring
-/// of its own meanwhile, finds the others among the registry's live members
-/// and links them in as when a probe names them (`failure::registry_hint`).
-/// Before that, seeds 2, 7 and 16 of 1 to 16 ended in two rings for good:
-/// they run beside seeds 1 to 4 (unless `SIM_SEED` or `SIM_SEEDS` says
-/// otherwise). What the histories show is not promised (the next test).
-#[test]
-fn after_a_ring_split_in_two_the_rings_merge_again() {
-    let mut seeds = seeds(1, 4);
-    if std::env::var_os("SIM_SEED").is_none() && std::env::var_os("SIM_SEEDS").is_none() {
-        seeds.extend([7, 16]);
-    }
-    check_seeds(
-        seeds,
-        Faults::Splits,
-        Some(LeaseSettings::default()),
-        Histories::Reported,
-    );
-}
-
 /// After a crash, the keys of the crashed node's next neighbour are
 /// answered again within the detection and takeover times, and then stay
 /// answered: no second stretch without an acknowledged write once the
@@ -891,19 +870,26 @@ fn after_a_crash_the_next_node_s_keys_are_unavailable_once_not_twice() {
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
-/// What leases do not cover yet: a ring split in two groups of two or more
-/// (two adjacent nodes cut off together from the rest). Each side declares
-/// the other dead and takes its arcs over; the pair leases to each other, so
-/// both sides serve. Run by hand (`-- --ignored`): with seeds 1 to 16 it
-/// found histories that are not linearizable (seeds 2, 7 and 16 on
-/// 2026-11-29, then also rings that did not merge again; 2 and 16 once the
-/// rings merged, 2026-11-29 23:00 UTC). docs/protocol.md ("Leases") says
-/// what a fix needs.
+/// A ring split in two groups of two or more (two adjacent nodes cut off
+/// together from the rest and from the registry): each side declares the
+/// other dead, but takes an arc over only once the registry has judged its
+/// owner dead (`crustyring::registry::Verdicts`), so only the side that reaches
+/// the registry serves; the pair, whose leases lapse, serves nothing. Once
+/// the cut heals, the two rings merge again (the pair finds the others among
+/// the registry's live members, `failure::registry_hint`). Before the
+/// registry judged deaths, seeds 2 and 16 had histories that are not
+/// linearizable (with judging switched off in the same build, 2026-11-30:
+/// both again), and before the merge through the registry, seeds 2, 7 and 16
+/// of 1 to 16 ended in two rings for good: seed 16 runs beside seeds 1 to 8
+/// (unless `SIM_SEED` or `SIM_SEEDS` says otherwise).
 #[test]
-#[ignore = "a ring split in two groups gets two serving owners per arc: needs a quorum or witness for takeovers"]
 fn with_leases_a_ring_split_in_two_keeps_every_key_linearizable() {
+    let mut seeds = seeds(1, 8);
+    if std::env::var_os("SIM_SEED").is_none() && std::env::var_os("SIM_SEEDS").is_none() {
+        seeds.push(16);
+    }
     check_seeds(
-        seeds(1, 8),
+        seeds,
         Faults::Splits,
         Some(LeaseSettings::default()),
         Histories::MustBeLinearizable,

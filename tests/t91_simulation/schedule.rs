@@ -51,9 +51,9 @@ pub enum Faults {
     /// suspicion.
     Suspicions,
     /// Also the ring split in two groups of two or more: two adjacent nodes
-    /// cut off together from the rest. Leases do not cover this yet (each
-    /// side takes the other's arcs over and serves them: a quorum or a
-    /// witness for takeovers is needed).
+    /// cut off together from the rest and the registry. Covered since
+    /// takeovers wait for the registry's verdict (the registry is the
+    /// witness: only its side serves).
     Splits,
 }
 

@@ -53,22 +53,32 @@ impl Discovery {
     }
 }
 
+/// What discovery found: this node, its first contact in the ring (none if
+/// it starts the ring), and how many times the registry had judged its ID
+/// dead when it registered (verdicts on earlier processes; 0 without one).
+pub(crate) struct Found {
+    pub me: Member,
+    pub contact: Option<Member>,
+    pub verdicts: u64,
+}
+
 /// This node (at `addr`, resuming the ID `saved` if it has one) and its first
-/// contact in the ring (none if it starts the ring), as `discovery` says.
+/// contact in the ring, as `discovery` says.
 pub(crate) async fn discover(
     discovery: &Discovery,
     addr: &str,
     saved: Option<Position>,
     config: &NodeConfig,
-) -> Result<(Member, Option<Member>), JoinError> {
-    let (me, contact) = match discovery {
+) -> Result<Found, JoinError> {
+    let (me, contact, verdicts) = match discovery {
         Discovery::Registry(registry) => register(registry, addr, saved, config).await?,
         Discovery::Join { contact, ids, .. } => {
-            choose_by_walk(contact, ids, addr, saved, config).await?
+            let (me, contact) = choose_by_walk(contact, ids, addr, saved, config).await?;
+            (me, contact, 0)
         }
         Discovery::NewRing { ids, .. } => {
             let id = saved.unwrap_or_else(|| ids.choose(addr, &BTreeMap::<Position, ()>::new()));
-            (Member::new(id, addr), None)
+            (Member::new(id, addr), None, 0)
         }
     };
     // A registry that predates saved IDs assigns another: the saved one wins.
@@ -79,17 +89,22 @@ pub(crate) async fn discover(
         }
         _ => me,
     };
-    Ok((me, contact))
+    Ok(Found {
+        me,
+        contact,
+        verdicts,
+    })
 }
 
 /// Registers `addr` (with the ID it holds, if any) with the registry, retrying
-/// while it is not up yet. Returns this node and its first contact.
+/// while it is not up yet. Returns this node, its first contact, and the
+/// verdicts on its ID so far (a count that does not parse counts as none).
 async fn register(
     registry: &str,
     addr: &str,
     held: Option<Position>,
     config: &NodeConfig,
-) -> Result<(Member, Option<Member>), JoinError> {
+) -> Result<(Member, Option<Member>, u64), JoinError> {
     let failed = |reason: String| JoinError::Registry {
         addr: registry.to_string(),
         reason,
@@ -108,10 +123,13 @@ async fn register(
             .map_err(|s| Failed::from_status(&s, s.message().to_string()))
     })
     .await
-    .map_err(failed)?
-    .into_inner();
+    .map_err(failed)?;
+    let verdicts = (info.metadata().get(crate::registry::VERDICTS))
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    let info = info.into_inner();
     let me = Member::new(Position(info.id), addr);
-    Ok((me, info.neighbor.map(Member::from)))
+    Ok((me, info.neighbor.map(Member::from), verdicts))
 }
 
 /// Joining through a member: walks the ring from `contact` to learn its serving

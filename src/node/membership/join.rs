@@ -223,7 +223,9 @@ impl Node {
     /// ([`crate::lease::hand_over`]), as its `view` and leases say.
     pub(in crate::node) fn may_hand_over(&self, arc: RingArc, view: &View) -> HandOver {
         let serve = self.unleased_arc(arc, view.alone()).unwrap_or(Serve::Now);
-        hand_over(serve, view.alone(), self.after_lease_gap(view))
+        let judged = (self.leases.as_ref())
+            .is_some_and(|l| l.lock().unwrap_or_else(|e| e.into_inner()).judged());
+        hand_over(serve, view.alone(), self.after_lease_gap(view), judged)
     }
 
     /// The predecessor's side of a join: hands the arc `[joiner, next)` to the
@@ -346,11 +348,29 @@ mod tests {
         assert!(tried_the_hand_off(&answer), "{answer:?}");
     }
 
-    /// A node left alone by failures serves nothing until a joiner links in:
-    /// it takes one in if the registry lists no other live member (they
-    /// died), and refuses while it does (they live on and cut this node
-    /// off: a joiner would start a second ring beside theirs), or does not
-    /// answer.
+    /// With a registry that judges deaths, a node left alone by failures
+    /// takes a joiner in only while it holds a root lease: without one it is
+    /// cut off from the registry, whose side may own its arc, whatever the
+    /// registry would list.
+    #[tokio::test]
+    async fn a_node_alone_after_failures_takes_a_joiner_in_only_under_a_root_lease() {
+        let node = alone(Some("http://127.0.0.1:9".to_string()));
+        node.update_leases(|l| l.neighbour_failed());
+        let answer = node.accept_join(gone(150)).await;
+        assert!(!tried_the_hand_off(&answer), "{answer:?}");
+        let now = tokio::time::Instant::now().into_std();
+        node.update_leases(|l| {
+            l.rooted(now, std::time::Duration::from_secs(2));
+        });
+        let answer = node.accept_join(gone(150)).await;
+        assert!(tried_the_hand_off(&answer), "{answer:?}");
+    }
+
+    /// Under a registry that judges no deaths (an earlier version), a node
+    /// left alone by failures serves nothing until a joiner links in: it
+    /// takes one in if the registry lists no other live member (they died),
+    /// and refuses while it does (they live on and cut this node off: a
+    /// joiner would start a second ring beside theirs), or does not answer.
     #[tokio::test]
     async fn a_node_alone_after_failures_takes_a_joiner_in_only_if_no_other_member_lives() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -364,7 +384,10 @@ mod tests {
             let _ = stopped.await;
         }));
         let node = alone(Some(registry));
-        node.update_leases(|l| l.neighbour_failed());
+        node.update_leases(|l| {
+            l.registry_judges(false);
+            l.neighbour_failed();
+        });
         let joiner = gone(150);
 
         // The registry lists no one else: the others died.

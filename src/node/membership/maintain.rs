@@ -33,7 +33,7 @@ use crate::failure::{
 use crate::lease::{self, Answered};
 use crate::metrics::HandOff;
 use crate::node::membership::handoff::HandOffHeader;
-use crate::node::rpc::wire::{self, Link};
+use crate::node::rpc::wire::{self, Link, RootAnswer};
 use crate::node::view::{LinkError, Neighbours, NodeState};
 use crate::node::{Node, NodeSummary};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
@@ -124,6 +124,7 @@ impl Node {
         let settings = self.config.maintenance;
         let mut tick = ticker(settings.probe_interval);
         tokio::spawn(self.clone().keep_registered(stop.clone()));
+        tokio::spawn(self.clone().judge_deaths(stop.clone()));
         tokio::spawn(self.clone().follow_registry(stop.clone()));
         let mut last_purge = Instant::now();
         let mut early = EarlyProbes::new(EARLY_PROBE_GAP);
@@ -183,6 +184,81 @@ impl Node {
             if self.view().state == NodeState::Serving {
                 self.heartbeat().await;
             }
+        }
+    }
+
+    /// Asks the registry to judge the nodes whose arcs this node took over
+    /// and that await its verdict ([`crate::lease::Leases::judged_dead`]),
+    /// until `stop` turns true: woken by each takeover, then again when the
+    /// registry says a verdict may come (stretched by twice the drift bound),
+    /// or a heartbeat interval later if it did not answer. A node that
+    /// heartbeats is never judged dead: its takeover waits until this node
+    /// links to it again (`Leases::linked_to` drops it).
+    async fn judge_deaths(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(settings) = self.config.leases else {
+            return;
+        };
+        let interval = self.config.maintenance.heartbeat_interval;
+        loop {
+            let due = (self.leases.as_ref())
+                .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).verdicts_due())
+                .unwrap_or_default();
+            let mut again = (!due.is_empty()).then_some(interval);
+            for arc in due {
+                let question = pb::DeathQuestion {
+                    from: arc.start.0,
+                    to: arc.end.0,
+                };
+                // A verdict settles only the takeovers declared by now.
+                let asked = tokio::time::Instant::now().into_std();
+                match self
+                    .ask_registry(|mut r| async move { r.judge_dead(question).await })
+                    .await
+                {
+                    Some(Ok(verdict)) if verdict.dead => {
+                        let now = tokio::time::Instant::now().into_std();
+                        tracing::info!(dead = %arc.start, others = verdict.others, "the registry judged the declared-dead node dead");
+                        self.change_leases(|l| {
+                            l.judged_dead(arc.start, asked, now, verdict.others)
+                        });
+                    }
+                    Some(Ok(verdict)) => {
+                        let after = Duration::from_millis(verdict.retry_after_ms)
+                            .min(interval)
+                            .max(EARLY_PROBE_GAP);
+                        again = again.map(|a| a.min(settings.ask_again_after(after)));
+                    }
+                    Some(Err(e)) if e.code() == tonic::Code::Unimplemented => {
+                        self.registry_judges_not();
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, dead = %arc.start, "the registry did not judge")
+                    }
+                    None => {}
+                }
+            }
+            let sleep = sleep_until_some(again.map(|a| Instant::now() + a));
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                () = sleep => {}
+                () = self.verdicts_wanted.notified() => {}
+            }
+        }
+    }
+
+    /// The registry judges no deaths (an earlier version): leases work as
+    /// without one ([`crate::lease::Leases::registry_judges`]).
+    fn registry_judges_not(&self) {
+        let mut was = false;
+        self.change_leases(|l| {
+            was = l.judged();
+            l.registry_judges(false);
+            was
+        });
+        if was {
+            tracing::warn!(
+                "the registry judges no deaths (an earlier version): a split of the ring can give an arc two owners; upgrade the registry"
+            );
         }
     }
 
@@ -458,6 +534,7 @@ impl Node {
         if taken.is_none() {
             return TakenOver::NotNext;
         }
+        self.verdicts_wanted.notify_one();
         self.metrics.neighbour_failed(true);
         self.forget_route(dead);
         let view = self.view_snapshot();
@@ -754,14 +831,43 @@ impl Node {
         })
     }
 
-    /// Tells the registry (if any) that this node is alive.
+    /// Tells the registry (if any) that this node is alive, and notes the
+    /// root lease its answer grants (from when it was sent), or the verdicts
+    /// on this node it reports (`crate::registry::Verdicts`).
     async fn heartbeat(&self) {
-        let me: pb::Node = (&self.me()).into();
-        if let Some(Err(e)) = self
-            .ask_registry(|mut r| async move { r.heartbeat(me).await })
-            .await
-        {
-            tracing::debug!(error = %e, "registry heartbeat failed");
+        let seen = (self.leases.as_ref()).map_or(0, |l| {
+            l.lock().unwrap_or_else(|e| e.into_inner()).verdicts_seen()
+        });
+        let request = wire::heartbeat(&self.me(), seen);
+        let sent = tokio::time::Instant::now().into_std();
+        let answer = self
+            .ask_registry(
+                |mut r| async move { r.heartbeat(request).await.map(tonic::Response::new) },
+            )
+            .await;
+        match answer {
+            Some(Ok(response)) => match wire::root_answer(response.metadata()) {
+                Some(RootAnswer::Granted(length)) => {
+                    self.change_leases(|l| {
+                        l.registry_judges(true);
+                        l.rooted(sent, length)
+                    });
+                }
+                Some(RootAnswer::Dead(count)) => {
+                    let now = tokio::time::Instant::now().into_std();
+                    let mut news = false;
+                    self.change_leases(|l| {
+                        news = l.registry_verdicts(count, now);
+                        news
+                    });
+                    if news {
+                        tracing::warn!(count, "the registry judged this node dead: its lease ends");
+                    }
+                }
+                None => self.registry_judges_not(),
+            },
+            Some(Err(e)) => tracing::debug!(error = %e, "registry heartbeat failed"),
+            None => {}
         }
     }
 

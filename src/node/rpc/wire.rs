@@ -295,6 +295,38 @@ impl lease::Answer {
     }
 }
 
+/// What a heartbeat's answer says of this node's root lease
+/// (`crate::registry::Verdicts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootAnswer {
+    /// A root lease of this length.
+    Granted(Duration),
+    /// None: the registry judged this node dead this many times.
+    Dead(u64),
+}
+
+/// A heartbeat of `me`, saying it heard of `seen` verdicts on itself.
+pub fn heartbeat(me: &Member, seen: u64) -> tonic::Request<registry::Node> {
+    let mut request = tonic::Request::new(registry::Node::from(me));
+    (request.metadata_mut()).insert(crate::registry::VERDICTS_SEEN, seen.into());
+    request
+}
+
+/// What a heartbeat's answer says of the root lease: `None` if nothing (a
+/// registry of an earlier version), or a length that does not parse or
+/// exceeds an hour.
+pub fn root_answer(metadata: &MetadataMap) -> Option<RootAnswer> {
+    let number = |name: &str| -> Option<u64> { metadata.get(name)?.to_str().ok()?.parse().ok() };
+    if let Some(count) = number(crate::registry::VERDICTS) {
+        return Some(RootAnswer::Dead(count));
+    }
+    Some(Duration::from_millis(number(
+        crate::registry::ROOT_LEASE_MS,
+    )?))
+    .filter(|length| *length <= MAX_LEASE_AFTER)
+    .map(RootAnswer::Granted)
+}
+
 impl From<Neighbours> for dht::PreviousNeighbors {
     fn from(n: Neighbours) -> Self {
         Self {
@@ -703,5 +735,35 @@ mod tests {
             assert_eq!(lease_asked_for(&metadata), None, "{bad:?}");
         }
         assert_eq!(lease_asked_for(&MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn a_heartbeat_answer_grants_a_root_lease_or_reports_verdicts() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut metadata = MetadataMap::new();
+            for (name, value) in pairs {
+                metadata.insert(*name, MetadataValue::from_static(value));
+            }
+            root_answer(&metadata)
+        };
+        let (root, verdicts) = (crate::registry::ROOT_LEASE_MS, crate::registry::VERDICTS);
+        assert_eq!(
+            with(&[(root, "2000")]),
+            Some(RootAnswer::Granted(Duration::from_secs(2)))
+        );
+        assert_eq!(with(&[(verdicts, "3")]), Some(RootAnswer::Dead(3)));
+        assert_eq!(
+            with(&[(root, "2000"), (verdicts, "3")]),
+            Some(RootAnswer::Dead(3)),
+            "a verdict wins"
+        );
+        assert_eq!(with(&[]), None, "a registry of an earlier version");
+        for bad in ["", "x", "-1", "3600001", "99999999999999999999"] {
+            assert_eq!(with(&[(root, bad)]), None, "{bad:?}");
+        }
+        let request = heartbeat(&Member::new(Position(7), "http://n:1"), 4);
+        let seen = request.metadata().get(crate::registry::VERDICTS_SEEN);
+        assert_eq!(seen.and_then(|v| v.to_str().ok()), Some("4"));
+        assert_eq!(request.get_ref().id, 7);
     }
 }
