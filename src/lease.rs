@@ -214,8 +214,10 @@ struct Taken {
     verdict_due: bool,
     /// Not before the takeover of this node, the dead one's `prev`, has
     /// settled: `dead` may hold a lease that one granted, which lapses at
-    /// most a takeover wait after it.
-    after: Option<Position>,
+    /// most a takeover wait after it. (The earlier takeover, by its dead node
+    /// and when it was declared: the same node may have been taken over
+    /// before.)
+    after: Option<(Position, Instant)>,
 }
 
 impl Taken {
@@ -242,6 +244,8 @@ pub struct Leases {
     /// When it last heard it was judged dead: a grant asked for before then
     /// does not link it in again ([`Leases::granted`]).
     heard_at: Option<Instant>,
+    /// The length of the registry's root leases, as last granted.
+    root_length: Duration,
     /// Until when this node's arc is leased, on this node's clock.
     until: Option<Instant>,
     /// Whether this node has declared a neighbour dead since it was last
@@ -281,6 +285,7 @@ impl Leases {
             verdicts_seen: 0,
             relink_needed: false,
             heard_at: None,
+            root_length: settings.length,
             until: None,
             failed_since_linked: false,
             taken: Vec::new(),
@@ -314,14 +319,24 @@ impl Leases {
     /// one, leases work as without a registry: takeovers wait for no
     /// verdict, and grants need no lease of the grantor's own (else every
     /// failure would stop the ring, with no root lease to start leases
-    /// again). Upgrade the registry first.
-    pub fn registry_judges(&mut self, judges: bool) {
+    /// again). Upgrade the registry first. The takeovers that awaited a
+    /// verdict wait, from `now`, for any root lease their nodes may hold.
+    pub fn registry_judges(&mut self, judges: bool, now: Instant) {
         if self.judged == judges {
             return;
         }
         self.judged = judges;
         if !judges {
+            // The suspects may hold root leases granted until now.
+            let roots = LeaseSettings {
+                length: self.root_length,
+                ..self.settings
+            }
+            .takeover_wait();
             for t in &mut self.taken {
+                if t.verdict_due || t.after.is_some() {
+                    t.from = t.from.max(now + roots);
+                }
                 t.verdict_due = false;
                 t.after = None;
             }
@@ -353,7 +368,8 @@ impl Leases {
             .collect();
         while let Some(gone) = dropped.pop() {
             self.taken.retain(|t| {
-                let stale = (t.dead == gone && t.verdict_due) || t.after == Some(gone);
+                let stale = (t.dead == gone && t.verdict_due)
+                    || t.after.is_some_and(|(earlier, _)| earlier == gone);
                 if stale {
                     dropped.push(t.dead);
                 }
@@ -529,7 +545,7 @@ impl Leases {
         {
             match t.settled() {
                 Some(at) => taken.from = taken.from.max(at + wait),
-                None => taken.after = Some(earlier),
+                None => taken.after = Some((earlier, t.declared)),
             }
         }
         self.taken.push(taken);
@@ -546,43 +562,52 @@ impl Leases {
         self.serves_arc(Arc::point(position), alone, now)
     }
 
-    /// The registry judged `dead` dead, asked at `asked` (before the
-    /// question was sent); this node heard so at `at`. Only takeovers
-    /// declared by then are settled: a late answer must not settle a later
-    /// takeover of the same node (linked to again meanwhile, leased again,
-    /// and declared dead again: the registry judged the earlier one). Whether
-    /// any takeover was waiting for it.
+    /// The registry judged the nodes in `question` dead (from the dead node
+    /// on), asked at `asked` (before the question was sent); this node heard
+    /// so at `at`. Only takeovers declared by then, of arcs the question
+    /// covers, are settled: a late answer must not settle a later takeover
+    /// of the same node (linked to again meanwhile, leased again, and
+    /// declared dead again, perhaps over a wider arc: the registry judged
+    /// the earlier one). Whether any takeover was waiting for it.
+    ///
+    /// A question that reached round to this node (it was alone) judged
+    /// every other node dead: if asked after this node heard it was judged
+    /// dead itself, no other node serves its arc, and root leases count
+    /// again (it would otherwise serve nothing, with no `prev` to link it
+    /// in again).
     ///
     /// `others` is how many more nodes the registry judged in the arc (this
     /// node passed over them without knowing them): each may hold a lease
     /// from the one before it, which lapses a takeover wait after that
     /// one's, so the arc waits as many more takeover waits.
-    pub fn judged_dead(
-        &mut self,
-        dead: Position,
-        asked: Instant,
-        at: Instant,
-        others: u32,
-    ) -> bool {
+    pub fn judged_dead(&mut self, question: Arc, asked: Instant, at: Instant, others: u32) -> bool {
         let mut changed = false;
         let wait = self.settings.takeover_wait();
-        let judged = |t: &Taken| t.dead == dead && t.verdict_due && t.declared <= asked;
+        let judged = |t: &Taken| {
+            t.dead == question.start
+                && t.verdict_due
+                && t.declared <= asked
+                && question.covers(&t.arc)
+        };
         for t in self.taken.iter_mut().filter(|t| judged(t)) {
             t.verdict_due = false;
             t.from = t.from.max(at) + wait * others;
             changed = true;
         }
+        if changed && question.end == self.me && self.heard_at.is_none_or(|heard| asked > heard) {
+            self.relink_needed = false;
+        }
         // Takeovers that waited for this one (a run of dead nodes), and
         // those that waited for them, wait a takeover wait after it now.
         let mut more = changed;
         while more {
-            let settled: Vec<(Position, Instant)> = (self.taken.iter())
-                .filter_map(|t| t.settled().map(|from| (t.dead, from)))
+            let settled: Vec<((Position, Instant), Instant)> = (self.taken.iter())
+                .filter_map(|t| t.settled().map(|from| ((t.dead, t.declared), from)))
                 .collect();
             more = false;
             for t in self.taken.iter_mut() {
                 let Some(earlier) = t.after else { continue };
-                if let Some((_, from)) = settled.iter().rev().find(|(d, _)| *d == earlier) {
+                if let Some((_, from)) = settled.iter().find(|(which, _)| *which == earlier) {
                     t.from = t.from.max(*from + wait);
                     t.after = None;
                     more = true;
@@ -618,6 +643,7 @@ impl Leases {
         if !self.judged || self.relink_needed {
             return false;
         }
+        self.root_length = length;
         let until = sent + length;
         if self.until.is_some_and(|u| u >= until) {
             return false;
@@ -1138,11 +1164,11 @@ mod tests {
         assert_eq!(l.serves(Position(150), false, long_after), Serve::Unleased);
         assert_eq!(l.granting(after, long_after), Grant::Refused);
         assert_eq!(l.verdicts_due(), vec![Arc::new(dead, after)]);
-        assert!(l.judged_dead(dead, t0 + SECOND, t0 + SECOND, 0));
+        assert!(l.judged_dead(Arc::new(dead, after), t0 + SECOND, t0 + SECOND, 0));
         assert!(l.verdicts_due().is_empty());
         assert_eq!(l.serves(Position(150), false, t0), Serve::From(t0 + wait));
         assert!(
-            !l.judged_dead(dead, t0 + 2 * SECOND, t0 + 2 * SECOND, 0),
+            !l.judged_dead(Arc::new(dead, after), t0 + 2 * SECOND, t0 + 2 * SECOND, 0),
             "nothing more awaited"
         );
         // A verdict later than the lease's lapse sets the start.
@@ -1150,7 +1176,7 @@ mod tests {
         l.granted(t0);
         l.linked_to(dead, t0);
         l.took_over(Arc::new(dead, after), dead, t0);
-        l.judged_dead(dead, t0 + 3 * SECOND, t0 + 3 * SECOND, 0);
+        l.judged_dead(Arc::new(dead, after), t0 + 3 * SECOND, t0 + 3 * SECOND, 0);
         assert_eq!(
             l.serves(Position(150), false, t0),
             Serve::From(t0 + 3 * SECOND)
@@ -1190,13 +1216,13 @@ mod tests {
         l.linked_to(b, t0 + SECOND);
         l.took_over(Arc::new(b, c), b, t0 + 2 * SECOND);
         l.linked_to(c, t0 + 2 * SECOND);
-        assert!(l.judged_dead(b, t0 + 2 * SECOND, t0 + 2 * SECOND, 0));
+        assert!(l.judged_dead(Arc::new(b, c), t0 + 2 * SECOND, t0 + 2 * SECOND, 0));
         assert_eq!(
             l.serves(Position(170), false, t0),
             Serve::Unleased,
             "A's takeover has not settled"
         );
-        l.judged_dead(a, t0 + 3 * SECOND, t0 + 3 * SECOND, 0);
+        l.judged_dead(Arc::new(a, b), t0 + 3 * SECOND, t0 + 3 * SECOND, 0);
         assert_eq!(
             l.serves(Position(120), false, t0),
             Serve::From(t0 + 3 * SECOND)
@@ -1285,14 +1311,14 @@ mod tests {
         l.linked_to(a, t0);
         l.took_over(Arc::new(a, b), a, t0);
         l.linked_to(b, t0);
-        l.judged_dead(a, t0, t0, 0);
+        l.judged_dead(Arc::new(a, b), t0, t0, 0);
         l.took_over(Arc::new(b, a), b, t0);
         let again = t0 + SECOND / 2;
         l.linked_to(a, again);
-        l.judged_dead(b, t0, t0, 0);
+        l.judged_dead(Arc::new(b, a), t0, t0, 0);
         l.took_over(Arc::new(a, me), a, t0 + SECOND);
         l.linked_to(me, t0 + SECOND);
-        l.judged_dead(a, t0 + SECOND, t0 + SECOND, 0);
+        l.judged_dead(Arc::new(a, me), t0 + SECOND, t0 + SECOND, 0);
         assert_eq!(
             l.serves(Position(120), true, t0),
             Serve::From(again + wait),
@@ -1312,13 +1338,86 @@ mod tests {
         l.took_over(Arc::new(dead, after), dead, t0);
         l.linked_to(after, t0);
         assert_eq!(l.serves(Position(150), false, t0), Serve::Unleased);
-        l.registry_judges(false);
+        l.registry_judges(false, t0);
         assert!(!l.judged());
         let wait = l.settings().takeover_wait();
         assert_eq!(l.serves(Position(150), false, t0), Serve::From(t0 + wait));
         assert_eq!(l.granting(after, t0 + 10 * SECOND), Grant::Granted);
         assert!(!l.rooted(t0, 2 * SECOND));
-        l.registry_judges(true);
+        l.registry_judges(true, t0);
         assert!(l.rooted(t0 + 10 * SECOND, 2 * SECOND));
+    }
+
+    /// A verdict counts only for takeovers declared before it was asked,
+    /// of arcs it covers: a late answer about an earlier takeover of the
+    /// same node settles neither a later one nor a wider one.
+    #[test]
+    fn judged_a_late_verdict_settles_only_what_it_was_asked_about() {
+        let (mut l, t0) = (judged(), Instant::now());
+        let (a, b, c) = (Position(100), Position(150), Position(200));
+        l.granted(t0);
+        l.linked_to(a, t0);
+        l.took_over(Arc::new(a, c), a, t0 + SECOND);
+        let later = t0 + 3 * SECOND;
+        assert!(!l.judged_dead(Arc::new(a, b), later, later, 0), "narrower");
+        assert!(!l.judged_dead(Arc::new(a, c), t0, later, 0), "asked before");
+        assert!(l.judged_dead(Arc::new(a, c), later, later, 0));
+    }
+
+    /// A run's later takeover waits for the earlier takeover that linked it,
+    /// not for an older, settled one of the same node.
+    #[test]
+    fn judged_a_run_waits_for_the_takeover_that_linked_it() {
+        let (mut l, t0) = (judged(), Instant::now());
+        let (a, b, c) = (Position(100), Position(150), Position(200));
+        let wait = l.settings().takeover_wait();
+        l.granted(t0);
+        l.linked_to(a, t0);
+        l.took_over(Arc::new(a, b), a, t0);
+        l.linked_to(b, t0);
+        l.judged_dead(Arc::new(a, b), t0, t0, 0);
+        // Linked to A again (it came back), then A and B declared dead again.
+        l.linked_to(a, t0 + SECOND);
+        l.took_over(Arc::new(a, b), a, t0 + 2 * SECOND);
+        l.linked_to(b, t0 + 2 * SECOND);
+        l.took_over(Arc::new(b, c), b, t0 + 2 * SECOND);
+        l.linked_to(c, t0 + 2 * SECOND);
+        let at = t0 + 2 * SECOND;
+        l.granted(at);
+        l.judged_dead(Arc::new(b, c), at, at, 0);
+        assert_eq!(
+            l.serves(Position(170), false, at),
+            Serve::Unleased,
+            "A's new takeover has not settled"
+        );
+        l.judged_dead(Arc::new(a, b), at, at, 0);
+        assert_eq!(
+            l.serves(Position(170), false, at),
+            Serve::From(t0 + SECOND + wait + wait),
+            "a wait after A's new takeover (from its link at 1 s)"
+        );
+    }
+
+    /// A node that heard it was judged dead, then was left alone, counts
+    /// root leases again once the registry judged every other node dead on
+    /// its question (asked after it heard): no other node serves its arc.
+    #[test]
+    fn judged_a_lone_node_judged_dead_before_serves_once_all_others_are() {
+        let (mut l, t0) = (judged(), Instant::now());
+        let (me, a) = (Position(0), Position(100));
+        l.rooted(t0, 2 * SECOND);
+        l.registry_verdicts(1, t0 + SECOND);
+        assert!(!l.rooted(t0 + SECOND, 2 * SECOND));
+        l.linked_to(a, t0);
+        l.took_over(Arc::new(a, me), a, t0 + SECOND);
+        l.linked_to(me, t0 + SECOND);
+        l.judged_dead(Arc::new(a, me), t0, t0 + 2 * SECOND, 0);
+        assert!(
+            !l.rooted(t0 + 2 * SECOND, 2 * SECOND),
+            "asked before it heard"
+        );
+        l.took_over(Arc::new(a, me), a, t0 + 3 * SECOND);
+        l.judged_dead(Arc::new(a, me), t0 + 3 * SECOND, t0 + 3 * SECOND, 0);
+        assert!(l.rooted(t0 + 3 * SECOND, 2 * SECOND));
     }
 }

@@ -189,7 +189,7 @@ impl Registry for RegistryService {
         let arc = crate::ring::Arc::new(Position(question.from), Position(question.to));
         let verdict = {
             let mut verdicts = self.verdicts();
-            let verdict = verdicts.judge(arc, now());
+            let verdict = verdicts.judge(arc, question.asker.map(Position), now());
             // Kept before it is answered (a failed write is tried again by
             // the next call, which answers nothing before it succeeds).
             if let (true, Some(path)) = (verdicts.unsaved(), &self.verdicts_file) {
@@ -227,6 +227,7 @@ impl Registry for RegistryService {
         tracing::info!(addr = %node.addr, id = %Position(node.id), "node left");
         self.membership()
             .deregister(&Member::new(Position(node.id), node.addr));
+        self.verdicts().deregistered(Position(node.id));
         self.counted("Deregister", Ok(Response::new(())))
     }
 }

@@ -149,7 +149,8 @@ impl Verdicts {
     /// Node `id` heartbeats, saying it heard of `seen` verdicts on itself.
     pub fn heartbeat(&mut self, id: Position, seen: u64, now: Instant) -> Root {
         let count = self.count.entry(id).or_insert(0);
-        if seen < *count {
+        // (A count at its ceiling stands for good: no `seen` reaches past it.)
+        if seen < *count || *count == u64::MAX {
             return Root::Dead(*count);
         }
         // A registry that restarted learns the count from the node.
@@ -159,13 +160,29 @@ impl Verdicts {
         Root::Granted(self.settings.length)
     }
 
-    /// Whether the nodes in `arc` are dead, asked by a node that declared
-    /// the first (`arc.start`) dead and would take the arc over: every node
-    /// it knows there (granted a root lease, registered or judged) and the
-    /// first, known or not.
-    pub fn judge(&mut self, arc: Arc, now: Instant) -> Verdict {
+    /// Node `id` left the ring (a graceful leave): forgotten, unless judged
+    /// dead without having heard so (a process of an earlier life may live
+    /// on somewhere).
+    pub fn deregistered(&mut self, id: Position) {
+        self.rooted.remove(&id);
+        if !self.unheard.contains(&id) {
+            self.count.remove(&id);
+        }
+    }
+
+    /// Whether the nodes in `arc` are dead, asked by `asker`, which declared
+    /// the first (`arc.start`) dead and would take the arc over: the first,
+    /// known or not, and every node it knows (granted a root lease,
+    /// registered or judged) after the asker (or the first, if the asker is
+    /// not named) up to the arc's end. The asker's view may have missed a
+    /// node before the first: a live one there holds the verdict back.
+    pub fn judge(&mut self, arc: Arc, asker: Option<Position>, now: Instant) -> Verdict {
+        let span = Arc::new(asker.unwrap_or(arc.start), arc.end);
         let known = self.rooted.keys().chain(self.count.keys());
-        let mut ids: BTreeSet<Position> = known.filter(|id| arc.contains(**id)).copied().collect();
+        let mut ids: BTreeSet<Position> = known
+            .filter(|id| span.contains(**id) && Some(**id) != asker)
+            .copied()
+            .collect();
         ids.insert(arc.start);
         let wait = |length: Duration| {
             LeaseSettings {
@@ -293,15 +310,15 @@ mod tests {
         let (n, wait) = (Position(7), v.settings.takeover_wait());
         assert_eq!(v.heartbeat(n, 0, t0 + SECOND), Root::Granted(2 * SECOND));
         assert_eq!(
-            v.judge(arc(7, 9), t0 + 2 * SECOND),
+            v.judge(arc(7, 9), None, t0 + 2 * SECOND),
             Verdict::NotBefore(SECOND + wait - 2 * SECOND)
         );
         assert_eq!(
-            v.judge(arc(7, 9), t0 + SECOND + wait),
+            v.judge(arc(7, 9), None, t0 + SECOND + wait),
             Verdict::Dead { others: 0 }
         );
         assert_eq!(
-            v.judge(arc(7, 9), t0 + SECOND + wait),
+            v.judge(arc(7, 9), None, t0 + SECOND + wait),
             Verdict::Dead { others: 0 },
             "it stands"
         );
@@ -316,7 +333,7 @@ mod tests {
         for s in 0..10 {
             v.heartbeat(n, 0, t0 + s * SECOND);
             assert!(matches!(
-                v.judge(arc(7, 9), t0 + s * SECOND),
+                v.judge(arc(7, 9), None, t0 + s * SECOND),
                 Verdict::NotBefore(_)
             ));
         }
@@ -333,19 +350,19 @@ mod tests {
         v.registered(Position(8), t0 + SECOND);
         v.heartbeat(Position(20), 0, t0 + 5 * SECOND);
         assert_eq!(
-            v.judge(arc(7, 10), t0 + wait),
+            v.judge(arc(7, 10), None, t0 + wait),
             Verdict::NotBefore(SECOND),
             "8 registered a second later"
         );
         assert_eq!(
-            v.judge(arc(7, 10), t0 + SECOND + wait),
+            v.judge(arc(7, 10), None, t0 + SECOND + wait),
             Verdict::Dead { others: 1 }
         );
         assert_eq!((v.count_of(Position(7)), v.count_of(Position(8))), (1, 1));
         assert_eq!(v.count_of(Position(20)), 0, "outside the arc");
         // A node alive inside the arc holds the verdict back.
         assert!(matches!(
-            v.judge(arc(7, 30), t0 + SECOND + wait),
+            v.judge(arc(7, 30), None, t0 + SECOND + wait),
             Verdict::NotBefore(_)
         ));
     }
@@ -357,21 +374,24 @@ mod tests {
         let n = Position(7);
         v.heartbeat(n, 0, t0);
         let later = t0 + 5 * SECOND;
-        assert_eq!(v.judge(arc(7, 9), later), Verdict::Dead { others: 0 });
+        assert_eq!(v.judge(arc(7, 9), None, later), Verdict::Dead { others: 0 });
         // A heartbeat sent before it heard (say, held up by the partition).
         assert_eq!(v.heartbeat(n, 0, later), Root::Dead(1));
-        assert_eq!(v.judge(arc(7, 9), later), Verdict::Dead { others: 0 });
+        assert_eq!(v.judge(arc(7, 9), None, later), Verdict::Dead { others: 0 });
         assert_eq!(v.heartbeat(n, 1, later), Root::Granted(2 * SECOND));
-        assert!(matches!(v.judge(arc(7, 9), later), Verdict::NotBefore(_)));
+        assert!(matches!(
+            v.judge(arc(7, 9), None, later),
+            Verdict::NotBefore(_)
+        ));
         // Judged dead again.
         assert_eq!(
-            v.judge(arc(7, 9), later + 3 * SECOND),
+            v.judge(arc(7, 9), None, later + 3 * SECOND),
             Verdict::Dead { others: 0 }
         );
         assert_eq!(v.heartbeat(n, 1, later + 3 * SECOND), Root::Dead(2));
         // A count from a node cannot overflow it.
         v.heartbeat(n, u64::MAX, later + 3 * SECOND);
-        v.judge(arc(7, 9), later + 9 * SECOND);
+        v.judge(arc(7, 9), None, later + 9 * SECOND);
         assert_eq!(v.count_of(n), u64::MAX);
     }
 
@@ -383,7 +403,7 @@ mod tests {
         v.heartbeat(Position(7), 0, t0 + SECOND);
         v.heartbeat(Position(7), 0, t0);
         assert!(matches!(
-            v.judge(arc(7, 9), t0 + wait),
+            v.judge(arc(7, 9), None, t0 + wait),
             Verdict::NotBefore(_)
         ));
     }
@@ -393,8 +413,11 @@ mod tests {
         let t0 = Instant::now();
         let mut v = verdicts(t0);
         let wait = v.settings.takeover_wait();
-        assert!(matches!(v.judge(arc(7, 9), t0), Verdict::NotBefore(w) if w == wait));
-        assert_eq!(v.judge(arc(7, 9), t0 + wait), Verdict::Dead { others: 0 });
+        assert!(matches!(v.judge(arc(7, 9), None, t0), Verdict::NotBefore(w) if w == wait));
+        assert_eq!(
+            v.judge(arc(7, 9), None, t0 + wait),
+            Verdict::Dead { others: 0 }
+        );
         // One that granted longer root leases before: it waits for those.
         let mut v = verdicts(t0);
         v.restore(Kept {
@@ -402,7 +425,7 @@ mod tests {
             root_lease: 10 * SECOND,
         });
         assert!(matches!(
-            v.judge(arc(7, 9), t0 + wait),
+            v.judge(arc(7, 9), None, t0 + wait),
             Verdict::NotBefore(_)
         ));
         assert_eq!(v.kept().root_lease, 10 * SECOND);
@@ -422,7 +445,7 @@ mod tests {
         let t0 = Instant::now();
         let mut v = verdicts(t0);
         assert_eq!(
-            v.judge(arc(7, 9), t0 + 10 * SECOND),
+            v.judge(arc(7, 9), None, t0 + 10 * SECOND),
             Verdict::Dead { others: 0 }
         );
         assert!(v.unsaved());
@@ -442,5 +465,48 @@ mod tests {
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("7 one"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The asker's view may have missed a node before the one it declared
+    /// dead: a live one there holds the verdict back, and a dead one is
+    /// judged with the rest. A node alone asks about the whole ring but
+    /// itself.
+    #[test]
+    fn the_nodes_between_the_asker_and_the_first_are_judged_too() {
+        let t0 = Instant::now();
+        let mut v = verdicts(t0);
+        let wait = v.settings.takeover_wait();
+        let later = t0 + 2 * wait;
+        v.heartbeat(Position(5), 0, later);
+        assert!(matches!(
+            v.judge(arc(7, 9), Some(Position(3)), later),
+            Verdict::NotBefore(_)
+        ));
+        assert_eq!(
+            v.judge(arc(7, 9), Some(Position(6)), later),
+            Verdict::Dead { others: 0 }
+        );
+        // Alone: every node but the asker.
+        v.heartbeat(Position(3), 0, later);
+        assert_eq!(
+            v.judge(arc(7, 3), Some(Position(3)), later + wait),
+            Verdict::Dead { others: 1 },
+            "5 and 7; the asker (3) is not judged"
+        );
+        assert_eq!(v.count_of(Position(3)), 0);
+    }
+
+    #[test]
+    fn a_node_that_left_is_forgotten() {
+        let t0 = Instant::now();
+        let mut v = verdicts(t0);
+        let wait = v.settings.takeover_wait();
+        v.heartbeat(Position(8), 0, t0 + wait);
+        v.deregistered(Position(8));
+        assert_eq!(
+            v.judge(arc(7, 9), None, t0 + wait),
+            Verdict::Dead { others: 0 },
+            "8 no longer holds the verdict back, nor counts"
+        );
     }
 }

@@ -385,7 +385,7 @@ mod tests {
         }));
         let node = alone(Some(registry));
         node.update_leases(|l| {
-            l.registry_judges(false);
+            l.registry_judges(false, std::time::Instant::now());
             l.neighbour_failed();
         });
         let joiner = gone(150);

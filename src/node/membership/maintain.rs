@@ -200,17 +200,19 @@ impl Node {
         };
         let interval = self.config.maintenance.heartbeat_interval;
         loop {
+            // A verdict settles only the takeovers declared by now.
+            let asked = tokio::time::Instant::now().into_std();
             let due = (self.leases.as_ref())
                 .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).verdicts_due())
                 .unwrap_or_default();
+            let me = self.me().id;
             let mut again = (!due.is_empty()).then_some(interval);
             for arc in due {
                 let question = pb::DeathQuestion {
                     from: arc.start.0,
                     to: arc.end.0,
+                    asker: Some(me.0),
                 };
-                // A verdict settles only the takeovers declared by now.
-                let asked = tokio::time::Instant::now().into_std();
                 match self
                     .ask_registry(|mut r| async move { r.judge_dead(question).await })
                     .await
@@ -218,9 +220,7 @@ impl Node {
                     Some(Ok(verdict)) if verdict.dead => {
                         let now = tokio::time::Instant::now().into_std();
                         tracing::info!(dead = %arc.start, others = verdict.others, "the registry judged the declared-dead node dead");
-                        self.change_leases(|l| {
-                            l.judged_dead(arc.start, asked, now, verdict.others)
-                        });
+                        self.change_leases(|l| l.judged_dead(arc, asked, now, verdict.others));
                     }
                     Some(Ok(verdict)) => {
                         let after = Duration::from_millis(verdict.retry_after_ms)
@@ -249,10 +249,10 @@ impl Node {
     /// The registry judges no deaths (an earlier version): leases work as
     /// without one ([`crate::lease::Leases::registry_judges`]).
     fn registry_judges_not(&self) {
-        let mut was = false;
+        let (mut was, now) = (false, tokio::time::Instant::now().into_std());
         self.change_leases(|l| {
             was = l.judged();
-            l.registry_judges(false);
+            l.registry_judges(false, now);
             was
         });
         if was {
@@ -848,8 +848,9 @@ impl Node {
         match answer {
             Some(Ok(response)) => match wire::root_answer(response.metadata()) {
                 Some(RootAnswer::Granted(length)) => {
+                    let now = tokio::time::Instant::now().into_std();
                     self.change_leases(|l| {
-                        l.registry_judges(true);
+                        l.registry_judges(true, now);
                         l.rooted(sent, length)
                     });
                 }
@@ -863,6 +864,9 @@ impl Node {
                     if news {
                         tracing::warn!(count, "the registry judged this node dead: its lease ends");
                     }
+                }
+                Some(RootAnswer::Unreadable) => {
+                    tracing::debug!("a heartbeat's answer about the root lease does not parse");
                 }
                 None => self.registry_judges_not(),
             },

@@ -303,6 +303,9 @@ pub enum RootAnswer {
     Granted(Duration),
     /// None: the registry judged this node dead this many times.
     Dead(u64),
+    /// A value that does not parse, or a length over an hour: ignored (not
+    /// taken for a registry of an earlier version, which sends neither).
+    Unreadable,
 }
 
 /// A heartbeat of `me`, saying it heard of `seen` verdicts on itself.
@@ -312,19 +315,23 @@ pub fn heartbeat(me: &Member, seen: u64) -> tonic::Request<registry::Node> {
     request
 }
 
-/// What a heartbeat's answer says of the root lease: `None` if nothing (a
-/// registry of an earlier version), or a length that does not parse or
-/// exceeds an hour.
+/// What a heartbeat's answer says of the root lease: `None` if it carries
+/// neither header (a registry of an earlier version).
 pub fn root_answer(metadata: &MetadataMap) -> Option<RootAnswer> {
-    let number = |name: &str| -> Option<u64> { metadata.get(name)?.to_str().ok()?.parse().ok() };
+    let number = |name: &str| -> Option<Option<u64>> {
+        let value = metadata.get(name)?;
+        Some(value.to_str().ok().and_then(|v| v.parse().ok()))
+    };
     if let Some(count) = number(crate::registry::VERDICTS) {
-        return Some(RootAnswer::Dead(count));
+        return Some(count.map_or(RootAnswer::Unreadable, RootAnswer::Dead));
     }
-    Some(Duration::from_millis(number(
-        crate::registry::ROOT_LEASE_MS,
-    )?))
-    .filter(|length| *length <= MAX_LEASE_AFTER)
-    .map(RootAnswer::Granted)
+    let length = number(crate::registry::ROOT_LEASE_MS)?;
+    Some(
+        length
+            .map(Duration::from_millis)
+            .filter(|length| *length <= MAX_LEASE_AFTER)
+            .map_or(RootAnswer::Unreadable, RootAnswer::Granted),
+    )
 }
 
 impl From<Neighbours> for dht::PreviousNeighbors {
@@ -759,8 +766,13 @@ mod tests {
         );
         assert_eq!(with(&[]), None, "a registry of an earlier version");
         for bad in ["", "x", "-1", "3600001", "99999999999999999999"] {
-            assert_eq!(with(&[(root, bad)]), None, "{bad:?}");
+            assert_eq!(
+                with(&[(root, bad)]),
+                Some(RootAnswer::Unreadable),
+                "{bad:?}"
+            );
         }
+        assert_eq!(with(&[(verdicts, "many")]), Some(RootAnswer::Unreadable));
         let request = heartbeat(&Member::new(Position(7), "http://n:1"), 4);
         let seen = request.metadata().get(crate::registry::VERDICTS_SEEN);
         assert_eq!(seen.and_then(|v| v.to_str().ok()), Some("4"));
