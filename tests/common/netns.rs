@@ -256,8 +256,10 @@ pub fn assert_runs(proc: &Proc, bin: &str) {
 }
 
 /// Runs the CLI inside `host`: its trimmed stdout, or `Err` with its stderr.
+/// (A read through a node that may not serve waits the request timeout, then
+/// the client relearns the ring and asks again: up to twice that and a walk.)
 pub fn cli(host: &Host, args: &[&str]) -> Result<String, String> {
-    let out = host.run(CLI, args, Duration::from_secs(10));
+    let out = host.run(CLI, args, Duration::from_secs(30));
     match out.status.success() {
         true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
         false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
