@@ -40,6 +40,10 @@ use crate::ring::{Arc, Position};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+/// How far above its own count the registry takes a node's count of
+/// verdicts heard for the true one (see [`Verdicts::heartbeat`]).
+const MAX_LEARNT: u64 = 1 << 20;
+
 /// What a heartbeat is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Root {
@@ -149,23 +153,26 @@ impl Verdicts {
     /// Node `id` heartbeats, saying it heard of `seen` verdicts on itself.
     pub fn heartbeat(&mut self, id: Position, seen: u64, now: Instant) -> Root {
         let count = self.count.entry(id).or_insert(0);
-        // (A count at its ceiling stands for good: no `seen` reaches past it.)
-        if seen < *count || *count == u64::MAX {
+        if seen < *count {
             return Root::Dead(*count);
         }
-        // A registry that restarted learns the count from the node.
-        *count = seen;
+        // A registry that restarted without its counts learns them from the
+        // nodes; a count far above any verdicts given is not believed.
+        if seen <= count.saturating_add(MAX_LEARNT) {
+            *count = seen;
+        }
         self.unheard.remove(&id);
         self.note_root(id, now);
         Root::Granted(self.settings.length)
     }
 
-    /// Node `id` left the ring (a graceful leave): forgotten, unless judged
-    /// dead without having heard so (a process of an earlier life may live
-    /// on somewhere).
+    /// Node `id` left the ring (a graceful leave): its root leases are
+    /// forgotten, and its count if it was never judged (a process of an
+    /// earlier life with its ID, judged dead, may live on somewhere without
+    /// having heard so: its count stays).
     pub fn deregistered(&mut self, id: Position) {
         self.rooted.remove(&id);
-        if !self.unheard.contains(&id) {
+        if self.count.get(&id) == Some(&0) {
             self.count.remove(&id);
         }
     }
@@ -177,7 +184,9 @@ impl Verdicts {
     /// not named) up to the arc's end. The asker's view may have missed a
     /// node before the first: a live one there holds the verdict back.
     pub fn judge(&mut self, arc: Arc, asker: Option<Position>, now: Instant) -> Verdict {
-        let span = Arc::new(asker.unwrap_or(arc.start), arc.end);
+        // (An asker inside the arc it asks about asks about the arc.)
+        let from = asker.filter(|a| !arc.contains(*a)).unwrap_or(arc.start);
+        let span = Arc::new(from, arc.end);
         let known = self.rooted.keys().chain(self.count.keys());
         let mut ids: BTreeSet<Position> = known
             .filter(|id| span.contains(**id) && Some(**id) != asker)
@@ -389,10 +398,12 @@ mod tests {
             Verdict::Dead { others: 0 }
         );
         assert_eq!(v.heartbeat(n, 1, later + 3 * SECOND), Root::Dead(2));
-        // A count from a node cannot overflow it.
-        v.heartbeat(n, u64::MAX, later + 3 * SECOND);
-        v.judge(arc(7, 9), None, later + 9 * SECOND);
-        assert_eq!(v.count_of(n), u64::MAX);
+        // A count from a node far above the true one is not believed.
+        assert_eq!(
+            v.heartbeat(n, u64::MAX, later + 3 * SECOND),
+            Root::Granted(2 * SECOND)
+        );
+        assert_eq!(v.count_of(n), 2);
     }
 
     #[test]
@@ -508,5 +519,11 @@ mod tests {
             Verdict::Dead { others: 0 },
             "8 no longer holds the verdict back, nor counts"
         );
+        // A node judged dead keeps its count when a later process with its
+        // ID leaves: the earlier one may live on without having heard.
+        assert_eq!(v.count_of(Position(7)), 1);
+        v.heartbeat(Position(7), 1, t0 + 2 * wait);
+        v.deregistered(Position(7));
+        assert_eq!(v.heartbeat(Position(7), 0, t0 + 2 * wait), Root::Dead(1));
     }
 }

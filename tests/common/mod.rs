@@ -601,9 +601,14 @@ pub async fn key_copies(addr: &str) -> Result<(u64, u64), String> {
 pub struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    /// A fresh, empty directory named after `name` (and this process).
+    /// A fresh, empty directory named after `name` (and this process, and
+    /// how many came before it: two tests that pick the same name each get
+    /// their own).
     pub fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("crustyring-{name}-{}", std::process::id()));
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("crustyring-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)

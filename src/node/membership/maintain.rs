@@ -33,10 +33,12 @@ use crate::failure::{
 use crate::lease::{self, Answered};
 use crate::metrics::HandOff;
 use crate::node::membership::handoff::HandOffHeader;
+use crate::node::rpc::judging::Asked;
 use crate::node::rpc::wire::{self, Link, RootAnswer};
 use crate::node::view::{LinkError, Neighbours, NodeState};
 use crate::node::{Node, NodeSummary};
 use crate::proto::registry::{self as pb, registry_client::RegistryClient};
+use crate::registry::Verdict;
 use crate::replacing::{Replacement, Step, TakenOver};
 use crate::ring::{Arc, Member};
 use std::future::Future;
@@ -208,33 +210,20 @@ impl Node {
             let me = self.me().id;
             let mut again = (!due.is_empty()).then_some(interval);
             for arc in due {
-                let question = pb::DeathQuestion {
-                    from: arc.start.0,
-                    to: arc.end.0,
-                    asker: Some(me.0),
-                };
-                match self
-                    .ask_registry(|mut r| async move { r.judge_dead(question).await })
-                    .await
-                {
-                    Some(Ok(verdict)) if verdict.dead => {
+                match self.judge_call(arc, me).await {
+                    Asked::Answered(Verdict::Dead { others }) => {
                         let now = tokio::time::Instant::now().into_std();
-                        tracing::info!(dead = %arc.start, others = verdict.others, "the registry judged the declared-dead node dead");
-                        self.change_leases(|l| l.judged_dead(arc, asked, now, verdict.others));
+                        tracing::info!(dead = %arc.start, others, "the registry judged the declared-dead node dead");
+                        self.change_leases(|l| l.judged_dead(arc, asked, now, others));
                     }
-                    Some(Ok(verdict)) => {
-                        let after = Duration::from_millis(verdict.retry_after_ms)
-                            .min(interval)
-                            .max(EARLY_PROBE_GAP);
+                    Asked::Answered(Verdict::NotBefore(after)) => {
+                        let after = after.min(interval).max(EARLY_PROBE_GAP);
                         again = again.map(|a| a.min(settings.ask_again_after(after)));
                     }
-                    Some(Err(e)) if e.code() == tonic::Code::Unimplemented => {
-                        self.registry_judges_not();
+                    Asked::NotJudging => self.registry_judges_not(),
+                    Asked::Failed(why) => {
+                        tracing::debug!(error = %why, dead = %arc.start, "the registry did not judge")
                     }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, dead = %arc.start, "the registry did not judge")
-                    }
-                    None => {}
                 }
             }
             let sleep = sleep_until_some(again.map(|a| Instant::now() + a));
@@ -835,26 +824,23 @@ impl Node {
     /// root lease its answer grants (from when it was sent), or the verdicts
     /// on this node it reports (`crate::registry::Verdicts`).
     async fn heartbeat(&self) {
+        if self.registry.is_none() {
+            return;
+        }
         let seen = (self.leases.as_ref()).map_or(0, |l| {
             l.lock().unwrap_or_else(|e| e.into_inner()).verdicts_seen()
         });
-        let request = wire::heartbeat(&self.me(), seen);
         let sent = tokio::time::Instant::now().into_std();
-        let answer = self
-            .ask_registry(
-                |mut r| async move { r.heartbeat(request).await.map(tonic::Response::new) },
-            )
-            .await;
-        match answer {
-            Some(Ok(response)) => match wire::root_answer(response.metadata()) {
-                Some(RootAnswer::Granted(length)) => {
+        match self.heartbeat_call(seen).await {
+            Asked::Answered(root) => match root {
+                RootAnswer::Granted(length) => {
                     let now = tokio::time::Instant::now().into_std();
                     self.change_leases(|l| {
                         l.registry_judges(true, now);
                         l.rooted(sent, length)
                     });
                 }
-                Some(RootAnswer::Dead(count)) => {
+                RootAnswer::Dead(count) => {
                     let now = tokio::time::Instant::now().into_std();
                     let mut news = false;
                     self.change_leases(|l| {
@@ -865,13 +851,12 @@ impl Node {
                         tracing::warn!(count, "the registry judged this node dead: its lease ends");
                     }
                 }
-                Some(RootAnswer::Unreadable) => {
+                RootAnswer::Unreadable => {
                     tracing::debug!("a heartbeat's answer about the root lease does not parse");
                 }
-                None => self.registry_judges_not(),
             },
-            Some(Err(e)) => tracing::debug!(error = %e, "registry heartbeat failed"),
-            None => {}
+            Asked::NotJudging => self.registry_judges_not(),
+            Asked::Failed(why) => tracing::debug!(error = %why, "registry heartbeat failed"),
         }
     }
 
