@@ -168,12 +168,13 @@ impl Registry for RegistryService {
                 .heartbeat(&Member::new(id, node.addr), now);
             let mut response = Response::new(());
             let (name, value) = match self.verdicts().heartbeat(id, seen, now) {
-                Root::Granted(length) => (ROOT_LEASE_MS, length.as_millis().to_string()),
-                Root::Dead(count) => (VERDICTS, count.to_string()),
+                Root::Granted(length) => (
+                    ROOT_LEASE_MS,
+                    u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
+                ),
+                Root::Dead(count) => (VERDICTS, count),
             };
-            if let Ok(value) = value.parse() {
-                response.metadata_mut().insert(name, value);
-            }
+            response.metadata_mut().insert(name, value.into());
             response
         });
         self.counted("Heartbeat", answer)

@@ -9,7 +9,7 @@
 //! granted the node has lapsed:
 //!
 //! - **Root leases.** Each heartbeat the registry answers grants the node a
-//!   root lease of [`Verdicts::length`] (from when the heartbeat was sent, on
+//!   root lease (`--root-lease-ms` of the registry; from when the heartbeat was sent, on
 //!   the node's clock), unless the registry has judged the node dead since the
 //!   node last heard so: it says how often it has, and grants nothing until
 //!   the node's heartbeats say they know. A root lease keeps a node's lease
@@ -143,11 +143,6 @@ impl Verdicts {
     /// The counts have been kept.
     pub fn saved(&mut self) {
         self.changed = false;
-    }
-
-    /// How long a root lease lasts.
-    pub fn length(&self) -> Duration {
-        self.settings.length
     }
 
     /// Node `id` heartbeats, saying it heard of `seen` verdicts on itself.
