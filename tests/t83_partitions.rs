@@ -4,21 +4,24 @@
 //! all. One node, or two adjacent ones (a split of the ring in two groups), is
 //! cut off from the other nodes and the registry, both ways (routes to
 //! nowhere), for a few seconds, while a writer sets a key the (first) cut-off
-//! node owns through the others and a reader reads it through that node. No
-//! read may return a value older than one acknowledged before it began; once
-//! the links are back the nodes rejoin the ring, and every node answers the
-//! last acknowledged value or a later one. Needs root and `ip`: otherwise
+//! node owns through the others and a reader reads it through that node. The
+//! history must be linearizable (no read returns a value older than one
+//! acknowledged before it began, unless that value's put failed and landed
+//! late); once the links are back the nodes rejoin the ring, and every node
+//! answers the last acknowledged value or a later one. Needs root and `ip`: otherwise
 //! `SKIPPED` (a failure with `CRUSTY_REQUIRE_NETNS=1`, as in CI).
 
 use crate::common;
 
 use common::Proc;
+use common::history::History;
+use common::linearizable::{Call, Return};
 use common::netns::{Host, Network, cli, poll, ring_agreed, ring_view};
 use crustyring::ring::{Position, key_position, owner};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DHT: &str = env!("CARGO_BIN_EXE_dht");
 
@@ -106,49 +109,50 @@ fn cut_off_and_check(
     let others: Vec<usize> = (0..addrs.len()).filter(|i| !cut.contains(i)).collect();
 
     // One writer through the other nodes, one reader through the victim;
-    // both stop when this function returns or panics.
-    let acked: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    // both stop when this function returns or panics. Their history must be
+    // linearizable (`common::linearizable`): a put that failed may have
+    // been applied (and may land late), so it is of unknown outcome.
+    let history = History::new();
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_on_exit = StopOnDrop(stop.clone());
     let writer = {
         let (client, addrs, others) = (client.clone(), addrs.clone(), others.clone());
-        let (key, acked, stop) = (key.clone(), acked.clone(), stop.clone());
+        let (key, history, stop) = (key.clone(), history.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut value = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 value += 1;
                 let node = &addrs[others[value as usize % others.len()]];
                 let args = ["put", &key, &value.to_string(), "--node", node];
-                match cli(&client, &args) {
-                    Ok(_) => acked.lock().unwrap().push((value, Instant::now())),
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                let invoked = history.now();
+                let ret = match cli(&client, &args) {
+                    Ok(_) => Return::Done,
+                    Err(_) => Return::Unknown,
+                };
+                history.record(0, &key, Call::Write(value), ret, invoked);
+                if ret == Return::Unknown {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
         })
     };
     let reader = {
         let (client, node) = (client.clone(), addrs[victim].clone());
-        let (key, acked, stop) = (key.clone(), acked.clone(), stop.clone());
+        let (key, history, stop) = (key.clone(), history.clone(), stop.clone());
         std::thread::spawn(move || {
-            let (mut stale, mut answered) = (Vec::new(), 0);
+            let mut answered = 0;
             while !stop.load(Ordering::Relaxed) {
-                let began = Instant::now();
+                let invoked = history.now();
+                // No answer (or absent, before the first write): left out.
                 let Ok(seen) = cli(&client, &["get", &key, "--node", &node]) else {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 };
                 answered += 1;
                 let seen: u64 = seen.parse().expect("a number");
-                let floor = (acked.lock().unwrap().iter())
-                    .take_while(|(_, at)| *at < began)
-                    .map(|(v, _)| *v)
-                    .last()
-                    .unwrap_or(0);
-                if seen < floor {
-                    stale.push((seen, floor));
-                }
+                history.record(1, &key, Call::Read, Return::Read(Some(seen)), invoked);
             }
-            (stale, answered)
+            answered
         })
     };
 
@@ -159,51 +163,55 @@ fn cut_off_and_check(
     for v in &cut {
         hosts[*v].cut_off_from(&rest).expect("links cut");
     }
-    let cut_at = Instant::now();
+    let cut_at = history.now();
     std::thread::sleep(Duration::from_secs(cut_secs));
     for v in &cut {
         hosts[*v].reconnect_to(&rest).expect("links back");
     }
-    let healed_at = Instant::now();
+    let healed_at = history.now();
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("the writer");
-    let (stale, answered) = reader.join().expect("the reader");
-    assert!(
-        stale.is_empty(),
-        "reads through the cut-off node older than an acknowledged write (seen, acknowledged before): {stale:?}"
-    );
+    let answered = reader.join().expect("the reader");
     assert!(answered > 0, "the victim answered no read at all");
     println!(
         "{test}: {answered} reads through {} answered, {} writes acknowledged",
         addrs[victim],
-        acked.lock().unwrap().len()
+        history.acknowledged(&key, None)
     );
 
     poll("the cut-off nodes are back in the ring", || {
         ring_agreed(&client, &addrs)
     });
-    let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 10, "only {} writes acknowledged", acked.len());
+    let acknowledged = history.acknowledged(&key, None);
+    assert!(acknowledged > 10, "only {acknowledged} writes acknowledged");
     // The others took the arc over during the cut (detection, the takeover
     // wait and the registry's verdict take about 3.5 s): the reads were
     // checked against writes the cut-off side did not see.
-    let during = (acked.iter())
-        .filter(|(_, at)| *at > cut_at + Duration::from_secs(4) && *at < healed_at)
-        .count();
+    let during = history.acknowledged(&key, Some((cut_at + 4_000_000, healed_at)));
     assert!(during > 0, "no write acknowledged in the cut's last part");
-    let last = acked.last().map_or(0, |(v, _)| *v);
+    // Every node answers the last acknowledged value or a later one once
+    // the ring is whole (the first answer of each is part of the history).
+    let last = history.last_acknowledged(&key).unwrap_or(0);
     poll(
         "every node answers the last acknowledged value or later",
         || {
             addrs.iter().try_for_each(|node| {
+                let invoked = history.now();
                 match cli(&client, &["get", &key, "--node", node]).map(|v| v.parse::<u64>()) {
-                    Ok(Ok(v)) if v >= last => Ok(()),
+                    Ok(Ok(v)) => {
+                        history.record(2, &key, Call::Read, Return::Read(Some(v)), invoked);
+                        if v >= last {
+                            return Ok(());
+                        }
+                        Err(format!("{node}: {v}, {last} acknowledged"))
+                    }
                     other => Err(format!("{node}: {other:?}, {last} acknowledged")),
                 }
             })
         },
     );
+    history.assert_linearizable(test);
 }
 
 /// Sets its flag when dropped: the load threads stop even if the test

@@ -685,6 +685,10 @@ impl Node {
                 // Applied under the view lock; acknowledged once durable here
                 // and on the key's replicas.
                 Ok(((outcome, version, expires, written), caught_up, me, _in_flight)) => {
+                    tracing::trace!(
+                        op = ?query.op, position = %query.position, ?version, ?outcome, caught_up,
+                        "applied locally"
+                    );
                     // A read that met writes not yet acknowledged waits for
                     // them to settle, then reads again (`pending`).
                     if matches!(query.op, Operation::Get)

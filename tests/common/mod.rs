@@ -3,6 +3,8 @@
 //! readiness (a joined node, a printed address), never on fixed sleeps.
 #![allow(dead_code)]
 
+pub mod history;
+pub mod linearizable;
 pub mod netns;
 
 use crustyring::client;
@@ -86,7 +88,21 @@ impl Proc {
     /// Starts `bin` with `args` and waits (at most 30 s) until it prints a line
     /// containing `ready`; the first `http://` (or `https://`) word of that line
     /// is its address.
+    ///
+    /// With `NODE_LOG_DIR` set, its logs (stderr) go to a file of their own
+    /// there, named after the binary, its address's port and its PID, rather than
+    /// interleaved with every other process's.
     pub fn start(bin: &str, args: &[&str], ready: &str) -> Proc {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let log_file = std::env::var_os("NODE_LOG_DIR").map(|dir| {
+            let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let name = format!("starting-{}-{n}.log", std::process::id());
+            std::path::PathBuf::from(dir).join(name)
+        });
+        let stderr = match &log_file {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("NODE_LOG_DIR writable")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(bin)
             .args(args)
             // NODE_LOG (a RUST_LOG filter) shows more of the nodes' logs.
@@ -95,7 +111,7 @@ impl Proc {
                 std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("binary starts");
         let stdout = child.stdout.take().map(|out| {
@@ -124,6 +140,14 @@ impl Proc {
             .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_default()
             .to_string();
+        if let Some(path) = log_file {
+            let binary = std::path::Path::new(bin).file_name().unwrap_or_default();
+            let port = proc.addr.rsplit(':').next().unwrap_or("unknown");
+            let pid = proc.child.id();
+            let name = format!("{}-{port}-{pid}.log", binary.to_string_lossy());
+            let named = path.with_file_name(name);
+            std::fs::rename(&path, named).expect("log file renamed");
+        }
         proc
     }
 

@@ -11,7 +11,7 @@
 //! - **the copies**: every key's newest version is on its owner and the two
 //!   nodes before it, and on no other node as a live value;
 //! - **the history**: every key behaved as a linearizable register
-//!   (`linearizable.rs`, a Wing-Gong search): no acknowledged write lost, no
+//!   (`tests/common/linearizable.rs`, a Wing-Gong search): no acknowledged write lost, no
 //!   stale read. The final reads of every key through every live node are part
 //!   of the history.
 //!
@@ -34,6 +34,7 @@
 //! the nodes' logs in virtual time.
 
 mod availability;
+#[path = "../common/linearizable.rs"]
 mod linearizable;
 mod network;
 mod repair;

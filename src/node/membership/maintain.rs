@@ -433,9 +433,15 @@ impl Node {
         self.update_view(|v| v.handoff = Some(arc));
         let header = HandOffHeader::merge(self.me(), next.clone());
         let merged = match self.store.entries_in(arc) {
-            Ok(entries) => self.hand_off(&closer, header, entries).await,
+            Ok(entries) => {
+                tracing::info!(to = %closer.addr, ?arc, entries = entries.len(), "merging the entries held of a closer node's arc into it");
+                self.hand_off(&closer, header, entries).await
+            }
             Err(e) => Err(e.into()),
         };
+        if let Err(e) = &merged {
+            tracing::info!(to = %closer.addr, error = %e, "the merge into a closer node failed; not adopted");
+        }
         if let Ok(n) = &merged {
             self.metrics.handoff(true, HandOff::Merge, *n);
         }
@@ -649,6 +655,7 @@ impl Node {
                     {
                         let after_gap = answered == Answered::GrantedAfterGap;
                         if after_gap {
+                            tracing::info!(prev = %view.prev.addr, "leased again after a gap: reads ask the replicas until caught up");
                             // Behind, and the arc served once `next`
                             // confirms it again, before the lease takes
                             // effect.

@@ -74,6 +74,13 @@ impl Node {
         let now_replicas = now.replicas(factor);
         self.catch_up_state()
             .reconciled(began, arc, &replicas, (now.arc(), &now_replicas));
+        if self.caught_up(&now) {
+            tracing::info!(
+                ?arc,
+                replicas = replicas.len(),
+                "caught up: reads of the arc answer from this node's store"
+            );
+        }
         Ok(())
     }
 

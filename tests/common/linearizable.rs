@@ -1,5 +1,7 @@
 //! A small linearizability checker for key-value histories recorded by
-//! simulation tests.
+//! tests: the simulation's (in virtual time) and real-process tests' (in
+//! microseconds of the test's clock). Shared by both test binaries (the
+//! simulation includes it by path), so its own tests run in each.
 //!
 //! # Model
 //!
@@ -9,8 +11,8 @@
 //! compositional (Herlihy & Wing 1990): a history is linearizable iff the
 //! sub-history of every object is, so [`check`] checks each key on its own.
 //!
-//! An [`Operation`] spans the closed interval `[invoked, returned]` of virtual
-//! time. One operation precedes another only if it returned *strictly* before
+//! An [`Operation`] spans the closed interval `[invoked, returned]` of the
+//! history's time. One operation precedes another only if it returned *strictly* before
 //! the other was invoked; operations touching at an instant are concurrent
 //! (this errs towards accepting, never towards false alarms).
 //!
@@ -143,9 +145,9 @@ pub struct Operation {
     pub call: Call,
     /// What was answered.
     pub ret: Return,
-    /// Virtual time at which the call was issued.
+    /// When (in the history's time unit) the call was issued.
     pub invoked: u64,
-    /// Virtual time at which the answer arrived; ignored for [`Return::Unknown`].
+    /// When (the same unit) the answer arrived; ignored for [`Return::Unknown`].
     pub returned: u64,
 }
 
