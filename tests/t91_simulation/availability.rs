@@ -46,7 +46,8 @@ pub fn acknowledged_after_crash(seed: u64) -> Vec<Duration> {
         .max_message_latency(Duration::from_millis(20))
         .rng_seed(seed)
         .build();
-    add_registry(&mut sim);
+    let registry_dir = crate::RegistryDir::new(seed);
+    add_registry(&mut sim, &registry_dir);
     let mut world = World::new(seed, Some(LEASES));
     let acknowledged: Rc<RefCell<Vec<Duration>>> = Rc::default();
     let (slots, acks) = (world.slots.clone(), acknowledged.clone());

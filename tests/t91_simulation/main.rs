@@ -176,7 +176,8 @@ fn run(seed: u64, faults: Faults, leases: Option<LeaseSettings>) -> Outcome {
         .max_message_latency(Duration::from_millis(20))
         .rng_seed(seed)
         .build();
-    add_registry(&mut sim);
+    let registry_dir = RegistryDir::new(seed);
+    add_registry(&mut sim, &registry_dir);
     let mut world = World::new(seed, leases);
     for id in 0..CLIENTS {
         let run = workload::run_client(
@@ -236,18 +237,48 @@ fn id_rule() -> IdRule {
     IdRule::new(registry::DEFAULT_SALT, IdRule::DEFAULT_CHOICES)
 }
 
-/// The registry host, with the default salt and ID rule.
-fn add_registry(sim: &mut turmoil::Sim<'_>) {
-    sim.host("registry", || async {
-        let listener = SimListener::bind(PORT).await?;
-        registry::serve(
-            listener,
-            RegistryConfig::fresh(id_rule()),
-            std::future::pending(),
-        )
-        .await?;
-        Ok(())
+/// The registry host, with the default salt and ID rule, keeping its state
+/// in `dir` as the registry binary does in its `--data-dir`: the counts of
+/// verdicts, and a mark that it has run before (then, started again after a
+/// crash, it relearns the members for the binary's default 2 s before it
+/// names a first one).
+fn add_registry(sim: &mut turmoil::Sim<'_>, dir: &RegistryDir) {
+    let dir = dir.0.clone();
+    sim.host("registry", move || {
+        let dir = dir.clone();
+        async move {
+            let listener = SimListener::bind(PORT).await?;
+            let mut config = RegistryConfig::fresh(id_rule());
+            if registry::has_run_before(&dir)? {
+                config.liveness.relearn = Duration::from_secs(2);
+            }
+            config.verdicts_file = Some(dir.join("verdicts"));
+            registry::serve(listener, config, std::future::pending()).await?;
+            Ok(())
+        }
     });
+}
+
+/// A run's registry data directory (real files: turmoil simulates the
+/// network, not the disk), removed with it.
+pub struct RegistryDir(std::path::PathBuf);
+
+impl RegistryDir {
+    /// A fresh directory for a run of `seed`.
+    pub fn new(seed: u64) -> Self {
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("crusty-sim-registry-{}-{seed}-{run}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+}
+
+impl Drop for RegistryDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The final check, as a client host: once the ring has had until `check_at`
@@ -306,6 +337,8 @@ enum Action {
     CrashNextOf(String),
     /// Kill this node, if it is still alive.
     Crash(String),
+    /// Start the crashed registry again.
+    StartRegistry,
 }
 
 /// The simulated world as the driver keeps it: who is alive, what each node
@@ -431,6 +464,18 @@ impl World {
                         None => self.isolate(sim, at, &[a]),
                     }
                 }
+            }
+            Action::Event(Event::RestartRegistry) => {
+                sim.crash("registry");
+                let down = self
+                    .rng
+                    .between(Duration::from_millis(300), Duration::from_secs(5));
+                self.note(at, format!("the registry crashes, for {down:?}"));
+                later.push((down, Action::StartRegistry));
+            }
+            Action::StartRegistry => {
+                sim.bounce("registry");
+                self.note(at, "the registry starts again".to_string());
             }
             Action::Event(Event::Repair) => {
                 for (a, b) in std::mem::take(&mut self.cuts) {
@@ -869,6 +914,27 @@ fn after_a_crash_the_next_node_s_keys_are_unavailable_once_not_twice() {
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// The registry restarting, beside every fault the split schedules draw:
+/// while it is down no takeover is judged (the arcs of nodes that fail
+/// meanwhile wait) and no root lease granted; back, it judges no node dead
+/// before a root lease it may have granted before the crash has lapsed,
+/// and keeps the counts of verdicts it gave (a node judged dead before the
+/// crash gets no root lease until it has heard). Seeds 2 to 4 in the suite
+/// (seed 1 draws no restart): 30 seeds (`SIM_SEEDS=30`, 2026-11-30) ran
+/// 64,150 operations, every history linearizable and every ring whole.
+/// The same 30 with the counts of verdicts not kept passed too: these
+/// schedules do not reach a node judged dead that first hears of it from a
+/// registry restarted meanwhile (what keeping the counts is for).
+#[test]
+fn with_leases_registry_restarts_keep_every_key_linearizable() {
+    check_seeds(
+        seeds(2, 3),
+        Faults::RegistryRestarts,
+        Some(LeaseSettings::default()),
+        Histories::MustBeLinearizable,
+    );
 }
 
 /// A ring split in two groups of two or more (two adjacent nodes cut off

@@ -89,7 +89,8 @@ fn repair_time(
         .max_message_latency(Duration::from_millis(20))
         .rng_seed(seed)
         .build();
-    crate::add_registry(&mut sim);
+    let registry_dir = crate::RegistryDir::new(seed);
+    crate::add_registry(&mut sim, &registry_dir);
     let mut world = World::new(seed, leases);
     let crashed = Rc::new(Cell::new(false));
     let repaired: Rc<RefCell<Result<Repaired, String>>> =

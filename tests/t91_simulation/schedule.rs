@@ -55,6 +55,10 @@ pub enum Faults {
     /// takeovers wait for the registry's verdict (the registry is the
     /// witness: only its side serves).
     Splits,
+    /// Also the registry restarting (down for up to 5 s, its counts of
+    /// verdicts kept in its data directory, relearning the members when it
+    /// is back), beside every fault above.
+    RegistryRestarts,
 }
 
 /// A change to the simulated world, as the schedule draws it. Which nodes it
@@ -102,6 +106,9 @@ pub enum Event {
     /// every other node and the registry; they still reach each other, and
     /// clients reach both.
     IsolatePair,
+    /// The registry crashes, and starts again a little later from its data
+    /// directory.
+    RestartRegistry,
     /// Every cut or held link works again.
     Repair,
 }
@@ -121,6 +128,7 @@ impl Event {
             | Event::Isolate
             | Event::Pause
             | Event::IsolatePair
+            | Event::RestartRegistry
             | Event::Repair => 0,
         }
     }
@@ -156,7 +164,12 @@ impl Schedule {
         let mut events = Vec::new();
         let mut at = FAULTS.0;
         while at < FAULTS.1 {
-            let event = if faults != Faults::Promised && rng.chance(35) {
+            // Drawn first, and only for its kind: the other kinds' schedules
+            // stay as they were.
+            let restart = faults == Faults::RegistryRestarts && rng.chance(40);
+            let event = if restart {
+                Event::RestartRegistry
+            } else if faults != Faults::Promised && rng.chance(35) {
                 let cuts = [
                     Event::Partition,
                     Event::PartitionOneWay,
@@ -165,7 +178,7 @@ impl Schedule {
                     Event::Pause,
                     Event::IsolatePair,
                 ];
-                let kinds = if faults == Faults::Splits { 6 } else { 5 };
+                let kinds = if faults == Faults::Suspicions { 5 } else { 6 };
                 *rng.pick(&cuts[..kinds])
             } else {
                 *rng.pick(&[
