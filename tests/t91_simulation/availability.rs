@@ -40,12 +40,7 @@ const LEASES: LeaseSettings = LeaseSettings {
 pub fn acknowledged_after_crash(seed: u64) -> Vec<Duration> {
     log_if_asked();
     network::prepare_run();
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(CRASH_AT + WINDOW + Duration::from_secs(10))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(20))
-        .rng_seed(seed)
-        .build();
+    let mut sim = crate::new_sim(seed, CRASH_AT + WINDOW + Duration::from_secs(10));
     let registry_dir = crate::RegistryDir::new(seed);
     add_registry(&mut sim, &registry_dir);
     let mut world = World::new(seed, Some(LEASES));

@@ -83,12 +83,7 @@ fn repair_time(
 ) -> Result<Repaired, String> {
     crate::log_if_asked();
     crate::network::prepare_run();
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(CRASH_AT + Duration::from_secs(60))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(20))
-        .rng_seed(seed)
-        .build();
+    let mut sim = crate::new_sim(seed, CRASH_AT + Duration::from_secs(60));
     let registry_dir = crate::RegistryDir::new(seed);
     crate::add_registry(&mut sim, &registry_dir);
     let mut world = World::new(seed, leases);
