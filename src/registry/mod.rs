@@ -80,6 +80,23 @@ impl RegistryService {
         self.verdicts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Keeps what `verdicts` holds if it changed ([`Verdicts::unsaved`]),
+    /// before `call` is answered: `UNAVAILABLE` if it cannot (the next call
+    /// tries again, and no verdict is answered before it succeeds).
+    fn keep(&self, verdicts: &mut Verdicts, call: &str) -> Result<(), Status> {
+        let (true, Some(path)) = (verdicts.unsaved(), &self.verdicts_file) else {
+            return Ok(());
+        };
+        if let Err(e) = verdicts::save(path, &verdicts.kept()) {
+            tracing::error!(error = %e, path = %path.display(), call, "cannot keep the verdicts");
+            return Err(Status::unavailable(format!(
+                "cannot keep what the registry knows of verdicts: {e}"
+            )));
+        }
+        verdicts.saved();
+        Ok(())
+    }
+
     /// The registry's metrics in the OpenMetrics text format.
     pub fn metrics_text(&self) -> String {
         let members = self.membership().members(now()).len();
@@ -124,17 +141,18 @@ impl Registry for RegistryService {
     ) -> Result<Response<pb::RegisterInfo>, Status> {
         let pb::ConnectionAddr { addr, id } = request.into_inner();
         let answer = check_addr(&addr).and_then(|()| {
-            self.membership()
+            let registration = self
+                .membership()
                 .register(&addr, id.map(Position), now())
-                .map_err(|e| Status::unavailable(e.to_string()))
-        });
-        let registration = self.counted("RegisterNode", answer)?;
-        tracing::info!(%addr, id = %registration.id, "registered node");
-        let count = {
+                .map_err(|e| Status::unavailable(e.to_string()))?;
             let mut verdicts = self.verdicts();
             verdicts.registered(registration.id, now());
-            verdicts.count_of(registration.id)
-        };
+            // Known before it is answered (`Verdicts::unsaved`).
+            self.keep(&mut verdicts, "RegisterNode")?;
+            Ok((verdicts.count_of(registration.id), registration))
+        });
+        let (count, registration) = self.counted("RegisterNode", answer)?;
+        tracing::info!(%addr, id = %registration.id, "registered node");
         let mut response = Response::new(pb::RegisterInfo {
             id: registration.id.0,
             neighbor: registration.contact.as_ref().map(Into::into),
@@ -162,12 +180,20 @@ impl Registry for RegistryService {
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .unwrap_or(0);
         let node = request.into_inner();
-        let answer = check_addr(&node.addr).map(|()| {
+        let answer = check_addr(&node.addr).and_then(|()| {
             let (id, now) = (Position(node.id), now());
             self.membership()
                 .heartbeat(&Member::new(id, node.addr), now);
             let mut response = Response::new(());
-            let (name, value) = match self.verdicts().heartbeat(id, seen, now) {
+            let root = {
+                let mut verdicts = self.verdicts();
+                let root = verdicts.heartbeat(id, seen, now);
+                // A node not known before (it joined through a member) is
+                // kept before it is answered.
+                self.keep(&mut verdicts, "Heartbeat")?;
+                root
+            };
+            let (name, value) = match root {
                 Root::Granted(length) => (
                     ROOT_LEASE_MS,
                     u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
@@ -175,7 +201,7 @@ impl Registry for RegistryService {
                 Root::Dead(count) => (VERDICTS, count),
             };
             response.metadata_mut().insert(name, value.into());
-            response
+            Ok(response)
         });
         self.counted("Heartbeat", answer)
     }
@@ -191,17 +217,9 @@ impl Registry for RegistryService {
         let verdict = {
             let mut verdicts = self.verdicts();
             let verdict = verdicts.judge(arc, question.asker.map(Position), now());
-            // Kept before it is answered (a failed write is tried again by
-            // the next call, which answers nothing before it succeeds).
-            if let (true, Some(path)) = (verdicts.unsaved(), &self.verdicts_file) {
-                if let Err(e) = verdicts::save(path, &verdicts.kept()) {
-                    tracing::error!(error = %e, path = %path.display(), "cannot keep the verdicts");
-                    return self.counted(
-                        "JudgeDead",
-                        Err(Status::unavailable(format!("cannot keep the verdict: {e}"))),
-                    );
-                }
-                verdicts.saved();
+            // Kept before it is answered.
+            if let Err(e) = self.keep(&mut verdicts, "JudgeDead") {
+                return self.counted("JudgeDead", Err(e));
             }
             verdict
         };
@@ -228,7 +246,11 @@ impl Registry for RegistryService {
         tracing::info!(addr = %node.addr, id = %Position(node.id), "node left");
         self.membership()
             .deregister(&Member::new(Position(node.id), node.addr));
-        self.verdicts().deregistered(Position(node.id));
+        let mut verdicts = self.verdicts();
+        verdicts.deregistered(Position(node.id));
+        // Forgotten for good if it can be kept (else with the next change).
+        let _ = self.keep(&mut verdicts, "Deregister");
+        drop(verdicts);
         self.counted("Deregister", Ok(Response::new(())))
     }
 }

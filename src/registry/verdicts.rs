@@ -28,9 +28,14 @@
 //!
 //! The counts of verdicts must outlive the registry: a node judged dead that
 //! has not heard so would otherwise be granted root leases again by the next
-//! registry, and serve the arc another node took over. A registry with a data
-//! directory keeps them in a file there ([`save`], [`load`]), written before
-//! a new verdict is answered.
+//! registry, and serve the arc another node took over. So must the nodes it
+//! knows (a count of 0 each): a verdict judges every known node in the arc,
+//! and the arc waits a takeover wait more for each (each may hold a lease
+//! from the one before it), so a restarted registry that forgot a node cut
+//! off from it since would have an arc wait too little. A registry with a
+//! data directory keeps them in a file there ([`save`], [`load`]), written
+//! before a new verdict is answered, and before a node it did not know is
+//! answered (its registration, or its first heartbeat).
 //!
 //! No I/O but those two functions; every method takes the registry's
 //! current time.
@@ -77,7 +82,7 @@ pub struct Verdicts {
     earlier: Duration,
     /// The last root lease granted to each node.
     rooted: BTreeMap<Position, Instant>,
-    /// How many times each node was judged dead.
+    /// How many times each node known was judged dead (0: never).
     count: BTreeMap<Position, u64>,
     /// The nodes judged dead that have not heard so.
     unheard: BTreeSet<Position>,
@@ -126,7 +131,15 @@ impl Verdicts {
     /// Node `id` registered at `now`: a node that may be leased by its
     /// `prev` from now on, judged as if it had been granted a root lease.
     pub fn registered(&mut self, id: Position, now: Instant) {
+        self.know(id);
         self.note_root(id, now);
+    }
+
+    /// Notes `id` known, to be kept ([`Verdicts::unsaved`]) if it is new.
+    fn know(&mut self, id: Position) -> &mut u64 {
+        let new = !self.count.contains_key(&id);
+        self.changed |= new;
+        self.count.entry(id).or_insert(0)
     }
 
     fn note_root(&mut self, id: Position, now: Instant) {
@@ -134,8 +147,9 @@ impl Verdicts {
         *last = (*last).max(now);
     }
 
-    /// Whether a verdict was given since the counts were last kept
-    /// ([`Verdicts::saved`]): they must be before it is answered.
+    /// Whether a verdict was given, or a node became known or was
+    /// forgotten, since the counts were last kept ([`Verdicts::saved`]):
+    /// they must be kept before a verdict, or a new node, is answered.
     pub fn unsaved(&self) -> bool {
         self.changed
     }
@@ -147,14 +161,15 @@ impl Verdicts {
 
     /// Node `id` heartbeats, saying it heard of `seen` verdicts on itself.
     pub fn heartbeat(&mut self, id: Position, seen: u64, now: Instant) -> Root {
-        let count = self.count.entry(id).or_insert(0);
+        let count = self.know(id);
         if seen < *count {
             return Root::Dead(*count);
         }
         // A registry that restarted without its counts learns them from the
         // nodes; a count far above any verdicts given is not believed.
-        if seen <= count.saturating_add(MAX_LEARNT) {
+        if seen <= count.saturating_add(MAX_LEARNT) && seen != *count {
             *count = seen;
+            self.changed = true;
         }
         self.unheard.remove(&id);
         self.note_root(id, now);
@@ -169,6 +184,7 @@ impl Verdicts {
         self.rooted.remove(&id);
         if self.count.get(&id) == Some(&0) {
             self.count.remove(&id);
+            self.changed = true;
         }
     }
 
@@ -220,7 +236,7 @@ impl Verdicts {
 /// What a registry keeps across restarts ([`save`], [`load`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Kept {
-    /// How many times each node was judged dead.
+    /// How many times each node known was judged dead (0: never).
     pub counts: BTreeMap<Position, u64>,
     /// The longest root lease granted.
     pub root_lease: Duration,
@@ -500,6 +516,35 @@ mod tests {
             "5 and 7; the asker (3) is not judged"
         );
         assert_eq!(v.count_of(Position(3)), 0);
+    }
+
+    /// A node the registry knows, judged or not, is kept: a restarted
+    /// registry judges it with the rest of an arc (and the arc waits for
+    /// it), though it heard nothing from it since.
+    #[test]
+    fn the_nodes_known_outlive_the_registry() {
+        let t0 = Instant::now();
+        let mut v = verdicts(t0);
+        v.registered(Position(8), t0);
+        assert!(v.unsaved(), "a new node is kept before it is answered");
+        v.saved();
+        v.heartbeat(Position(8), 0, t0);
+        assert!(!v.unsaved(), "a node known already changes nothing");
+        let mut again = verdicts(t0);
+        again.restore(v.kept());
+        let wait = again.settings.takeover_wait();
+        assert_eq!(
+            again.judge(arc(7, 9), None, t0 + wait),
+            Verdict::Dead { others: 1 },
+            "8 is judged with 7"
+        );
+        again.saved();
+        again.deregistered(Position(5));
+        assert!(!again.unsaved(), "an unknown node leaving changes nothing");
+        again.heartbeat(Position(5), 0, t0 + wait);
+        again.saved();
+        again.deregistered(Position(5));
+        assert!(again.unsaved(), "a node forgotten is kept forgotten");
     }
 
     #[test]
