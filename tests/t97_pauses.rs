@@ -1,11 +1,12 @@
 //! Paused processes with leases on (`--lease-ms`): five real `dht` processes,
-//! one sequential writer per key and readers through random nodes, while two
+//! two writers per key writing at once and readers through random nodes, while two
 //! nodes are stopped with SIGSTOP for 4 s each (long enough for their
 //! neighbours to declare them dead and take their arcs over) and continued
 //! with SIGCONT. Every key must behave as a linearizable register (the
 //! checker the simulation uses, `common::linearizable`): no read returns a
-//! value older than one acknowledged before it began, and every key ends at
-//! least at its last acknowledged value, read through every node. (Only real
+//! value older than one acknowledged before it began (but the value of a
+//! write of unknown outcome that landed late, below), and every key ends at
+//! its last acknowledged value or a later write, read through every node. (Only real
 //! processes show this: a stopped process's clock runs on while its code does
 //! not.)
 //!
@@ -30,6 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEYS: usize = 4;
+/// Writers of each key, writing at once.
+const WRITERS: usize = 2;
 const READERS: usize = 4;
 /// How long one operation may take before the client gives up on it (a write
 /// then counts as unknown, a read as nothing).
@@ -94,14 +97,16 @@ async fn paused_nodes_serve_no_stale_reads_and_lose_no_acknowledged_writes() {
     eprintln!("t97: the history's time 0 is {epoch:.3} s after the Unix epoch");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..KEYS {
+    for (i, w) in (0..KEYS).flat_map(|i| (0..WRITERS).map(move |w| (i, w))) {
         let (addrs, history, stop) = (addrs.clone(), history.clone(), stop.clone());
         tasks.spawn(async move {
             let mut clients = Clients(HashMap::new());
-            let mut value = 0u64;
-            let mut turn = i;
+            let mut n = 0u64;
+            let mut turn = i + w * 2;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                value += 1;
+                // Unique per key: each writer's values are its own residue.
+                n += 1;
+                let value = n * WRITERS as u64 + w as u64;
                 turn += 1;
                 let addr = &addrs[turn % addrs.len()];
                 let Some(mut c) = clients.to(addr).await else {
@@ -115,7 +120,8 @@ async fn paused_nodes_serve_no_stale_reads_and_lose_no_acknowledged_writes() {
                     // No answer, or an error: it may have been applied.
                     _ => Return::Unknown,
                 };
-                history.record(i as u32, &name(i), Call::Write(value), ret, invoked);
+                let client = (i * WRITERS + w) as u32;
+                history.record(client, &name(i), Call::Write(value), ret, invoked);
             }
         });
     }
@@ -130,7 +136,7 @@ async fn paused_nodes_serve_no_stale_reads_and_lose_no_acknowledged_writes() {
                 let invoked = history.now();
                 // A read without an answer has no effect: left out.
                 if let Some(seen) = read(&mut clients, addr, i).await {
-                    let client = (KEYS + r) as u32;
+                    let client = (KEYS * WRITERS + r) as u32;
                     history.record(client, &name(i), Call::Read, Return::Read(seen), invoked);
                 }
             }

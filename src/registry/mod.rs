@@ -80,6 +80,23 @@ impl RegistryService {
         self.verdicts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Keeps what `verdicts` holds before `call` is answered, if `call`
+    /// changed it (it has more [`Verdicts::changes`] than `before`):
+    /// `UNAVAILABLE` if it cannot. A call that changed nothing is answered
+    /// whether earlier changes could be kept or not (no verdict is answered
+    /// before they are): else one failed write would refuse every heartbeat.
+    fn keep_if_changed(
+        &self,
+        verdicts: &mut Verdicts,
+        call: &str,
+        before: u64,
+    ) -> Result<(), Status> {
+        if verdicts.changes() == before {
+            return Ok(());
+        }
+        self.keep(verdicts, call)
+    }
+
     /// Keeps what `verdicts` holds if it changed ([`Verdicts::unsaved`]),
     /// before `call` is answered: `UNAVAILABLE` if it cannot (the next call
     /// tries again, and no verdict is answered before it succeeds).
@@ -146,9 +163,10 @@ impl Registry for RegistryService {
                 .register(&addr, id.map(Position), now())
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             let mut verdicts = self.verdicts();
+            let before = verdicts.changes();
             verdicts.registered(registration.id, now());
-            // Known before it is answered (`Verdicts::unsaved`).
-            self.keep(&mut verdicts, "RegisterNode")?;
+            // Known before it is answered, if new (`Verdicts::unsaved`).
+            self.keep_if_changed(&mut verdicts, "RegisterNode", before)?;
             Ok((verdicts.count_of(registration.id), registration))
         });
         let (count, registration) = self.counted("RegisterNode", answer)?;
@@ -187,10 +205,11 @@ impl Registry for RegistryService {
             let mut response = Response::new(());
             let root = {
                 let mut verdicts = self.verdicts();
+                let before = verdicts.changes();
                 let root = verdicts.heartbeat(id, seen, now);
                 // A node not known before (it joined through a member) is
                 // kept before it is answered.
-                self.keep(&mut verdicts, "Heartbeat")?;
+                self.keep_if_changed(&mut verdicts, "Heartbeat", before)?;
                 root
             };
             let (name, value) = match root {
@@ -247,9 +266,10 @@ impl Registry for RegistryService {
         self.membership()
             .deregister(&Member::new(Position(node.id), node.addr));
         let mut verdicts = self.verdicts();
+        let before = verdicts.changes();
         verdicts.deregistered(Position(node.id));
-        // Forgotten for good if it can be kept (else with the next change).
-        let _ = self.keep(&mut verdicts, "Deregister");
+        // Forgotten for good if it can be kept (else with the next verdict).
+        let _ = self.keep_if_changed(&mut verdicts, "Deregister", before);
         drop(verdicts);
         self.counted("Deregister", Ok(Response::new(())))
     }
@@ -371,6 +391,82 @@ mod tests {
         assert!(!super::has_run_before(&dir).unwrap(), "a first start");
         assert!(super::has_run_before(&dir).unwrap(), "a restart");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A registry restarted from its verdicts file judges the nodes the
+    /// last one knew, though it has heard nothing from them: the arc waits
+    /// for each (`Verdicts`). Without the file it knows only the node asked
+    /// about.
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_registry_judges_the_nodes_the_last_one_knew() {
+        use super::{Liveness, RegistryService, pb};
+        use crate::proto::registry::registry_server::Registry;
+        use std::time::Duration;
+        use tonic::Request;
+        let dir = std::env::temp_dir().join(format!("crustyring-known-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("verdicts");
+        let registry = |file: Option<&std::path::Path>| {
+            let service = RegistryService::new(
+                crate::ring::IdRule::new(super::DEFAULT_SALT, 1),
+                Liveness {
+                    ttl: Duration::from_secs(3),
+                    relearn: Duration::ZERO,
+                },
+                crate::lease::LeaseSettings::default(),
+            );
+            match file {
+                Some(path) => service.keeping_verdicts_in(path.to_path_buf()).unwrap(),
+                None => service,
+            }
+        };
+        let first = registry(Some(&path));
+        let mut ids = Vec::new();
+        for addr in ["http://a:1", "http://b:1"] {
+            let asked = Request::new(pb::ConnectionAddr {
+                addr: addr.into(),
+                id: None,
+            });
+            ids.push(first.register_node(asked).await.unwrap().into_inner().id);
+        }
+        drop(first);
+        // The whole ring from the first node, asked by no node.
+        let question = || {
+            Request::new(pb::DeathQuestion {
+                from: ids[0],
+                to: ids[0],
+                asker: None,
+            })
+        };
+        let (again, forgetful) = (registry(Some(&path)), registry(None));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let verdict = again.judge_dead(question()).await.unwrap().into_inner();
+        assert!(verdict.dead);
+        assert_eq!(verdict.others, 1, "the other node is judged too");
+        let verdict = forgetful.judge_dead(question()).await.unwrap().into_inner();
+        assert_eq!((verdict.dead, verdict.others), (true, 0));
+
+        // Its file cannot be written any more: a new node, or a verdict, is
+        // refused (it could not be kept); a heartbeat of a node it knows,
+        // which changes nothing, is still answered.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let asked = Request::new(pb::ConnectionAddr {
+            addr: "http://c:1".into(),
+            id: None,
+        });
+        let refused = again.register_node(asked).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        let beat = Request::new(pb::Node {
+            id: ids[1],
+            addr: "http://b:1".into(),
+        });
+        assert!(
+            again.heartbeat(beat).await.is_ok(),
+            "a known node's heartbeat"
+        );
+        let refused = again.judge_dead(question()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Verdicts {
     unheard: BTreeSet<Position>,
     /// Whether a count changed since [`Verdicts::saved`] was last called.
     changed: bool,
+    /// How many changes were made ([`Verdicts::changes`]).
+    changes: u64,
 }
 
 impl Verdicts {
@@ -102,6 +104,7 @@ impl Verdicts {
             count: BTreeMap::new(),
             unheard: BTreeSet::new(),
             changed: false,
+            changes: 0,
         }
     }
 
@@ -137,8 +140,9 @@ impl Verdicts {
 
     /// Notes `id` known, to be kept ([`Verdicts::unsaved`]) if it is new.
     fn know(&mut self, id: Position) -> &mut u64 {
-        let new = !self.count.contains_key(&id);
-        self.changed |= new;
+        if !self.count.contains_key(&id) {
+            self.change();
+        }
         self.count.entry(id).or_insert(0)
     }
 
@@ -159,6 +163,19 @@ impl Verdicts {
         self.changed = false;
     }
 
+    /// How many changes have been made so far: a call that made one (a new
+    /// node, a learnt count, a verdict) is answered only once it is kept;
+    /// one that made none is answered whether an earlier change could be
+    /// kept or not (the next verdict keeps it first).
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    fn change(&mut self) {
+        self.changed = true;
+        self.changes += 1;
+    }
+
     /// Node `id` heartbeats, saying it heard of `seen` verdicts on itself.
     pub fn heartbeat(&mut self, id: Position, seen: u64, now: Instant) -> Root {
         let count = self.know(id);
@@ -169,7 +186,7 @@ impl Verdicts {
         // nodes; a count far above any verdicts given is not believed.
         if seen <= count.saturating_add(MAX_LEARNT) && seen != *count {
             *count = seen;
-            self.changed = true;
+            self.change();
         }
         self.unheard.remove(&id);
         self.note_root(id, now);
@@ -184,7 +201,7 @@ impl Verdicts {
         self.rooted.remove(&id);
         if self.count.get(&id) == Some(&0) {
             self.count.remove(&id);
-            self.changed = true;
+            self.change();
         }
     }
 
@@ -224,7 +241,7 @@ impl Verdicts {
             if self.unheard.insert(*id) {
                 let count = self.count.entry(*id).or_insert(0);
                 *count = count.saturating_add(1);
-                self.changed = true;
+                self.change();
             }
         }
         Verdict::Dead {

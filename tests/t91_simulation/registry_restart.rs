@@ -97,6 +97,18 @@ pub fn history(seed: u64) -> (Vec<Operation>, Vec<String>) {
                 Step::Join => assert!(world.apply(&mut sim, Action::Join).is_empty()),
                 Step::Pause => world.pause(&mut sim, at, VICTIM),
                 Step::CrashRegistry => {
+                    // What this run is about: the victim was judged dead,
+                    // and that is kept, before the registry crashes.
+                    let victim = (world.slots.borrow().get(VICTIM))
+                        .and_then(|slot| Some(slot.node.as_ref()?.view_snapshot().me.id))
+                        .expect("the victim's ID");
+                    let kept =
+                        crustyring::registry::verdicts::load(&registry_dir.0.join("verdicts"))
+                            .expect("the registry's verdicts");
+                    assert!(
+                        kept.counts.get(&victim).is_some_and(|c| *c >= 1),
+                        "seed {seed}: the victim was not judged dead before the crash: {kept:?}"
+                    );
                     sim.crash("registry");
                     world.note(at, "the registry crashes".to_string());
                 }
@@ -116,6 +128,14 @@ pub fn history(seed: u64) -> (Vec<Operation>, Vec<String>) {
         }
     }
     let history = world.history.borrow().clone();
+    // And the victim answered reads again after it was continued.
+    let continued = (PAUSE_AT + CONTINUE_AFTER).as_micros() as u64;
+    assert!(
+        (history.iter()).any(|o| o.client == 1
+            && o.invoked > continued
+            && matches!(o.ret, super::linearizable::Return::Read(_))),
+        "seed {seed}: no read through the victim answered after it was continued"
+    );
     (history, world.trace)
 }
 

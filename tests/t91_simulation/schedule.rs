@@ -55,9 +55,10 @@ pub enum Faults {
     /// takeovers wait for the registry's verdict (the registry is the
     /// witness: only its side serves).
     Splits,
-    /// Also the registry restarting (down for up to 5 s, its counts of
-    /// verdicts kept in its data directory, relearning the members when it
-    /// is back), beside every fault above.
+    /// Also the registry restarting (down for up to 3.5 s, less than the
+    /// gap to the next event; its counts of verdicts kept in its data
+    /// directory, relearning the members when it is back), beside every
+    /// fault above.
     RegistryRestarts,
 }
 
