@@ -86,10 +86,10 @@ pub struct Verdicts {
     count: BTreeMap<Position, u64>,
     /// The nodes judged dead that have not heard so.
     unheard: BTreeSet<Position>,
-    /// Whether a count changed since [`Verdicts::saved`] was last called.
-    changed: bool,
     /// How many changes were made ([`Verdicts::changes`]).
     changes: u64,
+    /// How many of them were kept ([`Verdicts::saved`]).
+    kept: u64,
 }
 
 impl Verdicts {
@@ -103,8 +103,8 @@ impl Verdicts {
             rooted: BTreeMap::new(),
             count: BTreeMap::new(),
             unheard: BTreeSet::new(),
-            changed: false,
             changes: 0,
+            kept: 0,
         }
     }
 
@@ -155,12 +155,12 @@ impl Verdicts {
     /// forgotten, since the counts were last kept ([`Verdicts::saved`]):
     /// they must be kept before a verdict, or a new node, is answered.
     pub fn unsaved(&self) -> bool {
-        self.changed
+        self.changes != self.kept
     }
 
     /// The counts have been kept.
     pub fn saved(&mut self) {
-        self.changed = false;
+        self.kept = self.changes;
     }
 
     /// How many changes have been made so far: a call that made one (a new
@@ -172,7 +172,6 @@ impl Verdicts {
     }
 
     fn change(&mut self) {
-        self.changed = true;
         self.changes += 1;
     }
 
