@@ -479,6 +479,28 @@ impl World {
                     }
                 }
             }
+            Action::Event(Event::IsolatePairWithRegistry) => {
+                if let Some(a) = self.pick_alive() {
+                    let group: Vec<String> = match self.neighbour(&a, true) {
+                        Some(next) => vec![a, next],
+                        None => vec![a],
+                    };
+                    let others: Vec<String> = (self.hosts.iter())
+                        .filter(|h| !group.contains(h))
+                        .cloned()
+                        .collect();
+                    for a in group.iter().chain(["registry".to_string()].iter()) {
+                        for b in &others {
+                            sim.partition(a.as_str(), b.as_str());
+                            self.cuts.push((a.clone(), b.clone()));
+                        }
+                    }
+                    self.note(
+                        at,
+                        format!("{group:?} and the registry cut off from every other node"),
+                    );
+                }
+            }
             Action::Event(Event::RestartRegistry) => {
                 sim.crash("registry");
                 let down = self
@@ -947,6 +969,30 @@ fn with_leases_registry_restarts_keep_every_key_linearizable() {
     check_seeds(
         seeds(2, 3),
         Faults::RegistryRestarts,
+        Some(LeaseSettings::default()),
+        Histories::MustBeLinearizable,
+    );
+}
+
+/// A split with the registry on the pair's side (two adjacent nodes and the
+/// registry cut off together from the other nodes): the other side gets no
+/// verdict and should stop serving once its leases lapse, while the pair
+/// takes its arcs over. **Not linearizable yet:** 30 seeds (`SIM_SEEDS=30
+/// ... --ignored`, 2026-11-30) ran 44,932 operations, and seeds 7 and 22
+/// were not. Seed 7 (four nodes, ring n4, n1, n3, n2; n2 and n4 with the
+/// registry cut off from n1 and n3 at 6.0 s and again at 16.4 s): n3, leased
+/// by n1, acknowledged writes until 18.49 s with n1 as its only live
+/// replica; n4 took n3's arc over (verdict at 18.26 s, served from about
+/// 21.7 s, after n3's lease) without them, and answered a read at 22.17 s
+/// with an older value. The cause: a replica set shrinks on a failure
+/// suspicion, without the registry's verdict (docs/protocol.md, "Judged by
+/// the registry", costs). Run by hand until it passes.
+#[test]
+#[ignore = "found not linearizable (seeds 7 and 22): a split with the registry on the pair's side"]
+fn with_leases_the_registry_on_the_smaller_side_keeps_every_key_linearizable() {
+    check_seeds(
+        seeds(1, 8),
+        Faults::RegistryWithThePair,
         Some(LeaseSettings::default()),
         Histories::MustBeLinearizable,
     );

@@ -60,6 +60,9 @@ pub enum Faults {
     /// directory, relearning the members when it is back), beside every
     /// fault above.
     RegistryRestarts,
+    /// Also splits with the registry on the smaller side: two adjacent
+    /// nodes and the registry cut off together from the other nodes.
+    RegistryWithThePair,
 }
 
 /// A change to the simulated world, as the schedule draws it. Which nodes it
@@ -110,6 +113,9 @@ pub enum Event {
     /// The registry crashes, and starts again a little later from its data
     /// directory.
     RestartRegistry,
+    /// Two adjacent nodes and the registry are cut off together from every
+    /// other node; clients reach every node.
+    IsolatePairWithRegistry,
     /// Every cut or held link works again.
     Repair,
 }
@@ -130,6 +136,7 @@ impl Event {
             | Event::Pause
             | Event::IsolatePair
             | Event::RestartRegistry
+            | Event::IsolatePairWithRegistry
             | Event::Repair => 0,
         }
     }
@@ -168,8 +175,11 @@ impl Schedule {
             // Drawn first, and only for its kind: the other kinds' schedules
             // stay as they were.
             let restart = faults == Faults::RegistryRestarts && rng.chance(40);
+            let with_registry = faults == Faults::RegistryWithThePair && rng.chance(30);
             let event = if restart {
                 Event::RestartRegistry
+            } else if with_registry {
+                Event::IsolatePairWithRegistry
             } else if faults != Faults::Promised && rng.chance(35) {
                 let cuts = [
                     Event::Partition,
@@ -214,6 +224,7 @@ impl Schedule {
                     | Event::Isolate
                     | Event::Pause
                     | Event::IsolatePair
+                    | Event::IsolatePairWithRegistry
             ) {
                 // A pause may end before the node is suspected (1.5 s),
                 // or long after.
