@@ -481,24 +481,10 @@ impl World {
             }
             Action::Event(Event::IsolatePairWithRegistry) => {
                 if let Some(a) = self.pick_alive() {
-                    let group: Vec<String> = match self.neighbour(&a, true) {
-                        Some(next) => vec![a, next],
-                        None => vec![a],
-                    };
-                    let others: Vec<String> = (self.hosts.iter())
-                        .filter(|h| !group.contains(h))
-                        .cloned()
-                        .collect();
-                    for a in group.iter().chain(["registry".to_string()].iter()) {
-                        for b in &others {
-                            sim.partition(a.as_str(), b.as_str());
-                            self.cuts.push((a.clone(), b.clone()));
-                        }
+                    match self.neighbour(&a, true) {
+                        Some(next) => self.isolate_with_registry(sim, at, &[a, next]),
+                        None => self.isolate_with_registry(sim, at, &[a]),
                     }
-                    self.note(
-                        at,
-                        format!("{group:?} and the registry cut off from every other node"),
-                    );
                 }
             }
             Action::Event(Event::RestartRegistry) => {
@@ -550,18 +536,42 @@ impl World {
 
     /// Cuts `group` off from every other host and the registry, both ways.
     fn isolate(&mut self, sim: &mut turmoil::Sim<'_>, at: Duration, group: &[String]) {
+        self.split(sim, group, &["registry".to_string()], &[]);
+        self.note(at, format!("{group:?} cut off from every other node"));
+    }
+
+    /// Cuts `group` and the registry off from every other node, both ways.
+    fn isolate_with_registry(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        at: Duration,
+        group: &[String],
+    ) {
+        self.split(sim, group, &[], &["registry".to_string()]);
+        let what = format!("{group:?} and the registry cut off from every other node");
+        self.note(at, what);
+    }
+
+    /// Cuts the nodes of `group`, and `with_group`, off from the other
+    /// nodes and `with_others`, both ways.
+    fn split(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        group: &[String],
+        with_others: &[String],
+        with_group: &[String],
+    ) {
         let others: Vec<String> = (self.hosts.iter())
             .filter(|h| !group.contains(h))
             .cloned()
-            .chain(["registry".to_string()])
+            .chain(with_others.iter().cloned())
             .collect();
-        for a in group {
+        for a in group.iter().chain(with_group) {
             for b in &others {
                 sim.partition(a.as_str(), b.as_str());
                 self.cuts.push((a.clone(), b.clone()));
             }
         }
-        self.note(at, format!("{group:?} cut off from every other node"));
     }
 
     /// Holds every link of `node`, to every other host (nodes, the registry,
