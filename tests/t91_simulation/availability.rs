@@ -10,11 +10,9 @@
 //! (`t97_pauses`' measurement).
 
 use super::linearizable::{Call, Return};
-use super::{Action, Slots, World, add_registry, log_if_asked, network, workload};
+use super::{Action, World, add_registry, key_and_door, log_if_asked, network, workload};
 use crustyring::lease::LeaseSettings;
-use crustyring::ring::{Position, key_position, owner};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -48,7 +46,8 @@ pub fn acknowledged_after_crash(seed: u64) -> Vec<Duration> {
     let (slots, acks) = (world.slots.clone(), acknowledged.clone());
     sim.client("writer", async move {
         tokio::time::sleep(CRASH_AT - Duration::from_secs(1)).await;
-        let (key, through) = key_of_next(&slots, VICTIM)?;
+        // A key the victim's next owns, written through neither.
+        let (key, through) = key_and_door(&slots.borrow(), VICTIM, |v| (v.next.id, v.me.id))?;
         let mut value = 0;
         while turmoil::elapsed() < CRASH_AT + WINDOW {
             value += 1;
@@ -77,30 +76,4 @@ pub fn acknowledged_after_crash(seed: u64) -> Vec<Duration> {
         }
     }
     acknowledged.take()
-}
-
-/// A key the next node of `victim` owns, and a node to write it through
-/// that is neither, by the nodes' views.
-fn key_of_next(slots: &Slots, victim: &str) -> Result<(String, String), String> {
-    let slots = slots.borrow();
-    let views: BTreeMap<&str, _> = (slots.iter())
-        .filter_map(|(name, slot)| Some((name.as_str(), slot.node.as_ref()?.view_snapshot())))
-        .collect();
-    let next = views
-        .get(victim)
-        .ok_or("the victim does not serve")?
-        .next
-        .id;
-    let members: BTreeMap<Position, String> = (views.iter())
-        .map(|(name, v)| (v.me.id, name.to_string()))
-        .collect();
-    let key = (0..)
-        .map(|i| format!("key-{i}"))
-        .find(|k| owner(&members, key_position(k.as_bytes())).is_some_and(|(id, _)| id == next))
-        .expect("some key falls in every arc");
-    let through = (views.iter())
-        .find(|(name, v)| **name != victim && v.me.id != next)
-        .map(|(name, _)| name.to_string())
-        .ok_or("no third node")?;
-    Ok((key, through))
 }

@@ -45,7 +45,7 @@ mod workload;
 use crustyring::lease::LeaseSettings;
 use crustyring::node::{Discovery, Node, NodeConfig, NodeState, ReplicationSettings};
 use crustyring::registry::{self, RegistryConfig};
-use crustyring::ring::IdRule;
+use crustyring::ring::{IdRule, Position, key_position, owner};
 use crustyring::store::MemoryStore;
 use linearizable::{Call, Operation, Return};
 use network::SimListener;
@@ -264,6 +264,32 @@ fn add_registry(sim: &mut turmoil::Sim<'_>, dir: &RegistryDir) {
             Ok(())
         }
     });
+}
+
+/// A key for a directed run, by the nodes' views in `slots`: `roles`, from
+/// `victim`'s view, names the node that must own it and one to avoid; the
+/// key, and a node (neither of those two) to send it through.
+fn key_and_door(
+    slots: &BTreeMap<String, NodeSlot>,
+    victim: &str,
+    roles: impl Fn(&crustyring::node::View) -> (Position, Position),
+) -> Result<(String, String), String> {
+    let views: BTreeMap<&str, _> = (slots.iter())
+        .filter_map(|(name, slot)| Some((name.as_str(), slot.node.as_ref()?.view_snapshot())))
+        .collect();
+    let (owner_id, avoid) = roles(views.get(victim).ok_or("the victim does not serve")?);
+    let members: BTreeMap<Position, String> = (views.iter())
+        .map(|(name, v)| (v.me.id, name.to_string()))
+        .collect();
+    let key = (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|k| owner(&members, key_position(k.as_bytes())).is_some_and(|(id, _)| id == owner_id))
+        .expect("some key falls in every arc");
+    let door = (views.iter())
+        .find(|(_, v)| v.me.id != owner_id && v.me.id != avoid)
+        .map(|(name, _)| name.to_string())
+        .ok_or("no third node")?;
+    Ok((key, door))
 }
 
 /// A run's registry data directory (real files: turmoil simulates the

@@ -16,10 +16,10 @@
 
 use super::linearizable::{Call, Operation};
 use super::schedule::Event;
-use super::{Action, NodeSlot, RegistryDir, World, add_registry, log_if_asked, network, workload};
+use super::{
+    Action, RegistryDir, World, add_registry, key_and_door, log_if_asked, network, workload,
+};
 use crustyring::lease::LeaseSettings;
-use crustyring::ring::{Position, key_position, owner};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// When the victim is paused: the five nodes serve well before.
@@ -53,7 +53,12 @@ pub fn history(seed: u64) -> (Vec<Operation>, Vec<String>) {
             tokio::time::sleep(PAUSE_AT - Duration::from_secs(1)).await;
             // Chosen once, by whichever client comes first.
             let (name, through) = (key.borrow_mut())
-                .get_or_insert_with(|| key_of(&slots.borrow(), VICTIM).expect("the victim's key"))
+                .get_or_insert_with(|| {
+                    // A key the victim owns, written through a node that is
+                    // neither it nor its `prev` (which takes the key over).
+                    key_and_door(&slots.borrow(), VICTIM, |v| (v.me.id, v.prev.id))
+                        .expect("the victim's key")
+                })
                 .clone();
             let host = if id == 0 { through } else { VICTIM.to_string() };
             let mut value = 0;
@@ -146,26 +151,4 @@ enum Step {
     CrashRegistry,
     StartRegistry,
     Continue,
-}
-
-/// A key `victim` owns, and a node to write it through that is neither it
-/// nor its `prev` (which takes the key over), by the nodes' views.
-fn key_of(slots: &BTreeMap<String, NodeSlot>, victim: &str) -> Result<(String, String), String> {
-    let views: BTreeMap<&str, _> = (slots.iter())
-        .filter_map(|(name, slot)| Some((name.as_str(), slot.node.as_ref()?.view_snapshot())))
-        .collect();
-    let view = views.get(victim).ok_or("the victim does not serve")?;
-    let (me, prev) = (view.me.id, view.prev.id);
-    let members: BTreeMap<Position, String> = (views.iter())
-        .map(|(name, v)| (v.me.id, name.to_string()))
-        .collect();
-    let key = (0..)
-        .map(|i| format!("key-{i}"))
-        .find(|k| owner(&members, key_position(k.as_bytes())).is_some_and(|(id, _)| id == me))
-        .expect("some key falls in every arc");
-    let through = (views.iter())
-        .find(|(_, v)| v.me.id != me && v.me.id != prev)
-        .map(|(name, _)| name.to_string())
-        .ok_or("no third node")?;
-    Ok((key, through))
 }
